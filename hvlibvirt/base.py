@@ -1,0 +1,510 @@
+"""BaseHypervisor: Ganeti's hypervisor interface, backed by libvirt.
+
+Method names, signatures and return shapes are Ganeti's (``hv_base.BaseHypervisor``),
+so Ganeti's node daemon can call us as it calls its own hypervisors. The machinery
+shared by KVM and Xen lives here; ``kvm.py`` and ``xen.py`` add their parameter tables
+and the few things that differ.
+
+Objects: instances, disks and NICs are read by attribute name only, so Ganeti's own
+objects and ``hvlibvirt.objects`` both work. Hypervisor objects hold no connection:
+Ganeti builds one per RPC, and ``hvlibvirt.connection`` caches per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import libvirt
+import psutil
+from lxml import etree
+
+from hvlibvirt import connection, constants, params
+from hvlibvirt.domain_xml import GuestTarget, build_domain, metadata, to_string
+from hvlibvirt.errors import HotplugError, HypervisorError
+from hvlibvirt.objects import InstanceConsole, MigrationStatus
+
+log = logging.getLogger(__name__)
+
+SYSRQ_TRIGGER = "/proc/sysrq-trigger"
+REBOOT_COMMAND = ("reboot", "-n", "-f")
+_STATE_POLL = 0.05  # seconds between domain state polls while waiting
+
+
+class HvInstanceState:
+    """Instance states as Ganeti's ``hv_base.HvInstanceState`` defines them."""
+
+    RUNNING = constants.HV_STATE_RUNNING
+    SHUTDOWN = constants.HV_STATE_SHUTDOWN
+
+    @staticmethod
+    def IsRunning(state: int) -> bool:  # noqa: N802
+        return state == HvInstanceState.RUNNING
+
+    @staticmethod
+    def IsShutdown(state: int) -> bool:  # noqa: N802
+        return state == HvInstanceState.SHUTDOWN
+
+
+InstanceInfo = tuple[str, int, int, int, int, float]
+
+
+def _require_name(name: Any, what: str = "instance name") -> str:
+    if not isinstance(name, str) or not name or "/" in name or "\x00" in name:
+        raise HypervisorError(f"Invalid {what}: {name!r}")
+    return name
+
+
+class BaseHypervisor:
+    """Ganeti's abstract hypervisor interface with the shared libvirt machinery."""
+
+    #: hvparam name -> five-tuple check (see ``hvlibvirt.params``)
+    PARAMETERS: ClassVar[dict[str, params.Check]] = {}
+    ANCILLARY_FILES: ClassVar[list[str]] = []
+    ANCILLARY_FILES_OPT: ClassVar[list[str]] = []
+    CAN_MIGRATE: ClassVar[bool] = False
+
+    #: Ganeti hypervisor name, env variable naming the URI, and libvirt's default URI
+    HV_NAME: ClassVar[str] = ""
+    URI_ENV: ClassVar[str] = ""
+    DEFAULT_URI: ClassVar[str] = ""
+
+    def __init__(self, uri: str | None = None) -> None:
+        # Never connect here: Ganeti constructs a hypervisor object for every call.
+        if uri is not None and (not isinstance(uri, str) or not uri.strip()):
+            raise HypervisorError(f"Invalid libvirt URI: {uri!r}")
+        self._uri = uri
+
+    # -- connection --------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        """The libvirt URI: constructor keyword, else the environment, else the default."""
+        return self._uri or os.environ.get(self.URI_ENV) or self.DEFAULT_URI
+
+    def _conn(self) -> libvirt.virConnect:
+        return connection.get(self.uri)
+
+    def _lookup(self, name: str) -> libvirt.virDomain | None:
+        """The domain called ``name``, or None if libvirt has none."""
+        try:
+            return self._conn().lookupByName(name)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise HypervisorError(f"Failed to look up instance {name}: {err}") from err
+
+    @staticmethod
+    def _metadata(dom: libvirt.virDomain) -> metadata.InstanceMetadata | None:
+        """Our metadata on ``dom``; None for a domain this library did not create."""
+        try:
+            xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE, 0)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+                                        libvirt.VIR_ERR_NO_DOMAIN):
+                return None
+            raise HypervisorError(f"Failed to read metadata of {dom.name()}: {err}") from err
+        root = etree.fromstring(xml)
+        # libvirt returns the element without its namespace prefix; re-home it.
+        for elem in root.iter():
+            if isinstance(elem.tag, str) and not elem.tag.startswith("{"):
+                elem.tag = f"{{{metadata.NAMESPACE}}}{elem.tag}"
+        return metadata.parse(root)
+
+    def _owned(self, name: str) -> libvirt.virDomain | None:
+        """The domain for instance ``name`` if it exists and is ours, else None."""
+        dom = self._lookup(name)
+        if dom is None or self._metadata(dom) is None:
+            return None
+        return dom
+
+    def domain_xml(self, instance_name: str) -> str:
+        """The live domain XML of one of our instances (for operators and tools)."""
+        name = _require_name(instance_name)
+        dom = self._owned(name)
+        if dom is None:
+            raise HypervisorError(f"Instance {name} is not known to libvirt at {self.uri}")
+        with connection.libvirt_errors("read the domain XML", name):
+            return dom.XMLDesc(0)
+
+    # -- parameters --------------------------------------------------------------
+    @classmethod
+    def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
+        """Master-side checks: unknown/missing keys, types, per-parameter syntax.
+
+        Subclasses extend this (cross-parameter rules) and call it first.
+        """
+        params.check_syntax(cls.PARAMETERS, hvparams)
+
+    @classmethod
+    def ValidateParameters(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
+        """Node-side checks (files exist, and so on)."""
+        params.check_node(cls.PARAMETERS, hvparams)
+
+    @classmethod
+    def AssessParameters(cls, hvparams: Mapping[str, Any]) -> list[str]:  # noqa: N802
+        """Warnings about legal but suboptimal values; never raises for a warning."""
+        return []
+
+    @classmethod
+    def _IsParamValueUnspecified(cls, value: Any) -> bool:  # noqa: N802
+        return params.is_unspecified(value)
+
+    # -- small class-level helpers -------------------------------------------------
+    @classmethod
+    def GetAncillaryFiles(cls) -> tuple[list[str], list[str]]:  # noqa: N802
+        """(all files, optional files) the master copies to every node."""
+        if not set(cls.ANCILLARY_FILES_OPT) <= set(cls.ANCILLARY_FILES):
+            raise HypervisorError(f"{cls.__name__}: optional ancillary files must be a "
+                                  "subset of the ancillary files")
+        return list(cls.ANCILLARY_FILES), list(cls.ANCILLARY_FILES_OPT)
+
+    @staticmethod
+    def VersionsSafeForMigration(src: Sequence[int], target: Sequence[int]) -> bool:  # noqa: N802
+        """Whether migrating between these ``hv_version`` values should work."""
+        return tuple(src) == tuple(target)
+
+    @staticmethod
+    def _FormatVerifyResults(msgs: Sequence[str]) -> str | None:  # noqa: N802
+        """None for no problems, else the problems joined with '; '."""
+        return "; ".join(msgs) if msgs else None
+
+    @staticmethod
+    def GetLinuxNodeInfo(meminfo: str | None = None, cpuinfo: str | None = None  # noqa: N802
+                         ) -> dict[str, int]:
+        """This machine's memory (MiB) and CPUs, as Ganeti reports them.
+
+        ``memory_free`` is MemAvailable (what Ganeti uses for N+1 and ballooning), not
+        MemFree. With no arguments the figures come from psutil; ``meminfo``/``cpuinfo``
+        name files in /proc format to read instead (Ganeti's signature, used by tests).
+        """
+        try:
+            if meminfo is None:
+                vm = psutil.virtual_memory()
+                total, free = vm.total // 1048576, vm.available // 1048576
+            else:
+                fields = _read_meminfo(meminfo)
+                total, free = fields["MemTotal"] // 1024, fields["MemAvailable"] // 1024
+            cpu_total = (psutil.cpu_count(logical=True) if cpuinfo is None
+                         else _count_processors(cpuinfo))
+        except (OSError, KeyError, ValueError) as err:
+            raise HypervisorError(f"Failed to read node memory/CPU information: {err}") from err
+        if not cpu_total:
+            raise HypervisorError("Failed to count the node's CPUs")
+        sockets, nodes = _cpu_topology(cpuinfo or "/proc/cpuinfo")
+        return {
+            "memory_total": total,
+            "memory_free": free,
+            "memory_dom0": total - free,
+            "cpu_total": cpu_total,
+            "cpu_dom0": cpu_total,
+            "cpu_nodes": nodes,
+            "cpu_sockets": sockets,
+        }
+
+    @classmethod
+    def LinuxPowercycle(cls) -> None:  # noqa: N802
+        """Hard-reset this node: sysrq 'b', or ``reboot -n -f`` if sysrq is unavailable."""
+        try:
+            with open(SYSRQ_TRIGGER, "w", encoding="ascii") as trigger:
+                trigger.write("b")
+        except OSError as err:
+            log.warning("Cannot use %s (%s); running %s", SYSRQ_TRIGGER, err,
+                        " ".join(REBOOT_COMMAND))
+            result = subprocess.run(REBOOT_COMMAND, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise HypervisorError(f"Failed to powercycle the node: "
+                                      f"{result.stderr.strip() or result.returncode}") from err
+
+    @classmethod
+    def PowercycleNode(cls, hvparams: Mapping[str, Any] | None = None) -> None:  # noqa: N802
+        """Hard powercycle of the node (subclasses choose how)."""
+        cls.LinuxPowercycle()
+
+    def _InstanceStartupMemory(self, instance: Any) -> int:  # noqa: N802
+        """Start with as much as fits: between minmem and maxmem, capped by free memory."""
+        beparams = instance.beparams
+        free = self.GetNodeInfo(hvparams=instance.hvparams)["memory_free"]
+        return max(int(beparams["minmem"]), min(int(beparams["maxmem"]), free))
+
+    # -- what each hypervisor supplies ------------------------------------------------
+    def _guest_target(self, hvparams: Mapping[str, Any]) -> GuestTarget:
+        raise HypervisorError(f"{self.HV_NAME}: domain placement is not implemented")
+
+    def _domain_xml(self, instance: Any, block_devices: Sequence[Any],
+                    startup_memory: int) -> str:
+        target = self._guest_target(instance.hvparams)
+        return to_string(build_domain(instance, block_devices, instance.hvparams, target,
+                                      startup_memory))
+
+    # -- lifecycle ----------------------------------------------------------------
+    def StartInstance(self, instance: Any, block_devices: Sequence[Any],  # noqa: N802
+                      startup_paused: bool) -> None:
+        """Define and start the domain for ``instance`` (paused if asked)."""
+        name = _require_name(getattr(instance, "name", None))
+        self.CheckParameterSyntax(instance.hvparams)
+        self.ValidateParameters(instance.hvparams)
+        existing = self._lookup(name)
+        if existing is not None:
+            if self._metadata(existing) is None:
+                raise HypervisorError(f"Failed to start instance {name}: a domain of that "
+                                      "name exists that hvlibvirt did not create")
+            with connection.libvirt_errors("check the state", name):
+                if existing.isActive():
+                    raise HypervisorError(f"Failed to start instance {name}: already running")
+        xml = self._domain_xml(instance, block_devices, self._InstanceStartupMemory(instance))
+        log.debug("Domain XML for %s:\n%s", name, xml)
+        conn = self._conn()
+        with connection.libvirt_errors("define", name):
+            dom = conn.defineXML(xml)
+        flags = libvirt.VIR_DOMAIN_START_PAUSED if startup_paused else 0
+        try:
+            dom.createWithFlags(flags)
+        except libvirt.libvirtError as err:
+            # Leave nothing behind: a definition that never ran is not an instance.
+            try:
+                dom.undefine()
+            except libvirt.libvirtError:
+                log.warning("Could not undefine %s after a failed start", name)
+            raise HypervisorError(f"Failed to start instance {name}: "
+                                  f"{err.get_error_message()}") from err
+
+    def StopInstance(self, instance: Any, force: bool = False, retry: bool = False,  # noqa: N802
+                     name: str | None = None, timeout: int | None = None) -> None:
+        """Stop the instance: destroy if ``force``, else an ACPI power-button press.
+
+        ``name`` with ``instance=None`` stops by name only. ``timeout`` (seconds) bounds
+        the wait for a soft stop. A stopped or unknown instance is not an error.
+        """
+        if force and timeout is not None:
+            raise HypervisorError("A forced stop cannot have a timeout")
+        name = _require_name(name if name is not None else getattr(instance, "name", None))
+        dom = self._owned(name)
+        if dom is None:
+            return
+        with connection.libvirt_errors("check the state", name):
+            if not dom.isActive():
+                return
+        hvparams = getattr(instance, "hvparams", None) or {}
+        if force or not hvparams.get(constants.HV_ACPI, True):
+            with connection.libvirt_errors("destroy", name):
+                self._destroy(dom)
+            return
+        with connection.libvirt_errors("shut down", name):
+            self._shutdown(dom)
+        if timeout is not None:
+            self._wait_inactive(dom, float(timeout))
+
+    @staticmethod
+    def _destroy(dom: libvirt.virDomain) -> None:
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # already off
+                raise
+
+    @staticmethod
+    def _shutdown(dom: libvirt.virDomain) -> None:
+        try:
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except libvirt.libvirtError as err:
+            # Drivers without a power button (libvirt's test driver) take the default.
+            if err.get_error_code() not in (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                                            libvirt.VIR_ERR_INVALID_ARG,
+                                            libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            dom.shutdown()
+
+    @staticmethod
+    def _wait_inactive(dom: libvirt.virDomain, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if not dom.isActive():
+                    return True
+            except libvirt.libvirtError:
+                return True  # gone entirely
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_STATE_POLL)
+
+    def CleanupInstance(self, instance_name: str) -> None:  # noqa: N802
+        """Remove every trace of a stopped instance (its libvirt definition)."""
+        name = _require_name(instance_name)
+        dom = self._owned(name)
+        if dom is None:
+            return
+        with connection.libvirt_errors("clean up", name):
+            if dom.isActive():
+                raise HypervisorError(f"Cannot cleanup a live instance: {name}")
+            dom.undefine()
+
+    def RebootInstance(self, instance: Any) -> None:  # noqa: N802
+        raise HypervisorError(f"{self.HV_NAME}: RebootInstance is not implemented yet")
+
+    # -- listing and info ------------------------------------------------------------
+    def _owned_active_domains(self) -> list[libvirt.virDomain]:
+        with connection.libvirt_errors("list domains"):
+            domains = self._conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        return [d for d in domains if self._metadata(d) is not None]
+
+    def ListInstances(self, hvparams: Mapping[str, Any] | None = None) -> list[str]:  # noqa: N802
+        """Names of the running instances (domains this library created)."""
+        return sorted(d.name() for d in self._owned_active_domains())
+
+    @staticmethod
+    def _info_tuple(dom: libvirt.virDomain) -> InstanceInfo:
+        state, _maxmem, mem_kib, vcpus, cpu_ns = dom.info()
+        return (dom.name(), dom.ID(), mem_kib // 1024, vcpus, HvInstanceState.RUNNING,
+                cpu_ns / 1e9)
+
+    def GetInstanceInfo(self, instance_name: str,  # noqa: N802
+                        hvparams: Mapping[str, Any] | None = None) -> InstanceInfo | None:
+        """``(name, id, memory MiB, vcpus, state, cpu seconds)`` or None if not running."""
+        dom = self._owned(_require_name(instance_name))
+        if dom is None:
+            return None
+        try:
+            if not dom.isActive():
+                return None
+            return self._info_tuple(dom)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise HypervisorError(f"Failed to get info of instance {instance_name}: "
+                                  f"{err}") from err
+
+    def GetAllInstancesInfo(self, hvparams: Mapping[str, Any] | None = None  # noqa: N802
+                            ) -> list[InstanceInfo]:
+        result = []
+        for dom in self._owned_active_domains():
+            try:
+                result.append(self._info_tuple(dom))
+            except libvirt.libvirtError as err:  # stopped between list and info
+                log.debug("Skipping %s: %s", dom.name(), err)
+        return result
+
+    def GetNodeInfo(self, hvparams: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802
+        """Ganeti's node keys: memory (MiB, this machine), CPUs and NUMA/sockets as
+        libvirt sees the host, and ``hv_version`` from libvirt's driver version."""
+        info = self.GetLinuxNodeInfo()
+        conn = self._conn()
+        with connection.libvirt_errors("read node information"):
+            _model, _mem, cpus, _mhz, nodes, sockets, _cores, _threads = conn.getInfo()
+            version = conn.getVersion()
+        info.update(cpu_total=cpus, cpu_dom0=cpus, cpu_nodes=nodes,
+                    cpu_sockets=sockets * nodes)
+        info[constants.HV_NODEINFO_KEY_VERSION] = (version // 1000000, version // 1000 % 1000,
+                                                   version % 1000)
+        return info
+
+    def Verify(self, hvparams: Mapping[str, Any] | None = None) -> str | None:  # noqa: N802
+        """Problems with this node's hypervisor, or None."""
+        msgs = []
+        try:
+            self._conn().getVersion()
+        except (HypervisorError, libvirt.libvirtError) as err:
+            msgs.append(f"libvirt at {self.uri} is not usable: {err}")
+        return self._FormatVerifyResults(msgs)
+
+    def VerifyInstance(self, instance: Any) -> bool:  # noqa: N802
+        """True if the running instance matches its configuration (base: assume so)."""
+        return True
+
+    def RestoreInstance(self, instance: Any, block_devices: Sequence[Any]) -> None:  # noqa: N802
+        """Fix up a running instance whose VerifyInstance failed (base: nothing to do)."""
+
+    def BalloonInstanceMemory(self, instance: Any, mem: int) -> None:  # noqa: N802
+        """Set the running instance's memory to ``mem`` MiB."""
+        name = _require_name(getattr(instance, "name", None))
+        if isinstance(mem, bool) or not isinstance(mem, int) or mem <= 0:
+            raise HypervisorError(f"Invalid memory size for {name}: {mem!r} (MiB expected)")
+        dom = self._owned(name)
+        if dom is None:
+            raise HypervisorError(f"Cannot balloon instance {name}: not running")
+        with connection.libvirt_errors("set the memory", name):
+            dom.setMemoryFlags(mem * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    @classmethod
+    def GetInstanceConsole(cls, instance: Any, primary_node: Any, node_group: Any,  # noqa: N802
+                           hvparams: Mapping[str, Any], beparams: Mapping[str, Any]
+                           ) -> InstanceConsole:
+        raise HypervisorError(f"{cls.HV_NAME}: consoles are not implemented yet")
+
+    # -- migration -------------------------------------------------------------------
+    def MigrationInfo(self, instance: Any) -> str:  # noqa: N802
+        return ""
+
+    def AcceptInstance(self, instance: Any, info: str, target: str) -> None:  # noqa: N802
+        """Prepare the target node (base: nothing to prepare)."""
+
+    def FinalizeMigrationDst(self, instance: Any, info: str, success: bool) -> None:  # noqa: N802
+        """Commit or revert the target side (base: nothing to do)."""
+
+    def MigrateInstance(self, cluster_name: str, instance: Any, target: str,  # noqa: N802
+                        live: bool) -> None:
+        raise HypervisorError(f"{self.HV_NAME}: migration is not implemented yet")
+
+    def FinalizeMigrationSource(self, instance: Any, success: bool, live: bool) -> None:  # noqa: N802
+        """Commit or revert the source side (base: nothing to do)."""
+
+    def GetMigrationStatus(self, instance: Any) -> MigrationStatus:  # noqa: N802
+        raise HypervisorError(f"{self.HV_NAME}: migration is not implemented yet")
+
+    # -- hotplug (Ganeti's base refuses all of it) ---------------------------------------
+    def HotplugSupported(self, instance: Any) -> None:  # noqa: N802
+        raise HotplugError("Hotplug is not supported by this hypervisor")
+
+    def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
+        raise HotplugError("Hotplug is not supported.")
+
+    def HotAddDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> Any:
+        raise HotplugError("Hotplug is not supported by this hypervisor")
+
+    def HotDelDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> Any:
+        raise HotplugError("Hotplug is not supported by this hypervisor")
+
+    def HotModDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> Any:
+        raise HotplugError("Hotplug is not supported by this hypervisor")
+
+    def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> Any:  # noqa: N802
+        raise HotplugError("Disk resize is not supported by this hypervisor")
+
+
+# -- /proc readers used by GetLinuxNodeInfo ------------------------------------------------
+def _read_meminfo(path: str) -> dict[str, int]:
+    fields = {}
+    with open(path, encoding="ascii") as meminfo:
+        for line in meminfo:
+            key, _, rest = line.partition(":")
+            value = rest.split()
+            if value and value[0].isdigit():
+                fields[key.strip()] = int(value[0])
+    return fields
+
+
+def _count_processors(path: str) -> int:
+    with open(path, encoding="ascii", errors="replace") as cpuinfo:
+        return sum(1 for line in cpuinfo if line.split(":")[0].strip() == "processor")
+
+
+def _cpu_topology(cpuinfo: str) -> tuple[int, int]:
+    """(sockets, NUMA nodes); 1 where the system does not say."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as f:
+            sockets = {line.split(":", 1)[1].strip() for line in f
+                       if line.split(":")[0].strip() == "physical id"}
+    except OSError:
+        sockets = set()
+    try:
+        nodes = [n for n in os.listdir("/sys/devices/system/node")
+                 if n.startswith("node") and n[4:].isdigit()]
+    except OSError:
+        nodes = []
+    return max(len(sockets), 1), max(len(nodes), 1)

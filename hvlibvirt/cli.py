@@ -1,0 +1,126 @@
+"""The ``hvlibvirt`` command: a demo and small operator tools.
+
+    hvlibvirt demo [--uri test:///default]   an instance lifecycle, step by step
+    hvlibvirt check-params kvm KEY=VALUE...  CheckParameterSyntax on defaults + overrides
+    hvlibvirt list [--uri URI]               GetAllInstancesInfo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from hvlibvirt import constants, get_hypervisor_class
+from hvlibvirt.errors import HypervisorError
+from hvlibvirt.objects import NIC, Disk, Instance
+
+
+def _say(step: str, detail: object = "") -> None:
+    print(f"==> {step}" + (f": {detail}" if detail != "" else ""), flush=True)
+
+
+def _demo_instance(workdir: Path) -> tuple[Instance, list[tuple[Disk, str, None]]]:
+    hvparams = dict(constants.HVC_DEFAULTS[constants.HT_KVM])
+    # Direct kernel boot of an image that the test driver never reads; on a real node
+    # these would be the instance's kernel and Ganeti's disk symlinks.
+    kernel = workdir / "vmlinuz"
+    kernel.write_bytes(b"")
+    hvparams.update({constants.HV_KERNEL_PATH: str(kernel),
+                     constants.HV_KERNEL_ARGS: "ro quiet"})
+    disks = [Disk(uuid="932df160-7a22-4067-a566-7e0ca8386133", size=1024, iv_name="disk/0")]
+    nics = [NIC(uuid="003fc157-66a8-4e6d-8b7e-4a6d1ecdd4b7", mac="aa:00:00:35:d0:7e",
+                nicparams={constants.NIC_MODE: constants.NIC_MODE_BRIDGED,
+                           constants.NIC_LINK: "br0"})]
+    instance = Instance(name="demo1.example.com", uuid="6a2dc1f0-3d5e-4f38-9c1b-2f1e8d7c6b5a",
+                        hypervisor=constants.HT_KVM, hvparams=hvparams,
+                        beparams={"maxmem": 512, "minmem": 256, "vcpus": 2},
+                        disks=[d.uuid for d in disks], disks_info=disks, nics=nics)
+    block_devices = [(d, f"/var/run/ganeti/instance-disks/{instance.name}:{i}", None)
+                     for i, d in enumerate(disks)]
+    return instance, block_devices
+
+
+def demo(uri: str) -> int:
+    """Start, inspect, balloon, stop and clean up one instance on ``uri``."""
+    hv_class = get_hypervisor_class(constants.HT_KVM)
+    hv = hv_class(uri=uri)
+    _say("hypervisor", f"{hv_class.__name__} on {hv.uri} (constructing it opened no "
+                       "connection)")
+    with tempfile.TemporaryDirectory(prefix="hvlibvirt-demo-") as tmp:
+        instance, block_devices = _demo_instance(Path(tmp))
+        hv_class.CheckParameterSyntax(instance.hvparams)
+        _say("CheckParameterSyntax", f"{len(instance.hvparams)} KVM hvparams accepted")
+        try:
+            bad = dict(instance.hvparams, migration_port=70000)
+            hv_class.CheckParameterSyntax(bad)
+        except HypervisorError as err:
+            _say("CheckParameterSyntax refuses migration_port=70000", err)
+        node = hv.GetNodeInfo()
+        _say("GetNodeInfo", json.dumps(node))
+        hv.StartInstance(instance, block_devices, startup_paused=False)
+        _say("StartInstance", instance.name)
+        _say("domain XML as libvirt holds it")
+        print(hv.domain_xml(instance.name), flush=True)
+        _say("ListInstances", hv.ListInstances())
+        _say("GetInstanceInfo (name, id, memory MiB, vcpus, state, cpu s)",
+             hv.GetInstanceInfo(instance.name))
+        hv.BalloonInstanceMemory(instance, 384)
+        _say("BalloonInstanceMemory(384)", hv.GetInstanceInfo(instance.name))
+        hv.StopInstance(instance, timeout=30)
+        _say("StopInstance", f"running afterwards: {hv.GetInstanceInfo(instance.name)}")
+        hv.CleanupInstance(instance.name)
+        _say("CleanupInstance", f"instances left: {hv.ListInstances()}")
+    return 0
+
+
+def check_params(hv_name: str, overrides: Sequence[str]) -> int:
+    hv_class = get_hypervisor_class(hv_name)
+    hvparams = dict(constants.HVC_DEFAULTS[hv_name])
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise HypervisorError(f"Expected KEY=VALUE, got {item!r}")
+        hvparams[key] = json.loads(value) if value[:1] in "0123456789-tfn[{\"" else value
+    hv_class.CheckParameterSyntax(hvparams)
+    print(f"{hv_name}: parameters accepted")
+    return 0
+
+
+def list_instances(hv_name: str, uri: str | None) -> int:
+    hv = get_hypervisor_class(hv_name)(uri=uri)
+    for info in hv.GetAllInstancesInfo():
+        print("\t".join(str(v) for v in info))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hvlibvirt", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_demo = sub.add_parser("demo", help="instance lifecycle on libvirt's test driver")
+    p_demo.add_argument("--uri", default="test:///default")
+    p_check = sub.add_parser("check-params", help="check hvparams (defaults + KEY=VALUE)")
+    p_check.add_argument("hypervisor", choices=sorted(constants.HYPER_TYPES))
+    p_check.add_argument("overrides", nargs="*")
+    p_list = sub.add_parser("list", help="list running instances")
+    p_list.add_argument("--hypervisor", default=constants.HT_KVM,
+                        choices=sorted(constants.HYPER_TYPES))
+    p_list.add_argument("--uri")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return demo(args.uri)
+        if args.command == "check-params":
+            return check_params(args.hypervisor, args.overrides)
+        return list_instances(args.hypervisor, args.uri)
+    except HypervisorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Our ``<metadata>`` element: the Ganeti facts libvirt does not hold.
+
+It records the instance uuid and hypervisor, the hvparams in force when the domain
+was started, and each device's uuid -> alias. Everything derivable from the rest of
+the domain XML (PCI slots, SCSI targets) is deliberately not stored here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+
+from hvlibvirt import constants
+from hvlibvirt.errors import HypervisorError
+
+NAMESPACE = "urn:x-hvlibvirt:instance:1"
+PREFIX = "hvl"
+_NSMAP = {PREFIX: NAMESPACE}
+
+
+def _q(tag: str) -> str:
+    return f"{{{NAMESPACE}}}{tag}"
+
+
+@dataclass
+class InstanceMetadata:
+    """The content of our metadata element."""
+
+    instance_uuid: str
+    hypervisor: str
+    hvparams: dict[str, Any] = field(default_factory=dict)
+    # (kind, device uuid, alias) in device order
+    devices: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _encode(value: Any) -> tuple[str, str]:
+    if value is None:
+        return "none", ""
+    if isinstance(value, bool):
+        return constants.VTYPE_BOOL, "true" if value else "false"
+    if isinstance(value, int):
+        return constants.VTYPE_INT, str(value)
+    return constants.VTYPE_STRING, str(value)
+
+
+def _decode(vtype: str, text: str) -> Any:
+    if vtype == "none":
+        return None
+    if vtype == constants.VTYPE_BOOL:
+        return text == "true"
+    if vtype == constants.VTYPE_INT:
+        return int(text)
+    return text
+
+
+def build(meta: InstanceMetadata) -> etree._Element:
+    """Return the ``<hvl:instance>`` element (to be placed inside ``<metadata>``)."""
+    root = etree.Element(_q("instance"), nsmap=_NSMAP)
+    root.set("uuid", meta.instance_uuid)
+    root.set("hypervisor", meta.hypervisor)
+    params = etree.SubElement(root, _q("hvparams"))
+    for name in sorted(meta.hvparams):
+        vtype, text = _encode(meta.hvparams[name])
+        param = etree.SubElement(params, _q("param"), name=name, type=vtype)
+        param.text = text
+    devices = etree.SubElement(root, _q("devices"))
+    for kind, dev_uuid, alias in meta.devices:
+        etree.SubElement(devices, _q("device"), kind=kind, uuid=dev_uuid, alias=alias)
+    return root
+
+
+def parse(element: etree._Element) -> InstanceMetadata:
+    """Read an ``<hvl:instance>`` element back; raise HypervisorError if malformed."""
+    if element.tag != _q("instance"):
+        raise HypervisorError(f"Not hvlibvirt metadata: {element.tag}")
+    try:
+        hvparams = {p.get("name"): _decode(p.get("type"), p.text or "")
+                    for p in element.iterfind(f"{_q('hvparams')}/{_q('param')}")}
+        devices = [(d.get("kind"), d.get("uuid"), d.get("alias"))
+                   for d in element.iterfind(f"{_q('devices')}/{_q('device')}")]
+        return InstanceMetadata(instance_uuid=element.get("uuid", ""),
+                                hypervisor=element.get("hypervisor", ""),
+                                hvparams=hvparams, devices=devices)
+    except (TypeError, ValueError) as err:
+        raise HypervisorError(f"Malformed hvlibvirt metadata: {err}") from err
+
+
+def find(domain: etree._Element) -> etree._Element | None:
+    """Our metadata element inside a full ``<domain>`` tree, or None."""
+    return domain.find(f"metadata/{_q('instance')}")
+

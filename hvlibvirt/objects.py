@@ -1,0 +1,141 @@
+"""Instance, disk and NIC objects with Ganeti's field names.
+
+The hypervisor classes never check the type of what they are given: they read
+attributes by name, so Ganeti's own ``ganeti.objects`` instances work unchanged.
+These dataclasses are for users without Ganeti (and for our tests and demo).
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from hvlibvirt import constants
+from hvlibvirt.errors import HypervisorError
+
+
+def _new_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+@dataclass
+class Disk:
+    """A Ganeti disk (``objects.Disk``); ``size`` is in MiB."""
+
+    uuid: str = field(default_factory=_new_uuid)
+    name: str | None = None
+    dev_type: str = constants.DT_PLAIN
+    logical_id: Any = None
+    children: list[Any] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    iv_name: str = ""
+    size: int = 0
+    mode: str = constants.DISK_RDWR
+    params: dict[str, Any] = field(default_factory=dict)
+    spindles: int | None = None
+    pci: int | None = None
+    hvinfo: dict[str, Any] = field(default_factory=dict)
+    serial_no: int = 1
+    dynamic_params: dict[str, Any] = field(default_factory=dict)
+    forthcoming: bool = False
+
+
+@dataclass
+class NIC:
+    """A Ganeti NIC (``objects.NIC``); ``nicparams`` holds mode, link and vlan."""
+
+    uuid: str = field(default_factory=_new_uuid)
+    name: str | None = None
+    mac: str = ""
+    ip: str | None = None
+    network: str | None = None
+    nicparams: dict[str, Any] = field(default_factory=dict)
+    netinfo: dict[str, Any] | None = None
+    pci: int | None = None
+    hvinfo: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Instance:
+    """A Ganeti instance (``objects.Instance``) as the node daemon sees it.
+
+    ``hvparams`` and ``beparams`` are expected fully filled (cluster defaults merged),
+    as Ganeti's RPC layer delivers them; ``disks_info`` carries the Disk objects.
+    """
+
+    name: str
+    uuid: str = field(default_factory=_new_uuid)
+    primary_node: str | None = None
+    secondary_nodes: list[str] = field(default_factory=list)
+    os: str = ""
+    hypervisor: str = constants.HT_KVM
+    hvparams: dict[str, Any] = field(default_factory=dict)
+    beparams: dict[str, Any] = field(default_factory=dict)
+    osparams: dict[str, Any] = field(default_factory=dict)
+    osparams_private: dict[str, Any] = field(default_factory=dict)
+    admin_state: str = "up"
+    admin_state_source: str = "admin"
+    nics: list[NIC] = field(default_factory=list)
+    disks: list[str] = field(default_factory=list)
+    disks_info: list[Disk] = field(default_factory=list)
+    disk_template: str = constants.DT_PLAIN
+    disks_active: bool = True
+    network_port: int | None = None
+    serial_no: int = 1
+    ctime: float = 0.0
+    mtime: float = 0.0
+    tags: set[str] = field(default_factory=set)
+
+    def GetTags(self) -> list[str]:  # noqa: N802 - Ganeti's name
+        """Return the instance tags, as Ganeti's TaggableObject does."""
+        return sorted(self.tags)
+
+
+@dataclass
+class InstanceConsole:
+    """How to reach an instance's console (Ganeti's ``objects.InstanceConsole``)."""
+
+    instance: str
+    kind: str
+    message: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    command: list[str] | None = None
+    display: int | None = None
+
+    def Validate(self) -> bool:  # noqa: N802 - Ganeti's name
+        """Check the field combination Ganeti requires for ``kind``; raise if wrong."""
+        problems = []
+        if self.kind not in constants.CONS_ALL:
+            problems.append(f"unknown console kind {self.kind!r}")
+        if not self.instance:
+            problems.append("instance name missing")
+        needs = {
+            "message": self.kind == constants.CONS_MESSAGE,
+            "host": self.kind != constants.CONS_MESSAGE,
+            "port": self.kind in (constants.CONS_VNC, constants.CONS_SPICE),
+            "user": self.kind == constants.CONS_SSH,
+            "command": self.kind == constants.CONS_SSH,
+            "display": self.kind == constants.CONS_VNC,
+        }
+        problems += [f"{attr} is required for a {self.kind} console"
+                     for attr, required in needs.items()
+                     if required and getattr(self, attr) is None]
+        if problems:
+            raise HypervisorError("Invalid console: " + "; ".join(problems))
+        return True
+
+    def ToDict(self) -> dict[str, Any]:  # noqa: N802 - Ganeti's name
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class MigrationStatus:
+    """Progress of a migration (Ganeti's ``objects.MigrationStatus``); RAM in bytes."""
+
+    status: str = constants.HV_MIGRATION_FAILED
+    transferred_ram: int | None = None
+    total_ram: int | None = None
+    postcopy_status: str | None = None

@@ -1,0 +1,208 @@
+"""Hypervisor parameter checks: Ganeti's five-tuple framework and its standard checkers.
+
+A hypervisor class declares ``PARAMETERS = {name: check}`` where ``check`` is the
+five-tuple ``(required, syntax_fn, syntax_msg, node_fn, node_msg)``:
+
+* ``syntax_fn`` runs in ``CheckParameterSyntax`` (cheap, on the master, no I/O);
+* ``node_fn`` runs in ``ValidateParameters`` (on the node, may look at the system).
+
+A value is *unspecified* when it is ``None`` or ``""``; unspecified optional values
+skip their checks, unspecified required values are an error. ``0`` and ``False`` are
+specified values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from hvlibvirt import constants
+from hvlibvirt.errors import HypervisorError
+
+CheckFn = Callable[[Any], bool]
+Check = tuple[bool, CheckFn | None, str | None, CheckFn | None, str | None]
+
+_URL_RE = re.compile(r"^(https?|ftps?)://")
+
+
+# -- value predicates ---------------------------------------------------------------
+def is_norm_abs_path(path: Any) -> bool:
+    """True for an absolute path with no ``.``/``..``/``//`` components."""
+    return isinstance(path, str) and os.path.isabs(path) and os.path.normpath(path) == path
+
+
+def is_url(value: Any) -> bool:
+    """True for an http(s) or ftp(s) URL."""
+    return isinstance(value, str) and bool(_URL_RE.match(value))
+
+
+def parse_cpu_mask(mask: str) -> list[int]:
+    """Parse ``"0-2,5"`` into ``[0, 1, 2, 5]``; raise ValueError when malformed.
+
+    An empty mask gives an empty list.
+    """
+    cpus: list[int] = []
+    if not mask:
+        return cpus
+    for part in mask.split(","):
+        bounds = part.split("-")
+        if len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
+            raise ValueError(f"invalid CPU range {part!r}")
+        lower, upper = int(bounds[0]), int(bounds[-1])
+        if lower > upper:
+            raise ValueError(f"invalid CPU range {part!r}: {lower} > {upper}")
+        cpus.extend(range(lower, upper + 1))
+    return cpus
+
+
+def parse_multi_cpu_mask(mask: str) -> list[list[int]]:
+    """Parse ``"0-2,4:all:1,3"`` into ``[[0, 1, 2, 4], [-1], [1, 3]]``.
+
+    Each ``:``-separated entry is ``all`` (``[-1]``) or a single CPU mask; entries are
+    deduplicated and sorted. An empty string gives ``[]``. Raises ValueError.
+    """
+    if not mask:
+        return []
+    result = []
+    for entry in mask.split(constants.CPU_PINNING_SEP):
+        entry = entry.strip()
+        if entry == constants.CPU_PINNING_ALL:
+            result.append(list(constants.CPU_PINNING_OFF))
+            continue
+        cpus = sorted(set(parse_cpu_mask(entry)))
+        if not cpus:
+            raise ValueError(f"empty CPU mask entry in {mask!r}")
+        result.append(cpus)
+    return result
+
+
+def _is_cpu_mask(value: Any) -> bool:
+    try:
+        return bool(parse_cpu_mask(value))
+    except (ValueError, AttributeError):
+        return False
+
+
+def _is_multi_cpu_mask(value: Any) -> bool:
+    try:
+        parse_multi_cpu_mask(value)
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
+# -- check tuples ------------------------------------------------------------------------
+def _req(required: bool, body: tuple[CheckFn | None, str | None, CheckFn | None, str | None]
+         ) -> Check:
+    return (required, *body)
+
+
+_FILE = (is_norm_abs_path, "must be an absolute normalized path",
+         os.path.isfile, "not found or not a file")
+_FILE_OR_URL = (lambda v: is_norm_abs_path(v) or is_url(v),
+                "must be an absolute normalized path or a URL",
+                lambda v: os.path.isfile(v) or is_url(v), "not found or not a file or URL")
+_DIR = (is_norm_abs_path, "must be an absolute normalized path",
+        os.path.isdir, "not found or not a directory")
+_CPU_MASK = (_is_cpu_mask, "CPU mask definition is not well-formed", None, None)
+_MULTI_CPU_MASK = (_is_multi_cpu_mask, "Multiple CPU mask definition is not well-formed",
+                   None, None)
+_NET_PORT = (lambda v: 0 < v < 65535, "invalid port number (must be 1-65534)", None, None)
+_VIRTIO_NET_QUEUES = (lambda v: 0 < v <= constants.MAX_VIRTIO_NET_QUEUES,
+                      f"invalid number of queues (must be 1-{constants.MAX_VIRTIO_NET_QUEUES})",
+                      None, None)
+_NONNEGATIVE_INT = (lambda v: v >= 0, "cannot be negative", None, None)
+
+REQ_FILE_CHECK = _req(True, _FILE)
+OPT_FILE_CHECK = _req(False, _FILE)
+REQ_FILE_OR_URL_CHECK = _req(True, _FILE_OR_URL)
+OPT_FILE_OR_URL_CHECK = _req(False, _FILE_OR_URL)
+REQ_DIR_CHECK = _req(True, _DIR)
+OPT_DIR_CHECK = _req(False, _DIR)
+REQ_NET_PORT_CHECK = _req(True, _NET_PORT)
+OPT_NET_PORT_CHECK = _req(False, _NET_PORT)
+REQ_VIRTIO_NET_QUEUES_CHECK = _req(True, _VIRTIO_NET_QUEUES)
+OPT_VIRTIO_NET_QUEUES_CHECK = _req(False, _VIRTIO_NET_QUEUES)
+REQ_CPU_MASK_CHECK = _req(True, _CPU_MASK)
+OPT_CPU_MASK_CHECK = _req(False, _CPU_MASK)
+REQ_MULTI_CPU_MASK_CHECK = _req(True, _MULTI_CPU_MASK)
+OPT_MULTI_CPU_MASK_CHECK = _req(False, _MULTI_CPU_MASK)
+REQ_NONNEGATIVE_INT_CHECK = _req(True, _NONNEGATIVE_INT)
+OPT_NONNEGATIVE_INT_CHECK = _req(False, _NONNEGATIVE_INT)
+NO_CHECK: Check = (False, None, None, None, None)
+REQUIRED_CHECK: Check = (True, None, None, None, None)
+MIGRATION_MODE_CHECK: Check = (True, lambda v: v in constants.HT_MIGRATION_MODES,
+                               "invalid migration mode (must be live or non-live)", None, None)
+
+
+def param_in_set(required: bool, values: Collection[Any]) -> Check:
+    """A membership check: the value must be one of ``values``."""
+    allowed = ", ".join(str(v) for v in values)
+    return (required, lambda v: v in values, f"The value must be one of: {allowed}", None, None)
+
+
+def int_range_check(required: bool, lower: int, upper: int, what: str) -> Check:
+    """An inclusive integer range check."""
+    return (required, lambda v: lower <= v <= upper, f"{what} (must be {lower}-{upper})",
+            None, None)
+
+
+# -- running the checks ----------------------------------------------------------------
+def is_unspecified(value: Any) -> bool:
+    """Ganeti's rule: only None and the empty string mean 'not set'."""
+    return value is None or value == ""
+
+
+def _type_ok(vtype: str, value: Any) -> bool:
+    if vtype == constants.VTYPE_BOOL:
+        return isinstance(value, bool)
+    if vtype == constants.VTYPE_INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if vtype == constants.VTYPE_MAYBE_STRING:
+        return value is None or isinstance(value, str)
+    return isinstance(value, str)
+
+
+def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> None:
+    """Ganeti's CheckParameterSyntax rules over a full hvparams dict.
+
+    Unknown keys, missing keys, values of the wrong type, missing required values and
+    failed syntax checks all raise HypervisorError naming the parameter.
+    """
+    if not isinstance(hvparams, Mapping):
+        raise HypervisorError(f"hvparams must be a dict, not {type(hvparams).__name__}")
+    for key in sorted(set(hvparams) - set(parameters)):
+        raise HypervisorError(f"Parameter '{key}' is not supported")
+    for key in sorted(set(parameters) - set(hvparams)):
+        raise HypervisorError(f"Parameter '{key}' is missing")
+    for name, (required, check_fn, errstr, _, _) in sorted(parameters.items()):
+        value = hvparams[name]
+        if is_unspecified(value):
+            if required:
+                raise HypervisorError(
+                    f"Parameter '{name}' is required but is currently not defined")
+            continue
+        vtype = constants.HVS_PARAMETER_TYPES.get(name, constants.VTYPE_STRING)
+        if not _type_ok(vtype, value):
+            raise HypervisorError(
+                f"Parameter '{name}' must be of type {vtype}, not {type(value).__name__}"
+                f" (current value: {value!r})")
+        if check_fn is not None and not check_fn(value):
+            raise HypervisorError(
+                f"Parameter '{name}' fails syntax check: {errstr} (current value: {value!r})")
+
+
+def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> None:
+    """Ganeti's ValidateParameters rules: run each parameter's node-side check."""
+    for name, (required, _, _, check_fn, errstr) in sorted(parameters.items()):
+        try:
+            value = hvparams[name]
+        except KeyError:
+            raise HypervisorError(f"Parameter '{name}' is missing") from None
+        if is_unspecified(value) and not required:
+            continue
+        if check_fn is not None and not check_fn(value):
+            raise HypervisorError(
+                f"Parameter '{name}' fails validation: {errstr} (current value: {value!r})")
