@@ -7,6 +7,7 @@ One function per element kind. Device identity is the libvirt user alias
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ from hvlibvirt.errors import HypervisorError
 BALLOON_SLOT = 3
 SCSI_CONTROLLER_SLOT = 4
 
+_UUID_HEAD = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4})-[0-9a-fA-F]{4}-"
+                        r"[0-9a-fA-F]{12}$")
 _DISK_BUS = {
     constants.HT_DISK_PARAVIRTUAL: ("virtio", "vd"),
     constants.HT_DISK_IDE: ("ide", "hd"),
@@ -29,10 +32,10 @@ _DISK_BUS = {
 
 def device_alias(kind: str, dev_uuid: str) -> str:
     """``ua-disk-932df160-7a22-4067`` for disk uuid ``932df160-7a22-4067-...``."""
-    groups = str(dev_uuid).split("-")
-    if len(groups) < 3 or not all(groups[:3]):
+    match = _UUID_HEAD.match(str(dev_uuid))
+    if match is None:
         raise HypervisorError(f"Invalid {kind} uuid {dev_uuid!r}: expected a UUID")
-    return f"ua-{kind}-{'-'.join(groups[:3])}"
+    return f"ua-{kind}-{match.group(1).lower()}"
 
 
 def target_name(prefix: str, index: int) -> str:

@@ -1,0 +1,135 @@
+"""Tier 1: the domain XML builder and parser (pure; libvirt's RelaxNG schema)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from lxml import etree
+
+from hvlibvirt import constants as C
+from hvlibvirt.domain_xml import GuestTarget, build_domain, parse_domain, to_string
+from hvlibvirt.domain_xml import devices, metadata
+from hvlibvirt.errors import HypervisorError
+from hvlibvirt.objects import NIC, Disk, Instance
+
+SCHEMA = "/usr/share/libvirt/schemas/domain.rng"
+KVM = GuestTarget(domain_type="kvm", arch="x86_64", machine="pc", emulator="/usr/bin/kvm")
+
+
+@pytest.fixture(scope="module")
+def relaxng() -> etree.RelaxNG:
+    return etree.RelaxNG(etree.parse(SCHEMA))
+
+
+def make_instance(n_disks: int = 2, n_nics: int = 2, **hv_overrides) -> tuple[Instance, list]:
+    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kernel_path="/boot/vmlinuz", **hv_overrides)
+    disks = [Disk(uuid=f"{i:08x}-1111-2222-3333-444455556666", dev_type=C.DT_PLAIN, size=64)
+             for i in range(n_disks)]
+    nics = [NIC(uuid=f"{i:08x}-aaaa-bbbb-cccc-ddddeeeeffff", mac=f"aa:00:00:00:00:{i:02x}",
+                nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED, C.NIC_LINK: "br0"})
+            for i in range(n_nics)]
+    inst = Instance(name="inst1.example.com", uuid="6a2dc1f0-3d5e-4f38-9c1b-2f1e8d7c6b5a",
+                    hvparams=hvparams, beparams={"maxmem": 256, "minmem": 128, "vcpus": 2},
+                    disks_info=disks, nics=nics)
+    block = [(d, f"/var/run/ganeti/instance-disks/{inst.name}:{i}", None)
+             for i, d in enumerate(disks)]
+    return inst, block
+
+
+def render(inst: Instance, block: list, target: GuestTarget = KVM, mem: int = 200) -> str:
+    return to_string(build_domain(inst, block, inst.hvparams, target, mem))
+
+
+def test_valid_against_libvirt_schema(relaxng: etree.RelaxNG) -> None:
+    inst, block = make_instance()
+    root = etree.fromstring(render(inst, block).encode())
+    assert relaxng.validate(root), relaxng.error_log
+
+
+def test_schema_catches_a_broken_document(relaxng: etree.RelaxNG) -> None:
+    # Proves the validation above can fail.
+    inst, block = make_instance()
+    root = etree.fromstring(render(inst, block).encode())
+    root.set("type", "bogus")
+    assert not relaxng.validate(root)
+
+
+def test_identical_inputs_give_identical_bytes() -> None:
+    inst, block = make_instance()
+    assert render(inst, block) == render(copy.deepcopy(inst), copy.deepcopy(block))
+
+
+def test_pci_slots_start_at_the_reservation_disks_first() -> None:
+    inst, block = make_instance(n_disks=2, n_nics=2)
+    live = parse_domain(render(inst, block))
+    slots = {alias: int(dev.address["slot"], 16) for alias, dev in live.devices.items()}
+    disk_aliases = [devices.device_alias("disk", d.uuid) for d in inst.disks_info]
+    nic_aliases = [devices.device_alias("nic", n.uuid) for n in inst.nics]
+    assert [slots[a] for a in disk_aliases + nic_aliases] == [12, 13, 14, 15]
+
+
+def test_pci_reservation_zero_skips_the_host_bridge_and_fixed_slots() -> None:
+    inst, block = make_instance(n_disks=1, n_nics=1, kvm_pci_reservations=0)
+    live = parse_domain(render(inst, block))
+    assert sorted(live.pci_slots) == [1, 2, devices.BALLOON_SLOT]
+
+
+def test_running_out_of_pci_slots_is_a_clear_error() -> None:
+    inst, block = make_instance(n_disks=0, n_nics=8, kvm_pci_reservations=28)
+    with pytest.raises(HypervisorError, match="No free PCI slot for NIC 4"):
+        render(inst, block)
+
+
+def test_scsi_disks_get_drive_addresses_and_a_controller(relaxng: etree.RelaxNG) -> None:
+    inst, block = make_instance(n_disks=2, n_nics=0, disk_type="scsi-hd",
+                                scsi_controller_type="virtio-scsi-pci")
+    xml = render(inst, block)
+    assert relaxng.validate(etree.fromstring(xml.encode())), relaxng.error_log
+    live = parse_domain(xml)
+    units = sorted(int(d.address["unit"]) for d in live.devices.values()
+                   if d.address.get("type") == "drive")
+    assert units == [0, 1]
+    assert "model='virtio-scsi'" in xml.replace('"', "'")
+
+
+def test_aliases_follow_ganeti_devid() -> None:
+    assert (devices.device_alias("disk", "932df160-7a22-4067-a566-7e0ca8386133")
+            == "ua-disk-932df160-7a22-4067")
+    assert (devices.device_alias("nic", "003fc157-66a8-4e6d-8b7e-4a6d1ecdd4b7")
+            == "ua-nic-003fc157-66a8-4e6d")
+    with pytest.raises(HypervisorError, match="uuid"):
+        devices.device_alias("nic", "not-a-uuid")
+
+
+def test_metadata_round_trip() -> None:
+    inst, block = make_instance(n_disks=1, n_nics=1)
+    live = parse_domain(render(inst, block))
+    assert live.meta is not None
+    assert live.meta.instance_uuid == inst.uuid
+    assert live.meta.hvparams == inst.hvparams  # types survive: bools, ints, strings
+    assert [kind for kind, _, _ in live.meta.devices] == ["disk", "nic"]
+    assert {alias for _, _, alias in live.meta.devices} == set(live.devices)
+
+
+def test_metadata_element_is_namespaced() -> None:
+    inst, block = make_instance(n_disks=0, n_nics=0)
+    root = etree.fromstring(render(inst, block).encode())
+    (child,) = root.find("metadata")
+    assert etree.QName(child).namespace == metadata.NAMESPACE
+
+
+def test_kernel_boot_and_memory() -> None:
+    inst, block = make_instance(n_disks=0, n_nics=0, kernel_args="ro quiet")
+    root = etree.fromstring(render(inst, block, mem=200).encode())
+    assert root.findtext("os/kernel") == "/boot/vmlinuz"
+    assert root.findtext("os/cmdline") == "root=/dev/vda1 ro quiet console=ttyS0,38400"
+    assert root.findtext("memory") == "256" and root.findtext("currentMemory") == "200"
+    assert root.findtext("vcpu") == "2"
+
+
+def test_missing_beparams_are_refused() -> None:
+    inst, block = make_instance()
+    inst.beparams = {"minmem": 128}
+    with pytest.raises(HypervisorError, match="maxmem"):
+        render(inst, block)
