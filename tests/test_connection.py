@@ -1,0 +1,77 @@
+"""The connection module: caching, the event loop thread, reconnects, error conversion."""
+
+from __future__ import annotations
+
+import threading
+
+import libvirt
+import pytest
+
+from hvlibvirt import connection
+from hvlibvirt.errors import HotplugError, HypervisorError
+
+URI = "test:///default"
+
+
+def test_one_cached_connection_per_uri() -> None:
+    first = connection.get(URI)
+    assert connection.get(URI) is first
+    assert connection.is_cached(URI)
+
+
+def test_event_loop_runs_in_one_daemon_thread() -> None:
+    connection.get(URI)
+    connection.get(URI)
+    loops = [t for t in threading.enumerate() if t.name == "libvirt-events"]
+    assert len(loops) == 1 and loops[0].daemon and loops[0].is_alive()
+
+
+def test_lifecycle_events_are_delivered() -> None:
+    conn = connection.get(URI)
+    seen = threading.Event()
+
+    def on_event(_conn, dom, event, _detail, _opaque) -> None:
+        if dom.name() == "test" and event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
+            seen.set()
+
+    cb = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event,
+                                     None)
+    try:
+        dom = conn.lookupByName("test")
+        dom.suspend()
+        dom.resume()
+        assert seen.wait(5), "no SUSPENDED event: the event loop thread is not running"
+    finally:
+        conn.domainEventDeregisterAny(cb)
+
+
+def test_a_dead_connection_is_replaced() -> None:
+    old = connection.get(URI)
+    old.close()  # what a daemon restart looks like from the client: not alive any more
+    new = connection.get(URI)
+    assert new is not old
+    assert new.isAlive() and new.getType() == "TEST"
+
+
+def test_drop_forgets_the_connection() -> None:
+    connection.get(URI)
+    connection.drop(URI)
+    assert not connection.is_cached(URI)
+    assert connection.get(URI).isAlive()
+
+
+def test_open_failure_is_a_hypervisor_error_naming_the_uri() -> None:
+    with pytest.raises(HypervisorError, match=r"connect to test:///no/such/node\.xml"):
+        connection.get("test:///no/such/node.xml")
+
+
+def test_libvirt_errors_converts_with_operation_and_instance() -> None:
+    with pytest.raises(HotplugError, match="Failed to attach of instance web1: Domain not found"):
+        with connection.libvirt_errors("attach", "web1", HotplugError):
+            connection.get(URI).lookupByName("no-such-domain-xyz")
+
+
+def test_other_exceptions_pass_through() -> None:
+    with pytest.raises(KeyError):
+        with connection.libvirt_errors("anything"):
+            raise KeyError("x")
