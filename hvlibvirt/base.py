@@ -214,7 +214,11 @@ class BaseHypervisor:
         except OSError as err:
             log.warning("Cannot use %s (%s); running %s", SYSRQ_TRIGGER, err,
                         " ".join(REBOOT_COMMAND))
-            result = subprocess.run(REBOOT_COMMAND, capture_output=True, text=True, check=False)
+            try:
+                result = subprocess.run(REBOOT_COMMAND, capture_output=True, text=True,
+                                        check=False)
+            except OSError as run_err:
+                raise HypervisorError(f"Failed to powercycle the node: {run_err}") from err
             if result.returncode != 0:
                 raise HypervisorError(f"Failed to powercycle the node: "
                                       f"{result.stderr.strip() or result.returncode}") from err

@@ -120,6 +120,12 @@ class KVMHypervisor(BaseHypervisor):
         C.HV_VNET_HDR: P.NO_CHECK,
     }
 
+    @staticmethod
+    def VersionsSafeForMigration(src: Any, target: Any) -> bool:  # noqa: N802
+        """Like Ganeti's KVM: any QEMU versions may migrate (the machine type in the
+        domain XML pins the guest ABI; libvirt refuses what the target cannot run)."""
+        return True
+
     # -- parameters --------------------------------------------------------------
     @classmethod
     def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802

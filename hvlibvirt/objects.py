@@ -122,7 +122,7 @@ class InstanceConsole:
         }
         problems += [f"{attr} is required for a {self.kind} console"
                      for attr, required in needs.items()
-                     if required and getattr(self, attr) is None]
+                     if required and not getattr(self, attr)]
         if problems:
             raise HypervisorError("Invalid console: " + "; ".join(problems))
         return True

@@ -201,7 +201,10 @@ def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> 
             value = hvparams[name]
         except KeyError:
             raise HypervisorError(f"Parameter '{name}' is missing") from None
-        if is_unspecified(value) and not required:
+        if is_unspecified(value):
+            if required:
+                raise HypervisorError(
+                    f"Parameter '{name}' is required but is currently not defined")
             continue
         if check_fn is not None and not check_fn(value):
             raise HypervisorError(
