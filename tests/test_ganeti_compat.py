@@ -13,16 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab import real_tier_required
 
 from hvlibvirt import connection, constants as C, get_hypervisor_class
 from hvlibvirt.base import HvInstanceState
 
 CACHE = Path(os.environ.get("HVLIBVIRT_TEST_CACHE", "/var/cache/hvlibvirt-tests"))
 GANETI_DIR = CACHE / "ganeti-3.0" / "usr/share/ganeti/3.0"
-
-
-def _must_run() -> bool:
-    return os.environ.get("CI") == "true" or os.environ.get("HVLIBVIRT_REQUIRE_REAL") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +34,7 @@ def ganeti():
             (deb,) = work.glob("ganeti-3.0_*.deb")
             subprocess.run(["dpkg-deb", "-x", str(deb), str(work)], check=True, timeout=120)
         except (OSError, subprocess.SubprocessError, ValueError) as err:
-            if _must_run():
+            if real_tier_required():
                 pytest.fail(f"cannot fetch Ganeti 3.0's modules: {err}")
             pytest.skip(f"Ganeti 3.0's modules are not available here: {err}")
     sys.path.insert(0, str(GANETI_DIR))

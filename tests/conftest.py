@@ -1,0 +1,160 @@
+"""Shared pytest fixtures.
+
+Tiers:
+
+* unit / test driver: ``test_uri`` ('test:///default', no daemon needed);
+* real (``@pytest.mark.real``): private libvirtd daemons and a tiny Linux guest, see
+  tests/lab. Needs root. Outside CI the real fixtures skip when the machine cannot
+  host them (not root, tools missing); with CI=true or HVLIBVIRT_REQUIRE_REAL=1 they
+  fail instead. Daemons are shared by the whole session; the session teardown checks
+  that no daemon, QEMU, namespace or mount is left behind and errors loudly if so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import libvirt
+import pytest
+
+from lab.daemon import (LabLeakError, LabNetwork, LibvirtDaemon, find_leftovers, host_mountpoints,
+                        missing_prerequisites)
+from lab.guest import GuestImage, build_guest, default_cache_dir
+from lab import real_tier_required
+from lab.serial import SerialLog
+
+log = logging.getLogger("hvlibvirt.tests.lab")
+
+HOST_UUID_A = "11111111-1111-4111-8111-111111111111"
+HOST_UUID_B = "22222222-2222-4222-8222-222222222222"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "real: needs the real tier (root, private libvirtd + QEMU); skipped when the machine cannot "
+        "host it, failed instead when CI=true or HVLIBVIRT_REQUIRE_REAL=1")
+
+
+# ------------------------------------------------------------------------------ test driver
+
+@pytest.fixture(scope="session")
+def test_uri() -> str:
+    """URI of libvirt's built-in test driver (in the client library, no daemon)."""
+    return "test:///default"
+
+
+# ------------------------------------------------------------------------------ real tier
+
+@pytest.fixture(scope="session")
+def real_tier() -> None:
+    """Skip (or, in CI, fail) when this machine cannot host the real tier."""
+    problems = missing_prerequisites()
+    if problems:
+        reason = "real libvirt tier unavailable: " + "; ".join(problems)
+        if real_tier_required():
+            pytest.fail(reason + " (required because CI=true or HVLIBVIRT_REQUIRE_REAL=1)", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def guest_image(real_tier: None) -> GuestImage:
+    """The lab guest kernel + initramfs (built once, cached across sessions)."""
+    return build_guest(default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def lab_workdir(real_tier: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Session directory holding the daemons' state, sockets and logs (kept for post-mortems)."""
+    return tmp_path_factory.mktemp("lab")
+
+
+@pytest.fixture(scope="session")
+def lab_network(lab_workdir: Path, request: pytest.FixtureRequest) -> LabNetwork:
+    """Netns ``.a`` (10.77.0.1) and ``.b`` (10.77.0.2) joined by a veth; bridge ``hvlbr0`` in each.
+
+    Its finalizer runs after every daemon's and is the session's leak check.
+    """
+    baseline_mounts = host_mountpoints()
+    net = LabNetwork()
+
+    def finish() -> None:
+        problems = []
+        try:
+            net.teardown()
+        except LabLeakError as e:
+            problems.append(str(e))
+        problems += find_leftovers(lab_workdir, net.namespaces, baseline_mounts)
+        if problems:
+            for p in problems:
+                log.error("LAB LEAK after session: %s", p)
+            raise LabLeakError("the lab left things behind:\n  " + "\n  ".join(problems))
+
+    request.addfinalizer(finish)  # before setup: a half-built network is torn down too
+    net.setup()
+    return net
+
+
+def _daemon(request: pytest.FixtureRequest, workdir: Path, name: str, host_uuid: str, netns: str,
+            ip: str) -> LibvirtDaemon:
+    daemon = LibvirtDaemon(name, workdir / f"daemon-{name}", host_uuid, netns, ip)
+    request.addfinalizer(daemon.stop)  # before start: partial starts are cleaned up as well
+    daemon.start()
+    return daemon
+
+
+@pytest.fixture(scope="session")
+def libvirt_daemon(lab_network: LabNetwork, lab_workdir: Path, request: pytest.FixtureRequest) -> LibvirtDaemon:
+    """Daemon A (host_uuid 1111..., netns ``lab_network.a``); use ``.uri`` or ``.connect()``."""
+    return _daemon(request, lab_workdir, "a", HOST_UUID_A, lab_network.a.netns, lab_network.a.ip)
+
+
+@pytest.fixture(scope="session")
+def libvirt_daemon_b(lab_network: LabNetwork, lab_workdir: Path, request: pytest.FixtureRequest) -> LibvirtDaemon:
+    """Daemon B (host_uuid 2222..., netns ``lab_network.b``); started only when a test needs it."""
+    return _daemon(request, lab_workdir, "b", HOST_UUID_B, lab_network.b.netns, lab_network.b.ip)
+
+
+class DaemonPair(NamedTuple):
+    a: LibvirtDaemon
+    b: LibvirtDaemon
+
+
+@pytest.fixture(scope="session")
+def libvirt_daemon_pair(libvirt_daemon: LibvirtDaemon, libvirt_daemon_b: LibvirtDaemon) -> DaemonPair:
+    """Two daemons that look like two hosts (different host_uuid and netns): ``a, b = pair``."""
+    return DaemonPair(libvirt_daemon, libvirt_daemon_b)
+
+
+@pytest.fixture
+def libvirt_daemon_conn(libvirt_daemon: LibvirtDaemon) -> Iterator[libvirt.virConnect]:
+    """A connection to daemon A; domains the test leaves behind are destroyed and undefined."""
+    conn = libvirt.open(libvirt_daemon.uri)
+    before = {dom.UUIDString() for dom in conn.listAllDomains()}
+    yield conn
+    try:
+        for dom in conn.listAllDomains():
+            if dom.UUIDString() in before:
+                continue
+            log.info("cleaning up domain %s left by the test", dom.name())
+            if dom.isActive():
+                dom.destroy()
+            if dom.isPersistent():
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def serial_log(tmp_path: Path) -> Callable[[str], SerialLog]:
+    """Factory: ``serial_log(domain_name)`` -> SerialLog at a fresh per-test path.
+
+    Put ``log.path`` into the domain's ``<serial><log file=.../>``.
+    """
+    def make(name: str) -> SerialLog:
+        return SerialLog(tmp_path / f"{name}.console")
+
+    return make

@@ -1,0 +1,28 @@
+"""Real-libvirt test harness ("the lab") for hvlibvirt's real tier.
+
+What it provides (the pytest fixtures wrapping it live in tests/conftest.py):
+
+* ``guest``: ``build_guest(cache_dir) -> GuestImage`` - a Debian cloud kernel (apt-get
+  download, never installed) plus a busybox initramfs whose /init reports block
+  devices, NICs, memory and disk sizes on the serial console (``HVL-DEV``), announces
+  ``HVL-READY`` and powers off on the ACPI power button (``HVL-ACPI-POWEROFF``).
+  Cached in $HVLIBVIRT_TEST_CACHE or /var/cache/hvlibvirt-tests.
+* ``daemon``: ``LabNetwork`` (two network namespaces, a veth pair 10.77.0.1 <-> .2,
+  bridge hvlbr0 in each) and ``LibvirtDaemon`` (a privileged libvirtd + virtlogd
+  without systemd in private mount/UTS namespaces, under a child subreaper), with a
+  teardown that verifies nothing is left behind.
+* ``serial``: ``SerialLog`` - read the console log and wait for patterns / device states.
+* ``domain``: ``guest_domain_xml`` - minimal direct-kernel-boot domain XML (TCG).
+* ``subreaper``: the PR_SET_CHILD_SUBREAPER launcher the daemons run under.
+
+The guest must run on ``type='qemu'`` (TCG) on the development machine: its /dev/kvm
+is kvm_pvm, which cannot run an unmodified Linux guest kernel.
+"""
+
+import os
+
+
+def real_tier_required() -> bool:
+    """True when an unusable real tier must fail the run instead of skipping (CI)."""
+    return (os.environ.get("CI", "").lower() == "true"
+            or os.environ.get("HVLIBVIRT_REQUIRE_REAL") == "1")

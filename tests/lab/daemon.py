@@ -1,0 +1,693 @@
+"""Private privileged libvirtd daemons for the real tier, without systemd.
+
+Each ``LibvirtDaemon`` runs as::
+
+    ip netns exec NS unshare -m -u --propagation private python subreaper.py SPEC
+
+where the subreaper bind-mounts the daemon's work directory over /etc/libvirt,
+/run/libvirt, /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt (plus private
+copies of /etc/passwd and /etc/group holding the ``libvirt-qemu`` user that Debian's
+QEMU driver resolves before reading qemu.conf), then starts virtlogd and libvirtd.
+The host's /etc and libvirt state are never written; the only host change is creating
+missing mount-point directories, which are removed again when the last harness
+session on the machine is done with them.
+
+``LabNetwork`` provides two network namespaces joined by a veth pair (one per daemon,
+so two daemons look like two hosts for migration) and a bridge in each.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import libvirt
+from lxml import etree
+
+from .guest import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+# work-dir subdirectory -> host path it is bind-mounted over inside the daemon's namespace
+LIBVIRT_DIRS = {
+    "etc": "/etc/libvirt",
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "cache": "/var/cache/libvirt",
+    "log": "/var/log/libvirt",
+}
+REQUIRED_TOOLS = ("libvirtd", "virtlogd", "qemu-system-x86_64", "ip", "unshare", "nsenter", "mount",
+                  "apt-get", "apt-cache", "dpkg-deb")
+SUBREAPER = Path(__file__).with_name("subreaper.py")
+BRIDGE = "hvlbr0"
+DEFAULT_SUBNET = "10.77.0"
+NETNS_PREFIX = "hvl"
+START_TIMEOUT_S = 30.0
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
+QEMU_USER = "libvirt-qemu"
+QEMU_PASSWD_LINE = f"{QEMU_USER}:x:64055:64055:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\n"
+QEMU_GROUP_LINE = f"{QEMU_USER}:x:64055:\n"
+DAEMON_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+
+class LabError(RuntimeError):
+    """The lab could not be set up."""
+
+
+class LabLeakError(LabError):
+    """Teardown found processes, namespaces or mounts that should be gone (they were killed/removed)."""
+
+
+def missing_prerequisites() -> list[str]:
+    """Why the real tier cannot run here ([] if it can)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("not running as root (the private libvirtd needs CAP_SYS_ADMIN/CAP_NET_ADMIN)")
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t, path=DAEMON_ENV["PATH"]) is None]
+    if missing:
+        problems.append(f"missing tools: {', '.join(missing)}")
+    if not os.access("/bin/busybox", os.X_OK):
+        problems.append("missing /bin/busybox (package busybox-static)")
+    if not glob.glob("/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so"):
+        problems.append("missing libvirt QEMU driver (package libvirt-daemon-driver-qemu)")
+    return problems
+
+
+# ------------------------------------------------------------------------------ /proc helpers
+
+def _all_pids() -> list[int]:
+    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _ns_id(pid: int, kind: str) -> tuple[int, int] | None:
+    """Identity of a process's namespace of ``kind`` (net, mnt, ...), None if it is gone."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie (a zombie no longer holds anything)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def describe(pid: int) -> str:
+    """'pid: cmdline' for leak reports."""
+    return f"{pid}: {_cmdline(pid)[:300]}"
+
+
+def pids_in_netns(netns: str) -> list[int]:
+    """Live processes whose network namespace is the named one."""
+    try:
+        st = os.stat(f"/run/netns/{netns}")
+    except OSError:
+        return []
+    target = (st.st_dev, st.st_ino)
+    return [p for p in _all_pids() if _ns_id(p, "net") == target and _alive(p)]
+
+
+def pids_referencing(path: Path | str) -> list[int]:
+    """Live processes (other than us) whose command line mentions ``path``."""
+    needle, me = str(path), os.getpid()
+    return [p for p in _all_pids() if p != me and needle in _cmdline(p) and _alive(p)]
+
+
+def kill_and_wait(pids: Iterable[int], timeout: float = 10.0) -> list[int]:
+    """SIGTERM, then SIGKILL after ``timeout``; return the pids still alive after that."""
+    pending = [p for p in pids if _alive(p)]
+    for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 3.0)):
+        for pid in pending:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+            pending = [p for p in pending if _alive(p)]
+        if not pending:
+            return []
+    return pending
+
+
+def host_mountpoints() -> set[str]:
+    """Mount points visible in our (the host's) mount namespace."""
+    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+        return {line.split()[1].replace("\\040", " ") for line in f if line.strip()}
+
+
+def _run(argv: list[str], check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise LabError(f"{argv!r} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(missing)"
+
+
+# ------------------------------------------------------------------------------ host mount points
+
+class _HostMountpoints:
+    """Create the missing /run/libvirt, /var/lib/libvirt, ... mount points, and remove them later.
+
+    They exist on the host filesystem, so concurrent harness sessions share them: each
+    session holds a shared flock while it uses them, and the last one out removes the
+    ones a harness created (recorded in the state dir). ``rmdir`` of a directory that is
+    a mount point in another session's namespace would detach that session's mounts,
+    hence the locking.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._users = 0
+        self._held: int | None = None  # fd holding LOCK_SH on the "users" file
+        self._state_dir: Path | None = None
+
+    @contextlib.contextmanager
+    def _mutex(self) -> Iterator[None]:
+        assert self._state_dir is not None
+        fd = os.open(self._state_dir / "mountpoints.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _record(self) -> Path:
+        assert self._state_dir is not None
+        return self._state_dir / "created-mountpoints.json"
+
+    def acquire(self, state_dir: Path) -> None:
+        with self._guard:
+            self._users += 1
+            if self._users > 1:
+                return
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._state_dir = state_dir
+            with self._mutex():
+                # Take the shared lock before creating anything so a finishing session
+                # (which checks for users under the same mutex) cannot remove them under us.
+                self._held = os.open(state_dir / "mountpoints.users", os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self._held, fcntl.LOCK_SH)
+                record = self._record()
+                created = set(json.loads(record.read_text())) if record.exists() else set()
+                for target in LIBVIRT_DIRS.values():
+                    if not os.path.isdir(target):
+                        os.makedirs(target)
+                        created.add(target)
+                        log.info("created host mount point %s (removed at teardown)", target)
+                record.write_text(json.dumps(sorted(created)))
+
+    def release(self) -> None:
+        with self._guard:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users > 0 or self._held is None:
+                return
+            os.close(self._held)  # drops our LOCK_SH
+            self._held = None
+            with self._mutex():
+                probe = os.open(self._state_dir / "mountpoints.users", os.O_RDWR | os.O_CREAT, 0o644)  # type: ignore[operator]
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("another harness session still uses the libvirt mount points; leaving them")
+                    return
+                finally:
+                    os.close(probe)
+                record = self._record()
+                created = json.loads(record.read_text()) if record.exists() else []
+                # deepest first, in case one is nested in another
+                for target in sorted(created, key=len, reverse=True):
+                    try:
+                        os.rmdir(target)
+                        log.info("removed host mount point %s", target)
+                    except FileNotFoundError:
+                        pass
+                    except OSError as e:  # not empty: someone else (e.g. a libvirt install) uses it now
+                        log.warning("left %s in place: %s", target, e)
+                record.unlink(missing_ok=True)
+
+    def created_and_present(self, state_dir: Path) -> list[str]:
+        """Recorded mount points that still exist (for the leak check)."""
+        record = state_dir / "created-mountpoints.json"
+        if not record.exists():
+            return []
+        return [p for p in json.loads(record.read_text()) if os.path.isdir(p)]
+
+
+_MOUNTPOINTS = _HostMountpoints()
+
+
+# ------------------------------------------------------------------------------ network
+
+@dataclass(frozen=True)
+class NetnsEnd:
+    """One side of the lab network: a namespace, its veth and its address."""
+
+    netns: str
+    ip: str
+    veth: str
+
+
+class LabNetwork:
+    """Two network namespaces joined by a veth pair, with lo up and bridge ``hvlbr0`` in each.
+
+    Names carry the owning pid (``hvl-a-<pid>``), so concurrent sessions do not clash
+    and namespaces of crashed sessions are recognisable and cleaned up by ``setup``.
+    """
+
+    def __init__(self, subnet: str = DEFAULT_SUBNET, tag: str | None = None) -> None:
+        tag = tag or str(os.getpid())
+        self.subnet = subnet
+        self.a = NetnsEnd(f"{NETNS_PREFIX}-a-{tag}", f"{subnet}.1", "hvl-va")
+        self.b = NetnsEnd(f"{NETNS_PREFIX}-b-{tag}", f"{subnet}.2", "hvl-vb")
+        self.bridge = BRIDGE
+        self._created: list[str] = []
+
+    @property
+    def namespaces(self) -> tuple[str, str]:
+        return self.a.netns, self.b.netns
+
+    @staticmethod
+    def list_netns() -> list[str]:
+        out = _run(["ip", "netns", "list"]).stdout
+        return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    @classmethod
+    def cleanup_stale(cls) -> list[str]:
+        """Delete ``hvl-[ab]-<pid>`` namespaces whose owning process is gone (and kill their processes)."""
+        removed = []
+        for ns in cls.list_netns():
+            m = re.fullmatch(rf"{NETNS_PREFIX}-[ab]-(\d+)", ns)
+            if not m or _alive(int(m.group(1))):
+                continue
+            stragglers = pids_in_netns(ns)
+            if stragglers:
+                log.warning("stale netns %s: killing %s", ns, [describe(p) for p in stragglers])
+                kill_and_wait(stragglers, 5)
+            _run(["ip", "netns", "del", ns], check=False)
+            removed.append(ns)
+        if removed:
+            log.warning("removed stale lab namespaces %s", removed)
+        return removed
+
+    def setup(self) -> None:
+        """Create both namespaces, the veth pair, addresses and bridges."""
+        self.cleanup_stale()
+        _LIVE_NETWORKS.add(self)
+        for end in (self.a, self.b):
+            _run(["ip", "netns", "add", end.netns])
+            self._created.append(end.netns)
+            _run(["ip", "-n", end.netns, "link", "set", "lo", "up"])
+        # Both ends are created directly inside their namespaces: nothing appears on the host.
+        _run(["ip", "link", "add", self.a.veth, "netns", self.a.netns, "type", "veth",
+              "peer", "name", self.b.veth, "netns", self.b.netns])
+        for end in (self.a, self.b):
+            _run(["ip", "-n", end.netns, "addr", "add", f"{end.ip}/24", "dev", end.veth])
+            _run(["ip", "-n", end.netns, "link", "set", end.veth, "up"])
+            _run(["ip", "-n", end.netns, "link", "add", self.bridge, "type", "bridge"])
+            _run(["ip", "-n", end.netns, "link", "set", self.bridge, "up"])
+
+    def run(self, netns: str, argv: list[str], check: bool = True,
+            timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run a command inside one of the namespaces."""
+        return _run(["ip", "netns", "exec", netns, *argv], check=check, timeout=timeout)
+
+    def ping(self, from_netns: str, ip: str) -> bool:
+        """One ICMP echo (busybox ping: the host may not have iputils)."""
+        return self.run(from_netns, ["/bin/busybox", "ping", "-c", "1", "-W", "2", ip], check=False).returncode == 0
+
+    def teardown(self) -> None:
+        """Kill anything left in the namespaces (reported as a leak) and delete them."""
+        leaks: list[str] = []
+        for ns in self._created:
+            stragglers = pids_in_netns(ns)
+            if stragglers:
+                leaks += [f"netns {ns}: {describe(p)}" for p in stragglers]
+                kill_and_wait(stragglers, 5)
+            _run(["ip", "netns", "del", ns], check=False)
+        remaining = [ns for ns in self._created if ns in self.list_netns()]
+        leaks += [f"netns {ns} still exists" for ns in remaining]
+        self._created = remaining
+        _LIVE_NETWORKS.discard(self)
+        if leaks:
+            for leak in leaks:
+                log.error("LAB LEAK: %s", leak)
+            raise LabLeakError("lab network teardown found leftovers:\n  " + "\n  ".join(leaks))
+
+
+# ------------------------------------------------------------------------------ daemon
+
+class LibvirtDaemon:
+    """A privileged libvirtd (+ virtlogd) in a private mount/UTS namespace inside ``netns``.
+
+    Everything lives under ``workdir``: configs (etc/), sockets (sock/), state (run/,
+    lib/, cache/) and logs (log/: libvirtd.log, virtlogd.log, qemu/<domain>.log).
+    """
+
+    def __init__(self, name: str, workdir: Path, host_uuid: str, netns: str, ip: str, *,
+                 log_level: int = 3, state_dir: Path | None = None) -> None:
+        self.name = name
+        self.workdir = Path(workdir).resolve()
+        self.host_uuid = host_uuid
+        self.netns = netns
+        self.ip = ip
+        self.log_level = log_level
+        self.state_dir = state_dir or default_cache_dir()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._mntns: tuple[int, int] | None = None
+        self._leased = False
+        self.start_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        return f"LibvirtDaemon({self.name!r}, netns={self.netns!r}, ip={self.ip!r})"
+
+    # -- paths
+    @property
+    def socket_path(self) -> Path:
+        return self.workdir / "sock" / "libvirt-sock"
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+unix:///system?socket={self.socket_path}"
+
+    @property
+    def log_dir(self) -> Path:
+        """The daemon's /var/log/libvirt (libvirtd.log, virtlogd.log, qemu/)."""
+        return self.workdir / "log"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.log_dir / "libvirtd.log"
+
+    def qemu_log(self, domain_name: str) -> Path:
+        """QEMU's stderr/command-line log for a domain."""
+        return self.log_dir / "qemu" / f"{domain_name}.log"
+
+    @property
+    def reaper_pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # -- use
+    def connect(self) -> libvirt.virConnect:
+        """A new read-write connection (the caller closes it)."""
+        return libvirt.open(self.uri)
+
+    def nsenter_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` prefixed to run in this daemon's mount, network and UTS namespaces."""
+        if not self.reaper_pid:
+            raise LabError(f"{self} is not running")
+        return ["nsenter", "-t", str(self.reaper_pid), "-m", "-n", "-u", "--", *argv]
+
+    def run(self, argv: list[str], check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run a command as the daemon sees the world (its /var/lib/libvirt, its netns)."""
+        return _run(self.nsenter_argv(argv), check=check, timeout=timeout)
+
+    def processes(self) -> list[int]:
+        """Live processes of this daemon: its mount namespace, or mentioning its workdir."""
+        found = set(pids_referencing(self.workdir))
+        if self._mntns is not None:
+            found.update(p for p in _all_pids() if _ns_id(p, "mnt") == self._mntns and _alive(p))
+        return sorted(found)
+
+    # -- lifecycle
+    def _write_configs(self) -> None:
+        def conf(values: dict[str, object]) -> str:
+            lines = []
+            for key, value in values.items():
+                if isinstance(value, str):
+                    assert '"' not in value and "\n" not in value, value
+                    value = f'"{value}"'
+                elif isinstance(value, list):
+                    value = "[ " + ", ".join(f'"{v}"' for v in value) + " ]"
+                lines.append(f"{key} = {value}")
+            return "\n".join(lines) + "\n"
+
+        etc = self.workdir / "etc"
+        (etc / "libvirtd.conf").write_text(conf({
+            "unix_sock_dir": str(self.socket_path.parent),
+            "unix_sock_rw_perms": "0700",
+            "unix_sock_ro_perms": "0700",
+            "unix_sock_admin_perms": "0700",
+            "auth_unix_rw": "none",
+            "auth_unix_ro": "none",
+            "host_uuid": self.host_uuid,
+            "log_outputs": f"{self.log_level}:file:{self.daemon_log}",
+        }))
+        (etc / "virtlogd.conf").write_text(conf({
+            "log_outputs": f"{self.log_level}:file:{self.log_dir / 'virtlogd.log'}",
+        }))
+        (etc / "qemu.conf").write_text(conf({
+            "user": "root",
+            "group": "root",
+            "dynamic_ownership": 0,
+            "remember_owner": 0,
+            "security_driver": "none",
+            "namespaces": [],          # no per-domain /dev namespace
+            "cgroup_controllers": [],  # never create host cgroups (cgroup v1 here)
+            "migration_host": self.ip,
+            "migration_address": self.ip,
+        }))
+
+    def _write_accounts(self) -> None:
+        # Debian's QEMU driver resolves the compiled-in 'libvirt-qemu' user before reading
+        # qemu.conf; without libvirt-daemon-system that user does not exist.
+        for name, extra in (("passwd", QEMU_PASSWD_LINE), ("group", QEMU_GROUP_LINE)):
+            text = Path("/etc", name).read_text()
+            if not any(line.startswith(f"{QEMU_USER}:") for line in text.splitlines()):
+                text = text.rstrip("\n") + "\n" + extra
+            (self.workdir / name).write_text(text)
+
+    def _spec(self) -> dict[str, object]:
+        etc = self.workdir / "etc"
+        commands: list[list[str]] = [
+            ["mount", "--bind", str(self.workdir / "passwd"), "/etc/passwd"],
+            ["mount", "--bind", str(self.workdir / "group"), "/etc/group"],
+        ]
+        commands += [["mount", "--bind", str(self.workdir / sub), target] for sub, target in LIBVIRT_DIRS.items()]
+        commands += [
+            ["virtlogd", "-d", "-p", str(self.workdir / "virtlogd.pid"), "-f", str(etc / "virtlogd.conf")],
+            ["libvirtd", "-d", "-p", str(self.workdir / "libvirtd.pid"), "-f", str(etc / "libvirtd.conf")],
+        ]
+        return {"pidfile": str(self.workdir / "reaper.pid"), "hostname": self.name, "commands": commands}
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start the daemon and wait until its socket answers and the QEMU driver works."""
+        if self._proc is not None:
+            raise LabError(f"{self} already started")
+        t0 = time.monotonic()
+        if len(str(self.socket_path)) > UNIX_PATH_MAX - 5:  # libvirt adds '-ro'/'-admin'
+            raise LabError(f"socket path too long for AF_UNIX: {self.socket_path}")
+        for sub in (*LIBVIRT_DIRS, "sock"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        self._write_configs()
+        self._write_accounts()
+        _MOUNTPOINTS.acquire(self.state_dir)
+        self._leased = True
+        spec_path = self.workdir / "subreaper.json"
+        spec_path.write_text(json.dumps(self._spec(), indent=1))
+        argv = ["ip", "netns", "exec", self.netns, "unshare", "-m", "-u", "--propagation", "private",
+                sys.executable, "-I", str(SUBREAPER), str(spec_path)]
+        with open(self.workdir / "launcher.log", "ab") as out:
+            # Own session: a Ctrl-C aimed at pytest must not kill the daemons before teardown runs.
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                          env=dict(DAEMON_ENV, HOME=str(self.workdir)), cwd=self.workdir,
+                                          start_new_session=True)
+        _LIVE_DAEMONS.add(self)
+        try:
+            self._wait_ready(t0 + timeout)
+        except Exception as exc:
+            detail = self._failure_detail()
+            try:
+                self.stop()
+            except LabLeakError as leak:
+                detail += f"\n{leak}"
+            raise LabError(f"{self} failed to start: {exc}\n{detail}") from exc
+        self.start_seconds = time.monotonic() - t0
+        log.info("%s up in %.2fs at %s", self, self.start_seconds, self.uri)
+
+    def _failure_detail(self) -> str:
+        return (f"--- {self.workdir / 'launcher.log'} (tail):\n{_tail(self.workdir / 'launcher.log')}\n"
+                f"--- {self.daemon_log} (tail):\n{_tail(self.daemon_log)}")
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self._proc is not None
+        libvirtd_pidfile = self.workdir / "libvirtd.pid"
+        last_error = "socket never appeared"
+        conn = None
+        while conn is None:
+            if self._proc.poll() is not None:
+                raise LabError(f"launcher exited with code {self._proc.returncode}")
+            if self._mntns is None and (self.workdir / "reaper.pid").exists():
+                # The subreaper writes its pid after unshare: its mount namespace is the private one.
+                self._mntns = _ns_id(self._proc.pid, "mnt")
+            pid = _read_pid(libvirtd_pidfile)
+            if pid is not None and not _alive(pid):
+                raise LabError("libvirtd exited during startup")
+            if self.socket_path.exists():
+                try:
+                    conn = libvirt.open(self.uri)
+                except libvirt.libvirtError as e:
+                    last_error = str(e)
+            if conn is None:
+                if time.monotonic() > deadline:
+                    raise LabError(f"no answer on {self.socket_path} in time; last error: {last_error}")
+                time.sleep(0.05)
+        try:
+            # The first capabilities call runs the QEMU probe (~1.2 s): do it here so a broken
+            # QEMU driver fails at startup with the daemon log attached, not inside a test.
+            caps = etree.fromstring(conn.getCapabilities().encode())
+        finally:
+            conn.close()
+        uuid = caps.findtext("host/uuid")
+        if uuid != self.host_uuid:
+            raise LabError(f"daemon reports host uuid {uuid}, configured {self.host_uuid}")
+        if not caps.xpath("guest/arch[@name='x86_64']/domain[@type='qemu']"):
+            raise LabError("QEMU driver offers no x86_64 domain type 'qemu'")
+
+    def _owns(self, pid: int) -> bool:
+        return (self._mntns is not None and _ns_id(pid, "mnt") == self._mntns) or str(self.workdir) in _cmdline(pid)
+
+    def _destroy_domains(self, timeout: float = 15.0) -> None:
+        """Destroy running domains through the API, giving up if libvirtd does not answer."""
+        def work() -> None:
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as e:
+                log.warning("%s: cannot connect to destroy domains: %s", self, e)
+                return
+            try:
+                for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                    try:
+                        dom.destroy()
+                    except libvirt.libvirtError as e:
+                        log.warning("%s: destroy %s: %s", self, dom.name(), e)
+            finally:
+                conn.close()
+
+        # A wedged libvirtd would block the API call forever; the kill below still cleans up.
+        worker = threading.Thread(target=work, name=f"destroy-{self.name}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            log.warning("%s: libvirtd did not answer within %.0fs; killing it", self, timeout)
+
+    def stop(self) -> None:
+        """Stop everything this daemon started; raise LabLeakError if anything had to be force-killed."""
+        leaks: list[str] = []
+        try:
+            if self._proc is not None:
+                if self._proc.poll() is None and self.socket_path.exists():
+                    self._destroy_domains()
+                # libvirtd leaves guests running when it exits, so QEMUs are killed separately.
+                for pidfile in (self.workdir / "libvirtd.pid", self.workdir / "virtlogd.pid"):
+                    pid = _read_pid(pidfile)
+                    if pid is not None and self._owns(pid):
+                        kill_and_wait([pid], 10)
+                qemu_pids = [_read_pid(Path(f)) for f in glob.glob(str(self.workdir / "run" / "qemu" / "*.pid"))
+                             if not f.endswith("/driver.pid")]
+                kill_and_wait([p for p in qemu_pids if p is not None and self._owns(p)], 5)
+                if self._proc.poll() is None:
+                    self._proc.terminate()  # the subreaper also terminates whatever is still its child
+                    try:
+                        self._proc.wait(15)
+                    except subprocess.TimeoutExpired:
+                        self._proc.kill()
+                        self._proc.wait(5)
+            leftovers = self.processes()
+            if leftovers:
+                leaks = [describe(p) for p in leftovers]
+                survivors = kill_and_wait(leftovers, 5)
+                leaks += [f"could not kill {describe(p)}" for p in survivors]
+        finally:
+            if self._leased:
+                self._leased = False
+                _MOUNTPOINTS.release()
+            _LIVE_DAEMONS.discard(self)
+            self._proc = None  # a stopped daemon may be started again (restart tests)
+            self._mntns = None
+        if leaks:
+            for leak in leaks:
+                log.error("LAB LEAK (%s): %s", self.name, leak)
+            raise LabLeakError(f"{self}: processes survived the orderly stop:\n  " + "\n  ".join(leaks))
+        log.info("%s stopped", self)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def find_leftovers(workdir: Path, netns_names: Iterable[str], baseline_mounts: set[str],
+                   state_dir: Path | None = None) -> list[str]:
+    """Everything the lab should have removed but did not (empty list = clean host)."""
+    problems = [f"process {describe(p)}" for p in pids_referencing(Path(workdir).resolve())]
+    present = set(LabNetwork.list_netns())
+    problems += [f"netns {ns}" for ns in netns_names if ns in present]
+    watched = set(LIBVIRT_DIRS.values()) | {"/etc/passwd", "/etc/group"}
+    problems += [f"mount {m}" for m in sorted(host_mountpoints() - baseline_mounts)
+                 if m in watched or m.startswith(str(workdir))]
+    if not _MOUNTPOINTS._users:  # only meaningful once this process released them
+        users = (state_dir or default_cache_dir()) / "mountpoints.users"
+        fd = os.open(users, os.O_RDWR | os.O_CREAT, 0o644) if users.parent.is_dir() else None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no other session is using them
+                problems += [f"mount-point directory {p}"
+                             for p in _MOUNTPOINTS.created_and_present(users.parent)]
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+    return problems
+
+
+# Safety net for runs that never reach the fixture finalizers (e.g. a crash in a hook).
+_LIVE_DAEMONS: set[LibvirtDaemon] = set()
+_LIVE_NETWORKS: set[LabNetwork] = set()
+
+
+@atexit.register
+def _stop_everything() -> None:
+    for daemon in list(_LIVE_DAEMONS):
+        with contextlib.suppress(Exception):
+            daemon.stop()
+    for net in list(_LIVE_NETWORKS):
+        with contextlib.suppress(Exception):
+            net.teardown()

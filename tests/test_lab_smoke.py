@@ -1,0 +1,98 @@
+"""Smoke tests of the real-libvirt harness itself (tests/lab)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import libvirt
+import pytest
+from lxml import etree
+
+from lab.daemon import LabNetwork, LibvirtDaemon
+from lab.domain import guest_domain_xml
+from lab.guest import GuestImage
+from lab.serial import SerialLog, SerialTimeout
+
+log = logging.getLogger(__name__)
+
+BOOT_TIMEOUT_S = 60.0
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
+def _wait_state(dom: libvirt.virDomain, state: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while dom.state()[0] != state:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _host_uuid(daemon: LibvirtDaemon) -> str:
+    conn = daemon.connect()
+    try:
+        return etree.fromstring(conn.getCapabilities().encode()).findtext("host/uuid") or ""
+    finally:
+        conn.close()
+
+
+def test_test_driver_opens(test_uri: str) -> None:
+    conn = libvirt.open(test_uri)
+    try:
+        assert "test" in [dom.name() for dom in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+def test_serial_log_parses_dev_lines_and_times_out_with_tail(tmp_path: Path) -> None:
+    console = SerialLog(tmp_path / "g.console")
+    assert console.text() == "" and console.last_dev() is None
+    console.path.write_bytes(b"HVL-DEV blk= net=lo mem=94800 size=\r\n"
+                             b"HVL-READY uptime=2.50\r\n"
+                             b"HVL-DEV blk=vda,sda net=eth0,lo mem=125328 size=vda:65536,sda:2048\r\n"
+                             b"HVL-DEV blk=vdb net=lo mem=1")  # half-written line: ignored
+    assert console.last_dev() == {"blk": ["vda", "sda"], "net": ["eth0", "lo"], "mem": 125328,
+                                  "sizes": {"vda": 65536, "sda": 2048}}
+    mark = console.wait(r"HVL-READY uptime=([0-9.]+)", 1).end()
+    assert console.wait_dev(lambda d: "sda" in d["blk"], 1, since=mark)["sizes"]["sda"] == 2048
+    with pytest.raises(SerialTimeout, match="(?s)HVL-NEVER.*uptime=2.50"):
+        console.wait("HVL-NEVER", 0.1)
+
+
+@pytest.mark.real
+def test_guest_boots_and_acpi_power_button_shuts_it_off(
+        libvirt_daemon: LibvirtDaemon, libvirt_daemon_conn: libvirt.virConnect, guest_image: GuestImage,
+        serial_log: Callable[[str], SerialLog]) -> None:
+    name = "hvl-smoke"
+    console = serial_log(name)
+    dom = libvirt_daemon_conn.defineXML(guest_domain_xml(name, guest_image, console.path))
+    t0 = time.monotonic()
+    dom.create()
+    ready = console.wait(r"HVL-READY uptime=([0-9.]+)", BOOT_TIMEOUT_S)
+    log.info("guest ready %.2fs after create (guest uptime %ss)", time.monotonic() - t0, ready.group(1))
+    dev = console.last_dev()
+    assert dev is not None and dev["mem"] > 0, console.tail()
+    assert "lo" in dev["net"]
+
+    mark = console.mark()
+    t0 = time.monotonic()
+    dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+    assert _wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF, SHUTDOWN_TIMEOUT_S), (
+        f"still {dom.state()} {SHUTDOWN_TIMEOUT_S}s after the power button; console:\n{console.tail()}")
+    log.info("SHUTOFF %.2fs after the ACPI power button", time.monotonic() - t0)
+    console.wait("HVL-ACPI-POWEROFF", 5, since=mark)
+
+
+@pytest.mark.real
+def test_daemon_pair_are_two_hosts_on_one_network(libvirt_daemon_pair: tuple[LibvirtDaemon, LibvirtDaemon],
+                                                  lab_network: LabNetwork) -> None:
+    a, b = libvirt_daemon_pair
+    uuid_a, uuid_b = _host_uuid(a), _host_uuid(b)
+    assert (uuid_a, uuid_b) == (a.host_uuid, b.host_uuid)
+    assert uuid_a != uuid_b
+    # B's daemon really lives in netns b, and b reaches a over the veth.
+    assert b.ip in b.run(["ip", "-o", "-4", "addr", "show"]).stdout
+    assert lab_network.ping(lab_network.b.netns, a.ip), f"{lab_network.b.netns} cannot ping {a.ip}"
