@@ -24,7 +24,7 @@ import psutil
 from lxml import etree
 
 from hvlibvirt import connection, constants, params
-from hvlibvirt.domain_xml import GuestTarget, build_domain, metadata, to_string
+from hvlibvirt.domain_xml import metadata, redacted, to_string
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.objects import InstanceConsole, MigrationStatus
 
@@ -235,14 +235,10 @@ class BaseHypervisor:
         return max(int(beparams["minmem"]), min(int(beparams["maxmem"]), free))
 
     # -- what each hypervisor supplies ------------------------------------------------
-    def _guest_target(self, hvparams: Mapping[str, Any]) -> GuestTarget:
-        raise HypervisorError(f"{self.HV_NAME}: domain placement is not implemented")
-
-    def _domain_xml(self, instance: Any, block_devices: Sequence[Any],
-                    startup_memory: int) -> str:
-        target = self._guest_target(instance.hvparams)
-        return to_string(build_domain(instance, block_devices, instance.hvparams, target,
-                                      startup_memory))
+    def _build_domain(self, instance: Any, block_devices: Sequence[Any],
+                      startup_memory: int) -> etree._Element:
+        """The domain XML tree for ``instance`` (each hypervisor has its builder)."""
+        raise HypervisorError(f"{self.HV_NAME}: building domains is not implemented")
 
     # -- lifecycle ----------------------------------------------------------------
     def StartInstance(self, instance: Any, block_devices: Sequence[Any],  # noqa: N802
@@ -259,8 +255,10 @@ class BaseHypervisor:
             with connection.libvirt_errors("check the state", name):
                 if existing.isActive():
                     raise HypervisorError(f"Failed to start instance {name}: already running")
-        xml = self._domain_xml(instance, block_devices, self._InstanceStartupMemory(instance))
-        log.debug("Domain XML for %s:\n%s", name, xml)
+        root = self._build_domain(instance, block_devices,
+                                  self._InstanceStartupMemory(instance))
+        log.debug("Domain XML for %s:\n%s", name, to_string(redacted(root)))
+        xml = to_string(root)
         conn = self._conn()
         with connection.libvirt_errors("define", name):
             dom = conn.defineXML(xml)

@@ -1,15 +1,16 @@
-"""KVM through libvirt's QEMU driver: the parameter table and KVM's own rules.
+"""KVM through libvirt's QEMU driver.
 
-The table has all 65 of Ganeti's KVM hvparams with Ganeti's checks; the cross-parameter
-rules Ganeti applies on the master are in ``CheckParameterSyntax`` and the node-side
-rules in ``ValidateParameters``.
+The parameter table is ``kvm_params.KVM_PARAMS``; here are KVM's cross-parameter rules
+(``CheckParameterSyntax``), its node-side checks (``ValidateParameters``), and the
+node-specific facts the domain XML builder needs (``_startup_options``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import pwd
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import psutil
@@ -17,7 +18,8 @@ from lxml import etree
 
 from hvlibvirt import connection, constants as C, params as P
 from hvlibvirt.base import BaseHypervisor
-from hvlibvirt.domain_xml import GuestTarget
+from hvlibvirt.domain_xml import GuestTarget, Listen, StartupOptions, build_domain
+from hvlibvirt.kvm_params import KVM_PARAMS
 from hvlibvirt.errors import HypervisorError
 
 # SPICE options that only make sense with spice_bind set (Ganeti's rule).
@@ -27,6 +29,11 @@ _SPICE_ADDITIONAL_PARAMS = (
     C.HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR, C.HV_KVM_SPICE_STREAMING_VIDEO_DETECTION,
     C.HV_KVM_SPICE_USE_TLS,
 )
+
+
+# libvirt 9.0 (Debian 12) refuses <vlan> on Linux bridge ports when a domain starts;
+# support came with the 11.x series, so older daemons get a clear error at build time.
+_LINUX_BRIDGE_VLAN_LIBVIRT = 11_001_000
 
 
 def _ip_version(value: str) -> int | None:
@@ -44,81 +51,7 @@ class KVMHypervisor(BaseHypervisor):
     DEFAULT_URI = "qemu:///system"
     CAN_MIGRATE = True
 
-    PARAMETERS: ClassVar[dict[str, P.Check]] = {
-        C.HV_KVM_PATH: P.REQ_FILE_CHECK,
-        C.HV_KERNEL_PATH: P.OPT_FILE_CHECK,
-        C.HV_INITRD_PATH: P.OPT_FILE_CHECK,
-        C.HV_ROOT_PATH: P.NO_CHECK,
-        C.HV_KERNEL_ARGS: P.NO_CHECK,
-        C.HV_ACPI: P.NO_CHECK,
-        C.HV_SERIAL_CONSOLE: P.NO_CHECK,
-        C.HV_SERIAL_SPEED: P.NO_CHECK,  # checked with serial_console below
-        C.HV_VNC_BIND_ADDRESS: P.NO_CHECK,  # checked on the node
-        C.HV_VNC_TLS: P.NO_CHECK,
-        C.HV_VNC_X509: P.OPT_DIR_CHECK,
-        C.HV_VNC_X509_VERIFY: P.NO_CHECK,
-        C.HV_VNC_PASSWORD_FILE: P.OPT_FILE_CHECK,
-        C.HV_KVM_SPICE_BIND: P.NO_CHECK,  # checked below and on the node
-        C.HV_KVM_SPICE_IP_VERSION: (
-            False, lambda v: v == C.IFACE_NO_IP_VERSION_SPECIFIED or v in C.VALID_IP_VERSIONS,
-            "The SPICE IP version should be 4 or 6", None, None),
-        C.HV_KVM_SPICE_PASSWORD_FILE: P.OPT_FILE_CHECK,
-        C.HV_KVM_SPICE_LOSSLESS_IMG_COMPR:
-            P.param_in_set(False, C.HT_KVM_SPICE_VALID_LOSSLESS_IMG_COMPR_OPTIONS),
-        C.HV_KVM_SPICE_JPEG_IMG_COMPR:
-            P.param_in_set(False, C.HT_KVM_SPICE_VALID_LOSSY_IMG_COMPR_OPTIONS),
-        C.HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR:
-            P.param_in_set(False, C.HT_KVM_SPICE_VALID_LOSSY_IMG_COMPR_OPTIONS),
-        C.HV_KVM_SPICE_STREAMING_VIDEO_DETECTION:
-            P.param_in_set(False, C.HT_KVM_SPICE_VALID_VIDEO_STREAM_DETECTION_OPTIONS),
-        C.HV_KVM_SPICE_AUDIO_COMPR: P.NO_CHECK,
-        C.HV_KVM_SPICE_USE_TLS: P.NO_CHECK,
-        C.HV_KVM_SPICE_TLS_CIPHERS: P.NO_CHECK,
-        C.HV_KVM_SPICE_USE_VDAGENT: P.NO_CHECK,
-        C.HV_KVM_FLOPPY_IMAGE_PATH: P.OPT_FILE_CHECK,
-        C.HV_CDROM_IMAGE_PATH: P.OPT_FILE_OR_URL_CHECK,
-        C.HV_KVM_CDROM2_IMAGE_PATH: P.OPT_FILE_OR_URL_CHECK,
-        C.HV_BOOT_ORDER: P.param_in_set(True, C.HT_KVM_VALID_BO_TYPES),
-        C.HV_NIC_TYPE: P.param_in_set(True, C.HT_KVM_VALID_NIC_TYPES),
-        C.HV_DISK_TYPE: P.param_in_set(True, C.HT_KVM_VALID_DISK_TYPES),
-        C.HV_KVM_SCSI_CONTROLLER_TYPE:
-            P.param_in_set(True, C.HT_KVM_VALID_SCSI_CONTROLLER_TYPES),
-        C.HV_DISK_DISCARD: P.param_in_set(False, C.HT_VALID_DISCARD_TYPES),
-        C.HV_KVM_CDROM_DISK_TYPE: P.param_in_set(False, C.HT_KVM_VALID_DISK_TYPES),
-        C.HV_USB_MOUSE: P.param_in_set(False, C.HT_KVM_VALID_MOUSE_TYPES),
-        C.HV_KEYMAP: P.NO_CHECK,
-        C.HV_MIGRATION_PORT: P.REQ_NET_PORT_CHECK,
-        C.HV_MIGRATION_BANDWIDTH: P.REQ_NONNEGATIVE_INT_CHECK,
-        C.HV_MIGRATION_DOWNTIME: P.REQ_NONNEGATIVE_INT_CHECK,
-        C.HV_MIGRATION_MODE: P.MIGRATION_MODE_CHECK,
-        C.HV_USE_GUEST_AGENT: P.NO_CHECK,
-        C.HV_USE_LOCALTIME: P.NO_CHECK,
-        C.HV_DISK_CACHE: P.param_in_set(True, C.HT_VALID_CACHE_TYPES),
-        C.HV_KVM_DISK_AIO: P.param_in_set(False, C.HT_KVM_VALID_AIO_TYPES),
-        C.HV_SECURITY_MODEL: P.param_in_set(True, C.HT_KVM_VALID_SM_TYPES),
-        C.HV_SECURITY_DOMAIN: P.NO_CHECK,  # checked below and on the node
-        C.HV_KVM_FLAG: P.param_in_set(False, C.HT_KVM_FLAG_VALUES),
-        C.HV_VHOST_NET: P.NO_CHECK,
-        C.HV_VIRTIO_NET_QUEUES: P.OPT_VIRTIO_NET_QUEUES_CHECK,
-        C.HV_KVM_USE_CHROOT: P.NO_CHECK,
-        C.HV_KVM_USER_SHUTDOWN: P.NO_CHECK,
-        C.HV_MEM_PATH: P.OPT_DIR_CHECK,
-        C.HV_REBOOT_BEHAVIOR: P.param_in_set(True, C.REBOOT_BEHAVIORS),
-        C.HV_CPU_MASK: P.OPT_MULTI_CPU_MASK_CHECK,
-        C.HV_CPU_TYPE: P.NO_CHECK,
-        C.HV_CPU_CORES: P.OPT_NONNEGATIVE_INT_CHECK,
-        C.HV_CPU_THREADS: P.OPT_NONNEGATIVE_INT_CHECK,
-        C.HV_CPU_SOCKETS: P.OPT_NONNEGATIVE_INT_CHECK,
-        C.HV_SOUNDHW: P.NO_CHECK,
-        C.HV_USB_DEVICES: P.NO_CHECK,
-        C.HV_VGA: P.NO_CHECK,
-        C.HV_KVM_EXTRA: P.NO_CHECK,
-        C.HV_KVM_MACHINE_VERSION: P.NO_CHECK,
-        C.HV_KVM_MIGRATION_CAPS: P.NO_CHECK,
-        C.HV_KVM_PCI_RESERVATIONS: P.int_range_check(
-            False, 0, C.QEMU_PCI_SLOTS, "The number of PCI slots managed by QEMU"),
-        C.HV_VNET_HDR: P.NO_CHECK,
-    }
+    PARAMETERS: ClassVar[dict[str, P.Check]] = P.checks_of(KVM_PARAMS)
 
     @staticmethod
     def VersionsSafeForMigration(src: Any, target: Any) -> bool:  # noqa: N802
@@ -156,6 +89,7 @@ class KVMHypervisor(BaseHypervisor):
         if hvp[C.HV_KVM_DISK_AIO] == "native" and hvp[C.HV_DISK_CACHE] != "none":
             raise HypervisorError("Parameter 'disk_cache' must be 'none' when 'disk_aio' is"
                                   " 'native'")
+        P.check_refusals(KVM_PARAMS, hvp)
 
     @staticmethod
     def _check_spice(hvp: Mapping[str, Any]) -> None:
@@ -194,39 +128,115 @@ class KVMHypervisor(BaseHypervisor):
             raise HypervisorError(f"Parameter 'spice_bind' ({spice!r}) is neither an IP "
                                   "address nor a network interface of this node")
 
-    # -- placement -----------------------------------------------------------------
-    def _guest_target(self, hvparams: Mapping[str, Any]) -> GuestTarget:
-        """Pick domain type, arch and emulator from the host's capabilities.
+    # -- the domain ----------------------------------------------------------------
+    def _build_domain(self, instance: Any, block_devices: Sequence[Any],
+                      startup_memory: int) -> etree._Element:
+        options = self._startup_options(instance, startup_memory)
+        return build_domain(instance, block_devices, instance.hvparams, options)
 
-        kvm_flag 'enabled' needs KVM, 'disabled' means TCG (type='qemu'), empty takes
-        KVM when the host offers it, else TCG. A driver that offers neither (libvirt's
-        test driver) gets its own domain type.
-        """
+    def _startup_options(self, instance: Any, startup_memory: int) -> StartupOptions:
+        """Gather the node facts the builder needs: placement, listens, secrets, users."""
+        hvp = instance.hvparams
         with connection.libvirt_errors("read the host capabilities"):
-            caps = etree.fromstring(self._conn().getCapabilities().encode())
-        arches = {}
-        for guest in caps.iterfind("guest"):
-            if guest.findtext("os_type") != "hvm":
-                continue
+            caps = self._conn().getCapabilities()
+            lib_version = self._conn().getLibVersion()
+        vnc, spice = hvp[C.HV_VNC_BIND_ADDRESS], hvp[C.HV_KVM_SPICE_BIND]
+        return StartupOptions(
+            target=choose_target(hvp, offered_domain_types(caps), self.uri),
+            startup_memory=startup_memory,
+            vnc_listen=_vnc_listen(vnc, instance.name) if vnc else None,
+            spice_listen=Listen(address=_resolve_bind(
+                spice, C.HV_KVM_SPICE_BIND, hvp[C.HV_KVM_SPICE_IP_VERSION])) if spice else None,
+            vnc_password=_read_password(hvp, C.HV_VNC_PASSWORD_FILE) if vnc else None,
+            spice_password=_read_password(hvp, C.HV_KVM_SPICE_PASSWORD_FILE) if spice else None,
+            security_label=_dac_label(hvp[C.HV_SECURITY_DOMAIN])
+            if hvp[C.HV_SECURITY_MODEL] == C.HT_SM_USER else None,
+            linux_bridge_vlans=lib_version >= _LINUX_BRIDGE_VLAN_LIBVIRT)
+
+
+def offered_domain_types(capabilities_xml: str) -> dict[str, list[str]]:
+    """hvm guest arch -> domain types libvirt offers for it (from getCapabilities)."""
+    caps = etree.fromstring(capabilities_xml.encode())
+    arches: dict[str, list[str]] = {}
+    for guest in caps.iterfind("guest"):
+        if guest.findtext("os_type") == "hvm":
             arch = guest.find("arch")
             arches[arch.get("name")] = [d.get("type") for d in arch.iterfind("domain")]
-        if not arches:
-            raise HypervisorError(f"libvirt at {self.uri} offers no hvm guests")
-        arch = "x86_64" if "x86_64" in arches else sorted(arches)[0]
-        offered = arches[arch]
-        flag = hvparams.get(C.HV_KVM_FLAG)
-        if flag == C.HT_KVM_ENABLED:
-            wanted = ["kvm"]
-        elif flag == C.HT_KVM_DISABLED:
-            wanted = ["qemu"]
-        else:
-            wanted = ["kvm", "qemu"]
-        for domain_type in wanted:
-            if domain_type in offered:
-                return GuestTarget(domain_type=domain_type, arch=arch,
-                                   machine=hvparams.get(C.HV_KVM_MACHINE_VERSION) or None,
-                                   emulator=hvparams[C.HV_KVM_PATH])
-        if not flag and "kvm" not in offered and "qemu" not in offered and offered:
-            return GuestTarget(domain_type=offered[0], arch=arch)
-        raise HypervisorError(f"Parameter 'kvm_flag' is {flag!r} but libvirt at {self.uri} "
-                              f"offers only domain types {offered} for {arch}")
+    return arches
+
+
+def choose_target(hvparams: Mapping[str, Any], arches: Mapping[str, Sequence[str]],
+                  uri: str = "libvirt") -> GuestTarget:
+    """Domain type, arch, machine and emulator for these hvparams on this host.
+
+    kvm_flag 'enabled' needs KVM, 'disabled' means TCG (type='qemu'), empty takes KVM
+    when the host offers it, else TCG. A driver that offers neither (libvirt's test
+    driver) gets its own domain type.
+    """
+    if not arches:
+        raise HypervisorError(f"{uri} offers no hvm guests")
+    arch = "x86_64" if "x86_64" in arches else sorted(arches)[0]
+    offered = list(arches[arch])
+    flag = hvparams[C.HV_KVM_FLAG]
+    wanted = {C.HT_KVM_ENABLED: ["kvm"], C.HT_KVM_DISABLED: ["qemu"]}.get(flag, ["kvm", "qemu"])
+    for domain_type in wanted:
+        if domain_type in offered:
+            return GuestTarget(domain_type=domain_type, arch=arch,
+                               machine=hvparams[C.HV_KVM_MACHINE_VERSION] or None,
+                               emulator=hvparams[C.HV_KVM_PATH])
+    if not flag and offered and not {"kvm", "qemu"} & set(offered):
+        return GuestTarget(domain_type=offered[0], arch=arch)
+    raise HypervisorError(f"Parameter 'kvm_flag' is {flag!r} but {uri} offers only domain "
+                          f"types {offered} for {arch}")
+
+
+def _interface_address(name: str, family: int) -> str | None:
+    for addr in psutil.net_if_addrs().get(name, []):
+        if addr.family == family:
+            return addr.address.split("%")[0]
+    return None
+
+
+def _resolve_bind(value: str, param: str, ip_version: int = 0) -> str:
+    """An IP as is; an interface name -> its address (IPv4 first unless asked for 6)."""
+    if _ip_version(value):
+        return value
+    families = {4: [socket.AF_INET], 6: [socket.AF_INET6]}.get(
+        ip_version, [socket.AF_INET, socket.AF_INET6])
+    for family in families:
+        address = _interface_address(value, family)
+        if address:
+            return address
+    raise HypervisorError(f"Parameter '{param}' ({value!r}) is neither an IP address nor an "
+                          "interface with a usable address on this node")
+
+
+def _vnc_listen(value: str, instance_name: str) -> Listen:
+    if P.is_norm_abs_path(value):
+        return Listen(socket=f"{value}/{instance_name}.vnc")
+    return Listen(address=_resolve_bind(value, C.HV_VNC_BIND_ADDRESS, 4))
+
+
+def _read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
+    """The single line of a password file; its content never appears in errors or logs."""
+    path = hvparams[param]
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise HypervisorError(f"Parameter '{param}': cannot read {path}: "
+                              f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
+    if len(lines) != 1 or not lines[0]:
+        raise HypervisorError(f"Parameter '{param}': {path} must hold exactly one non-empty "
+                              "line (the password)")
+    return lines[0]
+
+
+def _dac_label(user: str) -> str:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise HypervisorError(f"Parameter 'security_domain': unknown user {user!r}") from None
+    return f"+{entry.pw_uid}:+{entry.pw_gid}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from hvlibvirt import constants
@@ -209,3 +210,41 @@ def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> 
         if check_fn is not None and not check_fn(value):
             raise HypervisorError(
                 f"Parameter '{name}' fails validation: {errstr} (current value: {value!r})")
+
+
+# -- parameter tables ------------------------------------------------------------------
+Refusal = Callable[[Any, Mapping[str, Any]], "str | None"]
+
+
+@dataclass(frozen=True)
+class HvParam:
+    """One hvparam of a hypervisor: its Ganeti check and what the library does with it.
+
+    Exactly one of ``xml`` (how it shapes the domain XML) and ``runtime`` (how it shapes
+    behaviour instead) describes it. ``refuse(value, hvparams)`` returns why a value
+    cannot be honoured (``refused`` says which values, for the docs). ``example`` is a
+    set of hvparam overrides under which this parameter must change the XML (tests).
+    """
+
+    check: Check
+    xml: str = ""
+    runtime: str = ""
+    refuse: Refusal | None = None
+    refused: str = ""
+    example: Mapping[str, Any] | None = None
+
+
+def checks_of(table: Mapping[str, HvParam]) -> dict[str, Check]:
+    """The ``PARAMETERS`` dict (name -> five-tuple) of a parameter table."""
+    return {name: entry.check for name, entry in table.items()}
+
+
+def check_refusals(table: Mapping[str, HvParam], hvparams: Mapping[str, Any]) -> None:
+    """Refuse values the hypervisor cannot honour, naming the parameter and the reason."""
+    for name, entry in sorted(table.items()):
+        if entry.refuse is None or is_unspecified(hvparams[name]):
+            continue
+        reason = entry.refuse(hvparams[name], hvparams)
+        if reason:
+            raise HypervisorError(f"Parameter '{name}' value {hvparams[name]!r} is not "
+                                  f"supported: {reason}")

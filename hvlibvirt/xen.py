@@ -39,8 +39,8 @@ class XenHypervisor(BaseHypervisor):
             return False
         return src[0] == target[0] and target[1] - src[1] in (0, 1)
 
-    def _domain_xml(self, instance: Any, block_devices: Sequence[Any],
-                    startup_memory: int) -> str:
+    def _build_domain(self, instance: Any, block_devices: Sequence[Any],
+                      startup_memory: int) -> Any:
         # The libxl domain XML (PV kernel/bootloader, HVM, xenbus disks) is its own
         # builder and is not written yet; refuse rather than emit KVM XML for Xen.
         raise HypervisorError(f"{self.HV_NAME}: starting Xen domains is not implemented yet")

@@ -8,8 +8,8 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
-from hvlibvirt.domain_xml import GuestTarget, build_domain, parse_domain, to_string
-from hvlibvirt.domain_xml import devices, metadata
+from hvlibvirt.domain_xml import (GuestTarget, StartupOptions, addresses, build_domain,
+                                  identity, metadata, parse_domain, to_string)
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import NIC, Disk, Instance
 
@@ -38,7 +38,8 @@ def make_instance(n_disks: int = 2, n_nics: int = 2, **hv_overrides) -> tuple[In
 
 
 def render(inst: Instance, block: list, target: GuestTarget = KVM, mem: int = 200) -> str:
-    return to_string(build_domain(inst, block, inst.hvparams, target, mem))
+    options = StartupOptions(target=target, startup_memory=mem)
+    return to_string(build_domain(inst, block, inst.hvparams, options))
 
 
 def test_valid_against_libvirt_schema(relaxng: etree.RelaxNG) -> None:
@@ -64,15 +65,19 @@ def test_pci_slots_start_at_the_reservation_disks_first() -> None:
     inst, block = make_instance(n_disks=2, n_nics=2)
     live = parse_domain(render(inst, block))
     slots = {alias: int(dev.address["slot"], 16) for alias, dev in live.devices.items()}
-    disk_aliases = [devices.device_alias("disk", d.uuid) for d in inst.disks_info]
-    nic_aliases = [devices.device_alias("nic", n.uuid) for n in inst.nics]
+    disk_aliases = [identity.device_alias("disk", d.uuid) for d in inst.disks_info]
+    nic_aliases = [identity.device_alias("nic", n.uuid) for n in inst.nics]
     assert [slots[a] for a in disk_aliases + nic_aliases] == [12, 13, 14, 15]
 
 
-def test_pci_reservation_zero_skips_the_host_bridge_and_fixed_slots() -> None:
+def test_pci_reservation_zero_skips_the_platform_slots() -> None:
     inst, block = make_instance(n_disks=1, n_nics=1, kvm_pci_reservations=0)
     live = parse_domain(render(inst, block))
-    assert sorted(live.pci_slots) == [1, 2, devices.BALLOON_SLOT]
+    # USB on the PIIX3 (slot 1), the balloon at its fixed slot, then the first slot
+    # after the fixed platform range for the disk and the NIC.
+    first = max(addresses.CDROM_SLOTS) + 1
+    assert sorted(live.pci_slots) == [addresses.PIIX3_SLOT, addresses.BALLOON_SLOT, first,
+                                      first + 1]
 
 
 def test_running_out_of_pci_slots_is_a_clear_error() -> None:
@@ -81,25 +86,32 @@ def test_running_out_of_pci_slots_is_a_clear_error() -> None:
         render(inst, block)
 
 
-def test_scsi_disks_get_drive_addresses_and_a_controller(relaxng: etree.RelaxNG) -> None:
-    inst, block = make_instance(n_disks=2, n_nics=0, disk_type="scsi-hd",
-                                scsi_controller_type="virtio-scsi-pci")
+@pytest.mark.parametrize("controller,model,field", [
+    ("virtio-scsi-pci", "virtio-scsi", "target"), ("megasas", "lsisas1078", "target"),
+    ("lsi", "lsilogic", "unit"), ("dc390", "dc390", "unit")])
+def test_scsi_disks_get_one_scsi_id_each(relaxng: etree.RelaxNG, controller: str, model: str,
+                                         field: str) -> None:
+    # libvirt maps 'unit' to the SCSI id on lsilogic/dc390 and 'target' on the others.
+    inst, block = make_instance(n_disks=3, n_nics=0, disk_type="scsi-hd",
+                                scsi_controller_type=controller)
     xml = render(inst, block)
-    assert relaxng.validate(etree.fromstring(xml.encode())), relaxng.error_log
-    live = parse_domain(xml)
-    units = sorted(int(d.address["unit"]) for d in live.devices.values()
-                   if d.address.get("type") == "drive")
-    assert units == [0, 1]
-    assert "model='virtio-scsi'" in xml.replace('"', "'")
+    root = etree.fromstring(xml.encode())
+    assert relaxng.validate(root), relaxng.error_log
+    ids = [int(d.address[field]) for d in parse_domain(xml).devices.values()
+           if d.address.get("type") == "drive"]
+    assert ids == [0, 1, 2]
+    (ctrl,) = root.findall("devices/controller[@type='scsi']")
+    assert ctrl.get("model") == model
+    assert ctrl.find("address").get("slot") == f"0x{addresses.SCSI_CONTROLLER_SLOT:02x}"
 
 
 def test_aliases_follow_ganeti_devid() -> None:
-    assert (devices.device_alias("disk", "932df160-7a22-4067-a566-7e0ca8386133")
+    assert (identity.device_alias("disk", "932df160-7a22-4067-a566-7e0ca8386133")
             == "ua-disk-932df160-7a22-4067")
-    assert (devices.device_alias("nic", "003fc157-66a8-4e6d-8b7e-4a6d1ecdd4b7")
+    assert (identity.device_alias("nic", "003fc157-66a8-4e6d-8b7e-4a6d1ecdd4b7")
             == "ua-nic-003fc157-66a8-4e6d")
     with pytest.raises(HypervisorError, match="uuid"):
-        devices.device_alias("nic", "not-a-uuid")
+        identity.device_alias("nic", "not-a-uuid")
 
 
 def test_metadata_round_trip() -> None:

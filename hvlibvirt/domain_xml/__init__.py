@@ -1,13 +1,15 @@
 """Pure translation between Ganeti objects and libvirt domain XML.
 
-No libvirt calls and no I/O here: builders turn (instance, block devices, hvparams,
-target) into an lxml tree; the parser turns live XML back into devices, addresses and
-our metadata. One module per concern: ``builder`` (the domain), ``devices`` (one
-function per device element), ``metadata`` (our namespace), ``parser``.
+No libvirt calls and no I/O here. ``builder`` assembles a domain from an instance, its
+block devices, hvparams and ``StartupOptions``; one module per element kind does the
+rest (``disks``, ``nics``, ``graphics``, ``cpu``, ``channels``, ``controllers``), with
+``addresses`` for PCI/SCSI/IDE placement, ``identity`` for aliases and input checks,
+``metadata`` for our namespace, and ``parser`` for reading live XML back.
 """
 
-from hvlibvirt.domain_xml.builder import GuestTarget, build_domain, to_string
+from hvlibvirt.domain_xml.builder import build_domain, redacted, to_string
+from hvlibvirt.domain_xml.options import GuestTarget, Listen, StartupOptions
 from hvlibvirt.domain_xml.parser import LiveDevice, LiveDomain, parse_domain
 
-__all__ = ["GuestTarget", "build_domain", "to_string", "parse_domain", "LiveDomain",
-           "LiveDevice"]
+__all__ = ["GuestTarget", "Listen", "StartupOptions", "build_domain", "to_string", "redacted",
+           "parse_domain", "LiveDomain", "LiveDevice"]

@@ -1,139 +1,275 @@
-"""Instance + block devices + hvparams -> libvirt domain XML (pure: no libvirt, no I/O).
+"""Instance + block devices + hvparams + startup options -> libvirt domain XML.
 
-The host-dependent facts (domain type, architecture, machine, emulator) come in as a
-``GuestTarget`` computed by the caller from libvirt's capabilities, which keeps this
-module deterministic: the same inputs give byte-identical XML.
+Pure: no libvirt calls and no I/O. The same inputs give byte-identical XML. Each device
+kind has its own module (disks, nics, graphics, cpu, channels, controllers); this one
+assembles the domain and owns the top-level elements and the device layout.
 """
 
 from __future__ import annotations
 
+import copy
+import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
-from hvlibvirt import constants
-from hvlibvirt.domain_xml import devices, metadata
+from hvlibvirt import constants as C
+from hvlibvirt.domain_xml import (addresses, channels, controllers, cpu, disks, graphics,
+                                  identity, metadata, nics)
+from hvlibvirt.domain_xml.options import StartupOptions
 from hvlibvirt.errors import HypervisorError
 
 BlockDevice = tuple[Any, str | None, str | None]  # (disk, link_name, drive_uri)
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 
-@dataclass(frozen=True)
-class GuestTarget:
-    """Where the domain will run, as libvirt's capabilities describe it."""
-
-    domain_type: str           # kvm, qemu, xen, test
-    arch: str = "x86_64"
-    machine: str | None = None  # None: the driver's default
-    emulator: str | None = None
+def _positive_int(beparams: Mapping[str, Any], key: str, name: str) -> int:
+    value = beparams.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise HypervisorError(f"Invalid beparams {key} of instance {name}: {value!r} "
+                              "(a positive integer is expected)")
+    return value
 
 
-def _memory(parent: etree._Element, tag: str, mib: int) -> None:
-    etree.SubElement(parent, tag, unit="MiB").text = str(int(mib))
-
-
-def _os(root: etree._Element, hvparams: Mapping[str, Any], target: GuestTarget) -> None:
+def _os(root: etree._Element, hvparams: Mapping[str, Any], options: StartupOptions) -> None:
     os_elem = etree.SubElement(root, "os")
+    target = options.target
     type_elem = etree.SubElement(os_elem, "type", arch=target.arch)
     if target.machine:
         type_elem.set("machine", target.machine)
     type_elem.text = "hvm"
-    kernel = hvparams.get(constants.HV_KERNEL_PATH)
+    kernel = hvparams[C.HV_KERNEL_PATH]
     if not kernel:
-        etree.SubElement(os_elem, "boot", dev="hd")
-        return
-    etree.SubElement(os_elem, "kernel").text = kernel
-    if hvparams.get(constants.HV_INITRD_PATH):
-        etree.SubElement(os_elem, "initrd").text = hvparams[constants.HV_INITRD_PATH]
+        return  # booting from devices: per-device <boot order>, see _boot_device
+    etree.SubElement(os_elem, "kernel").text = identity.absolute_path(kernel, "kernel_path")
+    if hvparams[C.HV_INITRD_PATH]:
+        etree.SubElement(os_elem, "initrd").text = identity.absolute_path(
+            hvparams[C.HV_INITRD_PATH], "initrd_path")
     args = []
-    if hvparams.get(constants.HV_ROOT_PATH):
-        args.append(f"root={hvparams[constants.HV_ROOT_PATH]}")
-    if hvparams.get(constants.HV_KERNEL_ARGS):
-        args.append(hvparams[constants.HV_KERNEL_ARGS])
-    if hvparams.get(constants.HV_SERIAL_CONSOLE):
-        args.append(f"console=ttyS0,{hvparams[constants.HV_SERIAL_SPEED]}")
+    if hvparams[C.HV_ROOT_PATH]:
+        args.append("root=" + identity.plain_text(hvparams[C.HV_ROOT_PATH], "root_path"))
+    if hvparams[C.HV_KERNEL_ARGS]:
+        args.append(identity.plain_text(hvparams[C.HV_KERNEL_ARGS], "kernel_args"))
+    if hvparams[C.HV_SERIAL_CONSOLE]:
+        args.append(f"console=ttyS0,{hvparams[C.HV_SERIAL_SPEED]}")
     etree.SubElement(os_elem, "cmdline").text = " ".join(args)
 
 
+def _memory_backing(root: etree._Element, hvparams: Mapping[str, Any]) -> None:
+    if hvparams[C.HV_MEM_PATH]:
+        # libvirt backs guest RAM with the hugetlbfs mount it is configured with and
+        # preallocates it, as Ganeti's -mem-path/-mem-prealloc does.
+        backing = etree.SubElement(root, "memoryBacking")
+        etree.SubElement(backing, "hugepages")
+        etree.SubElement(backing, "allocation", mode="immediate")
+
+
+class _Layout:
+    """Guest device names and bus positions handed out while devices are added."""
+
+    def __init__(self, hvparams: Mapping[str, Any]) -> None:
+        self.pci = addresses.PciAllocator(
+            hvparams[C.HV_KVM_PCI_RESERVATIONS],
+            used=range(addresses.PIIX3_SLOT, max(addresses.CDROM_SLOTS) + 1))
+        self.scsi_model = addresses.SCSI_MODELS[hvparams[C.HV_KVM_SCSI_CONTROLLER_TYPE]]
+        self.names: dict[str, int] = {}
+        self.positions: dict[str, int] = {}
+
+    def target(self, prefix: str) -> str:
+        index = self.names.get(prefix, 0)
+        self.names[prefix] = index + 1
+        return identity.target_name(prefix, index)
+
+    def place(self, elem: etree._Element, bus: str, what: str,
+              pci_slot: int | None = None) -> None:
+        """Give a disk-like element its address on ``bus``."""
+        position = self.positions.get(bus, 0)
+        self.positions[bus] = position + 1
+        if bus == "virtio":
+            addresses.pci(elem, pci_slot if pci_slot is not None else self.pci.take(what))
+        elif bus == "scsi":
+            addresses.scsi_drive(elem, self.scsi_model, position, what)
+        elif bus == "ide":
+            addresses.ide_drive(elem, position, what)
+
+
+def _boot_first(elem: etree._Element | None) -> None:
+    if elem is not None:
+        boot = etree.Element("boot", order="1")
+        elem.insert(elem.index(elem.find("target")) + 1 if elem.find("target") is not None
+                    else len(elem), boot)
+
+
+def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
+             hvparams: Mapping[str, Any], layout: _Layout
+             ) -> tuple[dict[str, etree._Element], list[tuple[str, str, str]]]:
+    """Disks, cdroms and the floppy. Returns the first device of each boot kind and the
+    (kind, uuid, alias) of each instance disk."""
+    first: dict[str, etree._Element] = {}
+    ids = []
+    _, bus, prefix = disks.DISK_KINDS[hvparams[C.HV_DISK_TYPE]]
+    for index, entry in enumerate(block_devices):
+        try:
+            disk_obj, link_name, drive_uri = entry
+        except (TypeError, ValueError):
+            raise HypervisorError(f"Invalid block_devices[{index}]: expected (disk, "
+                                  "link_name, drive_uri)") from None
+        elem = disks.disk(disk_obj, link_name, drive_uri, index, hvparams, layout.target(prefix))
+        layout.place(elem, bus, f"disk {index}")
+        devs.append(elem)
+        first.setdefault(C.HT_BO_DISK, elem)
+        ids.append(("disk", disk_obj.uuid, elem.find("alias").get("name")))
+    cdrom_type = hvparams[C.HV_KVM_CDROM_DISK_TYPE] or hvparams[C.HV_DISK_TYPE]
+    for number, param in ((1, C.HV_CDROM_IMAGE_PATH), (2, C.HV_KVM_CDROM2_IMAGE_PATH)):
+        if not hvparams[param]:
+            continue
+        _, cd_bus, cd_prefix = disks.CDROM_KINDS[cdrom_type]
+        elem = disks.cdrom(number, hvparams[param], cdrom_type, layout.target(cd_prefix))
+        layout.place(elem, cd_bus, param, pci_slot=addresses.CDROM_SLOTS[number - 1])
+        devs.append(elem)
+        if number == 1:
+            first[C.HT_BO_CDROM] = elem
+    if hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH]:
+        elem = disks.floppy(hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH])
+        devs.append(elem)
+        first[C.HT_BO_FLOPPY] = elem
+    if "scsi" in layout.positions:
+        devs.append(controllers.scsi(layout.scsi_model))
+    return first, ids
+
+
+def _is_q35(options: StartupOptions) -> bool:
+    return "q35" in (options.target.machine or "")
+
+
 def _devices(root: etree._Element, instance: Any, block_devices: Sequence[BlockDevice],
-             hvparams: Mapping[str, Any], target: GuestTarget
+             hvparams: Mapping[str, Any], options: StartupOptions
              ) -> list[tuple[str, str, str]]:
     devs = etree.SubElement(root, "devices")
-    if target.emulator:
-        etree.SubElement(devs, "emulator").text = target.emulator
-    reservations = hvparams.get(constants.HV_KVM_PCI_RESERVATIONS,
-                                constants.QEMU_DEFAULT_PCI_RESERVATIONS)
-    used = {devices.BALLOON_SLOT}
-    scsi = hvparams.get(constants.HV_DISK_TYPE) in constants.HT_SCSI_DEVICE_TYPES
-    if scsi:
-        used.add(devices.SCSI_CONTROLLER_SLOT)
-    slots = devices.free_pci_slots(used, reservations)
-    identity = []
-
-    def next_slot(what: str) -> int:
-        try:
-            return next(slots)
-        except StopIteration:
-            raise HypervisorError(
-                f"No free PCI slot for {what} (kvm_pci_reservations={reservations})") from None
-
-    for index, (disk, link, uri) in enumerate(block_devices):
-        on_pci = not scsi and hvparams[constants.HV_DISK_TYPE] == constants.HT_DISK_PARAVIRTUAL
-        elem = devices.disk(disk, link, uri, index, hvparams,
-                            slot=next_slot(f"disk {index}") if on_pci else None,
-                            scsi_unit=index if scsi else None)
-        devs.append(elem)
-        identity.append(("disk", disk.uuid, elem.find("alias").get("name")))
-    if scsi:
-        devs.append(devices.scsi_controller(hvparams[constants.HV_KVM_SCSI_CONTROLLER_TYPE]))
+    if options.target.emulator:
+        etree.SubElement(devs, "emulator").text = identity.absolute_path(
+            options.target.emulator, "kvm_path")
+    layout = _Layout(hvparams)
+    first, identity_list = _storage(devs, block_devices, hvparams, layout)
     for index, nic in enumerate(getattr(instance, "nics", None) or []):
-        elem = devices.nic(nic, hvparams, next_slot(f"NIC {index}"))
+        elem = nics.interface(nic, index, hvparams, options.linux_bridge_vlans)
+        addresses.pci(elem, layout.pci.take(f"NIC {index}"))
         devs.append(elem)
-        identity.append(("nic", nic.uuid, elem.find("alias").get("name")))
-    if hvparams.get(constants.HV_SERIAL_CONSOLE):
-        devs.extend(devices.serial_console())
-    devs.append(devices.memballoon())
-    return identity
+        first.setdefault(C.HT_BO_NETWORK, elem)
+        identity_list.append(("nic", nic.uuid, elem.find("alias").get("name")))
+    if not hvparams[C.HV_KERNEL_PATH]:
+        _boot_first(first.get(hvparams[C.HV_BOOT_ORDER]))
+
+    if not _is_q35(options):  # q35 has no PIIX3; libvirt places its USB controller
+        devs.append(controllers.usb())
+    has_vnc, has_spice = options.vnc_listen is not None, options.spice_listen is not None
+    devs.extend(graphics.inputs(hvparams, has_vnc))
+    if has_vnc:
+        devs.append(graphics.vnc(instance, hvparams, options))
+    if has_spice:
+        devs.append(graphics.spice(instance, hvparams, options))
+    video = graphics.video(hvparams, has_spice, has_vnc or has_spice)
+    if video is not None:
+        devs.append(video)
+    devs.extend(graphics.sound(hvparams, has_spice))
+    agent = hvparams[C.HV_USE_GUEST_AGENT]
+    vdagent = has_spice and hvparams[C.HV_KVM_SPICE_USE_VDAGENT]
+    if agent or vdagent:
+        devs.append(controllers.virtio_serial())
+    if hvparams[C.HV_SERIAL_CONSOLE]:
+        devs.extend(channels.serial_console())
+    if agent:
+        devs.append(channels.guest_agent())
+    if vdagent:
+        devs.append(channels.spice_agent())
+    balloon = etree.SubElement(devs, "memballoon", model="virtio")
+    # libvirt refreshes the balloon size from the guest on this period, which keeps
+    # virDomainGetInfo's memory figure current without asking QEMU on every call.
+    etree.SubElement(balloon, "stats", period="5")
+    addresses.pci(balloon, addresses.BALLOON_SLOT)
+    return identity_list
+
+
+def _seclabel(root: etree._Element, hvparams: Mapping[str, Any],
+              options: StartupOptions) -> None:
+    if hvparams[C.HV_SECURITY_MODEL] != C.HT_SM_USER:
+        return  # 'none': QEMU runs as libvirt's configured user, as Ganeti's does as root
+    if not options.security_label:
+        raise HypervisorError("security_model is 'user' but the security_domain user "
+                              f"{hvparams[C.HV_SECURITY_DOMAIN]!r} was not resolved")
+    label = etree.SubElement(root, "seclabel", type="static", model="dac", relabel="yes")
+    etree.SubElement(label, "label").text = options.security_label
+
+
+def _qemu_commandline(root: etree._Element, hvparams: Mapping[str, Any]) -> None:
+    extra = hvparams[C.HV_KVM_EXTRA]
+    if not extra:
+        return
+    try:
+        args = shlex.split(extra)
+    except ValueError as err:
+        raise HypervisorError(f"Invalid kvm_extra {extra!r}: {err}") from None
+    cmdline = etree.SubElement(root, f"{{{QEMU_NS}}}commandline")
+    for arg in args:
+        etree.SubElement(cmdline, f"{{{QEMU_NS}}}arg",
+                         value=identity.plain_text(arg, "kvm_extra"))
 
 
 def build_domain(instance: Any, block_devices: Sequence[BlockDevice],
-                 hvparams: Mapping[str, Any], target: GuestTarget,
-                 startup_memory: int) -> etree._Element:
-    """Return the ``<domain>`` tree for ``instance``; memory values are MiB."""
+                 hvparams: Mapping[str, Any], options: StartupOptions) -> etree._Element:
+    """The ``<domain>`` tree for ``instance`` with ``hvparams`` (a full KVM dict)."""
+    name = identity.instance_name(getattr(instance, "name", None))
+    uuid = identity.instance_uuid(getattr(instance, "uuid", None))
     beparams = getattr(instance, "beparams", None) or {}
-    try:
-        maxmem = int(beparams["maxmem"])
-        vcpus = int(beparams["vcpus"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise HypervisorError(
-            f"Instance {instance.name}: beparams need integer maxmem and vcpus ({err})") from err
-    root = etree.Element("domain", type=target.domain_type)
-    etree.SubElement(root, "name").text = instance.name
-    etree.SubElement(root, "uuid").text = instance.uuid
+    maxmem = _positive_int(beparams, "maxmem", name)
+    vcpus = _positive_int(beparams, "vcpus", name)
+    nsmap = {"qemu": QEMU_NS} if hvparams[C.HV_KVM_EXTRA] else None
+    root = etree.Element("domain", type=options.target.domain_type, nsmap=nsmap)
+    etree.SubElement(root, "name").text = name
+    etree.SubElement(root, "uuid").text = uuid
     meta_elem = etree.SubElement(root, "metadata")
-    _memory(root, "memory", maxmem)
-    _memory(root, "currentMemory", min(startup_memory, maxmem))
-    etree.SubElement(root, "vcpu", placement="static").text = str(vcpus)
-    _os(root, hvparams, target)
+    etree.SubElement(root, "memory", unit="MiB").text = str(maxmem)
+    etree.SubElement(root, "currentMemory", unit="MiB").text = str(
+        min(max(int(options.startup_memory), 1), maxmem))
+    _memory_backing(root, hvparams)
+    cpu.vcpu(root, vcpus)
+    tune = cpu.cputune(hvparams, vcpus)
+    if tune is not None:
+        root.append(tune)
+    _os(root, hvparams, options)
     features = etree.SubElement(root, "features")
-    if hvparams.get(constants.HV_ACPI, True):
+    if hvparams[C.HV_ACPI]:
         etree.SubElement(features, "acpi")
-    localtime = hvparams.get(constants.HV_USE_LOCALTIME)
-    etree.SubElement(root, "clock", offset="localtime" if localtime else "utc")
+    cpu_elem = cpu.cpu(hvparams, vcpus)
+    if cpu_elem is not None:
+        root.append(cpu_elem)
+    etree.SubElement(root, "clock",
+                     offset="localtime" if hvparams[C.HV_USE_LOCALTIME] else "utc")
     etree.SubElement(root, "on_poweroff").text = "destroy"
-    exit_on_reboot = hvparams.get(constants.HV_REBOOT_BEHAVIOR) == constants.INSTANCE_REBOOT_EXIT
-    etree.SubElement(root, "on_reboot").text = "destroy" if exit_on_reboot else "restart"
+    on_reboot = ("destroy" if hvparams[C.HV_REBOOT_BEHAVIOR] == C.INSTANCE_REBOOT_EXIT
+                 else "restart")
+    etree.SubElement(root, "on_reboot").text = on_reboot
     etree.SubElement(root, "on_crash").text = "destroy"
-    identity = _devices(root, instance, block_devices, hvparams, target)
+    device_ids = _devices(root, instance, block_devices, hvparams, options)
+    _seclabel(root, hvparams, options)
+    _qemu_commandline(root, hvparams)
     meta_elem.append(metadata.build(metadata.InstanceMetadata(
-        instance_uuid=instance.uuid, hypervisor=getattr(instance, "hypervisor", ""),
-        hvparams=dict(hvparams), devices=identity)))
+        instance_uuid=uuid, hypervisor=getattr(instance, "hypervisor", None) or "",
+        hvparams=dict(hvparams), devices=device_ids)))
     return root
 
 
 def to_string(root: etree._Element) -> str:
-    """Serialise deterministically (stable attribute order, two-space indent)."""
+    """Serialise deterministically (two-space indent, trailing newline)."""
     etree.indent(root, space="  ")
     return etree.tostring(root, encoding="unicode") + "\n"
+
+
+def redacted(root: etree._Element) -> etree._Element:
+    """A copy without graphics passwords, for logs and error messages."""
+    clean = copy.deepcopy(root)
+    for graphics_elem in clean.iter("graphics"):
+        if "passwd" in graphics_elem.attrib:
+            graphics_elem.set("passwd", "***")
+    return clean

@@ -481,6 +481,10 @@ class LibvirtDaemon:
             "cgroup_controllers": [],  # never create host cgroups (cgroup v1 here)
             "migration_host": self.ip,
             "migration_address": self.ip,
+            # Host-wide SPICE TLS, as an operator would configure it for spice_use_tls
+            # (certificates are only read when such a domain starts).
+            "spice_tls": 1,
+            "spice_tls_x509_cert_dir": str(self.workdir / "pki"),
         }))
 
     def _write_accounts(self) -> None:
@@ -512,8 +516,13 @@ class LibvirtDaemon:
         t0 = time.monotonic()
         if len(str(self.socket_path)) > UNIX_PATH_MAX - 5:  # libvirt adds '-ro'/'-admin'
             raise LabError(f"socket path too long for AF_UNIX: {self.socket_path}")
-        for sub in (*LIBVIRT_DIRS, "sock"):
+        for sub in (*LIBVIRT_DIRS, "sock", "pki"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        # A restart must not read the previous run's pids: a stale reaper.pid made the
+        # launcher look "unshared" before it was, and its (host) mount namespace would
+        # then have been taken for the daemon's.
+        for stale in ("reaper.pid", "libvirtd.pid", "virtlogd.pid"):
+            (self.workdir / stale).unlink(missing_ok=True)
         self._write_configs()
         self._write_accounts()
         _MOUNTPOINTS.acquire(self.state_dir)
@@ -554,7 +563,11 @@ class LibvirtDaemon:
                 raise LabError(f"launcher exited with code {self._proc.returncode}")
             if self._mntns is None and (self.workdir / "reaper.pid").exists():
                 # The subreaper writes its pid after unshare: its mount namespace is the private one.
-                self._mntns = _ns_id(self._proc.pid, "mnt")
+                mntns = _ns_id(self._proc.pid, "mnt")
+                if mntns == _ns_id(os.getpid(), "mnt"):
+                    raise LabError("the launcher reported ready before leaving the host's mount "
+                                   "namespace; refusing to treat the host namespace as the daemon's")
+                self._mntns = mntns
             pid = _read_pid(libvirtd_pidfile)
             if pid is not None and not _alive(pid):
                 raise LabError("libvirtd exited during startup")

@@ -1,0 +1,159 @@
+"""Graphics and what goes with them: VNC/SPICE, video, input devices, sound."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from lxml import etree
+
+from hvlibvirt import constants as C
+from hvlibvirt.domain_xml import addresses
+from hvlibvirt.domain_xml.options import Listen, StartupOptions
+from hvlibvirt.errors import HypervisorError
+
+# Ganeti/QEMU -vga names -> libvirt video models (libvirt names accepted as they are).
+VIDEO_MODELS = {"std": "vga", "vga": "vga", "cirrus": "cirrus", "vmware": "vmvga",
+                "vmvga": "vmvga", "qxl": "qxl", "virtio": "virtio", "bochs": "bochs",
+                "none": "none"}
+# QEMU -soundhw / -audio model names -> libvirt sound models; PCI ones get a slot.
+SOUND_MODELS = {"hda": "ich6", "ich6": "ich6", "intel-hda": "ich6", "ich9": "ich9",
+                "ac97": "ac97", "es1370": "es1370", "sb16": "sb16", "pcspk": "pcspk",
+                "usb": "usb", "usb-audio": "usb"}
+_PCI_SOUND = frozenset({"ich6", "ich9", "ac97", "es1370"})
+_USB_INPUTS = frozenset({"tablet", "mouse", "keyboard"})
+_USB_HOST_ID = re.compile(r"^host:([0-9a-fA-F]{4}):([0-9a-fA-F]{4})$")
+_USB_HOST_ADDR = re.compile(r"^host:(\d+)\.(\d+)$")
+
+
+def _listen(graphics: etree._Element, listen: Listen) -> None:
+    if listen.socket:
+        etree.SubElement(graphics, "listen", type="socket", socket=listen.socket)
+    else:
+        etree.SubElement(graphics, "listen", type="address", address=listen.address or "")
+
+
+def _port(instance: Any, param: str) -> int:
+    port = getattr(instance, "network_port", None)
+    if isinstance(port, bool) or not isinstance(port, int) or not \
+            C.VNC_BASE_PORT < port < 65536:
+        raise HypervisorError(f"Invalid network_port of instance {instance.name}: {port!r} "
+                              f"({param} needs a port above {C.VNC_BASE_PORT})")
+    return port
+
+
+def vnc(instance: Any, hvparams: Mapping[str, Any], options: StartupOptions
+        ) -> etree._Element:
+    listen = options.vnc_listen
+    assert listen is not None
+    elem = etree.Element("graphics", type="vnc")
+    if not listen.socket:
+        elem.set("port", str(_port(instance, C.HV_VNC_BIND_ADDRESS)))
+    elem.set("autoport", "no")
+    if hvparams[C.HV_KEYMAP]:
+        elem.set("keymap", hvparams[C.HV_KEYMAP])
+    if options.vnc_password:
+        elem.set("passwd", options.vnc_password)
+    _listen(elem, listen)
+    return elem
+
+
+def spice(instance: Any, hvparams: Mapping[str, Any], options: StartupOptions
+          ) -> etree._Element:
+    listen = options.spice_listen
+    assert listen is not None
+    port = str(_port(instance, C.HV_KVM_SPICE_BIND))
+    elem = etree.Element("graphics", type="spice")
+    if hvparams[C.HV_KVM_SPICE_USE_TLS]:
+        # Like Ganeti: the instance's port carries TLS only, no plaintext port.
+        elem.set("tlsPort", port)
+        elem.set("autoport", "no")
+        elem.set("defaultMode", "secure")
+    else:
+        elem.set("port", port)
+        elem.set("autoport", "no")
+    if hvparams[C.HV_KEYMAP]:
+        elem.set("keymap", hvparams[C.HV_KEYMAP])
+    if options.spice_password:
+        elem.set("passwd", options.spice_password)
+    _listen(elem, listen)
+    for param, tag, attr in ((C.HV_KVM_SPICE_LOSSLESS_IMG_COMPR, "image", "compression"),
+                             (C.HV_KVM_SPICE_JPEG_IMG_COMPR, "jpeg", "compression"),
+                             (C.HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR, "zlib", "compression")):
+        if hvparams[param]:
+            etree.SubElement(elem, tag, **{attr: hvparams[param]})
+    etree.SubElement(elem, "playback",
+                     compression="on" if hvparams[C.HV_KVM_SPICE_AUDIO_COMPR] else "off")
+    if hvparams[C.HV_KVM_SPICE_STREAMING_VIDEO_DETECTION]:
+        etree.SubElement(elem, "streaming", mode=hvparams[C.HV_KVM_SPICE_STREAMING_VIDEO_DETECTION])
+    etree.SubElement(elem, "mouse",
+                     mode="client" if hvparams[C.HV_KVM_SPICE_USE_VDAGENT] else "server")
+    return elem
+
+
+def video(hvparams: Mapping[str, Any], has_spice: bool, has_graphics: bool
+          ) -> etree._Element | None:
+    """The video card: ``vga`` if set, qxl for SPICE, standard VGA for VNC, else none."""
+    wanted = hvparams[C.HV_VGA]
+    if wanted:
+        try:
+            model = VIDEO_MODELS[wanted]
+        except KeyError:
+            raise HypervisorError(f"Invalid vga {wanted!r}; one of: "
+                                  f"{', '.join(sorted(VIDEO_MODELS))}") from None
+    elif has_spice:
+        model = "qxl"
+    elif has_graphics:
+        model = "vga"
+    else:
+        return None
+    elem = etree.Element("video")
+    etree.SubElement(elem, "model", type=model)
+    if model != "none":
+        addresses.pci(elem, addresses.VIDEO_SLOT)
+    return elem
+
+
+def inputs(hvparams: Mapping[str, Any], has_vnc: bool) -> list[etree._Element]:
+    """usb_mouse (tablet by default with VNC) and usb_devices."""
+    elems = []
+    mouse = hvparams[C.HV_USB_MOUSE] or ("tablet" if has_vnc else "")
+    if mouse:
+        elems.append(etree.Element("input", type=mouse, bus="usb"))
+    for item in (i.strip() for i in hvparams[C.HV_USB_DEVICES].split(",")):
+        if not item:
+            continue
+        if item in _USB_INPUTS:
+            elems.append(etree.Element("input", type=item, bus="usb"))
+            continue
+        dev = etree.Element("hostdev", mode="subsystem", type="usb", managed="yes")
+        source = etree.SubElement(dev, "source")
+        if (m := _USB_HOST_ID.match(item)):
+            etree.SubElement(source, "vendor", id=f"0x{m.group(1).lower()}")
+            etree.SubElement(source, "product", id=f"0x{m.group(2).lower()}")
+        elif (m := _USB_HOST_ADDR.match(item)):
+            etree.SubElement(source, "address", bus=m.group(1), device=m.group(2))
+        else:
+            raise HypervisorError(f"Invalid usb_devices entry {item!r} (expected tablet, "
+                                  "mouse, keyboard, host:VVVV:PPPP or host:BUS.ADDR)")
+        elems.append(dev)
+    return elems
+
+
+def sound(hvparams: Mapping[str, Any], has_spice: bool) -> list[etree._Element]:
+    """``<sound>`` plus the ``<audio>`` backend it plays to (SPICE, or nowhere)."""
+    name = hvparams[C.HV_SOUNDHW]
+    if not name:
+        return []
+    try:
+        model = SOUND_MODELS[name]
+    except KeyError:
+        raise HypervisorError(f"Invalid soundhw {name!r}; one of: "
+                              f"{', '.join(sorted(SOUND_MODELS))}") from None
+    elem = etree.Element("sound", model=model)
+    etree.SubElement(elem, "audio", id="1")
+    if model in _PCI_SOUND:
+        addresses.pci(elem, addresses.SOUND_SLOT)
+    audio = etree.Element("audio", id="1", type="spice" if has_spice else "none")
+    return [elem, audio]

@@ -1,0 +1,78 @@
+"""Names: device aliases, guest device names, and checks on strings we put in the XML.
+
+lxml escapes whatever we give it, so hostile strings cannot change the XML structure;
+these checks exist so that bad input fails early with an error naming the field
+instead of reaching libvirt or QEMU.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hvlibvirt.errors import HypervisorError
+
+_UUID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4})-[0-9a-fA-F]{4}-"
+                   r"[0-9a-fA-F]{12}$")
+# Ganeti instance names are host names.
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253})$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def device_alias(kind: str, dev_uuid: Any) -> str:
+    """``ua-disk-932df160-7a22-4067`` for disk uuid ``932df160-7a22-4067-...``.
+
+    Ganeti's kvm_devid (first three uuid groups, because QEMU ids are short) with the
+    ``ua-`` prefix libvirt requires of user aliases.
+    """
+    match = _UUID.match(dev_uuid) if isinstance(dev_uuid, str) else None
+    if match is None:
+        raise HypervisorError(f"Invalid {kind} uuid {dev_uuid!r}: expected a UUID")
+    return f"ua-{kind}-{match.group(1).lower()}"
+
+
+def target_name(prefix: str, index: int) -> str:
+    """Linux-style guest device names: vda..vdz, vdaa, ..."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(ord("a") + rem) + letters
+    return prefix + letters
+
+
+def instance_name(value: Any) -> str:
+    if not isinstance(value, str) or not _INSTANCE_NAME.match(value):
+        raise HypervisorError(f"Invalid instance name {value!r}: expected a host name")
+    return value
+
+
+def instance_uuid(value: Any) -> str:
+    if not isinstance(value, str) or not _UUID.match(value):
+        raise HypervisorError(f"Invalid instance uuid {value!r}: expected a UUID")
+    return value
+
+
+def mac_address(value: Any, what: str) -> str:
+    """A unicast MAC address (libvirt refuses multicast ones)."""
+    if not isinstance(value, str) or not _MAC.match(value):
+        raise HypervisorError(f"Invalid {what}: {value!r} is not a MAC address")
+    if int(value[:2], 16) & 1:
+        raise HypervisorError(f"Invalid {what}: {value!r} is a multicast MAC address")
+    return value.lower()
+
+
+def plain_text(value: Any, what: str) -> str:
+    """A string without control characters (paths, arguments, names of things)."""
+    if not isinstance(value, str) or _CONTROL.search(value):
+        raise HypervisorError(f"Invalid {what}: {value!r} (a string without control "
+                              "characters is expected)")
+    return value
+
+
+def absolute_path(value: Any, what: str) -> str:
+    path = plain_text(value, what)
+    if not path.startswith("/"):
+        raise HypervisorError(f"Invalid {what}: {value!r} is not an absolute path")
+    return path

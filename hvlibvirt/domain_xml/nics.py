@@ -1,0 +1,95 @@
+"""``<interface>`` elements for Ganeti NICs.
+
+Modes: ``bridged`` (a Linux bridge; a VLAN is set on the bridge port), ``openvswitch``
+(an OVS bridge with a virtualport; VLANs as OVS tags) and ``routed`` (a tap with no
+bridge; routing is the node's business, as in Ganeti). Ganeti's VLAN syntax:
+``.100`` or ``100`` (untagged access port), ``:100:200`` (tagged trunk), ``.100:200``
+(untagged 100 plus tagged 200).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from lxml import etree
+
+from hvlibvirt import constants as C
+from hvlibvirt.domain_xml import identity
+from hvlibvirt.errors import HypervisorError
+
+_VLAN = re.compile(r"^(?:\.?(\d+))?((?::\d+)*)$")
+_MAX_VLAN = 4094
+
+
+def parse_vlan(value: str, what: str) -> tuple[int | None, list[int]]:
+    """Ganeti's VLAN string -> (untagged VLAN or None, tagged VLANs)."""
+    match = _VLAN.match(value)
+    if not value or match is None:
+        raise HypervisorError(f"Invalid {what}: {value!r} (expected .N, N, :N:M or .N:M)")
+    untagged = int(match.group(1)) if match.group(1) else None
+    tagged = [int(v) for v in match.group(2).split(":") if v]
+    for vid in ([untagged] if untagged is not None else []) + tagged:
+        if not 1 <= vid <= _MAX_VLAN:
+            raise HypervisorError(f"Invalid {what}: VLAN {vid} is outside 1-{_MAX_VLAN}")
+    return untagged, tagged
+
+
+def _vlan(elem: etree._Element, value: str, what: str) -> None:
+    untagged, tagged = parse_vlan(value, what)
+    vlan = etree.SubElement(elem, "vlan")
+    if tagged:
+        vlan.set("trunk", "yes")
+    if untagged is not None:
+        tag = etree.SubElement(vlan, "tag", id=str(untagged))
+        if tagged:
+            tag.set("nativeMode", "untagged")
+    for vid in tagged:
+        etree.SubElement(vlan, "tag", id=str(vid))
+
+
+def interface(nic: Any, index: int, hvparams: Mapping[str, Any],
+              linux_bridge_vlans: bool = True) -> etree._Element:
+    """The ``<interface>`` for ``instance.nics[index]`` (address and boot added by the
+    caller)."""
+    what = f"NIC {index}"
+    alias = identity.device_alias("nic", getattr(nic, "uuid", None))
+    nicparams = getattr(nic, "nicparams", None) or {}
+    mode = nicparams.get(C.NIC_MODE) or C.NIC_MODE_BRIDGED
+    link = nicparams.get(C.NIC_LINK) or ""
+    vlan = nicparams.get(C.NIC_VLAN) or ""
+    if mode in (C.NIC_MODE_BRIDGED, C.NIC_MODE_OVS):
+        if not link:
+            raise HypervisorError(f"Invalid link of {what}: {mode} mode needs a bridge name")
+        elem = etree.Element("interface", type="bridge")
+    elif mode == C.NIC_MODE_ROUTED:
+        elem = etree.Element("interface", type="ethernet")
+    else:
+        raise HypervisorError(f"Invalid mode of {what}: {mode!r} (hvlibvirt supports "
+                              "bridged, routed and openvswitch)")
+    mac = getattr(nic, "mac", None)
+    etree.SubElement(elem, "mac", address=identity.mac_address(mac, f"mac of {what}"))
+    if mode != C.NIC_MODE_ROUTED:
+        etree.SubElement(elem, "source", bridge=identity.plain_text(link, f"link of {what}"))
+    if mode == C.NIC_MODE_OVS:
+        etree.SubElement(elem, "virtualport", type="openvswitch")
+    if vlan:
+        if mode == C.NIC_MODE_ROUTED:
+            raise HypervisorError(f"Invalid vlan of {what}: routed NICs have no VLAN")
+        if mode == C.NIC_MODE_BRIDGED and not linux_bridge_vlans:
+            raise HypervisorError(f"Cannot honour the vlan of {what}: this libvirt sets "
+                                  "VLANs on Linux bridge ports only from version 11.1 on; "
+                                  "use openvswitch mode or a VLAN-specific bridge")
+        _vlan(elem, vlan, f"vlan of {what}")
+    nic_type = hvparams[C.HV_NIC_TYPE]
+    virtio = nic_type == C.HT_NIC_PARAVIRTUAL
+    etree.SubElement(elem, "model", type="virtio" if virtio else nic_type)
+    if virtio:
+        driver = etree.SubElement(elem, "driver",
+                                  name="vhost" if hvparams[C.HV_VHOST_NET] else "qemu")
+        queues = hvparams.get(C.HV_VIRTIO_NET_QUEUES) or 1
+        if queues > 1:
+            driver.set("queues", str(queues))
+    etree.SubElement(elem, "alias", name=alias)
+    return elem

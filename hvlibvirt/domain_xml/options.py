@@ -1,0 +1,44 @@
+"""Startup options: the node-specific facts the pure builder needs besides the instance.
+
+The caller (``kvm.py``) computes them: the domain type and emulator from libvirt's
+capabilities, resolved listen addresses, passwords read from the configured files, the
+uid:gid of a security domain. Keeping them out of the builder keeps it pure and the
+output reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GuestTarget:
+    """Where the domain will run, as libvirt's capabilities describe it."""
+
+    domain_type: str            # kvm, qemu, xen, test
+    arch: str = "x86_64"
+    machine: str | None = None  # None: libvirt's default for the arch
+    emulator: str | None = None
+
+
+@dataclass(frozen=True)
+class Listen:
+    """A resolved graphics listen: an IP address, or a unix socket path."""
+
+    address: str | None = None
+    socket: str | None = None
+
+
+@dataclass(frozen=True)
+class StartupOptions:
+    """Everything besides instance, block devices and hvparams that shapes the XML."""
+
+    target: GuestTarget
+    startup_memory: int                         # MiB, at most beparams maxmem
+    vnc_listen: Listen | None = None
+    spice_listen: Listen | None = None
+    vnc_password: str | None = field(default=None, repr=False)
+    spice_password: str | None = field(default=None, repr=False)
+    security_label: str | None = None           # "+uid:+gid" for security_model=user
+    # libvirt sets VLANs on Linux bridge ports only from 11.1 on (OVS ports always).
+    linux_bridge_vlans: bool = True

@@ -1,0 +1,325 @@
+"""The KVM hvparam table: all 65 of Ganeti's KVM parameters.
+
+Each entry holds Ganeti's five-tuple check, what the parameter becomes in the domain
+XML (or at runtime), and which values libvirt cannot honour and why. ``KVMHypervisor``
+derives ``PARAMETERS`` from it and ``docs/hvparams.md`` is generated from it, so adding
+an hvparam means one entry here and the code in the builder that reads it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from hvlibvirt import constants as C, params as P
+from hvlibvirt.domain_xml import cpu, disks, graphics
+from hvlibvirt.params import HvParam
+
+# Ganeti's migration capability names (QEMU's) -> what libvirt calls them.
+MIGRATION_CAPS = {
+    "xbzrle": "VIR_MIGRATE_COMPRESSED (method xbzrle)",
+    "auto-converge": "VIR_MIGRATE_AUTO_CONVERGE",
+    "rdma-pin-all": "VIR_MIGRATE_RDMA_PIN_ALL",
+    "x-rdma-pin-all": "VIR_MIGRATE_RDMA_PIN_ALL",
+    "postcopy-ram": "VIR_MIGRATE_POSTCOPY",
+    "x-postcopy-ram": "VIR_MIGRATE_POSTCOPY",
+    "multifd": "VIR_MIGRATE_PARALLEL",
+    "x-multifd": "VIR_MIGRATE_PARALLEL",
+    "compress": "VIR_MIGRATE_COMPRESSED (method mt)",
+    "zero-copy-send": "VIR_MIGRATE_ZEROCOPY",
+}
+_SPICE = {C.HV_KVM_SPICE_BIND: "192.0.2.10"}
+_VNC = {C.HV_VNC_BIND_ADDRESS: "192.0.2.10"}
+_DEVICE_BOOT = {C.HV_KERNEL_PATH: ""}
+
+
+def _refuse_if(predicate: Any, reason: str) -> P.Refusal:
+    return lambda value, _hvp: reason if predicate(value) else None
+
+
+def _error_of(fn: Any, *args: Any) -> str | None:
+    """The message of the HypervisorError ``fn(*args)`` raises, or None."""
+    try:
+        fn(*args)
+    except Exception as err:  # noqa: BLE001 - the builders raise HypervisorError only
+        return str(err)
+    return None
+
+
+def _refuse_cdrom_type(_value: Any, hvp: Mapping[str, Any]) -> str | None:
+    if not (hvp[C.HV_CDROM_IMAGE_PATH] or hvp[C.HV_KVM_CDROM2_IMAGE_PATH]):
+        return None
+    kind = hvp[C.HV_KVM_CDROM_DISK_TYPE] or hvp[C.HV_DISK_TYPE]
+    if kind in disks.CDROM_KINDS:
+        return None
+    return (f"cdroms cannot use {kind!r}; use ide, paravirtual (a read-only virtio disk), "
+            "scsi-cd or scsi-hd")
+
+
+def _refuse_migration_caps(value: str, _hvp: Mapping[str, Any]) -> str | None:
+    unknown = [c for c in value.split(":") if c not in MIGRATION_CAPS]
+    if unknown:
+        return (f"unknown migration capabilities {unknown}; libvirt expresses only "
+                f"{', '.join(sorted(MIGRATION_CAPS))}")
+    return None
+
+
+def _refuse_kvm_extra(value: str, _hvp: Mapping[str, Any]) -> str | None:
+    try:
+        shlex.split(value)
+    except ValueError as err:
+        return f"it does not split into arguments: {err}"
+    return None
+
+
+_NO_PER_DOMAIN_TLS = ("libvirt configures VNC TLS for every domain of a host in qemu.conf "
+                      "({}); it cannot be set per instance")
+
+KVM_PARAMS: dict[str, HvParam] = {
+    # -- emulator, machine, boot --------------------------------------------------------
+    C.HV_KVM_PATH: HvParam(P.REQ_FILE_CHECK, xml="<devices><emulator>",
+                           example={C.HV_KVM_PATH: "/usr/bin/qemu-system-x86_64"}),
+    C.HV_KERNEL_PATH: HvParam(P.OPT_FILE_CHECK, xml="<os><kernel> (direct kernel boot; "
+                              "per-device boot order is then not used)",
+                              example={C.HV_KERNEL_PATH: "/boot/vmlinuz-other"}),
+    C.HV_INITRD_PATH: HvParam(P.OPT_FILE_CHECK, xml="<os><initrd> (with kernel_path)",
+                              example={C.HV_INITRD_PATH: "/boot/initrd.img"}),
+    C.HV_ROOT_PATH: HvParam(P.NO_CHECK, xml="root=... in <os><cmdline> (with kernel_path)",
+                            example={C.HV_ROOT_PATH: "/dev/vda2"}),
+    C.HV_KERNEL_ARGS: HvParam(P.NO_CHECK, xml="<os><cmdline> (with kernel_path)",
+                              example={C.HV_KERNEL_ARGS: "ro quiet"}),
+    C.HV_BOOT_ORDER: HvParam(P.param_in_set(True, C.HT_KVM_VALID_BO_TYPES),
+                             xml="<boot order='1'/> on the first disk, cdrom, floppy or NIC "
+                                 "(not with kernel_path)",
+                             example={**_DEVICE_BOOT, C.HV_BOOT_ORDER: C.HT_BO_NETWORK}),
+    C.HV_ACPI: HvParam(P.NO_CHECK, xml="<features><acpi/> (also: soft stop is an ACPI "
+                       "power-button press; without ACPI a stop is a hard stop)",
+                       example={C.HV_ACPI: False}),
+    C.HV_KVM_MACHINE_VERSION: HvParam(P.NO_CHECK, xml="<os><type machine=...> (empty: "
+                                      "libvirt's default, 'pc' on x86_64)",
+                                      example={C.HV_KVM_MACHINE_VERSION: "pc-i440fx-7.2"}),
+    C.HV_KVM_FLAG: HvParam(P.param_in_set(False, C.HT_KVM_FLAG_VALUES),
+                           xml="<domain type=...>: enabled -> kvm, disabled -> qemu (TCG), "
+                               "empty -> kvm when the host offers it, else qemu",
+                           example={C.HV_KVM_FLAG: C.HT_KVM_DISABLED}),
+    C.HV_REBOOT_BEHAVIOR: HvParam(P.param_in_set(True, C.REBOOT_BEHAVIORS),
+                                  xml="<on_reboot>: reboot -> restart, exit -> destroy",
+                                  example={C.HV_REBOOT_BEHAVIOR: C.INSTANCE_REBOOT_EXIT}),
+    C.HV_USE_LOCALTIME: HvParam(P.NO_CHECK, xml="<clock offset='localtime|utc'/>",
+                                example={C.HV_USE_LOCALTIME: True}),
+    # -- removable media ---------------------------------------------------------------
+    C.HV_CDROM_IMAGE_PATH: HvParam(
+        P.OPT_FILE_OR_URL_CHECK, xml="read-only <disk> (device cdrom; a read-only virtio "
+        "disk for paravirtual), file or http/https/ftp/ftps network source, alias ua-cdrom1",
+        example={C.HV_CDROM_IMAGE_PATH: "/srv/iso/install.iso"}),
+    C.HV_KVM_CDROM2_IMAGE_PATH: HvParam(
+        P.OPT_FILE_OR_URL_CHECK, xml="second cdrom, alias ua-cdrom2 (never bootable)",
+        example={C.HV_KVM_CDROM2_IMAGE_PATH: "https://mirror.example/tools.iso"}),
+    C.HV_KVM_CDROM_DISK_TYPE: HvParam(
+        P.param_in_set(False, C.HT_KVM_VALID_DISK_TYPES),
+        xml="bus of the cdroms: ide, virtio (paravirtual), scsi (scsi-cd/scsi-hd); empty "
+            "-> disk_type", refuse=_refuse_cdrom_type,
+        refused="other disk types when a cdrom is configured",
+        example={C.HV_CDROM_IMAGE_PATH: "/srv/iso/install.iso",
+                 C.HV_KVM_CDROM_DISK_TYPE: C.HT_DISK_IDE}),
+    C.HV_KVM_FLOPPY_IMAGE_PATH: HvParam(
+        P.OPT_FILE_CHECK, xml="<disk device='floppy'> on the fdc, alias ua-floppy1",
+        example={C.HV_KVM_FLOPPY_IMAGE_PATH: "/srv/floppy.img"}),
+    # -- CPU and memory ----------------------------------------------------------------
+    C.HV_CPU_TYPE: HvParam(P.NO_CHECK, xml="<cpu>: host -> host-passthrough; "
+                           "model[,+flag,-flag,flag=on|off] -> custom model and features",
+                           refuse=lambda v, _hvp: _error_of(
+                               cpu.cpu, {**C.HVC_DEFAULTS[C.HT_KVM], C.HV_CPU_TYPE: v}, 1),
+                           refused="values that are not host or model[,+flag,-flag]",
+                           example={C.HV_CPU_TYPE: "Nehalem,+aes,-x2apic"}),
+    C.HV_CPU_CORES: HvParam(P.OPT_NONNEGATIVE_INT_CHECK, xml="<cpu><topology cores=...> "
+                            "(missing counts are derived; the product must equal vcpus)",
+                            example={C.HV_CPU_CORES: 1}),
+    C.HV_CPU_THREADS: HvParam(P.OPT_NONNEGATIVE_INT_CHECK, xml="<cpu><topology threads=...>",
+                              example={C.HV_CPU_THREADS: 1}),
+    C.HV_CPU_SOCKETS: HvParam(P.OPT_NONNEGATIVE_INT_CHECK, xml="<cpu><topology sockets=...>",
+                              example={C.HV_CPU_SOCKETS: 1}),
+    C.HV_CPU_MASK: HvParam(P.OPT_MULTI_CPU_MASK_CHECK,
+                           xml="<cputune>: one mask -> <vcpupin> for every vCPU plus "
+                               "<emulatorpin>; one mask per vCPU -> <vcpupin> each (all: "
+                               "unpinned)", example={C.HV_CPU_MASK: "0"}),
+    C.HV_MEM_PATH: HvParam(P.OPT_DIR_CHECK,
+                           xml="<memoryBacking><hugepages/><allocation mode='immediate'/>: "
+                               "the directory must be the hugetlbfs mount libvirt is "
+                               "configured with (checked on the node)",
+                           example={C.HV_MEM_PATH: "/dev/hugepages"}),
+    # -- disks -------------------------------------------------------------------------
+    C.HV_DISK_TYPE: HvParam(
+        P.param_in_set(True, C.HT_KVM_VALID_DISK_TYPES),
+        xml="<target bus=...>: paravirtual -> virtio (PCI), ide -> ide, scsi-hd -> scsi disk,"
+            " scsi-cd -> scsi cdrom, scsi-block -> device='lun'",
+        refuse=_refuse_if(lambda v: v in disks.REFUSED_DISK_TYPES,
+                          "; ".join(f"{k}: {v}" for k, v in disks.REFUSED_DISK_TYPES.items())),
+        refused=", ".join(sorted(disks.REFUSED_DISK_TYPES)),
+        example={C.HV_DISK_TYPE: "scsi-hd"}),
+    C.HV_KVM_SCSI_CONTROLLER_TYPE: HvParam(
+        P.param_in_set(True, C.HT_KVM_VALID_SCSI_CONTROLLER_TYPES),
+        xml="<controller type='scsi' model=...>: lsi -> lsilogic, megasas -> lsisas1078, "
+            "virtio-scsi-pci -> virtio-scsi, dc390 (only when a SCSI device exists)",
+        example={C.HV_DISK_TYPE: "scsi-hd",
+                 C.HV_KVM_SCSI_CONTROLLER_TYPE: "virtio-scsi-pci"}),
+    C.HV_DISK_CACHE: HvParam(P.param_in_set(True, C.HT_VALID_CACHE_TYPES),
+                             xml="<driver cache=...> (default: libvirt's, i.e. writeback; "
+                                 "shared-storage templates other than rbd always get none)",
+                             example={C.HV_DISK_CACHE: "writethrough"}),
+    C.HV_KVM_DISK_AIO: HvParam(P.param_in_set(False, C.HT_KVM_VALID_AIO_TYPES),
+                               xml="<driver io=...> on kernel-space disks",
+                               example={C.HV_KVM_DISK_AIO: "native", C.HV_DISK_CACHE: "none"}),
+    C.HV_DISK_DISCARD: HvParam(P.param_in_set(False, C.HT_VALID_DISCARD_TYPES),
+                               xml="<driver discard=...> (default: left out)",
+                               example={C.HV_DISK_DISCARD: "unmap"}),
+    C.HV_KVM_PCI_RESERVATIONS: HvParam(
+        P.int_range_check(False, 0, C.QEMU_PCI_SLOTS, "The number of PCI slots managed by QEMU"),
+        xml="disks and NICs take explicit PCI slots from the first free one at or after "
+            "this number; platform devices sit at fixed slots 1-8",
+        example={C.HV_KVM_PCI_RESERVATIONS: 16}),
+    # -- NICs --------------------------------------------------------------------------
+    C.HV_NIC_TYPE: HvParam(
+        P.param_in_set(True, C.HT_KVM_VALID_NIC_TYPES),
+        xml="<model type=...>: paravirtual -> virtio, other QEMU models as named",
+        refuse=_refuse_if(lambda v: v == "ne2k_isa", "ne2k_isa is an ISA card; libvirt "
+                          "gives every NIC model a PCI address, which QEMU rejects for it"),
+        refused="ne2k_isa", example={C.HV_NIC_TYPE: "e1000"}),
+    C.HV_VHOST_NET: HvParam(P.NO_CHECK, xml="<driver name='vhost'> (false: name='qemu') on "
+                            "virtio NICs", example={C.HV_VHOST_NET: True}),
+    C.HV_VIRTIO_NET_QUEUES: HvParam(P.OPT_VIRTIO_NET_QUEUES_CHECK,
+                                    xml="<driver queues=N> on virtio NICs (N > 1)",
+                                    example={C.HV_VIRTIO_NET_QUEUES: 4}),
+    C.HV_VNET_HDR: HvParam(P.NO_CHECK, xml="always on for virtio NICs (libvirt's choice)",
+                           refuse=_refuse_if(lambda v: v is False, "libvirt always enables "
+                                             "the virtio-net header on the taps of virtio NICs"
+                                             " and has no switch for it"),
+                           refused="false"),
+    # -- graphics and input -----------------------------------------------------------
+    C.HV_VNC_BIND_ADDRESS: HvParam(
+        P.NO_CHECK, xml="<graphics type='vnc' port=network_port autoport='no'> with "
+        "<listen type='address'> (an IP, or an interface resolved to its IPv4 address on the"
+        " node) or <listen type='socket'> (an absolute directory: <dir>/<instance>.vnc)",
+        example=_VNC),
+    C.HV_VNC_TLS: HvParam(P.NO_CHECK, refuse=_refuse_if(
+        bool, _NO_PER_DOMAIN_TLS.format("vnc_tls")), refused="true"),
+    C.HV_VNC_X509: HvParam(P.OPT_DIR_CHECK, refuse=_refuse_if(
+        bool, _NO_PER_DOMAIN_TLS.format("vnc_tls_x509_cert_dir")), refused="any path"),
+    C.HV_VNC_X509_VERIFY: HvParam(P.NO_CHECK, refuse=_refuse_if(
+        bool, _NO_PER_DOMAIN_TLS.format("vnc_tls_x509_verify")), refused="true"),
+    C.HV_VNC_PASSWORD_FILE: HvParam(P.OPT_FILE_CHECK,
+                                    xml="<graphics passwd=...> read from the file at start "
+                                        "(never logged)",
+                                    example={**_VNC, C.HV_VNC_PASSWORD_FILE: "/etc/vnc.pw"}),
+    C.HV_KEYMAP: HvParam(P.NO_CHECK, xml="<graphics keymap=...>",
+                         example={**_VNC, C.HV_KEYMAP: "de"}),
+    C.HV_USB_MOUSE: HvParam(P.param_in_set(False, C.HT_KVM_VALID_MOUSE_TYPES),
+                            xml="<input type='mouse|tablet' bus='usb'/> (tablet with VNC when "
+                                "empty)", example={C.HV_USB_MOUSE: "mouse"}),
+    C.HV_USB_DEVICES: HvParam(
+        P.NO_CHECK, xml="comma-separated: tablet/mouse/keyboard -> <input bus='usb'>, "
+        "host:VVVV:PPPP or host:BUS.ADDR -> <hostdev type='usb'>",
+        refuse=lambda v, hvp: _error_of(graphics.inputs, {**hvp, C.HV_USB_DEVICES: v}, False),
+        refused="other entries", example={C.HV_USB_DEVICES: "keyboard,host:046d:c52b"}),
+    C.HV_VGA: HvParam(P.NO_CHECK, xml="<video><model type=...> (std -> vga, vmware -> vmvga,"
+                      " cirrus, qxl, virtio, bochs, none; empty: qxl with SPICE, vga with "
+                      "VNC, no video without graphics)",
+                      refuse=lambda v, hvp: _error_of(graphics.video, {**hvp, C.HV_VGA: v},
+                                                      False, False),
+                      refused="other models", example={C.HV_VGA: "cirrus"}),
+    C.HV_SOUNDHW: HvParam(P.NO_CHECK, xml="<sound model=...> (hda -> ich6, ich9, ac97, "
+                          "es1370, sb16, pcspk, usb) with an <audio> backend (spice or none)",
+                          refuse=lambda v, hvp: _error_of(graphics.sound,
+                                                          {**hvp, C.HV_SOUNDHW: v}, False),
+                          refused="other models", example={C.HV_SOUNDHW: "hda"}),
+    # -- SPICE -------------------------------------------------------------------------
+    C.HV_KVM_SPICE_BIND: HvParam(
+        P.NO_CHECK, xml="<graphics type='spice' port=network_port autoport='no'> with "
+        "<listen type='address'> (an IP, or an interface resolved on the node)",
+        example=_SPICE),
+    C.HV_KVM_SPICE_IP_VERSION: HvParam(
+        (False, lambda v: v == C.IFACE_NO_IP_VERSION_SPECIFIED or v in C.VALID_IP_VERSIONS,
+         "The SPICE IP version should be 4 or 6", None, None),
+        runtime="picks the address family when spice_bind is an interface name"),
+    C.HV_KVM_SPICE_PASSWORD_FILE: HvParam(
+        P.OPT_FILE_CHECK, xml="<graphics passwd=...> read from the file at start (never "
+        "logged); no password disables ticketing",
+        example={**_SPICE, C.HV_KVM_SPICE_PASSWORD_FILE: "/etc/spice.pw"}),
+    C.HV_KVM_SPICE_LOSSLESS_IMG_COMPR: HvParam(
+        P.param_in_set(False, C.HT_KVM_SPICE_VALID_LOSSLESS_IMG_COMPR_OPTIONS),
+        xml="<image compression=...>", example={**_SPICE, C.HV_KVM_SPICE_LOSSLESS_IMG_COMPR:
+                                                "quic"}),
+    C.HV_KVM_SPICE_JPEG_IMG_COMPR: HvParam(
+        P.param_in_set(False, C.HT_KVM_SPICE_VALID_LOSSY_IMG_COMPR_OPTIONS),
+        xml="<jpeg compression=...>", example={**_SPICE, C.HV_KVM_SPICE_JPEG_IMG_COMPR:
+                                               "never"}),
+    C.HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR: HvParam(
+        P.param_in_set(False, C.HT_KVM_SPICE_VALID_LOSSY_IMG_COMPR_OPTIONS),
+        xml="<zlib compression=...>", example={**_SPICE, C.HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR:
+                                               "always"}),
+    C.HV_KVM_SPICE_STREAMING_VIDEO_DETECTION: HvParam(
+        P.param_in_set(False, C.HT_KVM_SPICE_VALID_VIDEO_STREAM_DETECTION_OPTIONS),
+        xml="<streaming mode=...>",
+        example={**_SPICE, C.HV_KVM_SPICE_STREAMING_VIDEO_DETECTION: "filter"}),
+    C.HV_KVM_SPICE_AUDIO_COMPR: HvParam(P.NO_CHECK, xml="<playback compression='on|off'/>",
+                                        example={**_SPICE, C.HV_KVM_SPICE_AUDIO_COMPR: False}),
+    C.HV_KVM_SPICE_USE_TLS: HvParam(
+        P.NO_CHECK, xml="tlsPort=network_port defaultMode='secure' and no plaintext port "
+        "(certificates: qemu.conf spice_tls_x509_cert_dir)",
+        example={**_SPICE, C.HV_KVM_SPICE_USE_TLS: True}),
+    C.HV_KVM_SPICE_TLS_CIPHERS: HvParam(
+        P.NO_CHECK, refuse=lambda v, _hvp: None if v == C.HVC_DEFAULTS[C.HT_KVM][
+            C.HV_KVM_SPICE_TLS_CIPHERS] else "libvirt has no per-domain (or qemu.conf) SPICE "
+        "cipher setting; QEMU's default list applies", refused="anything but Ganeti's default"),
+    C.HV_KVM_SPICE_USE_VDAGENT: HvParam(
+        P.NO_CHECK, xml="<channel type='spicevmc'> (com.redhat.spice.0) and <mouse "
+        "mode='client'>; false: <mouse mode='server'>",
+        example={**_SPICE, C.HV_KVM_SPICE_USE_VDAGENT: False}),
+    # -- serial console and guest agent ------------------------------------------------
+    C.HV_SERIAL_CONSOLE: HvParam(P.NO_CHECK, xml="<serial type='pty'> + <console> (reached "
+                                 "with virsh console); console=ttyS0,<speed> on the kernel "
+                                 "command line", example={C.HV_SERIAL_CONSOLE: False}),
+    C.HV_SERIAL_SPEED: HvParam(P.NO_CHECK, xml="console=ttyS0,<speed> on the kernel command "
+                               "line (an emulated UART has no speed)",
+                               example={C.HV_SERIAL_SPEED: 115200}),
+    C.HV_USE_GUEST_AGENT: HvParam(P.NO_CHECK, xml="<channel type='unix'> "
+                                  "(org.qemu.guest_agent.0) on a virtio-serial controller",
+                                  example={C.HV_USE_GUEST_AGENT: True}),
+    # -- migration ---------------------------------------------------------------------
+    C.HV_MIGRATION_PORT: HvParam(P.REQ_NET_PORT_CHECK, runtime="the migration data stream "
+                                 "goes to tcp://<target>:<port> (VIR_MIGRATE_PARAM_URI)"),
+    C.HV_MIGRATION_BANDWIDTH: HvParam(P.REQ_NONNEGATIVE_INT_CHECK, runtime="MiB/s limit "
+                                      "(VIR_MIGRATE_PARAM_BANDWIDTH[_POSTCOPY])"),
+    C.HV_MIGRATION_DOWNTIME: HvParam(P.REQ_NONNEGATIVE_INT_CHECK,
+                                     runtime="virDomainMigrateSetMaxDowntime (ms)"),
+    C.HV_MIGRATION_MODE: HvParam(P.MIGRATION_MODE_CHECK, runtime="VIR_MIGRATE_LIVE or not"),
+    C.HV_KVM_MIGRATION_CAPS: HvParam(
+        P.NO_CHECK, runtime="':'-separated capabilities mapped to libvirt migration flags: " +
+        ", ".join(f"{k} -> {v}" for k, v in MIGRATION_CAPS.items()),
+        refuse=_refuse_migration_caps, refused="unknown capabilities"),
+    # -- isolation, shutdown, passthrough ----------------------------------------------
+    C.HV_SECURITY_MODEL: HvParam(
+        P.param_in_set(True, C.HT_KVM_VALID_SM_TYPES),
+        xml="user -> <seclabel type='static' model='dac'><label>+uid:+gid</label>; none -> "
+            "libvirt's configured user",
+        refuse=_refuse_if(lambda v: v == C.HT_SM_POOL, "allocating uids from Ganeti's uid "
+                          "pool is not implemented; use 'user' with security_domain, or "
+                          "'none'"),
+        refused="pool", example={C.HV_SECURITY_MODEL: C.HT_SM_USER,
+                                 C.HV_SECURITY_DOMAIN: "nobody"}),
+    C.HV_SECURITY_DOMAIN: HvParam(P.NO_CHECK, xml="the user of the DAC <seclabel> (resolved "
+                                  "to uid:gid on the node)",
+                                  example={C.HV_SECURITY_MODEL: C.HT_SM_USER,
+                                           C.HV_SECURITY_DOMAIN: "daemon"}),
+    C.HV_KVM_USE_CHROOT: HvParam(P.NO_CHECK, refuse=_refuse_if(
+        bool, "libvirt already confines QEMU in a private mount namespace (qemu.conf "
+        "namespaces); a per-instance chroot cannot be expressed"), refused="true"),
+    C.HV_KVM_USER_SHUTDOWN: HvParam(P.NO_CHECK, runtime="a poweroff from inside the guest "
+                                    "is reported as SHUTDOWN until CleanupInstance"),
+    C.HV_KVM_EXTRA: HvParam(P.NO_CHECK, xml="<qemu:commandline><qemu:arg> per shell word "
+                            "(libvirt marks such domains tainted)", refuse=_refuse_kvm_extra,
+                            refused="strings that do not split into shell words",
+                            example={C.HV_KVM_EXTRA: "-global kvm-pit.lost_tick_policy=delay"}),
+}
+
