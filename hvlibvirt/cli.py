@@ -2,6 +2,7 @@
 
     hvlibvirt demo [--uri test:///default]   an instance lifecycle, step by step
     hvlibvirt check-params kvm KEY=VALUE...  CheckParameterSyntax on defaults + overrides
+    hvlibvirt hvparams-doc                   the KVM hvparam table (docs/hvparams.md)
     hvlibvirt list [--uri URI]               GetAllInstancesInfo
 """
 
@@ -77,6 +78,38 @@ def demo(uri: str) -> int:
     return 0
 
 
+def hvparams_markdown() -> str:
+    """docs/hvparams.md: every KVM hvparam, what it becomes, and what is refused."""
+    from hvlibvirt.kvm_params import KVM_PARAMS
+
+    def cell(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+    lines = [
+        "# KVM hvparams in hvlibvirt",
+        "",
+        "Generated from `hvlibvirt/kvm_params.py` by `hvlibvirt hvparams-doc`; a test",
+        "checks that this file and the code agree. Every one of Ganeti's 65 KVM hvparams",
+        "either shapes the libvirt domain XML, shapes runtime behaviour, or has values",
+        "that `CheckParameterSyntax` refuses with the reason given here.",
+        "",
+        "| parameter | Ganeti 3.0 default | what hvlibvirt does with it | refused values |",
+        "|---|---|---|---|",
+    ]
+    defaults = constants.HVC_DEFAULTS[constants.HT_KVM]
+    for name in sorted(KVM_PARAMS):
+        entry = KVM_PARAMS[name]
+        if entry.xml:
+            does = f"XML: {entry.xml}"
+        elif entry.runtime:
+            does = f"runtime: {entry.runtime}"
+        else:
+            does = "nothing beyond the default: every other value is refused"
+        lines.append(f"| `{name}` | `{defaults[name]!r}` | {cell(does)} | "
+                     f"{cell(entry.refused) if entry.refused else ''} |")
+    return "\n".join(lines) + "\n"
+
+
 def check_params(hv_name: str, overrides: Sequence[str]) -> int:
     hv_class = get_hypervisor_class(hv_name)
     hvparams = dict(constants.HVC_DEFAULTS[hv_name])
@@ -106,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check = sub.add_parser("check-params", help="check hvparams (defaults + KEY=VALUE)")
     p_check.add_argument("hypervisor", choices=sorted(constants.HYPER_TYPES))
     p_check.add_argument("overrides", nargs="*")
+    sub.add_parser("hvparams-doc", help="print docs/hvparams.md (the KVM hvparam table)")
     p_list = sub.add_parser("list", help="list running instances")
     p_list.add_argument("--hypervisor", default=constants.HT_KVM,
                         choices=sorted(constants.HYPER_TYPES))
@@ -116,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo(args.uri)
         if args.command == "check-params":
             return check_params(args.hypervisor, args.overrides)
+        if args.command == "hvparams-doc":
+            print(hvparams_markdown(), end="")
+            return 0
         return list_instances(args.hypervisor, args.uri)
     except HypervisorError as err:
         print(f"error: {err}", file=sys.stderr)

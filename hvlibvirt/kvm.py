@@ -65,6 +65,8 @@ class KVMHypervisor(BaseHypervisor):
         """Per-parameter checks, then KVM's cross-parameter rules."""
         super().CheckParameterSyntax(hvparams)
         hvp = hvparams
+        # What libvirt cannot honour first: a clearer message than a cross-rule about it.
+        P.check_refusals(KVM_PARAMS, hvp)
         if hvp[C.HV_BOOT_ORDER] == C.HT_BO_CDROM and not hvp[C.HV_CDROM_IMAGE_PATH]:
             raise HypervisorError("Parameter 'boot_order' is cdrom but 'cdrom_image_path' "
                                   "is not set: cannot boot from cdrom without an ISO path")
@@ -89,7 +91,6 @@ class KVMHypervisor(BaseHypervisor):
         if hvp[C.HV_KVM_DISK_AIO] == "native" and hvp[C.HV_DISK_CACHE] != "none":
             raise HypervisorError("Parameter 'disk_cache' must be 'none' when 'disk_aio' is"
                                   " 'native'")
-        P.check_refusals(KVM_PARAMS, hvp)
 
     @staticmethod
     def _check_spice(hvp: Mapping[str, Any]) -> None:

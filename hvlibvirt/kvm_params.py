@@ -34,8 +34,10 @@ _VNC = {C.HV_VNC_BIND_ADDRESS: "192.0.2.10"}
 _DEVICE_BOOT = {C.HV_KERNEL_PATH: ""}
 
 
-def _refuse_if(predicate: Any, reason: str) -> P.Refusal:
-    return lambda value, _hvp: reason if predicate(value) else None
+def _refused(values: str, reason: str, predicate: Any) -> dict[str, Any]:
+    """HvParam fields refusing the values ``predicate`` accepts, for ``reason``."""
+    return {"refuse": lambda value, _hvp: reason if predicate(value) else None,
+            "refused": f"{values}: {reason}"}
 
 
 def _error_of(fn: Any, *args: Any) -> str | None:
@@ -120,7 +122,8 @@ KVM_PARAMS: dict[str, HvParam] = {
         P.param_in_set(False, C.HT_KVM_VALID_DISK_TYPES),
         xml="bus of the cdroms: ide, virtio (paravirtual), scsi (scsi-cd/scsi-hd); empty "
             "-> disk_type", refuse=_refuse_cdrom_type,
-        refused="other disk types when a cdrom is configured",
+        refused="other disk types when a cdrom is configured: libvirt has no cdrom device "
+                "on those buses",
         example={C.HV_CDROM_IMAGE_PATH: "/srv/iso/install.iso",
                  C.HV_KVM_CDROM_DISK_TYPE: C.HT_DISK_IDE}),
     C.HV_KVM_FLOPPY_IMAGE_PATH: HvParam(
@@ -131,7 +134,9 @@ KVM_PARAMS: dict[str, HvParam] = {
                            "model[,+flag,-flag,flag=on|off] -> custom model and features",
                            refuse=lambda v, _hvp: _error_of(
                                cpu.cpu, {**C.HVC_DEFAULTS[C.HT_KVM], C.HV_CPU_TYPE: v}, 1),
-                           refused="values that are not host or model[,+flag,-flag]",
+                           refused="values that are not host or model[,+flag,-flag,"
+                                   "flag=on|off]: libvirt has no way to pass other -cpu "
+                                   "properties",
                            example={C.HV_CPU_TYPE: "Nehalem,+aes,-x2apic"}),
     C.HV_CPU_CORES: HvParam(P.OPT_NONNEGATIVE_INT_CHECK, xml="<cpu><topology cores=...> "
                             "(missing counts are derived; the product must equal vcpus)",
@@ -154,9 +159,8 @@ KVM_PARAMS: dict[str, HvParam] = {
         P.param_in_set(True, C.HT_KVM_VALID_DISK_TYPES),
         xml="<target bus=...>: paravirtual -> virtio (PCI), ide -> ide, scsi-hd -> scsi disk,"
             " scsi-cd -> scsi cdrom, scsi-block -> device='lun'",
-        refuse=_refuse_if(lambda v: v in disks.REFUSED_DISK_TYPES,
-                          "; ".join(f"{k}: {v}" for k, v in disks.REFUSED_DISK_TYPES.items())),
-        refused=", ".join(sorted(disks.REFUSED_DISK_TYPES)),
+        refuse=lambda v, _hvp: disks.REFUSED_DISK_TYPES.get(v),
+        refused="; ".join(f"{k}: {why}" for k, why in sorted(disks.REFUSED_DISK_TYPES.items())),
         example={C.HV_DISK_TYPE: "scsi-hd"}),
     C.HV_KVM_SCSI_CONTROLLER_TYPE: HvParam(
         P.param_in_set(True, C.HT_KVM_VALID_SCSI_CONTROLLER_TYPES),
@@ -183,31 +187,30 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_NIC_TYPE: HvParam(
         P.param_in_set(True, C.HT_KVM_VALID_NIC_TYPES),
         xml="<model type=...>: paravirtual -> virtio, other QEMU models as named",
-        refuse=_refuse_if(lambda v: v == "ne2k_isa", "ne2k_isa is an ISA card; libvirt "
-                          "gives every NIC model a PCI address, which QEMU rejects for it"),
-        refused="ne2k_isa", example={C.HV_NIC_TYPE: "e1000"}),
+        **_refused("ne2k_isa", "an ISA card; libvirt gives every NIC model a PCI address, "
+                   "which QEMU rejects for it", lambda v: v == "ne2k_isa"),
+        example={C.HV_NIC_TYPE: "e1000"}),
     C.HV_VHOST_NET: HvParam(P.NO_CHECK, xml="<driver name='vhost'> (false: name='qemu') on "
                             "virtio NICs", example={C.HV_VHOST_NET: True}),
     C.HV_VIRTIO_NET_QUEUES: HvParam(P.OPT_VIRTIO_NET_QUEUES_CHECK,
                                     xml="<driver queues=N> on virtio NICs (N > 1)",
                                     example={C.HV_VIRTIO_NET_QUEUES: 4}),
     C.HV_VNET_HDR: HvParam(P.NO_CHECK, xml="always on for virtio NICs (libvirt's choice)",
-                           refuse=_refuse_if(lambda v: v is False, "libvirt always enables "
-                                             "the virtio-net header on the taps of virtio NICs"
-                                             " and has no switch for it"),
-                           refused="false"),
+                           **_refused("false", "libvirt always enables the virtio-net header"
+                                      " on the taps of virtio NICs and has no switch for it",
+                                      lambda v: v is False)),
     # -- graphics and input -----------------------------------------------------------
     C.HV_VNC_BIND_ADDRESS: HvParam(
         P.NO_CHECK, xml="<graphics type='vnc' port=network_port autoport='no'> with "
         "<listen type='address'> (an IP, or an interface resolved to its IPv4 address on the"
         " node) or <listen type='socket'> (an absolute directory: <dir>/<instance>.vnc)",
         example=_VNC),
-    C.HV_VNC_TLS: HvParam(P.NO_CHECK, refuse=_refuse_if(
-        bool, _NO_PER_DOMAIN_TLS.format("vnc_tls")), refused="true"),
-    C.HV_VNC_X509: HvParam(P.OPT_DIR_CHECK, refuse=_refuse_if(
-        bool, _NO_PER_DOMAIN_TLS.format("vnc_tls_x509_cert_dir")), refused="any path"),
-    C.HV_VNC_X509_VERIFY: HvParam(P.NO_CHECK, refuse=_refuse_if(
-        bool, _NO_PER_DOMAIN_TLS.format("vnc_tls_x509_verify")), refused="true"),
+    C.HV_VNC_TLS: HvParam(P.NO_CHECK, **_refused(
+        "true", _NO_PER_DOMAIN_TLS.format("vnc_tls"), bool)),
+    C.HV_VNC_X509: HvParam(P.OPT_DIR_CHECK, **_refused(
+        "any path", _NO_PER_DOMAIN_TLS.format("vnc_tls_x509_cert_dir"), bool)),
+    C.HV_VNC_X509_VERIFY: HvParam(P.NO_CHECK, **_refused(
+        "true", _NO_PER_DOMAIN_TLS.format("vnc_tls_x509_verify"), bool)),
     C.HV_VNC_PASSWORD_FILE: HvParam(P.OPT_FILE_CHECK,
                                     xml="<graphics passwd=...> read from the file at start "
                                         "(never logged)",
@@ -221,18 +224,21 @@ KVM_PARAMS: dict[str, HvParam] = {
         P.NO_CHECK, xml="comma-separated: tablet/mouse/keyboard -> <input bus='usb'>, "
         "host:VVVV:PPPP or host:BUS.ADDR -> <hostdev type='usb'>",
         refuse=lambda v, hvp: _error_of(graphics.inputs, {**hvp, C.HV_USB_DEVICES: v}, False),
-        refused="other entries", example={C.HV_USB_DEVICES: "keyboard,host:046d:c52b"}),
+        refused="other entries: they have no libvirt device element",
+        example={C.HV_USB_DEVICES: "keyboard,host:046d:c52b"}),
     C.HV_VGA: HvParam(P.NO_CHECK, xml="<video><model type=...> (std -> vga, vmware -> vmvga,"
                       " cirrus, qxl, virtio, bochs, none; empty: qxl with SPICE, vga with "
                       "VNC, no video without graphics)",
                       refuse=lambda v, hvp: _error_of(graphics.video, {**hvp, C.HV_VGA: v},
                                                       False, False),
-                      refused="other models", example={C.HV_VGA: "cirrus"}),
+                      refused="other models: libvirt has no video model for them",
+                      example={C.HV_VGA: "cirrus"}),
     C.HV_SOUNDHW: HvParam(P.NO_CHECK, xml="<sound model=...> (hda -> ich6, ich9, ac97, "
                           "es1370, sb16, pcspk, usb) with an <audio> backend (spice or none)",
                           refuse=lambda v, hvp: _error_of(graphics.sound,
                                                           {**hvp, C.HV_SOUNDHW: v}, False),
-                          refused="other models", example={C.HV_SOUNDHW: "hda"}),
+                          refused="other models (adlib, gus, cs4231a, all): libvirt has no "
+                                  "sound model for them", example={C.HV_SOUNDHW: "hda"}),
     # -- SPICE -------------------------------------------------------------------------
     C.HV_KVM_SPICE_BIND: HvParam(
         P.NO_CHECK, xml="<graphics type='spice' port=network_port autoport='no'> with "
@@ -271,7 +277,9 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_KVM_SPICE_TLS_CIPHERS: HvParam(
         P.NO_CHECK, refuse=lambda v, _hvp: None if v == C.HVC_DEFAULTS[C.HT_KVM][
             C.HV_KVM_SPICE_TLS_CIPHERS] else "libvirt has no per-domain (or qemu.conf) SPICE "
-        "cipher setting; QEMU's default list applies", refused="anything but Ganeti's default"),
+        "cipher setting; QEMU's default list applies",
+        refused="anything but Ganeti's default: libvirt has no per-domain or qemu.conf SPICE "
+                "cipher setting"),
     C.HV_KVM_SPICE_USE_VDAGENT: HvParam(
         P.NO_CHECK, xml="<channel type='spicevmc'> (com.redhat.spice.0) and <mouse "
         "mode='client'>; false: <mouse mode='server'>",
@@ -297,24 +305,25 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_KVM_MIGRATION_CAPS: HvParam(
         P.NO_CHECK, runtime="':'-separated capabilities mapped to libvirt migration flags: " +
         ", ".join(f"{k} -> {v}" for k, v in MIGRATION_CAPS.items()),
-        refuse=_refuse_migration_caps, refused="unknown capabilities"),
+        refuse=_refuse_migration_caps,
+        refused="other capabilities (such as zero-blocks): libvirt has no migration flag for "
+                "them"),
     # -- isolation, shutdown, passthrough ----------------------------------------------
     C.HV_SECURITY_MODEL: HvParam(
         P.param_in_set(True, C.HT_KVM_VALID_SM_TYPES),
         xml="user -> <seclabel type='static' model='dac'><label>+uid:+gid</label>; none -> "
             "libvirt's configured user",
-        refuse=_refuse_if(lambda v: v == C.HT_SM_POOL, "allocating uids from Ganeti's uid "
-                          "pool is not implemented; use 'user' with security_domain, or "
-                          "'none'"),
-        refused="pool", example={C.HV_SECURITY_MODEL: C.HT_SM_USER,
+        **_refused("pool", "allocating uids from Ganeti's uid pool is not implemented; use "
+                   "'user' with security_domain, or 'none'", lambda v: v == C.HT_SM_POOL),
+        example={C.HV_SECURITY_MODEL: C.HT_SM_USER,
                                  C.HV_SECURITY_DOMAIN: "nobody"}),
     C.HV_SECURITY_DOMAIN: HvParam(P.NO_CHECK, xml="the user of the DAC <seclabel> (resolved "
                                   "to uid:gid on the node)",
                                   example={C.HV_SECURITY_MODEL: C.HT_SM_USER,
                                            C.HV_SECURITY_DOMAIN: "daemon"}),
-    C.HV_KVM_USE_CHROOT: HvParam(P.NO_CHECK, refuse=_refuse_if(
-        bool, "libvirt already confines QEMU in a private mount namespace (qemu.conf "
-        "namespaces); a per-instance chroot cannot be expressed"), refused="true"),
+    C.HV_KVM_USE_CHROOT: HvParam(P.NO_CHECK, **_refused(
+        "true", "libvirt already confines QEMU in a private mount namespace (qemu.conf "
+        "namespaces); a per-instance chroot cannot be expressed", bool)),
     C.HV_KVM_USER_SHUTDOWN: HvParam(P.NO_CHECK, runtime="a poweroff from inside the guest "
                                     "is reported as SHUTDOWN until CleanupInstance"),
     C.HV_KVM_EXTRA: HvParam(P.NO_CHECK, xml="<qemu:commandline><qemu:arg> per shell word "

@@ -328,13 +328,15 @@ KVM_CROSS_REJECT = {
                                   ("security_domain",)),
     "none model with domain": (dict(security_model="none", security_domain="nobody"),
                                ("security_domain",)),
+    # 'pool' itself is refused (no uid pool), which is reported first.
     "pool model with domain": (dict(security_model="pool", security_domain="nobody"),
-                               ("security_domain",)),
+                               ("security_model",)),
     "serial speed invalid": (dict(serial_console=True, serial_speed=12345),
                              ("serial_speed",)),
     "serial speed zero": (dict(serial_console=True, serial_speed=0), ("serial_speed",)),
+    # per-instance VNC x509 settings are refused (qemu.conf owns them), reported first.
     "x509 verify without path": (dict(vnc_x509_verify=True, vnc_x509_path=""),
-                                 ("vnc_x509_path",)),
+                                 ("vnc_x509_verify",)),
     "spice ipv4 bind with v6": (dict(spice_bind="127.0.0.1", spice_ip_version=6),
                                 ("spice_bind", "spice_ip_version")),
     "spice ipv6 bind with v4": (dict(spice_bind="::", spice_ip_version=4),
