@@ -92,6 +92,45 @@ class KVMHypervisor(BaseHypervisor):
             raise HypervisorError("Parameter 'disk_cache' must be 'none' when 'disk_aio' is"
                                   " 'native'")
 
+    @classmethod
+    def AssessParameters(cls, hvparams: Mapping[str, Any]) -> list[str]:  # noqa: N802
+        """Legal but risky or slow choices, as Ganeti's cluster verify reports them."""
+        hvp, warnings = hvparams, []
+        cpu_type = hvp.get(C.HV_CPU_TYPE, "")
+        if not cpu_type or cpu_type.split(",")[0] in ("qemu32", "qemu64", "kvm32", "kvm64"):
+            warnings.append("cpu_type is a generic model (qemu64 by default): guests miss "
+                            "most CPU features")
+        elif cpu_type == "host":
+            warnings.append("cpu_type 'host' needs identical CPUs on every node for live "
+                            "migration")
+        if not hvp.get(C.HV_VHOST_NET):
+            warnings.append("vhost_net is off: virtio NICs are served from QEMU's userspace")
+        if hvp.get(C.HV_MIGRATION_BANDWIDTH) == C.HVC_DEFAULTS[C.HT_KVM][
+                C.HV_MIGRATION_BANDWIDTH]:
+            warnings.append("migration_bandwidth is the default 32 MiB/s, which is slow for "
+                            "most networks")
+        for param in (C.HV_DISK_TYPE, C.HV_NIC_TYPE):
+            if hvp.get(param) != C.HT_DISK_PARAVIRTUAL:
+                warnings.append(f"{param} {hvp.get(param)!r} is emulated and slower than "
+                                "paravirtual")
+        vnc, spice = hvp.get(C.HV_VNC_BIND_ADDRESS), hvp.get(C.HV_KVM_SPICE_BIND)
+        if vnc and vnc not in ("127.0.0.1", "::1") and not P.is_norm_abs_path(vnc):
+            warnings.append(f"VNC listens on {vnc}: unencrypted unless qemu.conf enables "
+                            "vnc_tls")
+        if spice and spice not in ("127.0.0.1", "::1") and not hvp.get(C.HV_KVM_SPICE_USE_TLS):
+            warnings.append(f"SPICE listens on {spice} without spice_use_tls")
+        machine = hvp.get(C.HV_KVM_MACHINE_VERSION, "")
+        if not machine or machine == "pc":
+            warnings.append("machine_version is not pinned: a QEMU upgrade changes the "
+                            "guest's machine type at its next start")
+        elif machine.startswith("q35") or machine.startswith("pc-q35"):
+            warnings.append("q35 machines need PCIe root ports for hotplug, which hvlibvirt "
+                            "does not add")
+        elif machine in ("none", "microvm", "isapc", "x-remote"):
+            warnings.append(f"machine_version {machine!r} is not a PC machine hvlibvirt "
+                            "supports")
+        return warnings
+
     @staticmethod
     def _check_spice(hvp: Mapping[str, Any]) -> None:
         bind, version = hvp[C.HV_KVM_SPICE_BIND], hvp[C.HV_KVM_SPICE_IP_VERSION]
@@ -128,6 +167,10 @@ class KVMHypervisor(BaseHypervisor):
         if spice and not (_ip_version(spice) or spice in interfaces):
             raise HypervisorError(f"Parameter 'spice_bind' ({spice!r}) is neither an IP "
                                   "address nor a network interface of this node")
+        mem_path = hvp[C.HV_MEM_PATH]
+        if mem_path and not _is_hugetlbfs(mem_path):
+            raise HypervisorError(f"Parameter 'mem_path' ({mem_path!r}) is not a hugetlbfs "
+                                  "mount: libvirt backs guest memory with hugepages only")
 
     # -- the domain ----------------------------------------------------------------
     def _build_domain(self, instance: Any, block_devices: Sequence[Any],
@@ -189,6 +232,11 @@ def choose_target(hvparams: Mapping[str, Any], arches: Mapping[str, Sequence[str
         return GuestTarget(domain_type=offered[0], arch=arch)
     raise HypervisorError(f"Parameter 'kvm_flag' is {flag!r} but {uri} offers only domain "
                           f"types {offered} for {arch}")
+
+
+def _is_hugetlbfs(path: str) -> bool:
+    return any(part.mountpoint == path and part.fstype == "hugetlbfs"
+               for part in psutil.disk_partitions(all=True))
 
 
 def _interface_address(name: str, family: int) -> str | None:
