@@ -23,8 +23,9 @@ import libvirt
 import psutil
 from lxml import etree
 
-from hvlibvirt import connection, constants, params
-from hvlibvirt.domain_xml import metadata, redacted, to_string
+from hvlibvirt import connection, constants, domains, params
+from hvlibvirt.domain_xml import redacted, to_string
+from hvlibvirt.events import DomainEventWaiter
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.objects import InstanceConsole, MigrationStatus
 
@@ -50,7 +51,7 @@ class HvInstanceState:
         return state == HvInstanceState.SHUTDOWN
 
 
-InstanceInfo = tuple[str, int, int, int, int, float]
+InstanceInfo = domains.InstanceInfo
 
 
 def _require_name(name: Any, what: str = "instance name") -> str:
@@ -97,27 +98,10 @@ class BaseHypervisor:
                 return None
             raise HypervisorError(f"Failed to look up instance {name}: {err}") from err
 
-    @staticmethod
-    def _metadata(dom: libvirt.virDomain) -> metadata.InstanceMetadata | None:
-        """Our metadata on ``dom``; None for a domain this library did not create."""
-        try:
-            xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE, 0)
-        except libvirt.libvirtError as err:
-            if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA,
-                                        libvirt.VIR_ERR_NO_DOMAIN):
-                return None
-            raise HypervisorError(f"Failed to read metadata of {dom.name()}: {err}") from err
-        root = etree.fromstring(xml)
-        # libvirt returns the element without its namespace prefix; re-home it.
-        for elem in root.iter():
-            if isinstance(elem.tag, str) and not elem.tag.startswith("{"):
-                elem.tag = f"{{{metadata.NAMESPACE}}}{elem.tag}"
-        return metadata.parse(root)
-
     def _owned(self, name: str) -> libvirt.virDomain | None:
         """The domain for instance ``name`` if it exists and is ours, else None."""
         dom = self._lookup(name)
-        if dom is None or self._metadata(dom) is None:
+        if dom is None or not domains.is_ours(self.uri, dom):
             return None
         return dom
 
@@ -241,6 +225,9 @@ class BaseHypervisor:
         raise HypervisorError(f"{self.HV_NAME}: building domains is not implemented")
 
     # -- lifecycle ----------------------------------------------------------------
+    #: seconds a soft reboot may take before the documented hard-reset fallback
+    REBOOT_TIMEOUT: ClassVar[float] = 60.0
+
     def StartInstance(self, instance: Any, block_devices: Sequence[Any],  # noqa: N802
                       startup_paused: bool) -> None:
         """Define and start the domain for ``instance`` (paused if asked)."""
@@ -249,7 +236,7 @@ class BaseHypervisor:
         self.ValidateParameters(instance.hvparams)
         existing = self._lookup(name)
         if existing is not None:
-            if self._metadata(existing) is None:
+            if not domains.is_ours(self.uri, existing):
                 raise HypervisorError(f"Failed to start instance {name}: a domain of that "
                                       "name exists that hvlibvirt did not create")
             with connection.libvirt_errors("check the state", name):
@@ -258,15 +245,17 @@ class BaseHypervisor:
         root = self._build_domain(instance, block_devices,
                                   self._InstanceStartupMemory(instance))
         log.debug("Domain XML for %s:\n%s", name, to_string(redacted(root)))
-        xml = to_string(root)
         conn = self._conn()
+        # Defining replaces what a stopped instance left (a user shutdown not yet
+        # cleaned up), including the stop marker in its metadata.
         with connection.libvirt_errors("define", name):
-            dom = conn.defineXML(xml)
+            dom = conn.defineXML(to_string(root))
         flags = libvirt.VIR_DOMAIN_START_PAUSED if startup_paused else 0
         try:
             dom.createWithFlags(flags)
         except libvirt.libvirtError as err:
             # Leave nothing behind: a definition that never ran is not an instance.
+            domains.forget(self.uri, dom)
             try:
                 dom.undefine()
             except libvirt.libvirtError:
@@ -278,8 +267,9 @@ class BaseHypervisor:
                      name: str | None = None, timeout: int | None = None) -> None:
         """Stop the instance: destroy if ``force``, else an ACPI power-button press.
 
-        ``name`` with ``instance=None`` stops by name only. ``timeout`` (seconds) bounds
-        the wait for a soft stop. A stopped or unknown instance is not an error.
+        ``name`` with ``instance=None`` stops by name only. A soft stop is (re)sent on
+        every call, including ``retry`` calls; ``timeout`` (seconds) bounds the wait for
+        it. A stopped or unknown instance is not an error.
         """
         if force and timeout is not None:
             raise HypervisorError("A forced stop cannot have a timeout")
@@ -290,6 +280,7 @@ class BaseHypervisor:
         with connection.libvirt_errors("check the state", name):
             if not dom.isActive():
                 return
+            self._mark_stop_requested(dom)
         hvparams = getattr(instance, "hvparams", None) or {}
         if force or not hvparams.get(constants.HV_ACPI, True):
             with connection.libvirt_errors("destroy", name):
@@ -299,6 +290,13 @@ class BaseHypervisor:
             self._shutdown(dom)
         if timeout is not None:
             self._wait_inactive(dom, float(timeout))
+
+    @staticmethod
+    def _mark_stop_requested(dom: libvirt.virDomain) -> None:
+        meta = domains.read_metadata(dom)
+        if meta is not None and not meta.stop_requested:
+            meta.stop_requested = True
+            domains.write_metadata(dom, meta)
 
     @staticmethod
     def _destroy(dom: libvirt.virDomain) -> None:
@@ -342,37 +340,63 @@ class BaseHypervisor:
         with connection.libvirt_errors("clean up", name):
             if dom.isActive():
                 raise HypervisorError(f"Cannot cleanup a live instance: {name}")
+            domains.forget(self.uri, dom)
             dom.undefine()
 
     def RebootInstance(self, instance: Any) -> None:  # noqa: N802
-        raise HypervisorError(f"{self.HV_NAME}: RebootInstance is not implemented yet")
+        """Soft reboot, verified by libvirt's REBOOT event.
+
+        With ``reboot_behavior=exit`` the instance stops instead. If the guest does not
+        reboot within ``REBOOT_TIMEOUT`` seconds (it ignores the ACPI button), it is
+        hard-reset, and the fallback is logged.
+        """
+        name = _require_name(getattr(instance, "name", None))
+        dom = self._owned(name)
+        with connection.libvirt_errors("check the state", name):
+            if dom is None or not dom.isActive():
+                raise HypervisorError(f"Failed to reboot instance {name}: not running")
+        hvparams = getattr(instance, "hvparams", None) or {}
+        if hvparams.get(constants.HV_REBOOT_BEHAVIOR) == constants.INSTANCE_REBOOT_EXIT:
+            self.StopInstance(instance, timeout=int(self.REBOOT_TIMEOUT))
+            if dom.isActive():
+                self.StopInstance(instance, force=True)
+            return
+        conn = self._conn()
+        with DomainEventWaiter(conn, dom, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT) as rebooted:
+            with connection.libvirt_errors("reboot", name):
+                try:
+                    dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+                except libvirt.libvirtError as err:
+                    if err.get_error_code() not in (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                                                    libvirt.VIR_ERR_INVALID_ARG):
+                        raise
+                    dom.reboot(0)
+            if rebooted.wait(self.REBOOT_TIMEOUT) is not None:
+                return
+        log.warning("Instance %s did not reboot within %.0fs of the ACPI request; "
+                    "resetting it", name, self.REBOOT_TIMEOUT)
+        with connection.libvirt_errors("reset", name):
+            dom.reset()
 
     # -- listing and info ------------------------------------------------------------
-    def _owned_active_domains(self) -> list[libvirt.virDomain]:
-        with connection.libvirt_errors("list domains"):
-            domains = self._conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-        return [d for d in domains if self._metadata(d) is not None]
-
     def ListInstances(self, hvparams: Mapping[str, Any] | None = None) -> list[str]:  # noqa: N802
         """Names of the running instances (domains this library created)."""
-        return sorted(d.name() for d in self._owned_active_domains())
-
-    @staticmethod
-    def _info_tuple(dom: libvirt.virDomain) -> InstanceInfo:
-        state, _maxmem, mem_kib, vcpus, cpu_ns = dom.info()
-        return (dom.name(), dom.ID(), mem_kib // 1024, vcpus, HvInstanceState.RUNNING,
-                cpu_ns / 1e9)
+        with connection.libvirt_errors("list domains"):
+            active = self._conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            return sorted(d.name() for d in active if domains.is_ours(self.uri, d))
 
     def GetInstanceInfo(self, instance_name: str,  # noqa: N802
                         hvparams: Mapping[str, Any] | None = None) -> InstanceInfo | None:
-        """``(name, id, memory MiB, vcpus, state, cpu seconds)`` or None if not running."""
+        """``(name, id, memory MiB, vcpus, state, cpu seconds)``, or None if the instance
+        is not running (nor shut down by its guest with user_shutdown on)."""
         dom = self._owned(_require_name(instance_name))
         if dom is None:
             return None
         try:
-            if not dom.isActive():
-                return None
-            return self._info_tuple(dom)
+            state, reason = dom.state()
+            if domains.is_active_state(state):
+                return domains.running_info(dom)
+            return domains.user_shutdown_info(self.uri, dom, state, reason)
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
@@ -381,40 +405,84 @@ class BaseHypervisor:
 
     def GetAllInstancesInfo(self, hvparams: Mapping[str, Any] | None = None  # noqa: N802
                             ) -> list[InstanceInfo]:
+        """The info tuple of every running (or user-shut-down) instance."""
+        with connection.libvirt_errors("read domain statistics"):
+            stats = domains.all_stats(self._conn())
         result = []
-        for dom in self._owned_active_domains():
+        for dom, st in stats:
             try:
-                result.append(self._info_tuple(dom))
-            except libvirt.libvirtError as err:  # stopped between list and info
-                log.debug("Skipping %s: %s", dom.name(), err)
+                if not domains.is_ours(self.uri, dom):
+                    continue
+                state = st.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)
+                if domains.is_active_state(state):
+                    result.append(domains.running_info(dom, st))
+                else:
+                    info = domains.user_shutdown_info(self.uri, dom, state,
+                                                      st.get("state.reason", 0))
+                    if info is not None:
+                        result.append(info)
+            except (libvirt.libvirtError, HypervisorError) as err:
+                log.debug("Skipping %s: %s", dom.name(), err)  # it went away meanwhile
         return result
 
     def GetNodeInfo(self, hvparams: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802
-        """Ganeti's node keys: memory (MiB, this machine), CPUs and NUMA/sockets as
-        libvirt sees the host, and ``hv_version`` from libvirt's driver version."""
-        info = self.GetLinuxNodeInfo()
+        """Ganeti's node keys from libvirt: memory (MiB), CPUs, NUMA cells, sockets and
+        ``hv_version``; memory falls back to this machine's when the driver has no
+        node memory statistics."""
         conn = self._conn()
         with connection.libvirt_errors("read node information"):
-            _model, _mem, cpus, _mhz, nodes, sockets, _cores, _threads = conn.getInfo()
+            _model, mem_mib, cpus, _mhz, _nodes, _sockets, _cores, _threads = conn.getInfo()
             version = conn.getVersion()
-        info.update(cpu_total=cpus, cpu_dom0=cpus, cpu_nodes=nodes,
-                    cpu_sockets=sockets * nodes)
-        info[constants.HV_NODEINFO_KEY_VERSION] = (version // 1000000, version // 1000 % 1000,
-                                                   version % 1000)
-        return info
+            caps = etree.fromstring(conn.getCapabilities().encode())
+        cells = caps.findall("host/topology/cells/cell")
+        socket_ids = {(cell.get("id"), cpu.get("socket_id"))
+                      for cell in cells for cpu in cell.iterfind("cpus/cpu")}
+        total, free = self._node_memory(conn, mem_mib)
+        return {
+            "memory_total": total,
+            "memory_free": free,
+            "memory_dom0": total - free,
+            "cpu_total": cpus,
+            "cpu_dom0": cpus,
+            "cpu_nodes": max(len(cells), 1),
+            "cpu_sockets": max(len({sid for _cell, sid in socket_ids}), 1),
+            constants.HV_NODEINFO_KEY_VERSION: (version // 1000000, version // 1000 % 1000,
+                                                version % 1000),
+        }
+
+    def _node_memory(self, conn: libvirt.virConnect, total_mib: int) -> tuple[int, int]:
+        """(total, available) MiB: available counts free memory plus page cache and
+        buffers (what Linux can hand out), like MemAvailable that Ganeti uses."""
+        try:
+            stats = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+        except libvirt.libvirtError:
+            info = self.GetLinuxNodeInfo()
+            return info["memory_total"], info["memory_free"]
+        available = stats.get("free", 0) + stats.get("buffers", 0) + stats.get("cached", 0)
+        return stats.get("total", total_mib * 1024) // 1024, available // 1024
 
     def Verify(self, hvparams: Mapping[str, Any] | None = None) -> str | None:  # noqa: N802
         """Problems with this node's hypervisor, or None."""
-        msgs = []
+        return self._FormatVerifyResults(self._verify_problems(hvparams))
+
+    def _verify_problems(self, hvparams: Mapping[str, Any] | None) -> list[str]:
         try:
             self._conn().getVersion()
         except (HypervisorError, libvirt.libvirtError) as err:
-            msgs.append(f"libvirt at {self.uri} is not usable: {err}")
-        return self._FormatVerifyResults(msgs)
+            return [f"libvirt at {self.uri} is not usable: {err}"]
+        return []
 
     def VerifyInstance(self, instance: Any) -> bool:  # noqa: N802
-        """True if the running instance matches its configuration (base: assume so)."""
-        return True
+        """True if the running instance matches what its configuration would build."""
+        drift = self._drift(instance)
+        for item in drift:
+            log.warning("Instance %s differs from its configuration: %s",
+                        getattr(instance, "name", "?"), item)
+        return not drift
+
+    def _drift(self, instance: Any) -> list[str]:
+        """How the running instance differs from its configuration (base: nothing known)."""
+        return []
 
     def RestoreInstance(self, instance: Any, block_devices: Sequence[Any]) -> None:  # noqa: N802
         """Fix up a running instance whose VerifyInstance failed (base: nothing to do)."""
@@ -458,7 +526,12 @@ class BaseHypervisor:
 
     # -- hotplug (Ganeti's base refuses all of it) ---------------------------------------
     def HotplugSupported(self, instance: Any) -> None:  # noqa: N802
-        raise HotplugError("Hotplug is not supported by this hypervisor")
+        """Raise HotplugError unless the instance runs (what hotplug needs first)."""
+        name = _require_name(getattr(instance, "name", None))
+        dom = self._owned(name)
+        with connection.libvirt_errors("check the state", name, HotplugError):
+            if dom is None or not dom.isActive():
+                raise HotplugError(f"Instance {name} is probably down")
 
     def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
         raise HotplugError("Hotplug is not supported.")

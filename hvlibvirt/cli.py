@@ -4,6 +4,7 @@
     hvlibvirt check-params kvm KEY=VALUE...  CheckParameterSyntax on defaults + overrides
     hvlibvirt hvparams-doc                   the KVM hvparam table (docs/hvparams.md)
     hvlibvirt list [--uri URI]               GetAllInstancesInfo
+    hvlibvirt console [--uri URI] NAME       the serial console (resumes a paused instance)
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check.add_argument("hypervisor", choices=sorted(constants.HYPER_TYPES))
     p_check.add_argument("overrides", nargs="*")
     sub.add_parser("hvparams-doc", help="print docs/hvparams.md (the KVM hvparam table)")
+    p_console = sub.add_parser("console", help="attach to an instance's serial console "
+                               "(resumes a paused instance; Ctrl-] detaches)")
+    p_console.add_argument("--uri")
+    p_console.add_argument("--hypervisor", default=constants.HT_KVM,
+                           choices=sorted(constants.HYPER_TYPES))
+    p_console.add_argument("instance")
     p_list = sub.add_parser("list", help="list running instances")
     p_list.add_argument("--hypervisor", default=constants.HT_KVM,
                         choices=sorted(constants.HYPER_TYPES))
@@ -150,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo(args.uri)
         if args.command == "check-params":
             return check_params(args.hypervisor, args.overrides)
+        if args.command == "console":
+            from hvlibvirt import console
+            uri = get_hypervisor_class(args.hypervisor)(uri=args.uri).uri
+            return console.attach(uri, args.instance)
         if args.command == "hvparams-doc":
             print(hvparams_markdown(), end="")
             return 0

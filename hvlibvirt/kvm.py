@@ -8,19 +8,27 @@ node-specific facts the domain XML builder needs (``_startup_options``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import pwd
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import libvirt
 import psutil
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, params as P
+from hvlibvirt import connection, constants as C, domains, params as P
 from hvlibvirt.base import BaseHypervisor
-from hvlibvirt.domain_xml import GuestTarget, Listen, StartupOptions, build_domain
-from hvlibvirt.kvm_params import KVM_PARAMS
+from hvlibvirt.domain_xml import GuestTarget, Listen, StartupOptions, build_domain, parse_domain
+from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HypervisorError
+from hvlibvirt.kvm_params import KVM_PARAMS
+from hvlibvirt.objects import InstanceConsole
+
+# Ganeti's build-time default user for ssh consoles.
+SSH_CONSOLE_USER = "root"
 
 # SPICE options that only make sense with spice_bind set (Ganeti's rule).
 _SPICE_ADDITIONAL_PARAMS = (
@@ -172,6 +180,138 @@ class KVMHypervisor(BaseHypervisor):
             raise HypervisorError(f"Parameter 'mem_path' ({mem_path!r}) is not a hugetlbfs "
                                   "mount: libvirt backs guest memory with hugepages only")
 
+    # -- verification --------------------------------------------------------------
+    def _verify_problems(self, hvparams: Mapping[str, Any] | None) -> list[str]:
+        """Daemon reachable; with hvparams: emulator present, and the domain type and
+        machine they ask for offered by libvirt's domain capabilities."""
+        problems = super()._verify_problems(hvparams)
+        if problems or not hvparams:
+            return problems
+        emulator = hvparams.get(C.HV_KVM_PATH)
+        if not emulator or not os.path.isfile(emulator):
+            problems.append(f"kvm_path {emulator!r} does not exist")
+            return problems
+        conn = self._conn()
+        try:
+            target = choose_target(hvparams, offered_domain_types(conn.getCapabilities()),
+                                   self.uri)
+        except (HypervisorError, libvirt.libvirtError) as err:
+            return problems + [str(err)]
+        if target.domain_type not in ("kvm", "qemu"):
+            return problems  # not a QEMU driver (the test driver): nothing more to ask
+        try:
+            conn.getDomainCapabilities(emulator, target.arch, target.machine,
+                                       target.domain_type, 0)
+        except libvirt.libvirtError as err:
+            problems.append(f"libvirt cannot run {target.domain_type} guests with "
+                            f"{emulator} (machine {target.machine or 'default'}): "
+                            f"{err.get_error_message()}")
+        return problems
+
+    def _drift(self, instance: Any) -> list[str]:
+        """Differences between the running domain and the instance's configuration that
+        a restart would change: memory, vCPUs, hvparams shaping the XML, NICs, disks."""
+        dom = self._owned(instance.name)
+        if dom is None or not dom.isActive():
+            return []
+        with connection.libvirt_errors("read the domain XML", instance.name):
+            live = parse_domain(dom.XMLDesc(0))
+            root = etree.fromstring(dom.XMLDesc(0).encode())
+        drift = []
+        beparams = instance.beparams
+        if int(root.findtext("memory")) // 1024 != beparams.get("maxmem"):
+            drift.append(f"maxmem is {root.findtext('memory')} KiB live, "
+                         f"{beparams.get('maxmem')} MiB configured")
+        if int(root.findtext("vcpu")) != beparams.get("vcpus"):
+            drift.append(f"vcpus is {root.findtext('vcpu')} live, {beparams.get('vcpus')} "
+                         "configured")
+        in_force = live.meta.hvparams if live.meta else {}
+        for name, entry in sorted(KVM_PARAMS.items()):
+            if entry.xml and in_force.get(name) != instance.hvparams.get(name):
+                drift.append(f"hvparam {name} is {in_force.get(name)!r} live, "
+                             f"{instance.hvparams.get(name)!r} configured")
+        want = {alias_of("disk", d.uuid) for d in instance.disks_info}
+        want |= {alias_of("nic", n.uuid) for n in instance.nics}
+        have = {a for a in live.devices if a.startswith(("ua-disk-", "ua-nic-"))}
+        drift += [f"device {a} is configured but not attached" for a in sorted(want - have)]
+        drift += [f"device {a} is attached but not configured" for a in sorted(have - want)]
+        for nic in instance.nics:
+            elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
+            if elem is None:
+                continue
+            link = (nic.nicparams or {}).get(C.NIC_LINK) or None
+            if elem.find("mac").get("address") != nic.mac.lower():
+                drift.append(f"NIC {nic.uuid} has MAC {elem.find('mac').get('address')} "
+                             f"live, {nic.mac} configured")
+            source = elem.find("source")
+            if source is not None and source.get("bridge") != link:
+                drift.append(f"NIC {nic.uuid} is on bridge {source.get('bridge')} live, "
+                             f"{link} configured")
+        return drift
+
+    def RestoreInstance(self, instance: Any, block_devices: Sequence[Any]) -> None:  # noqa: N802
+        """Fix what can change on a running domain: NICs moved to another bridge, and
+        the runtime hvparams recorded in our metadata. The rest needs a restart and is
+        logged by VerifyInstance."""
+        dom = self._owned(instance.name)
+        if dom is None or not dom.isActive():
+            return
+        with connection.libvirt_errors("read the domain XML", instance.name):
+            root = etree.fromstring(dom.XMLDesc(0).encode())
+        for nic in instance.nics:
+            elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
+            source = elem.find("source") if elem is not None else None
+            link = (nic.nicparams or {}).get(C.NIC_LINK)
+            if source is None or not link or source.get("bridge") == link:
+                continue
+            source.set("bridge", link)
+            with connection.libvirt_errors("move a NIC to another bridge", instance.name):
+                dom.updateDeviceFlags(etree.tostring(elem, encoding="unicode"),
+                                      libvirt.VIR_DOMAIN_AFFECT_LIVE
+                                      | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        meta = domains.read_metadata(dom)
+        if meta is not None:
+            for name, entry in KVM_PARAMS.items():
+                if entry.runtime:
+                    meta.hvparams[name] = instance.hvparams.get(name)
+            domains.write_metadata(dom, meta)
+
+    # -- consoles --------------------------------------------------------------------
+    @classmethod
+    def GetInstanceConsole(cls, instance: Any, primary_node: Any, node_group: Any,  # noqa: N802
+                           hvparams: Mapping[str, Any], beparams: Mapping[str, Any]
+                           ) -> InstanceConsole:
+        """Serial console over ssh (through libvirt), else VNC, else SPICE, else a message.
+
+        VNC/SPICE report the instance's real listen address and port when this node's
+        libvirt holds the running domain; a wildcard listen address is replaced by the
+        primary node's name (which is what a client must connect to).
+        """
+        name, node_name = instance.name, getattr(primary_node, "name", None)
+        uri = os.environ.get(cls.URI_ENV) or cls.DEFAULT_URI
+        if hvparams.get(C.HV_SERIAL_CONSOLE):
+            ndparams = (node_group.FillND(primary_node)
+                        if hasattr(node_group, "FillND") else {}) or {}
+            return InstanceConsole(
+                instance=name, kind=C.CONS_SSH, host=node_name, user=SSH_CONSOLE_USER,
+                port=ndparams.get("ssh_port"),
+                command=[sys.executable, "-m", "hvlibvirt.cli", "console", "--uri", uri, name])
+        live = _live_graphics(uri, name)
+        for kind, param in ((C.CONS_VNC, C.HV_VNC_BIND_ADDRESS),
+                            (C.CONS_SPICE, C.HV_KVM_SPICE_BIND)):
+            bind = hvparams.get(param)
+            if not bind:
+                continue
+            host, port = live.get(kind, (bind, getattr(instance, "network_port", None)))
+            if host in ("0.0.0.0", "::", "") or P.is_norm_abs_path(host or ""):
+                host = node_name
+            if port and (kind == C.CONS_SPICE or port > C.VNC_BASE_PORT):
+                return InstanceConsole(instance=name, kind=kind, host=host, port=port,
+                                       display=port - C.VNC_BASE_PORT
+                                       if kind == C.CONS_VNC else None)
+        return InstanceConsole(instance=name, kind=C.CONS_MESSAGE,
+                               message=f"No serial shell for instance {name}")
+
     # -- the domain ----------------------------------------------------------------
     def _build_domain(self, instance: Any, block_devices: Sequence[Any],
                       startup_memory: int) -> etree._Element:
@@ -237,6 +377,23 @@ def choose_target(hvparams: Mapping[str, Any], arches: Mapping[str, Sequence[str
 def _is_hugetlbfs(path: str) -> bool:
     return any(part.mountpoint == path and part.fstype == "hugetlbfs"
                for part in psutil.disk_partitions(all=True))
+
+
+def _live_graphics(uri: str, name: str) -> dict[str, tuple[str | None, int]]:
+    """kind -> (listen address, port) of the running domain, if this node has it."""
+    try:
+        dom = connection.get(uri).lookupByName(name)
+        root = etree.fromstring(dom.XMLDesc(0).encode())
+    except (HypervisorError, libvirt.libvirtError):
+        return {}
+    found = {}
+    for graphics in root.iterfind("devices/graphics"):
+        port = int(graphics.get("port") or graphics.get("tlsPort") or 0)
+        listen = graphics.find("listen")
+        address = listen.get("address") if listen is not None else graphics.get("listen")
+        if port > 0:
+            found[graphics.get("type")] = (address, port)
+    return found
 
 
 def _interface_address(name: str, family: int) -> str | None:

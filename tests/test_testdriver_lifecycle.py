@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import libvirt
 import pytest
+from lxml import etree
 
 from hvlibvirt import connection, constants as C
 from hvlibvirt.base import HvInstanceState
@@ -148,9 +149,12 @@ def test_bad_input_names_the_field(hv: KVMHypervisor) -> None:
 
 def test_node_info_from_libvirt(hv: KVMHypervisor) -> None:
     info = hv.GetNodeInfo()
-    model, _mem, cpus, _mhz, nodes, sockets, _cores, _threads = connection.get(URI).getInfo()
-    assert info["cpu_total"] == cpus and info["cpu_nodes"] == nodes
-    assert info["cpu_sockets"] == sockets * nodes
+    conn = connection.get(URI)
+    _model, _mem, cpus, _mhz, nodes, _sockets, _cores, _threads = conn.getInfo()
+    caps = etree.fromstring(conn.getCapabilities().encode())
+    socket_ids = set(caps.xpath("host/topology/cells/cell/cpus/cpu/@socket_id"))
+    assert info["cpu_total"] == cpus and info["cpu_nodes"] == nodes == 2
+    assert info["cpu_sockets"] == len(socket_ids) == 2  # the test driver's two packages
     assert info[C.HV_NODEINFO_KEY_VERSION] == (0, 0, 2)  # the test driver's version 2
     assert 0 < info["memory_free"] <= info["memory_total"]
     assert hv.Verify() is None

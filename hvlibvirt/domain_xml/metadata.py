@@ -33,6 +33,9 @@ class InstanceMetadata:
     hvparams: dict[str, Any] = field(default_factory=dict)
     # (kind, device uuid, alias) in device order
     devices: list[tuple[str, str, str]] = field(default_factory=list)
+    # Set when this library asked the domain to stop, so that a shutdown the guest did
+    # on its own (Ganeti's "user shutdown") can be told apart from ours.
+    stop_requested: bool = False
 
 
 def _encode(value: Any) -> tuple[str, str]:
@@ -60,6 +63,8 @@ def build(meta: InstanceMetadata) -> etree._Element:
     root = etree.Element(_q("instance"), nsmap=_NSMAP)
     root.set("uuid", meta.instance_uuid)
     root.set("hypervisor", meta.hypervisor)
+    if meta.stop_requested:
+        root.set("stop", "requested")
     params = etree.SubElement(root, _q("hvparams"))
     for name in sorted(meta.hvparams):
         vtype, text = _encode(meta.hvparams[name])
@@ -82,9 +87,30 @@ def parse(element: etree._Element) -> InstanceMetadata:
                    for d in element.iterfind(f"{_q('devices')}/{_q('device')}")]
         return InstanceMetadata(instance_uuid=element.get("uuid", ""),
                                 hypervisor=element.get("hypervisor", ""),
-                                hvparams=hvparams, devices=devices)
+                                hvparams=hvparams, devices=devices,
+                                stop_requested=element.get("stop") == "requested")
     except (TypeError, ValueError) as err:
         raise HypervisorError(f"Malformed hvlibvirt metadata: {err}") from err
+
+
+def from_libvirt(xml: str) -> InstanceMetadata:
+    """Parse what ``virDomainGetMetadata`` returns: our element, but libvirt strips its
+    namespace, so put the children back into it first."""
+    root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+    for elem in root.iter():
+        if isinstance(elem.tag, str) and not elem.tag.startswith("{"):
+            elem.tag = _q(elem.tag)
+    return parse(root)
+
+
+def to_libvirt(meta: InstanceMetadata) -> str:
+    """The XML string ``virDomainSetMetadata`` takes for our namespace: the element
+    without a namespace (libvirt puts it into the one the call names)."""
+    root = build(meta)
+    for elem in root.iter():
+        elem.tag = etree.QName(elem).localname
+    etree.cleanup_namespaces(root)
+    return etree.tostring(root, encoding="unicode")
 
 
 def find(domain: etree._Element) -> etree._Element | None:

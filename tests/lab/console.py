@@ -39,6 +39,13 @@ class ConsoleCapture:
                     return
                 out.write(data)
 
+    def send(self, text: str) -> None:
+        """Type ``text`` on the console (the guest runs a shell on ttyS0)."""
+        data = text.encode()
+        while data:
+            sent = self._stream.send(data)
+            data = data[sent:] if isinstance(sent, int) and sent > 0 else b""
+
     def close(self) -> None:
         try:
             self._stream.abort()

@@ -1,0 +1,120 @@
+"""What libvirt knows about the domains this library created.
+
+Ownership (a domain is an instance only if it carries our metadata), metadata reads
+and updates, and the Ganeti info tuple, with the per-call cost kept down: Ganeti's node
+daemon asks for instance info constantly, so ownership is remembered per domain UUID
+and info for all domains comes from one bulk ``getAllDomainStats`` call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import libvirt
+
+from hvlibvirt import constants
+from hvlibvirt.domain_xml import metadata
+from hvlibvirt.errors import HypervisorError
+
+log = logging.getLogger(__name__)
+
+InstanceInfo = tuple[str, int, int, int, int, float]
+SHUTDOWN_INFO_ID = -1
+
+_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+          | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU)
+# NOWAIT: report what libvirt has at hand instead of queueing behind a domain job (a
+# migration, a hotplug) or asking QEMU; balloon and vCPU counts are kept current by
+# events, which is all Ganeti needs.
+_STATS_FLAGS = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+_ACTIVE_STATES = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED,
+                            libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_SHUTDOWN,
+                            libvirt.VIR_DOMAIN_PMSUSPENDED})
+
+_owned_lock = threading.Lock()
+_owned: dict[tuple[str, str], bool] = {}  # (uri, domain uuid) -> carries our metadata
+
+
+def read_metadata(dom: libvirt.virDomain, live: bool = True
+                  ) -> metadata.InstanceMetadata | None:
+    """Our metadata on ``dom`` (live definition, or the persistent one), None if absent."""
+    flags = libvirt.VIR_DOMAIN_AFFECT_CURRENT if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    try:
+        xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE, flags)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+                                    libvirt.VIR_ERR_NO_DOMAIN):
+            return None
+        raise HypervisorError(f"Failed to read metadata of {dom.name()}: {err}") from err
+    return metadata.from_libvirt(xml)
+
+
+def write_metadata(dom: libvirt.virDomain, meta: metadata.InstanceMetadata) -> None:
+    """Replace our metadata in the live and the persistent definition."""
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if dom.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    try:
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.to_libvirt(meta),
+                        metadata.PREFIX, metadata.NAMESPACE, flags)
+    except libvirt.libvirtError as err:
+        raise HypervisorError(f"Failed to update metadata of {dom.name()}: {err}") from err
+
+
+def is_ours(uri: str, dom: libvirt.virDomain) -> bool:
+    """Whether ``dom`` was created by this library (cached per domain UUID)."""
+    key = (uri, dom.UUIDString())
+    with _owned_lock:
+        known = _owned.get(key)
+    if known is None:
+        known = read_metadata(dom) is not None
+        with _owned_lock:
+            _owned[key] = known
+    return known
+
+
+def forget(uri: str, dom: libvirt.virDomain) -> None:
+    """Drop the cached ownership of a domain that is being undefined."""
+    with _owned_lock:
+        _owned.pop((uri, dom.UUIDString()), None)
+
+
+def is_active_state(state: int) -> bool:
+    """Ganeti counts paused (and shutting-down) domains as running."""
+    return state in _ACTIVE_STATES
+
+
+def running_info(dom: libvirt.virDomain, stats: dict[str, Any] | None = None) -> InstanceInfo:
+    """Ganeti's ``(name, id, memory MiB, vcpus, RUNNING, cpu seconds)``.
+
+    Uses bulk statistics when the driver provides them, else ``virDomainGetInfo``.
+    """
+    stats = stats or {}
+    try:
+        mem_kib = stats["balloon.current"]
+        vcpus = stats["vcpu.current"]
+        cpu_ns = stats["cpu.time"]
+    except KeyError:
+        _state, _maxmem, mem_kib, vcpus, cpu_ns = dom.info()
+    return (dom.name(), dom.ID(), mem_kib // 1024, vcpus, constants.HV_STATE_RUNNING,
+            cpu_ns / 1e9)
+
+
+def user_shutdown_info(uri: str, dom: libvirt.virDomain, state: int, reason: int
+                       ) -> InstanceInfo | None:
+    """The SHUTDOWN tuple for an instance the guest powered off itself, when its
+    ``user_shutdown`` hvparam asks for that; None otherwise."""
+    if state != libvirt.VIR_DOMAIN_SHUTOFF or reason != libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
+        return None
+    meta = read_metadata(dom)
+    if meta is None or meta.stop_requested or not meta.hvparams.get(
+            constants.HV_KVM_USER_SHUTDOWN):
+        return None
+    return (dom.name(), SHUTDOWN_INFO_ID, 0, 0, constants.HV_STATE_SHUTDOWN, 0.0)
+
+
+def all_stats(conn: libvirt.virConnect) -> list[tuple[libvirt.virDomain, dict[str, Any]]]:
+    """Every domain with its state, CPU, balloon and vCPU statistics, in one call."""
+    return conn.getAllDomainStats(_STATS, _STATS_FLAGS)

@@ -1,0 +1,60 @@
+"""Waiting for libvirt domain events instead of sleeping.
+
+A waiter registers its callback *before* the caller triggers the action (reboot, device
+detach, ...), so an event that arrives at once cannot be missed; ``wait`` then blocks
+until a matching event or the deadline. Callbacks run in the event-loop thread that
+``hvlibvirt.connection`` starts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import libvirt
+
+EventPredicate = Callable[[tuple[Any, ...]], bool]
+
+
+class DomainEventWaiter:
+    """Collects events of one kind for one domain; use as a context manager."""
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, event_id: int,
+                 predicate: EventPredicate | None = None) -> None:
+        self._conn = conn
+        self._predicate = predicate or (lambda _args: True)
+        self._cond = threading.Condition()
+        self._events: list[tuple[Any, ...]] = []
+        self._callback_id: int | None = conn.domainEventRegisterAny(
+            dom, event_id, self._on_event, None)
+
+    def _on_event(self, _conn: libvirt.virConnect, _dom: libvirt.virDomain, *args: Any
+                  ) -> None:
+        details = args[:-1]  # the last argument is the opaque value we registered
+        if self._predicate(details):
+            with self._cond:
+                self._events.append(details)
+                self._cond.notify_all()
+
+    def wait(self, timeout: float) -> tuple[Any, ...] | None:
+        """The first matching event's details, or None after ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: bool(self._events), timeout)
+            return self._events[0] if self._events else None
+
+    def close(self) -> None:
+        if self._callback_id is not None:
+            try:
+                self._conn.domainEventDeregisterAny(self._callback_id)
+            except libvirt.libvirtError:
+                pass  # the connection is gone; so is the registration
+            self._callback_id = None
+
+    def __enter__(self) -> DomainEventWaiter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
