@@ -12,7 +12,7 @@ from lxml import etree
 
 from hvlibvirt import connection, constants as C
 from hvlibvirt.base import HvInstanceState
-from hvlibvirt.errors import HypervisorError
+from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk, Instance
 
@@ -172,3 +172,112 @@ def test_demo_command_runs_a_whole_lifecycle() -> None:
                  "ua-disk-932df160-7a22-4067", "BalloonInstanceMemory(384)", "StopInstance",
                  "CleanupInstance: instances left: []"):
         assert step in out
+
+
+def test_user_shutdown_is_reported_until_cleanup(hv: KVMHypervisor) -> None:
+    inst, block = make_instance("tdl-usd", user_shutdown=True)
+    hv.StartInstance(inst, block, False)
+    connection.get(URI).lookupByName("tdl-usd").shutdown()  # the guest powers off
+    expected = ("tdl-usd", -1, 0, 0, HvInstanceState.SHUTDOWN, 0.0)
+    assert hv.GetInstanceInfo("tdl-usd") == expected
+    assert expected in hv.GetAllInstancesInfo()
+    assert "tdl-usd" not in hv.ListInstances()
+    hv.CleanupInstance("tdl-usd")
+    assert hv.GetInstanceInfo("tdl-usd") is None
+
+
+def test_our_soft_stop_is_not_a_user_shutdown(hv: KVMHypervisor) -> None:
+    inst, block = make_instance("tdl-oursd", user_shutdown=True)
+    hv.StartInstance(inst, block, False)
+    hv.StopInstance(inst, timeout=5)
+    assert hv.GetInstanceInfo("tdl-oursd") is None
+    # ... and starting again clears the stop marker for the next guest poweroff.
+    hv.StartInstance(inst, block, False)
+    connection.get(URI).lookupByName("tdl-oursd").shutdown()
+    assert hv.GetInstanceInfo("tdl-oursd")[4] == HvInstanceState.SHUTDOWN
+
+
+def test_reboot_falls_back_to_a_reset_when_unconfirmed(hv: KVMHypervisor, caplog) -> None:
+    # The test driver reboots without a REBOOT event: the documented fallback applies.
+    inst, block = make_instance("tdl-reboot")
+    hv.StartInstance(inst, block, False)
+    hv.REBOOT_TIMEOUT = 0.2
+    hv.RebootInstance(inst)
+    assert "did not reboot within" in caplog.text
+    assert hv.GetInstanceInfo("tdl-reboot")[4] == HvInstanceState.RUNNING
+
+
+def test_reboot_behaviour_exit_stops_the_instance(hv: KVMHypervisor) -> None:
+    inst, block = make_instance("tdl-exit", reboot_behavior="exit")
+    hv.StartInstance(inst, block, False)
+    hv.REBOOT_TIMEOUT = 2
+    hv.RebootInstance(inst)
+    assert hv.GetInstanceInfo("tdl-exit") is None
+    with pytest.raises(HypervisorError, match="not running"):
+        hv.RebootInstance(inst)
+
+
+def test_hotplug_supported_needs_a_running_instance(hv: KVMHypervisor) -> None:
+    inst, block = make_instance("tdl-hp")
+    with pytest.raises(HotplugError, match="probably down"):
+        hv.HotplugSupported(inst)
+    hv.StartInstance(inst, block, False)
+    assert hv.HotplugSupported(inst) is None
+
+
+class _Node:
+    name = "node1.example.com"
+
+
+class _Group:
+    @staticmethod
+    def FillND(node):  # noqa: N802 - Ganeti's name
+        return {"ssh_port": 2222}
+
+
+def test_consoles_of_each_kind(hv: KVMHypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HVLIBVIRT_KVM_URI", URI)
+    inst, block = make_instance("tdl-cons")
+    serial = KVMHypervisor.GetInstanceConsole(inst, _Node(), _Group(), inst.hvparams, {})
+    assert serial.Validate() and serial.kind == C.CONS_SSH
+    assert (serial.host, serial.port, serial.user) == ("node1.example.com", 2222, "root")
+    assert serial.command[-4:] == ["console", "--uri", URI, "tdl-cons"]
+
+    inst, block = make_instance("tdl-cons", serial_console=False,
+                                vnc_bind_address="0.0.0.0")
+    inst.network_port = 5912
+    hv.StartInstance(inst, block, False)
+    vnc = KVMHypervisor.GetInstanceConsole(inst, _Node(), _Group(), inst.hvparams, {})
+    assert vnc.Validate()
+    assert (vnc.kind, vnc.host, vnc.port, vnc.display) == (C.CONS_VNC, "node1.example.com",
+                                                          5912, 12)
+    spice = KVMHypervisor.GetInstanceConsole(
+        inst, _Node(), _Group(), dict(inst.hvparams, vnc_bind_address="",
+                                      spice_bind="192.0.2.4"), {})
+    assert spice.Validate() and (spice.kind, spice.host, spice.port) == (
+        C.CONS_SPICE, "192.0.2.4", 5912)
+    none = KVMHypervisor.GetInstanceConsole(
+        inst, _Node(), _Group(), dict(inst.hvparams, vnc_bind_address=""), {})
+    assert none.Validate() and none.kind == C.CONS_MESSAGE and "tdl-cons" in none.message
+
+
+def test_passwords_never_reach_the_log(hv: KVMHypervisor, tmp_path, caplog) -> None:
+    secret = tmp_path / "vnc.pw"
+    secret.write_text("hunter2-xyzzy\n")
+    inst, block = make_instance("tdl-pw", vnc_bind_address="127.0.0.1",
+                                vnc_password_file=str(secret))
+    inst.network_port = 5913
+    caplog.set_level("DEBUG", logger="hvlibvirt")
+    hv.StartInstance(inst, block, False)
+    assert "Domain XML for tdl-pw" in caplog.text and "passwd" in caplog.text
+    assert "hunter2-xyzzy" not in caplog.text
+    assert "hunter2-xyzzy" not in hv.domain_xml("tdl-pw")
+
+
+def test_verify_instance_reports_drift(hv: KVMHypervisor) -> None:
+    inst, block = make_instance("tdl-drift")
+    hv.StartInstance(inst, block, False)
+    assert hv.VerifyInstance(inst)
+    inst.beparams["vcpus"] = 4
+    inst.hvparams["disk_cache"] = "none"
+    assert not hv.VerifyInstance(inst)
