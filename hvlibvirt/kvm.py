@@ -8,6 +8,7 @@ node-specific facts the domain XML builder needs (``_startup_options``).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import pwd
 import socket
@@ -42,6 +43,8 @@ _SPICE_ADDITIONAL_PARAMS = (
 # libvirt 9.0 (Debian 12) refuses <vlan> on Linux bridge ports when a domain starts;
 # support came with the 11.x series, so older daemons get a clear error at build time.
 _LINUX_BRIDGE_VLAN_LIBVIRT = 11_001_000
+_VNC_PASSWORD_CHARS = 8
+log = logging.getLogger(__name__)
 
 
 def _ip_version(value: str) -> int | None:
@@ -96,6 +99,9 @@ class KVMHypervisor(BaseHypervisor):
             raise HypervisorError("Parameter 'vnc_x509_path' must be set when "
                                   "'vnc_x509_verify' is")
         cls._check_spice(hvp)
+        if hvp[C.HV_CPU_TYPE] == "host" and hvp[C.HV_KVM_FLAG] == C.HT_KVM_DISABLED:
+            raise HypervisorError("Parameter 'cpu_type' is 'host', which needs KVM, but "
+                                  "'kvm_flag' is disabled")
         if hvp[C.HV_KVM_DISK_AIO] == "native" and hvp[C.HV_DISK_CACHE] != "none":
             raise HypervisorError("Parameter 'disk_cache' must be 'none' when 'disk_aio' is"
                                   " 'native'")
@@ -331,7 +337,7 @@ class KVMHypervisor(BaseHypervisor):
             vnc_listen=_vnc_listen(vnc, instance.name) if vnc else None,
             spice_listen=Listen(address=_resolve_bind(
                 spice, C.HV_KVM_SPICE_BIND, hvp[C.HV_KVM_SPICE_IP_VERSION])) if spice else None,
-            vnc_password=_read_password(hvp, C.HV_VNC_PASSWORD_FILE) if vnc else None,
+            vnc_password=_vnc_password(hvp) if vnc else None,
             spice_password=_read_password(hvp, C.HV_KVM_SPICE_PASSWORD_FILE) if spice else None,
             security_label=_dac_label(hvp[C.HV_SECURITY_DOMAIN])
             if hvp[C.HV_SECURITY_MODEL] == C.HT_SM_USER else None,
@@ -438,6 +444,18 @@ def _read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
         raise HypervisorError(f"Parameter '{param}': {path} must hold exactly one non-empty "
                               "line (the password)")
     return lines[0]
+
+
+def _vnc_password(hvparams: Mapping[str, Any]) -> str | None:
+    """VNC's protocol uses 8 characters of a password; QEMU (under Ganeti) silently
+    ignored the rest, libvirt refuses longer ones, so keep what VNC uses."""
+    password = _read_password(hvparams, C.HV_VNC_PASSWORD_FILE)
+    if password is not None and len(password) > _VNC_PASSWORD_CHARS:
+        log.warning("%s holds more than %d characters; VNC uses the first %d",
+                    hvparams[C.HV_VNC_PASSWORD_FILE], _VNC_PASSWORD_CHARS,
+                    _VNC_PASSWORD_CHARS)
+        password = password[:_VNC_PASSWORD_CHARS]
+    return password
 
 
 def _dac_label(user: str) -> str:

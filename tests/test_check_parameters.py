@@ -549,8 +549,8 @@ def test_kvm_validate_with_optional_files(kvm_node, tmp_path):
     (tmp_path / "pki").mkdir()
     KVMHypervisor.ValidateParameters({
         **kvm_node, "floppy_image_path": str(tmp_path / "floppy.img"),
-        "cdrom_image_path": "http://example.invalid/a.iso", "vnc_x509_path": str(tmp_path / "pki"),
-        "mem_path": str(tmp_path)})
+        "cdrom_image_path": "http://example.invalid/a.iso", "vnc_x509_path": str(tmp_path / "pki")})
+    # mem_path must also be a hugetlbfs mount: see test_kvm_node_facts.py
 
 
 @pytest.mark.parametrize("key", ["kvm_path", "kernel_path", "initrd_path",

@@ -92,3 +92,18 @@ def test_assess_parameters_warns_like_ganeti() -> None:
         dict(tuned, machine_version="pc-q35-7.2")))
     assert any("SPICE listens" in w for w in KVMHypervisor.AssessParameters(
         dict(tuned, spice_bind="0.0.0.0")))
+
+
+def test_long_vnc_passwords_keep_what_vnc_uses(tmp_path: Path) -> None:
+    from hvlibvirt.kvm import _vnc_password
+    path = tmp_path / "pw"
+    path.write_text("0123456789abc\n")
+    assert _vnc_password(hv(vnc_password_file=str(path))) == "01234567"
+    path.write_text("short\n")
+    assert _vnc_password(hv(vnc_password_file=str(path))) == "short"
+
+
+def test_host_cpu_needs_kvm() -> None:
+    with pytest.raises(HypervisorError, match="'cpu_type' is 'host'.*'kvm_flag'"):
+        KVMHypervisor.CheckParameterSyntax(hv(cpu_type="host", kvm_flag="disabled"))
+    KVMHypervisor.CheckParameterSyntax(hv(cpu_type="host", kvm_flag="enabled"))

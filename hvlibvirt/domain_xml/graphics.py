@@ -127,7 +127,7 @@ def inputs(hvparams: Mapping[str, Any], has_vnc: bool) -> list[etree._Element]:
         if item in _USB_INPUTS:
             elems.append(etree.Element("input", type=item, bus="usb"))
             continue
-        dev = etree.Element("hostdev", mode="subsystem", type="usb", managed="yes")
+        dev = etree.Element("hostdev", mode="subsystem", type="usb")
         source = etree.SubElement(dev, "source")
         if (m := _USB_HOST_ID.match(item)):
             etree.SubElement(source, "vendor", id=f"0x{m.group(1).lower()}")
