@@ -393,10 +393,7 @@ class BaseHypervisor:
         if dom is None:
             return None
         try:
-            state, reason = dom.state()
-            if domains.is_active_state(state):
-                return domains.running_info(dom)
-            return domains.user_shutdown_info(self.uri, dom, state, reason)
+            return domains.instance_info(self.uri, dom)
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
@@ -406,19 +403,13 @@ class BaseHypervisor:
     def GetAllInstancesInfo(self, hvparams: Mapping[str, Any] | None = None  # noqa: N802
                             ) -> list[InstanceInfo]:
         """The info tuple of every running (or user-shut-down) instance."""
-        with connection.libvirt_errors("read domain statistics"):
-            stats = domains.all_stats(self._conn())
+        with connection.libvirt_errors("list domains"):
+            every = self._conn().listAllDomains(0)
         result = []
-        for dom, st in stats:
+        for dom in every:
             try:
-                if not domains.is_ours(self.uri, dom):
-                    continue
-                state = st.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)
-                if domains.is_active_state(state):
-                    result.append(domains.running_info(dom, st))
-                else:
-                    info = domains.user_shutdown_info(self.uri, dom, state,
-                                                      st.get("state.reason", 0))
+                if domains.is_ours(self.uri, dom):
+                    info = domains.instance_info(self.uri, dom)
                     if info is not None:
                         result.append(info)
             except (libvirt.libvirtError, HypervisorError) as err:
