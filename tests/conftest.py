@@ -13,6 +13,8 @@ Tiers:
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -158,3 +160,34 @@ def serial_log(tmp_path: Path) -> Callable[[str], SerialLog]:
         return SerialLog(tmp_path / f"{name}.console")
 
     return make
+
+
+# ------------------------------------------------------------------------------ Ganeti
+
+@pytest.fixture(scope="session")
+def ganeti():
+    """Ganeti 3.0's own ``constants`` and ``objects`` modules.
+
+    They come from the Debian package ganeti-3.0, downloaded and unpacked (never
+    installed) into the test cache. Outside CI a machine without apt skips; in CI the
+    tests must run.
+    """
+    work = default_cache_dir() / "ganeti-3.0"
+    modules = work / "usr/share/ganeti/3.0"
+    if not (modules / "ganeti").is_dir():
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(["apt-get", "download", "ganeti-3.0"], cwd=work, check=True,
+                           capture_output=True, timeout=300)
+            (deb,) = work.glob("ganeti-3.0_*.deb")
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(work)], check=True, timeout=120)
+        except (OSError, subprocess.SubprocessError, ValueError) as err:
+            if real_tier_required():
+                pytest.fail(f"cannot fetch Ganeti 3.0's modules: {err}")
+            pytest.skip(f"Ganeti 3.0's modules are not available here: {err}")
+    sys.path.insert(0, str(modules))
+    try:
+        from ganeti import constants, objects
+    finally:
+        sys.path.remove(str(modules))
+    return constants, objects

@@ -1,49 +1,14 @@
-"""Ganeti 3.0's own constants and objects against ours.
-
-Ganeti's Python modules come from the Debian package ganeti-3.0, downloaded and
-unpacked (never installed) into the test cache. Outside CI, a machine without apt
-skips these tests; in CI they must run.
-"""
+"""Ganeti 3.0's own constants and objects against ours (the ``ganeti`` fixture is in
+conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from lab import real_tier_required
 
 from hvlibvirt import connection, constants as C, get_hypervisor_class
 from hvlibvirt.base import HvInstanceState
-
-CACHE = Path(os.environ.get("HVLIBVIRT_TEST_CACHE", "/var/cache/hvlibvirt-tests"))
-GANETI_DIR = CACHE / "ganeti-3.0" / "usr/share/ganeti/3.0"
-
-
-@pytest.fixture(scope="module")
-def ganeti():
-    """Ganeti 3.0's ``constants`` and ``objects`` modules."""
-    if not (GANETI_DIR / "ganeti").is_dir():
-        work = CACHE / "ganeti-3.0"
-        work.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["apt-get", "download", "ganeti-3.0"], cwd=work, check=True,
-                           capture_output=True, timeout=300)
-            (deb,) = work.glob("ganeti-3.0_*.deb")
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(work)], check=True, timeout=120)
-        except (OSError, subprocess.SubprocessError, ValueError) as err:
-            if real_tier_required():
-                pytest.fail(f"cannot fetch Ganeti 3.0's modules: {err}")
-            pytest.skip(f"Ganeti 3.0's modules are not available here: {err}")
-    sys.path.insert(0, str(GANETI_DIR))
-    try:
-        from ganeti import constants, objects
-    finally:
-        sys.path.remove(str(GANETI_DIR))
-    return constants, objects
-
 
 @pytest.mark.parametrize("hv_name", [C.HT_KVM, C.HT_XEN_PVM, C.HT_XEN_HVM])
 def test_defaults_equal_ganeti(ganeti, hv_name: str) -> None:

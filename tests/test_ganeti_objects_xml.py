@@ -7,28 +7,21 @@ equal (and equal to the golden file). The cases include several disk templates i
 instance (kernel-space block and file, userspace rbd/gluster), NICs in every mode and
 VLANs on bridged and openvswitch NICs.
 
-Ganeti's Python modules come from the Debian package ganeti-3.0, downloaded and unpacked
-(never installed) into the test cache, as in tests/test_ganeti_compat.py. Outside CI, a
-machine without apt skips these tests; in CI they must run.
+Ganeti's Python modules come from the ``ganeti`` fixture in conftest.py.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lab import real_tier_required
 
 import golden_cases
 from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import build_domain, to_string
 
-CACHE = Path(os.environ.get("HVLIBVIRT_TEST_CACHE", "/var/cache/hvlibvirt-tests"))
-GANETI_DIR = CACHE / "ganeti-3.0" / "usr/share/ganeti/3.0"
 GOLDEN_DIR = Path(__file__).resolve().parent / "fixtures" / "golden"
 
 # Cases that must be among those compared (the issue's acceptance list).
@@ -41,30 +34,6 @@ REQUIRED = {
     "spice_full_tls": "SPICE with every option",
     "kernel_boot_plain": "kernel boot",
 }
-
-
-@pytest.fixture(scope="module")
-def ganeti():
-    """Ganeti 3.0's ``constants`` and ``objects`` modules (same approach as
-    tests/test_ganeti_compat.py)."""
-    if not (GANETI_DIR / "ganeti").is_dir():
-        work = CACHE / "ganeti-3.0"
-        work.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["apt-get", "download", "ganeti-3.0"], cwd=work, check=True,
-                           capture_output=True, timeout=300)
-            (deb,) = work.glob("ganeti-3.0_*.deb")
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(work)], check=True, timeout=120)
-        except (OSError, subprocess.SubprocessError, ValueError) as err:
-            if real_tier_required():
-                pytest.fail(f"cannot fetch Ganeti 3.0's modules: {err}")
-            pytest.skip(f"Ganeti 3.0's modules are not available here: {err}")
-    sys.path.insert(0, str(GANETI_DIR))
-    try:
-        from ganeti import constants, objects
-    finally:
-        sys.path.remove(str(GANETI_DIR))
-    return constants, objects
 
 
 def ganeti_hvparams(gconst: Any, case: golden_cases.Case) -> dict[str, Any]:

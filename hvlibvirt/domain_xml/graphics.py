@@ -34,6 +34,16 @@ def _listen(graphics: etree._Element, listen: Listen) -> None:
         etree.SubElement(graphics, "listen", type="address", address=listen.address or "")
 
 
+def _common(graphics: etree._Element, hvparams: Mapping[str, Any], password: str | None,
+            listen: Listen) -> None:
+    """Keymap, password and listen, the same for VNC and SPICE."""
+    if hvparams[C.HV_KEYMAP]:
+        graphics.set("keymap", hvparams[C.HV_KEYMAP])
+    if password:
+        graphics.set("passwd", password)
+    _listen(graphics, listen)
+
+
 def _port(instance: Any, param: str) -> int:
     port = getattr(instance, "network_port", None)
     if isinstance(port, bool) or not isinstance(port, int) or not \
@@ -51,11 +61,7 @@ def vnc(instance: Any, hvparams: Mapping[str, Any], options: StartupOptions
     if not listen.socket:
         elem.set("port", str(_port(instance, C.HV_VNC_BIND_ADDRESS)))
     elem.set("autoport", "no")
-    if hvparams[C.HV_KEYMAP]:
-        elem.set("keymap", hvparams[C.HV_KEYMAP])
-    if options.vnc_password:
-        elem.set("passwd", options.vnc_password)
-    _listen(elem, listen)
+    _common(elem, hvparams, options.vnc_password, listen)
     return elem
 
 
@@ -73,11 +79,7 @@ def spice(instance: Any, hvparams: Mapping[str, Any], options: StartupOptions
     else:
         elem.set("port", port)
         elem.set("autoport", "no")
-    if hvparams[C.HV_KEYMAP]:
-        elem.set("keymap", hvparams[C.HV_KEYMAP])
-    if options.spice_password:
-        elem.set("passwd", options.spice_password)
-    _listen(elem, listen)
+    _common(elem, hvparams, options.spice_password, listen)
     for param, tag, attr in ((C.HV_KVM_SPICE_LOSSLESS_IMG_COMPR, "image", "compression"),
                              (C.HV_KVM_SPICE_JPEG_IMG_COMPR, "jpeg", "compression"),
                              (C.HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR, "zlib", "compression")):
