@@ -7,6 +7,7 @@ node-specific facts the domain XML builder needs (``_startup_options``).
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import logging
 import os
@@ -22,9 +23,11 @@ from lxml import etree
 
 from hvlibvirt import connection, constants as C, domains, params as P
 from hvlibvirt.base import BaseHypervisor
-from hvlibvirt.domain_xml import GuestTarget, Listen, StartupOptions, build_domain, parse_domain
+from hvlibvirt import hotplug
+from hvlibvirt.domain_xml import (GuestTarget, Listen, StartupOptions, addresses, build_domain,
+                                  controllers, disks, identity, nics, parse_domain)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
-from hvlibvirt.errors import HypervisorError
+from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm_params import KVM_PARAMS
 from hvlibvirt.objects import InstanceConsole
 
@@ -282,6 +285,189 @@ class KVMHypervisor(BaseHypervisor):
                     meta.hvparams[name] = instance.hvparams.get(name)
             domains.write_metadata(dom, meta)
 
+    # -- hotplug ---------------------------------------------------------------------
+    #: seconds to wait for the guest to release a hot-removed device
+    HOTPLUG_TIMEOUT: ClassVar[float] = 10.0
+    _SLOT_RETRIES = 3
+
+    def _hotplug_target(self, instance: Any, action: str, dev_type: str
+                        ) -> tuple[libvirt.virDomain, etree._Element, Any, dict[str, Any]]:
+        """The running domain, its live XML and facts, and the hvparams in force."""
+        name = getattr(instance, "name", None)
+        if dev_type not in C.HOTPLUG_ALL_TARGETS:
+            raise HotplugError(f"Cannot hotplug a {dev_type!r}: only disks and NICs")
+        if action not in C.HOTPLUG_ALL_ACTIONS:
+            raise HotplugError(f"Unknown hotplug action {action!r}")
+        dom = self._owned(name) if isinstance(name, str) and name else None
+        with connection.libvirt_errors("check the state", name, HotplugError):
+            if dom is None or not dom.isActive():
+                raise HotplugError(f"Instance {name} is not running")
+        root, live = hotplug.live_state(dom)
+        # The device kinds are the ones the domain was started with (Ganeti's rule).
+        hvp = dict(instance.hvparams)
+        if live.meta is not None:
+            hvp.update({k: v for k, v in live.meta.hvparams.items() if k in hvp})
+        return dom, root, live, hvp
+
+    def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
+        """Raise HotplugError if ``action`` on a ``dev_type`` cannot be done live."""
+        _dom, root, _live, hvp = self._hotplug_target(instance, action, dev_type)
+        reason = _hotplug_refusal(root, hvp, action, dev_type)
+        if reason:
+            raise HotplugError(reason)
+
+    def HotAddDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> None:
+        """Attach a disk (``extra`` = (link_name, drive_uri)) or a NIC with an explicit
+        address, confirmed in the live XML and recorded in the persistent definition."""
+        what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
+        with hotplug.instance_lock(self.uri, instance.name):
+            self.VerifyHotplugSupport(instance, C.HOTPLUG_ACTION_ADD, dev_type)
+            try:
+                alias = alias_of(dev_type, getattr(device, "uuid", None))
+            except HypervisorError as err:
+                raise HotplugError(str(err)) from None
+            for attempt in range(self._SLOT_RETRIES):
+                dom, root, live, hvp = self._hotplug_target(instance, C.HOTPLUG_ACTION_ADD,
+                                                            dev_type)
+                hotplug.settle_pending(dom, live)
+                if alias in live.devices:
+                    pending = live.meta is not None and alias in live.meta.pending_unplug
+                    raise HotplugError(f"{what}: already attached"
+                                       + (" (its removal is still pending)" if pending else ""))
+                added_controller = None
+                try:
+                    elem, added_controller = self._hotplug_element(
+                        dom, root, live, hvp, dev_type, device, extra, seq, what)
+                    hotplug.attach(dom, elem, what)
+                except libvirt.libvirtError as err:
+                    self._undo_controller(dom, added_controller)
+                    if hotplug.is_double_use(err) and attempt + 1 < self._SLOT_RETRIES:
+                        continue  # another process took the slot: compute again
+                    raise HotplugError(f"{what}: libvirt refused the device: "
+                                       f"{err.get_error_message()}") from err
+                except HypervisorError as err:
+                    self._undo_controller(dom, added_controller)
+                    raise HotplugError(str(err)) from err
+                break
+            try:
+                hotplug.record(dom, dev_type, device.uuid, alias)
+            except HotplugError:
+                hotplug.detach_now(dom, alias)
+                hotplug.forget(dom, alias)
+                raise
+
+    def _hotplug_element(self, dom: libvirt.virDomain, root: etree._Element, live: Any,
+                         hvp: Mapping[str, Any], dev_type: str, device: Any, extra: Any,
+                         seq: int, what: str) -> tuple[etree._Element, str | None]:
+        """The device element with its address; the alias of a SCSI controller that
+        had to be added first (to undo on failure), or None."""
+        slots = addresses.PciAllocator(hvp[C.HV_KVM_PCI_RESERVATIONS],
+                                       used=set(live.pci_slots) | set(_PLATFORM_SLOTS))
+        if dev_type == C.HOTPLUG_TARGET_NIC:
+            elem = nics.interface(device, seq, hvp, self._linux_bridge_vlans())
+            addresses.pci(elem, slots.take(what))
+            return elem, None
+        try:
+            link_name, drive_uri = extra
+        except (TypeError, ValueError):
+            raise HotplugError(f"{what}: extra must be (link_name, drive_uri)") from None
+        _device, bus, prefix = disks.DISK_KINDS[hvp[C.HV_DISK_TYPE]]
+        used_targets = set(root.xpath("devices/disk/target/@dev"))
+        target = next(t for t in (identity.target_name(prefix, i) for i in range(1024))
+                      if t not in used_targets)
+        elem = disks.disk(device, link_name, drive_uri, seq, hvp, target)
+        if bus == "virtio":
+            addresses.pci(elem, slots.take(what))
+            return elem, None
+        model = addresses.SCSI_MODELS[hvp[C.HV_KVM_SCSI_CONTROLLER_TYPE]]
+        added = None
+        if not root.xpath("devices/controller[@type='scsi' and @index='0']"):
+            controller = controllers.scsi(model)
+            added = "ua-scsi0"
+            etree.SubElement(controller, "alias", name=added)
+            hotplug.attach(dom, controller, f"{what} (its SCSI controller)")
+        addresses.scsi_drive(elem, model, _free_scsi_id(root, model), what)
+        return elem, added
+
+    def _undo_controller(self, dom: libvirt.virDomain, alias: str | None) -> None:
+        if alias is None:
+            return
+        try:
+            hotplug.remove(self._conn(), dom, alias, self.HOTPLUG_TIMEOUT,
+                           "undoing the SCSI controller")
+        except HotplugError as err:
+            log.warning("%s: %s", dom.name(), err)
+
+    def _linux_bridge_vlans(self) -> bool:
+        with connection.libvirt_errors("read the libvirt version"):
+            return self._conn().getLibVersion() >= _LINUX_BRIDGE_VLAN_LIBVIRT
+
+    def HotDelDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> dict[str, str]:
+        """Remove a disk or NIC, confirmed by DEVICE_REMOVED; returns where it was
+        (alias and address, Ganeti's hvinfo)."""
+        what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
+        with hotplug.instance_lock(self.uri, instance.name):
+            self.VerifyHotplugSupport(instance, C.HOTPLUG_ACTION_REMOVE, dev_type)
+            dom, _root, live, _hvp = self._hotplug_target(instance, C.HOTPLUG_ACTION_REMOVE,
+                                                          dev_type)
+            try:
+                alias = alias_of(dev_type, getattr(device, "uuid", None))
+            except HypervisorError as err:
+                raise HotplugError(str(err)) from None
+            if alias not in live.devices:
+                hotplug.settle_pending(dom, live)
+                raise HotplugError(f"Cannot find {dev_type} with UUID {device.uuid} in "
+                                   f"instance {instance.name}")
+            where = {"alias": alias, **live.devices[alias].address}
+            hotplug.remove(self._conn(), dom, alias, self.HOTPLUG_TIMEOUT, what)
+            return where
+
+    def HotModDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> None:
+        """Change a NIC in place: bridge, VLAN (openvswitch) or link state, where the
+        QEMU driver can apply it live. A new MAC or mode needs remove + add."""
+        what = f"hot-modify of {dev_type} {getattr(device, 'uuid', '?')}"
+        with hotplug.instance_lock(self.uri, instance.name):
+            self.VerifyHotplugSupport(instance, C.HOTPLUG_ACTION_MODIFY, dev_type)
+            dom, root, _live, hvp = self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY,
+                                                         dev_type)
+            alias = alias_of(dev_type, getattr(device, "uuid", None))
+            old = hotplug.device_element(root, alias)
+            if old is None:
+                raise HotplugError(f"Cannot find NIC with UUID {device.uuid} in instance "
+                                   f"{instance.name}")
+            try:
+                new = nics.interface(device, seq, hvp, self._linux_bridge_vlans())
+            except HypervisorError as err:
+                raise HotplugError(f"{what}: {err}") from None
+            if new.find("mac").get("address") != old.find("mac").get("address"):
+                raise HotplugError(f"{what}: a NIC's MAC cannot change while the instance "
+                                   "runs; remove and add the NIC instead")
+            if new.get("type") != old.get("type"):
+                raise HotplugError(f"{what}: changing the NIC mode needs remove and add")
+            new.append(copy.deepcopy(old.find("address")))
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
+            if dom.isPersistent():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            with connection.libvirt_errors("change the NIC", instance.name, HotplugError):
+                dom.updateDeviceFlags(etree.tostring(new, encoding="unicode"), flags)
+
+    def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> None:  # noqa: N802
+        """Tell the running guest its disk is now ``new_size`` bytes (grow only)."""
+        dom, root, _live, _hvp = self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY,
+                                                      C.HOTPLUG_TARGET_DISK)
+        if isinstance(new_size, bool) or not isinstance(new_size, int) or new_size <= 0:
+            raise HotplugError(f"Invalid new size {new_size!r} (bytes expected)")
+        elem = hotplug.device_element(root, alias_of("disk", getattr(disk, "uuid", None)))
+        if elem is None:
+            raise HotplugError(f"Cannot find disk with UUID {disk.uuid} in instance "
+                               f"{instance.name}")
+        target = elem.find("target").get("dev")
+        with connection.libvirt_errors(f"resize disk {target}", instance.name, HotplugError):
+            dom.blockResize(target, new_size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
     # -- consoles --------------------------------------------------------------------
     @classmethod
     def GetInstanceConsole(cls, instance: Any, primary_node: Any, node_group: Any,  # noqa: N802
@@ -383,6 +569,40 @@ def choose_target(hvparams: Mapping[str, Any], arches: Mapping[str, Sequence[str
 def _is_hugetlbfs(path: str) -> bool:
     return any(part.mountpoint == path and part.fstype == "hugetlbfs"
                for part in psutil.disk_partitions(all=True))
+
+
+_PLATFORM_SLOTS = range(addresses.PIIX3_SLOT, max(addresses.CDROM_SLOTS) + 1)
+
+
+def _free_scsi_id(root: etree._Element, model: str) -> int:
+    """The lowest SCSI id not used on controller 0 (one id per device, as at start)."""
+    field = "unit" if model in ("lsilogic", "dc390") else "target"
+    used = {int(a.get(field)) for a in root.xpath(
+        "devices/disk[target/@bus='scsi']/address[@type='drive' and @controller='0']")}
+    return next(i for i in range(1024) if i not in used)
+
+
+def _hotplug_refusal(root: etree._Element, hvp: Mapping[str, Any], action: str,
+                     dev_type: str) -> str | None:
+    """Why this hotplug cannot work on this running domain, or None."""
+    if dev_type == C.HOTPLUG_TARGET_DISK:
+        if action == C.HOTPLUG_ACTION_MODIFY:
+            return "Disks cannot be modified while the instance runs (only added, removed " \
+                   "or resized)"
+        if hvp[C.HV_DISK_TYPE] not in disks.DISK_KINDS or \
+                hvp[C.HV_DISK_TYPE] == C.HT_DISK_IDE:
+            return f"disk_type {hvp[C.HV_DISK_TYPE]!r} disks cannot be hot-plugged"
+        on_pci = hvp[C.HV_DISK_TYPE] == C.HT_DISK_PARAVIRTUAL or not root.xpath(
+            "devices/controller[@type='scsi' and @index='0']")
+    else:
+        on_pci = True
+    if on_pci and action == C.HOTPLUG_ACTION_ADD:
+        if "q35" in (root.find("os/type").get("machine") or ""):
+            return "PCI hotplug on a q35 machine needs PCIe root ports, which hvlibvirt " \
+                   "does not add"
+        if root.find("features/acpi") is None:
+            return "PCI hotplug needs ACPI, which this instance runs without (acpi=false)"
+    return None
 
 
 def _live_graphics(uri: str, name: str) -> dict[str, tuple[str | None, int]]:

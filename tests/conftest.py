@@ -191,3 +191,27 @@ def ganeti():
     finally:
         sys.path.remove(str(modules))
     return constants, objects
+
+
+# ------------------------------------------------------------------------------ instances
+
+@pytest.fixture
+def boot(libvirt_daemon: LibvirtDaemon, guest_image: GuestImage, tmp_path: Path
+         ) -> Iterator[Callable[..., "Running"]]:
+    """``boot(name, paused=False, attach=True, os=True, vcpus=1, disks=1, nics=1,
+    **hvparams)`` starts a lab instance through KVMHypervisor on daemon A; ``os=False``
+    gives a guest without an OS (SeaBIOS only). Everything is destroyed afterwards."""
+    from hvlibvirt.kvm import KVMHypervisor
+    from lab.instances import start
+
+    hv = KVMHypervisor(uri=libvirt_daemon.uri)
+    names: list[str] = []
+
+    def boot_one(name: str, os: bool = True, **kwargs):
+        names.append(name)
+        return start(hv, name, guest_image if os else None, tmp_path, **kwargs)
+
+    yield boot_one
+    for name in names:
+        hv.StopInstance(None, force=True, name=name)
+        hv.CleanupInstance(name)

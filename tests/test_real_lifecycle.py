@@ -11,9 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 import libvirt
 import pytest
@@ -22,68 +20,10 @@ from hvlibvirt import connection, constants as C
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
-from hvlibvirt.objects import NIC, Disk, Instance
-from lab.console import ConsoleCapture
 from lab.daemon import LabNetwork, LibvirtDaemon
-from lab.guest import GuestImage
-from lab.serial import SerialLog
+from lab.instances import BOOT, READY, Running
 
 pytestmark = pytest.mark.real
-
-BOOT = 60.0
-READY = r"HVL-READY"
-
-
-@dataclass
-class Running:
-    hv: KVMHypervisor
-    inst: Instance
-    dom: libvirt.virDomain
-    console: ConsoleCapture | None
-    serial: SerialLog
-
-    def wait_off(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.dom.isActive():
-            assert time.monotonic() < deadline, f"{self.inst.name} still running"
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def boot(libvirt_daemon: LibvirtDaemon, guest_image: GuestImage, tmp_path: Path
-         ) -> Iterator[Callable[..., Running]]:
-    """``boot(name, paused=False, attach=True, **hvparams)`` starts a lab instance."""
-    hv = KVMHypervisor(uri=libvirt_daemon.uri)
-    started: list[Instance] = []
-
-    def start(name: str, paused: bool = False, attach: bool = True, vcpus: int = 1,
-              **hv_overrides) -> Running:
-        disk_path = tmp_path / f"{name}.img"
-        with open(disk_path, "wb") as f:
-            f.truncate(32 * 1024 * 1024)
-        hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kvm_path="/usr/bin/qemu-system-x86_64",
-                        kernel_path=str(guest_image.kernel),
-                        initrd_path=str(guest_image.initrd), root_path="/dev/vda",
-                        kernel_args="quiet panic=-1", serial_speed=115200,
-                        kvm_flag=C.HT_KVM_DISABLED, **hv_overrides)
-        disk = Disk(dev_type=C.DT_FILE, size=32)
-        nic = NIC(mac="aa:00:00:7a:20:01",
-                  nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED, C.NIC_LINK: "hvlbr0"})
-        inst = Instance(name=name, hvparams=hvparams, disks_info=[disk], nics=[nic],
-                        beparams={"maxmem": 192, "minmem": 128, "vcpus": vcpus},
-                        network_port=5907)
-        started.append(inst)
-        hv.StartInstance(inst, [(disk, str(disk_path), None)], startup_paused=paused)
-        dom = connection.get(hv.uri).lookupByName(name)
-        console = ConsoleCapture(connection.get(hv.uri), dom, tmp_path / f"{name}.console") \
-            if attach else None
-        return Running(hv, inst, dom, console, SerialLog(tmp_path / f"{name}.console"))
-
-    yield start
-    for inst in started:
-        hv.StopInstance(inst, force=True)
-        hv.CleanupInstance(inst.name)
-
 
 def test_start_info_pinning_reboot_and_soft_stop(boot: Callable[..., Running]) -> None:
     run = boot("life-main", vcpus=2, cpu_mask="0:1")

@@ -36,6 +36,8 @@ class InstanceMetadata:
     # Set when this library asked the domain to stop, so that a shutdown the guest did
     # on its own (Ganeti's "user shutdown") can be told apart from ours.
     stop_requested: bool = False
+    # Aliases whose hot-unplug the guest has not acknowledged yet (see hotplug.py).
+    pending_unplug: list[str] = field(default_factory=list)
 
 
 def _encode(value: Any) -> tuple[str, str]:
@@ -73,6 +75,8 @@ def build(meta: InstanceMetadata) -> etree._Element:
     devices = etree.SubElement(root, _q("devices"))
     for kind, dev_uuid, alias in meta.devices:
         etree.SubElement(devices, _q("device"), kind=kind, uuid=dev_uuid, alias=alias)
+    for alias in meta.pending_unplug:
+        etree.SubElement(root, _q("unplug"), alias=alias)
     return root
 
 
@@ -88,7 +92,9 @@ def parse(element: etree._Element) -> InstanceMetadata:
         return InstanceMetadata(instance_uuid=element.get("uuid", ""),
                                 hypervisor=element.get("hypervisor", ""),
                                 hvparams=hvparams, devices=devices,
-                                stop_requested=element.get("stop") == "requested")
+                                stop_requested=element.get("stop") == "requested",
+                                pending_unplug=[u.get("alias") for u in
+                                                element.iterfind(_q("unplug"))])
     except (TypeError, ValueError) as err:
         raise HypervisorError(f"Malformed hvlibvirt metadata: {err}") from err
 

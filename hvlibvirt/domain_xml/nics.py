@@ -19,6 +19,9 @@ from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import identity
 from hvlibvirt.errors import HypervisorError
 
+# Not one of Ganeti's nicparams: an hvlibvirt extension to take a NIC's link down
+# (hot-modifiable) without removing it.
+NIC_LINK_STATE = "link_state"
 _VLAN = re.compile(r"^(?:\.?(\d+))?((?::\d+)*)$")
 _MAX_VLAN = 4094
 
@@ -82,6 +85,12 @@ def interface(nic: Any, index: int, hvparams: Mapping[str, Any],
                                   "VLANs on Linux bridge ports only from version 11.1 on; "
                                   "use openvswitch mode or a VLAN-specific bridge")
         _vlan(elem, vlan, f"vlan of {what}")
+    link_state = nicparams.get(NIC_LINK_STATE)
+    if link_state not in (None, "", "up", "down"):
+        raise HypervisorError(f"Invalid {NIC_LINK_STATE} of {what}: {link_state!r} "
+                              "(expected up or down)")
+    if link_state == "down":
+        etree.SubElement(elem, "link", state="down")
     nic_type = hvparams[C.HV_NIC_TYPE]
     virtio = nic_type == C.HT_NIC_PARAVIRTUAL
     etree.SubElement(elem, "model", type="virtio" if virtio else nic_type)

@@ -1,0 +1,173 @@
+"""Hot-add and hot-remove of devices on a running domain, confirmed and reversible.
+
+libvirt owns the QEMU monitor; this module owns the rest:
+
+* one hotplug at a time per instance in this process (slots are computed from the live
+  XML, so two concurrent adds could otherwise pick the same one), and a retry when
+  another process took the slot first (libvirt refuses a double-used PCI address);
+* every add is confirmed by reading the live XML back, and undone if any later step
+  (the persistent definition, our metadata) fails - nothing is half-applied;
+* a removal waits for libvirt's DEVICE_REMOVED event (registered before the request),
+  with a bounded timeout. A guest that never releases the device leaves it "pending" in
+  our metadata: a later removal does not send the request again (QEMU refuses one that
+  is in progress) but waits for the guest again, and the device's slot stays taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import libvirt
+from lxml import etree
+
+from hvlibvirt import domains
+from hvlibvirt.domain_xml import parse_domain
+from hvlibvirt.domain_xml.parser import LiveDomain
+from hvlibvirt.errors import HotplugError
+from hvlibvirt.events import DomainEventWaiter
+
+log = logging.getLogger(__name__)
+
+_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
+_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+_locks_guard = threading.Lock()
+_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+@contextmanager
+def instance_lock(uri: str, name: str) -> Iterator[None]:
+    """Serialise hotplug operations on one instance within this process."""
+    with _locks_guard:
+        lock = _locks.setdefault((uri, name), threading.Lock())
+    with lock:
+        yield
+
+
+def live_state(dom: libvirt.virDomain) -> tuple[etree._Element, LiveDomain]:
+    """The live domain XML, as a tree and as parsed facts."""
+    try:
+        xml = dom.XMLDesc(0)
+    except libvirt.libvirtError as err:
+        raise HotplugError(f"Failed to read the live XML of {dom.name()}: {err}") from err
+    return etree.fromstring(xml.encode()), parse_domain(xml)
+
+
+def is_double_use(err: libvirt.libvirtError) -> bool:
+    return "double use" in (err.get_error_message() or "").lower()
+
+
+def attach(dom: libvirt.virDomain, elem: etree._Element, what: str) -> None:
+    """Attach ``elem`` live, confirm it, then add it to the persistent definition.
+
+    Raises ``libvirt.libvirtError`` for a refused live attach (the caller may retry
+    with another address) and HotplugError for anything after it, having undone the
+    live attach.
+    """
+    xml = etree.tostring(elem, encoding="unicode")
+    alias = elem.find("alias").get("name")
+    dom.attachDeviceFlags(xml, _LIVE)
+    _root, live = live_state(dom)
+    if alias not in live.devices:
+        raise HotplugError(f"{what}: libvirt accepted the device but it is not in the "
+                           "live domain")
+    expected = elem.find("address")
+    if expected is not None and live.devices[alias].address.get("slot", expected.get("slot")) \
+            != expected.get("slot"):
+        detach_now(dom, alias)
+        raise HotplugError(f"{what}: the device landed at another PCI slot than "
+                           f"{expected.get('slot')}")
+    if dom.isPersistent():
+        try:
+            dom.attachDeviceFlags(xml, _CONFIG)
+        except libvirt.libvirtError as err:
+            detach_now(dom, alias)
+            raise HotplugError(f"{what}: the persistent definition refused the device: "
+                               f"{err.get_error_message()}") from err
+
+
+def detach_now(dom: libvirt.virDomain, alias: str) -> None:
+    """Best-effort rollback of a device the guest has not started using."""
+    try:
+        dom.detachDeviceAlias(alias, _LIVE)
+    except libvirt.libvirtError as err:
+        log.warning("Rolling back %s on %s failed: %s", alias, dom.name(), err)
+
+
+def remove(conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str, timeout: float,
+           what: str) -> None:
+    """Unplug ``alias`` and wait until the guest has released it (DEVICE_REMOVED).
+
+    Raises HotplugError when the guest does not release it within ``timeout``; the
+    device is then recorded as pending.
+    """
+    meta = domains.read_metadata(dom)
+    pending = meta is not None and alias in meta.pending_unplug
+    with DomainEventWaiter(conn, dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                           lambda details: details[0] == alias) as removed:
+        if not pending:
+            try:
+                dom.detachDeviceAlias(alias, _LIVE)
+            except libvirt.libvirtError as err:
+                if alias in live_state(dom)[1].devices:
+                    raise HotplugError(f"{what}: libvirt refused the removal: "
+                                       f"{err.get_error_message()}") from err
+        # libvirt's call returns once QEMU reports the device gone or after its own
+        # short wait; the event (or its absence from the live XML) is the confirmation.
+        gone = alias not in live_state(dom)[1].devices or removed.wait(timeout) is not None
+    if not gone and alias not in live_state(dom)[1].devices:
+        gone = True  # removed between the wait and this check
+    if not gone:
+        if not pending and meta is not None:
+            meta.pending_unplug.append(alias)
+            domains.write_metadata(dom, meta)
+        raise HotplugError(f"{what}: the guest did not release the device within "
+                           f"{timeout:.0f}s; its removal stays pending (the instance keeps "
+                           "running, and the device's slot stays taken until the guest lets "
+                           "it go)")
+    forget(dom, alias)
+
+
+def forget(dom: libvirt.virDomain, alias: str) -> None:
+    """Drop a removed device from the persistent definition and from our metadata."""
+    if dom.isPersistent():
+        try:
+            dom.detachDeviceAlias(alias, _CONFIG)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_DEVICE_MISSING:
+                log.warning("Removing %s from the definition of %s failed: %s", alias,
+                            dom.name(), err)
+    meta = domains.read_metadata(dom)
+    if meta is not None:
+        meta.devices = [d for d in meta.devices if d[2] != alias]
+        meta.pending_unplug = [a for a in meta.pending_unplug if a != alias]
+        domains.write_metadata(dom, meta)
+
+
+def settle_pending(dom: libvirt.virDomain, live: LiveDomain) -> None:
+    """Finish removals the guest completed after we stopped waiting for them."""
+    if live.meta is None:
+        return
+    for alias in list(live.meta.pending_unplug):
+        if alias not in live.devices:
+            log.info("%s: the guest released %s after all", dom.name(), alias)
+            forget(dom, alias)
+
+
+def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None:
+    """Add a hot-added device to our metadata (live and persistent)."""
+    meta = domains.read_metadata(dom)
+    if meta is None:
+        raise HotplugError(f"{dom.name()} has no hvlibvirt metadata")
+    meta.devices = [d for d in meta.devices if d[2] != alias] + [(kind, dev_uuid, alias)]
+    domains.write_metadata(dom, meta)
+
+
+def device_element(root: etree._Element, alias: str) -> etree._Element | None:
+    """The live device element carrying ``alias``."""
+    found = root.xpath("devices/*[alias/@name=$alias]", alias=alias)
+    return found[0] if found else None
+
