@@ -73,6 +73,16 @@ class KVMHypervisor(BaseHypervisor):
         domain XML pins the guest ABI; libvirt refuses what the target cannot run)."""
         return True
 
+    def __init__(self, uri: str | None = None, serial_log_dir: str | None = None) -> None:
+        """``serial_log_dir`` (else env HVLIBVIRT_SERIAL_LOG_DIR): keep each instance's
+        serial console output in ``<dir>/<instance>.serial`` (written by virtlogd)."""
+        super().__init__(uri)
+        log_dir = serial_log_dir or os.environ.get("HVLIBVIRT_SERIAL_LOG_DIR")
+        if log_dir is not None and not P.is_norm_abs_path(log_dir):
+            raise HypervisorError(f"Invalid serial log directory {log_dir!r}: an absolute "
+                                  "path is expected")
+        self.serial_log_dir = log_dir
+
     # -- parameters --------------------------------------------------------------
     @classmethod
     def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
@@ -527,7 +537,9 @@ class KVMHypervisor(BaseHypervisor):
             spice_password=_read_password(hvp, C.HV_KVM_SPICE_PASSWORD_FILE) if spice else None,
             security_label=_dac_label(hvp[C.HV_SECURITY_DOMAIN])
             if hvp[C.HV_SECURITY_MODEL] == C.HT_SM_USER else None,
-            linux_bridge_vlans=lib_version >= _LINUX_BRIDGE_VLAN_LIBVIRT)
+            linux_bridge_vlans=lib_version >= _LINUX_BRIDGE_VLAN_LIBVIRT,
+            serial_log=(f"{self.serial_log_dir}/{instance.name}.serial"
+                        if self.serial_log_dir else None))
 
 
 def offered_domain_types(capabilities_xml: str) -> dict[str, list[str]]:

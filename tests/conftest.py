@@ -198,20 +198,26 @@ def ganeti():
 @pytest.fixture
 def boot(libvirt_daemon: LibvirtDaemon, guest_image: GuestImage, tmp_path: Path
          ) -> Iterator[Callable[..., "Running"]]:
-    """``boot(name, paused=False, attach=True, os=True, vcpus=1, disks=1, nics=1,
-    **hvparams)`` starts a lab instance through KVMHypervisor on daemon A; ``os=False``
-    gives a guest without an OS (SeaBIOS only). Everything is destroyed afterwards."""
+    """``boot(name, paused=False, attach=False, os=True, vcpus=1, disks=1, nics=1,
+    **hvparams)`` starts a lab instance through KVMHypervisor on daemon A; ``attach``
+    opens the console to type on it, ``os=False`` gives a guest without an OS (SeaBIOS
+    only). Everything is destroyed afterwards."""
     from hvlibvirt.kvm import KVMHypervisor
     from lab.instances import start
 
-    hv = KVMHypervisor(uri=libvirt_daemon.uri)
+    hv = KVMHypervisor(uri=libvirt_daemon.uri, serial_log_dir=str(tmp_path))
     names: list[str] = []
+    runs = []
 
     def boot_one(name: str, os: bool = True, **kwargs):
         names.append(name)
-        return start(hv, name, guest_image if os else None, tmp_path, **kwargs)
+        runs.append(start(hv, name, guest_image if os else None, tmp_path, **kwargs))
+        return runs[-1]
 
     yield boot_one
+    for run in runs:
+        if run.console is not None:
+            run.console.close()
     for name in names:
         hv.StopInstance(None, force=True, name=name)
         hv.CleanupInstance(name)

@@ -144,7 +144,7 @@ def test_resize_disk_is_seen_by_the_guest(boot: Callable[..., Running]) -> None:
 
 
 def test_unplug_a_guest_never_acknowledges(boot: Callable[..., Running]) -> None:
-    run = boot("hp-noos", os=False, attach=False)  # SeaBIOS only: no ACPI eject handling
+    run = boot("hp-noos", os=False)  # SeaBIOS only: no ACPI eject handling
     run.hv.HOTPLUG_TIMEOUT = 3.0
     disk, extra = run.new_disk(4)
     run.hv.HotAddDevice(run.inst, DISK, disk, extra, 1)
@@ -201,7 +201,7 @@ def _slots(run: Running, disks: list) -> list[str]:
 
 
 def test_eight_concurrent_hot_adds_get_distinct_slots(boot: Callable[..., Running]) -> None:
-    run = boot("hp-many", attach=False)
+    run = boot("hp-many")
     done, failed = _add_concurrently(run, 8)
     assert not failed and len(done) == 8
     slots = _slots(run, done)
@@ -211,7 +211,7 @@ def test_eight_concurrent_hot_adds_get_distinct_slots(boot: Callable[..., Runnin
 def test_concurrent_hot_adds_fail_cleanly_when_slots_run_out(
         boot: Callable[..., Running]) -> None:
     # Slots 28-31 are free; the first disk and the NIC take 28 and 29.
-    run = boot("hp-full", attach=False, kvm_pci_reservations=28)
+    run = boot("hp-full", kvm_pci_reservations=28)
     before = metadata(run)
     done, failed = _add_concurrently(run, 8)
     assert len(done) == 2 and len(failed) == 6
@@ -226,7 +226,7 @@ def test_concurrent_hot_adds_fail_cleanly_when_slots_run_out(
 
 
 def test_a_refused_device_leaves_nothing_behind(boot: Callable[..., Running]) -> None:
-    run = boot("hp-refused", attach=False)
+    run = boot("hp-refused")
     disk, _extra = run.new_disk(1)
     before = (live_xml(run), config_xml(run), metadata(run))
     with pytest.raises(HotplugError, match="libvirt refused the device"):
@@ -237,7 +237,7 @@ def test_a_refused_device_leaves_nothing_behind(boot: Callable[..., Running]) ->
 
 
 def test_hotplug_support_checks(boot: Callable[..., Running]) -> None:
-    run = boot("hp-ide", attach=False, disk_type="ide")
+    run = boot("hp-ide", disk_type="ide")
     hv, inst = run.hv, run.inst
     assert hv.HotplugSupported(inst) is None
     hv.VerifyHotplugSupport(inst, C.HOTPLUG_ACTION_ADD, NIC_T)

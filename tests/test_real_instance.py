@@ -56,7 +56,7 @@ def test_instance_lifecycle_on_real_qemu(libvirt_daemon: LibvirtDaemon, guest_im
         dom = conn.lookupByName(inst.name)
         assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
         assert hv.GetInstanceInfo(inst.name)[4] == HvInstanceState.RUNNING
-        console = ConsoleCapture(conn, dom, tmp_path / "console.log")
+        console = ConsoleCapture(libvirt_daemon.uri, inst.name, tmp_path / "console.log")
         serial = SerialLog(console.path)
         dom.resume()
 

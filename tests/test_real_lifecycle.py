@@ -47,7 +47,7 @@ def test_start_info_pinning_reboot_and_soft_stop(boot: Callable[..., Running]) -
 
 def test_start_paused_then_console_resumes(boot: Callable[..., Running],
                                            libvirt_daemon: LibvirtDaemon) -> None:
-    run = boot("life-paused", paused=True, attach=False)
+    run = boot("life-paused", paused=True)
     assert run.dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
     time.sleep(1)
     assert run.dom.info()[4] < 0.5e9, "vCPUs ran while paused"
@@ -76,7 +76,8 @@ def test_start_paused_then_console_resumes(boot: Callable[..., Running],
 
 @pytest.mark.parametrize("user_shutdown", [True, False])
 def test_user_shutdown(boot: Callable[..., Running], user_shutdown: bool) -> None:
-    run = boot(f"life-user-{str(user_shutdown).lower()}", user_shutdown=user_shutdown)
+    run = boot(f"life-user-{str(user_shutdown).lower()}", attach=True,
+               user_shutdown=user_shutdown)
     run.serial.wait(READY, BOOT)
     run.console.send("poweroff -f\n")
     run.wait_off(30)
@@ -103,7 +104,7 @@ def test_our_own_stop_is_not_a_user_shutdown(boot: Callable[..., Running]) -> No
 
 
 def test_force_stop_of_a_guest_that_ignores_acpi(boot: Callable[..., Running]) -> None:
-    run = boot("life-hung")
+    run = boot("life-hung", attach=True)
     run.serial.wait(READY, BOOT)
     mark = run.serial.mark()
     run.console.send("killall acpid; echo acpid-$((1+1))-gone\n")
@@ -118,7 +119,7 @@ def test_force_stop_of_a_guest_that_ignores_acpi(boot: Callable[..., Running]) -
 
 def test_drift_and_restore(boot: Callable[..., Running], libvirt_daemon: LibvirtDaemon,
                            lab_network: LabNetwork) -> None:
-    run = boot("life-drift", attach=False)
+    run = boot("life-drift")
     assert run.hv.VerifyInstance(run.inst)
     libvirt_daemon.run(["ip", "link", "add", "hvlbr9", "type", "bridge"], check=False)
     libvirt_daemon.run(["ip", "link", "set", "hvlbr9", "up"])
@@ -158,7 +159,7 @@ def test_node_info_and_verify(libvirt_daemon: LibvirtDaemon) -> None:
 
 def test_vnc_console_reports_the_live_port(boot: Callable[..., Running],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    run = boot("life-vnc", attach=False, serial_console=False, vnc_bind_address="0.0.0.0")
+    run = boot("life-vnc", serial_console=False, vnc_bind_address="0.0.0.0")
     monkeypatch.setenv("HVLIBVIRT_KVM_URI", run.hv.uri)
 
     class Node:

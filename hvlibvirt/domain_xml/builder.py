@@ -178,7 +178,9 @@ def _devices(root: etree._Element, instance: Any, block_devices: Sequence[BlockD
     if agent or vdagent:
         devs.append(controllers.virtio_serial())
     if hvparams[C.HV_SERIAL_CONSOLE]:
-        devs.extend(channels.serial_console())
+        devs.extend(channels.serial_console(
+            identity.absolute_path(options.serial_log, "serial log")
+            if options.serial_log else None))
     if agent:
         devs.append(channels.guest_agent())
     if vdagent:

@@ -8,9 +8,12 @@ GUEST_AGENT_PORT = 1
 SPICE_AGENT_PORT = 2
 
 
-def serial_console() -> list[etree._Element]:
-    """ttyS0 on a pty (reached with virDomainOpenConsole / ``virsh console``)."""
+def serial_console(log_file: str | None = None) -> list[etree._Element]:
+    """ttyS0 on a pty (reached with virDomainOpenConsole / ``virsh console``), copied to
+    ``log_file`` when given."""
     serial = etree.Element("serial", type="pty")
+    if log_file:
+        etree.SubElement(serial, "log", file=log_file, append="on")
     etree.SubElement(serial, "target", port="0")
     console = etree.Element("console", type="pty")
     etree.SubElement(console, "target", type="serial", port="0")

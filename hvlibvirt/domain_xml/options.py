@@ -42,3 +42,5 @@ class StartupOptions:
     security_label: str | None = None           # "+uid:+gid" for security_model=user
     # libvirt sets VLANs on Linux bridge ports only from 11.1 on (OVS ports always).
     linux_bridge_vlans: bool = True
+    # A file that keeps everything the serial console printed (virtlogd writes it).
+    serial_log: str | None = None

@@ -1,13 +1,16 @@
 """A domain's serial console read through libvirt (virDomainOpenConsole), into a file.
 
 Used when a domain's XML has no ``<serial><log>`` file of its own (the library's XML):
-the bytes go to ``path`` so ``SerialLog`` can wait on them like on a console log.
+the bytes go to ``path`` so ``SerialLog`` can wait on them like on a console log. The
+capture has a connection of its own, so the stream never waits behind the test's own
+calls on a shared connection.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import libvirt
@@ -18,12 +21,15 @@ log = logging.getLogger(__name__)
 class ConsoleCapture:
     """Copy a running domain's console to ``path`` in a background thread until EOF."""
 
-    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, path: Path) -> None:
+    def __init__(self, uri: str, name: str, path: Path) -> None:
         self.path = Path(path)
-        self._stream = conn.newStream(0)
+        self.ended: str | None = None  # why the copy stopped, once it has
+        self._conn = libvirt.open(uri)
+        self._stream = self._conn.newStream(0)
         # FORCE: take the console over from any earlier (stale) session.
-        dom.openConsole(None, self._stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-        self._thread = threading.Thread(target=self._pump, name=f"console-{dom.name()}",
+        self._conn.lookupByName(name).openConsole(None, self._stream,
+                                                  libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        self._thread = threading.Thread(target=self._pump, name=f"console-{name}",
                                         daemon=True)
         self._thread.start()
 
@@ -33,11 +39,16 @@ class ConsoleCapture:
                 try:
                     data = self._stream.recv(65536)
                 except libvirt.libvirtError as err:
-                    log.debug("console stream ended: %s", err)
-                    return
+                    self.ended = f"stream error: {err}"
+                    break
+                if data == -2:  # would block: nothing buffered yet
+                    time.sleep(0.01)
+                    continue
                 if not isinstance(data, bytes) or not data:
-                    return
+                    self.ended = f"end of stream ({data!r})"
+                    break
                 out.write(data)
+        log.info("console capture of %s ended: %s", self.path.name, self.ended)
 
     def send(self, text: str) -> None:
         """Type ``text`` on the console (the guest runs a shell on ttyS0)."""
@@ -52,3 +63,7 @@ class ConsoleCapture:
         except libvirt.libvirtError:
             pass
         self._thread.join(5)
+        try:
+            self._conn.close()
+        except libvirt.libvirtError:
+            pass

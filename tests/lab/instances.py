@@ -2,7 +2,7 @@
 
 ``boot(name, ...)`` (the ``boot`` fixture in conftest.py) builds a Ganeti-shaped
 instance around the lab kernel and initramfs, starts it with ``KVMHypervisor`` on the
-private daemon and captures its serial console through libvirt.
+private daemon, and reads its serial console from the log file libvirt keeps.
 """
 
 from __future__ import annotations
@@ -77,11 +77,12 @@ def make_instance(name: str, image: GuestImage | None, workdir: Path, *, vcpus: 
 
 
 def start(hv: KVMHypervisor, name: str, image: GuestImage | None, workdir: Path, *,
-          paused: bool = False, attach: bool = True, **kwargs: Any) -> Running:
+          paused: bool = False, attach: bool = False, **kwargs: Any) -> Running:
+    """Start a lab instance; its serial output is read from the log file virtlogd keeps
+    (``hv.serial_log_dir``). ``attach`` also opens the console stream, to type on it."""
     inst, block = make_instance(name, image, workdir, **kwargs)
     hv.StartInstance(inst, block, startup_paused=paused)
-    conn = connection.get(hv.uri)
-    dom = conn.lookupByName(name)
-    console_path = workdir / f"{name}.console"
-    console = ConsoleCapture(conn, dom, console_path) if attach else None
-    return Running(hv, inst, dom, console, SerialLog(console_path), block, workdir)
+    dom = connection.get(hv.uri).lookupByName(name)
+    console = (ConsoleCapture(hv.uri, name, workdir / f"{name}.stream") if attach else None)
+    return Running(hv, inst, dom, console, SerialLog(Path(hv.serial_log_dir) / f"{name}.serial"),
+                   block, workdir)
