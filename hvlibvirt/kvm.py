@@ -21,7 +21,7 @@ import libvirt
 import psutil
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, domains, params as P
+from hvlibvirt import connection, constants as C, domains, migration, params as P
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug
 from hvlibvirt.domain_xml import (GuestTarget, Listen, StartupOptions, addresses, build_domain,
@@ -29,7 +29,7 @@ from hvlibvirt.domain_xml import (GuestTarget, Listen, StartupOptions, addresses
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm_params import KVM_PARAMS
-from hvlibvirt.objects import InstanceConsole
+from hvlibvirt.objects import InstanceConsole, MigrationStatus
 
 # Ganeti's build-time default user for ssh consoles.
 SSH_CONSOLE_USER = "root"
@@ -73,10 +73,15 @@ class KVMHypervisor(BaseHypervisor):
         domain XML pins the guest ABI; libvirt refuses what the target cannot run)."""
         return True
 
-    def __init__(self, uri: str | None = None, serial_log_dir: str | None = None) -> None:
-        """``serial_log_dir`` (else env HVLIBVIRT_SERIAL_LOG_DIR): keep each instance's
-        serial console output in ``<dir>/<instance>.serial`` (written by virtlogd)."""
-        super().__init__(uri)
+    MIGRATION_URI_TEMPLATE = "qemu+ssh://{target}/system"
+
+    def __init__(self, uri: str | None = None, migration_uri: str | None = None,
+                 serial_log_dir: str | None = None) -> None:
+        """``migration_uri`` (else env HVLIBVIRT_MIGRATION_URI): the target's libvirt URI,
+        with ``{target}`` for the address Ganeti passes. ``serial_log_dir`` (else env
+        HVLIBVIRT_SERIAL_LOG_DIR): keep each instance's serial console output in
+        ``<dir>/<instance>.serial`` (written by virtlogd)."""
+        super().__init__(uri, migration_uri)
         log_dir = serial_log_dir or os.environ.get("HVLIBVIRT_SERIAL_LOG_DIR")
         if log_dir is not None and not P.is_norm_abs_path(log_dir):
             raise HypervisorError(f"Invalid serial log directory {log_dir!r}: an absolute "
@@ -198,6 +203,41 @@ class KVMHypervisor(BaseHypervisor):
         if mem_path and not _is_hugetlbfs(mem_path):
             raise HypervisorError(f"Parameter 'mem_path' ({mem_path!r}) is not a hugetlbfs "
                                   "mount: libvirt backs guest memory with hugepages only")
+
+    # -- migration -------------------------------------------------------------------
+    def _prepare_migration(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
+        with connection.libvirt_errors("set the migration downtime", dom.name()):
+            dom.migrateSetMaxDowntime(hvparams[C.HV_MIGRATION_DOWNTIME], 0)
+
+    def GetMigrationStatus(self, instance: Any) -> MigrationStatus:  # noqa: N802
+        """As the base, plus Ganeti's post-copy switch: with ``postcopy-ram`` in
+        migration_caps, switch once memory has been copied twice (dirty-sync count 2)."""
+        result = super().GetMigrationStatus(instance)
+        caps = migration.capabilities(instance.hvparams.get(C.HV_KVM_MIGRATION_CAPS, ""))
+        if result.status != C.HV_MIGRATION_ACTIVE or not {
+                "postcopy-ram", "x-postcopy-ram"} & set(caps):
+            return result
+        dom = self._owned(instance.name)
+        with connection.libvirt_errors("check the migration iteration", instance.name):
+            if dom.jobStats(0).get("memory_iteration", 0) < 2:
+                return result
+            dom.migrateStartPostCopy(0)
+        result.postcopy_status = C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE
+        return result
+
+    def _accept_problems(self, name: str, root: etree._Element) -> list[str]:
+        """As the base, plus: the machine type and domain type are offered here."""
+        problems = super()._accept_problems(name, root)
+        type_elem = root.find("os/type")
+        try:
+            self._conn().getDomainCapabilities(root.findtext("devices/emulator"),
+                                               type_elem.get("arch"), type_elem.get("machine"),
+                                               root.get("type"), 0)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                problems.append(f"this node cannot run {root.get('type')} guests of machine "
+                                f"{type_elem.get('machine')}: {err.get_error_message()}")
+        return problems
 
     # -- verification --------------------------------------------------------------
     def _verify_problems(self, hvparams: Mapping[str, Any] | None) -> list[str]:

@@ -27,6 +27,7 @@ class XenHypervisor(BaseHypervisor):
 
     URI_ENV = "HVLIBVIRT_XEN_URI"
     DEFAULT_URI = "xen:///system"
+    MIGRATION_URI_TEMPLATE = "xen+ssh://{target}/system"
     CAN_MIGRATE = True
 
     @staticmethod

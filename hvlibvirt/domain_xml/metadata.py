@@ -38,6 +38,8 @@ class InstanceMetadata:
     stop_requested: bool = False
     # Aliases whose hot-unplug the guest has not acknowledged yet (see hotplug.py).
     pending_unplug: list[str] = field(default_factory=list)
+    # Where a migration started by MigrateInstance goes, until it is finalized.
+    migration_target: str | None = None
 
 
 def _encode(value: Any) -> tuple[str, str]:
@@ -67,6 +69,8 @@ def build(meta: InstanceMetadata) -> etree._Element:
     root.set("hypervisor", meta.hypervisor)
     if meta.stop_requested:
         root.set("stop", "requested")
+    if meta.migration_target:
+        root.set("migrating-to", meta.migration_target)
     params = etree.SubElement(root, _q("hvparams"))
     for name in sorted(meta.hvparams):
         vtype, text = _encode(meta.hvparams[name])
@@ -93,6 +97,7 @@ def parse(element: etree._Element) -> InstanceMetadata:
                                 hypervisor=element.get("hypervisor", ""),
                                 hvparams=hvparams, devices=devices,
                                 stop_requested=element.get("stop") == "requested",
+                                migration_target=element.get("migrating-to"),
                                 pending_unplug=[u.get("alias") for u in
                                                 element.iterfind(_q("unplug"))])
     except (TypeError, ValueError) as err:
