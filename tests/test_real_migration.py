@@ -234,3 +234,28 @@ def test_bad_migration_input(boot: Callable[..., Running], pair) -> None:
             name=run.inst.name, hvparams=dict(run.inst.hvparams, migration_caps="bogus")),
             net.b.ip, True)
     assert run.dom.isActive()
+
+
+def test_postcopy_switch(boot: Callable[..., Running], pair) -> None:
+    a, b, net = pair
+    run = boot("mig-postcopy", attach=True, migration_bandwidth=5, migration_port=8106,
+               migration_caps="postcopy-ram")
+    run.serial.wait(READY, BOOT)
+    run.console.send("while :; do dd if=/dev/urandom of=/dev/null bs=1M count=4 "
+                     "2>/dev/null; cat /proc/meminfo > /tmp/m; done &\n")
+    src, dst = hypervisors(run, a, b)
+    info = src.MigrationInfo(run.inst)
+    dst.AcceptInstance(run.inst, info, net.b.ip)
+    src.MigrateInstance("cluster", run.inst, net.b.ip, True)
+    seen, deadline = [], time.monotonic() + 120
+    status = src.GetMigrationStatus(run.inst)
+    while status.status in C.HV_KVM_MIGRATION_ACTIVE_STATUSES and time.monotonic() < deadline:
+        seen.append((status.status, status.postcopy_status))
+        time.sleep(0.1)
+        status = src.GetMigrationStatus(run.inst)
+    assert status.status == C.HV_MIGRATION_COMPLETED, (status, seen[-5:])
+    assert (C.HV_MIGRATION_ACTIVE, C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE) in seen
+    assert any(s == C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE for s, _ in seen)
+    dst.FinalizeMigrationDst(run.inst, info, True)
+    src.FinalizeMigrationSource(run.inst, True, True)
+    assert connection.get(b.uri).lookupByName(run.inst.name).isActive()

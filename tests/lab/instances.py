@@ -51,7 +51,7 @@ class Running:
 
 
 def make_instance(name: str, image: GuestImage | None, workdir: Path, *, vcpus: int = 1,
-                  disks: int = 1, nics: int = 1, **hv_overrides: Any
+                  disks: int = 1, nics: int = 1, memory: int = 192, **hv_overrides: Any
                   ) -> tuple[Instance, list[tuple[Any, str | None, str | None]]]:
     """``image=None`` makes a guest without an OS (SeaBIOS only, booting from disk)."""
     hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kvm_path="/usr/bin/qemu-system-x86_64",
@@ -71,7 +71,8 @@ def make_instance(name: str, image: GuestImage | None, workdir: Path, *, vcpus: 
                     nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED, C.NIC_LINK: "hvlbr0"})
                 for i in range(nics)]
     inst = Instance(name=name, hvparams=hvparams, disks_info=[b[0] for b in block],
-                    nics=nic_list, beparams={"maxmem": 192, "minmem": 128, "vcpus": vcpus},
+                    nics=nic_list,
+                    beparams={"maxmem": memory, "minmem": min(128, memory), "vcpus": vcpus},
                     network_port=5907)
     return inst, block
 
