@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,22 +37,15 @@ def fmt(label: str, samples: list[float]) -> str:
 
 
 def main(rounds: int) -> None:
-    from lab.daemon import LabNetwork, LibvirtDaemon
+    from lab.daemon import standalone_lab
     from lab.guest import build_guest, default_cache_dir
     from lab.instances import READY, start
 
     image = build_guest(default_cache_dir())
-    net = LabNetwork()
-    work = Path(tempfile.mkdtemp(prefix="hvl-hpbench-"))
-    daemon = LibvirtDaemon("hpbench", work / "d", "66666666-6666-4666-8666-666666666666",
-                           net.a.netns, net.a.ip)
-    try:
-        net.setup()
-        daemon.start()
+    with standalone_lab("hpbench") as (work, (daemon,), _net):
         hv = KVMHypervisor(uri=daemon.uri, serial_log_dir=str(work))
         run = start(hv, "hpbench", image, work)
         run.serial.wait(READY, 60)
-        conn = connection.get(hv.uri)
         results: dict[str, list[float]] = {}
 
         def timed(key: str, fn, guest_pred=None) -> None:
@@ -111,11 +103,7 @@ def main(rounds: int) -> None:
             print(fmt(key, samples), flush=True)
         hv.StopInstance(run.inst, force=True)
         hv.CleanupInstance(run.inst.name)
-        del conn
-    finally:
         connection.drop(daemon.uri)
-        daemon.stop()
-        net.teardown()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,17 +88,11 @@ def lab_instance(name: str, kernel: Path, initrd: Path, disk: Path) -> tuple[Ins
 
 
 def bench_real() -> None:
-    from lab.daemon import LabNetwork, LibvirtDaemon
+    from lab.daemon import standalone_lab
     from lab.guest import build_guest, default_cache_dir
 
     image = build_guest(default_cache_dir())
-    net = LabNetwork()
-    work = Path(tempfile.mkdtemp(prefix="hvl-bench-"))
-    daemon = LibvirtDaemon("bench", work / "d", "55555555-5555-4555-8555-555555555555",
-                           net.a.netns, net.a.ip)
-    try:
-        net.setup()
-        daemon.start()
+    with standalone_lab("bench") as (work, (daemon,), _net):
         hv = KVMHypervisor(uri=daemon.uri)
         conn = connection.get(hv.uri)
         started: list[Instance] = []
@@ -158,10 +151,7 @@ def bench_real() -> None:
         for inst in started:
             hv.StopInstance(inst, force=True)
             hv.CleanupInstance(inst.name)
-    finally:
         connection.drop(daemon.uri)
-        daemon.stop()
-        net.teardown()
 
 
 def bench_test_driver() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,21 +34,12 @@ def downtime_ms(conn: libvirt.virConnect, name: str) -> float:
 
 
 def main(rounds: int) -> None:
-    from lab.daemon import LabNetwork, LibvirtDaemon
+    from lab.daemon import standalone_lab
     from lab.guest import build_guest, default_cache_dir
     from lab.instances import READY, start
 
     image = build_guest(default_cache_dir())
-    net = LabNetwork()
-    work = Path(tempfile.mkdtemp(prefix="hvl-migbench-"))
-    da = LibvirtDaemon("ma", work / "a", "99999999-9999-4999-8999-999999999991",
-                       net.a.netns, net.a.ip)
-    db = LibvirtDaemon("mb", work / "b", "99999999-9999-4999-8999-999999999992",
-                       net.b.netns, net.b.ip)
-    try:
-        net.setup()
-        da.start()
-        db.start()
+    with standalone_lab("migbench", daemons=2) as (work, (da, db), net):
         sides = {
             "a": (KVMHypervisor(uri=da.uri, migration_uri=db.uri, serial_log_dir=str(work)),
                   net.a.ip, da.uri),
@@ -101,11 +91,8 @@ def main(rounds: int) -> None:
         hv = sides[here][0]
         hv.StopInstance(run.inst, force=True)
         hv.CleanupInstance(run.inst.name)
-    finally:
         for d in (da, db):
             connection.drop(d.uri)
-            d.stop()
-        net.teardown()
 
 
 if __name__ == "__main__":

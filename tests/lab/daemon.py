@@ -30,8 +30,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -704,3 +706,25 @@ def _stop_everything() -> None:
     for net in list(_LIVE_NETWORKS):
         with contextlib.suppress(Exception):
             net.teardown()
+
+
+@contextlib.contextmanager
+def standalone_lab(prefix: str, daemons: int = 1) -> Iterator[tuple[Path, list[LibvirtDaemon],
+                                                                   LabNetwork]]:
+    """The lab outside pytest (benchmark scripts): a fresh work directory, the network
+    pair and ``daemons`` (1 or 2) private daemons, all torn down at the end."""
+    work = Path(tempfile.mkdtemp(prefix=f"hvl-{prefix}-"))
+    net = LabNetwork()
+    started: list[LibvirtDaemon] = []
+    try:
+        net.setup()
+        for index, end in enumerate((net.a, net.b)[:daemons]):
+            daemon = LibvirtDaemon(f"{prefix}{index}", work / f"d{index}",
+                                   str(uuid.uuid4()), end.netns, end.ip)
+            started.append(daemon)
+            daemon.start()
+        yield work, started, net
+    finally:
+        for daemon in started:
+            daemon.stop()
+        net.teardown()
