@@ -230,13 +230,18 @@ class KVMHypervisor(BaseHypervisor):
         problems = super()._accept_problems(name, root)
         type_elem = root.find("os/type")
         try:
-            self._conn().getDomainCapabilities(root.findtext("devices/emulator"),
-                                               type_elem.get("arch"), type_elem.get("machine"),
-                                               root.get("type"), 0)
+            caps = etree.fromstring(self._conn().getDomainCapabilities(
+                root.findtext("devices/emulator"), type_elem.get("arch"),
+                type_elem.get("machine"), root.get("type"), 0).encode())
         except libvirt.libvirtError as err:
             if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                 problems.append(f"this node cannot run {root.get('type')} guests of machine "
                                 f"{type_elem.get('machine')}: {err.get_error_message()}")
+            return problems
+        model = root.findtext("cpu[@mode='custom']/model")
+        if model and not caps.xpath("cpu/mode[@name='custom']/model[text()=$m and "
+                                    "@usable!='no']", m=model):
+            problems.append(f"CPU model {model} is not usable here")
         return problems
 
     # -- verification --------------------------------------------------------------

@@ -259,3 +259,22 @@ def test_postcopy_switch(boot: Callable[..., Running], pair) -> None:
     dst.FinalizeMigrationDst(run.inst, info, True)
     src.FinalizeMigrationSource(run.inst, True, True)
     assert connection.get(b.uri).lookupByName(run.inst.name).isActive()
+
+
+def test_accept_refuses_what_the_target_cannot_run(boot: Callable[..., Running], pair) -> None:
+    a, b, net = pair
+    run = boot("mig-accept")
+    src, dst = hypervisors(run, a, b)
+    info = src.MigrationInfo(run.inst)
+    dst.AcceptInstance(run.inst, info, net.b.ip)  # the real one is fine
+    for change, reason in (
+            (("<currentMemory unit='KiB'>", "<currentMemory unit='KiB'>99999"),
+             "MiB are free"),
+            (("</os>", "</os><cpu mode='custom' match='exact'><model>NoSuchCPU9</model></cpu>"),
+             "CPU model NoSuchCPU9 is not usable here"),
+            (("machine='pc-i440fx-7.2'", "machine='no-such-machine'"), "cannot run"),
+            ((f"{run.inst.name}-0.img", "missing-0.img"), "missing-0.img does not exist here")):
+        broken = info.replace(*change, 1)
+        assert broken != info, change
+        with pytest.raises(HypervisorError, match=reason):
+            dst.AcceptInstance(run.inst, broken, net.b.ip)
