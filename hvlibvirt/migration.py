@@ -76,7 +76,8 @@ def flags_and_params(hvparams: Mapping[str, Any], target: str, live: bool
         try:
             flag, method = CAPABILITY_FLAGS[cap]
         except KeyError:
-            raise HypervisorError(f"Parameter 'migration_caps': unknown capability {cap!r}")
+            raise HypervisorError(
+                f"Parameter 'migration_caps': unknown capability {cap!r}") from None
         flags |= flag
         if method:
             methods.append(method)

@@ -26,6 +26,7 @@ from lab.daemon import (LabLeakError, LabNetwork, LibvirtDaemon, find_leftovers,
                         missing_prerequisites)
 from lab.guest import GuestImage, build_guest, default_cache_dir
 from lab import real_tier_required
+from lab.instances import Running
 from lab.serial import SerialLog
 
 log = logging.getLogger("hvlibvirt.tests.lab")
@@ -197,7 +198,7 @@ def ganeti():
 
 @pytest.fixture
 def boot(libvirt_daemon: LibvirtDaemon, guest_image: GuestImage, tmp_path: Path
-         ) -> Iterator[Callable[..., "Running"]]:
+         ) -> Iterator[Callable[..., Running]]:
     """``boot(name, paused=False, attach=False, os=True, vcpus=1, disks=1, nics=1,
     **hvparams)`` starts a lab instance through KVMHypervisor on daemon A; ``attach``
     opens the console to type on it, ``os=False`` gives a guest without an OS (SeaBIOS

@@ -67,7 +67,7 @@ class Case:
         nics = [module.NIC(**dict(fields)) for fields in self.nics]
         inst = module.Instance(**dict(self.instance), hvparams=dict(self.hvparams), nics=nics,
                                disks=[d.uuid for d in disks], disks_info=disks)
-        block = [(d, link, uri) for d, (_, link, uri) in zip(disks, self.disks)]
+        block = [(d, link, uri) for d, (_, link, uri) in zip(disks, self.disks, strict=True)]
         return inst, block
 
     def render(self, module: ModuleType = hvl_objects) -> str:

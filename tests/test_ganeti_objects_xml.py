@@ -12,7 +12,6 @@ Ganeti's Python modules come from the ``ganeti`` fixture in conftest.py.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,5 +74,5 @@ def test_objects_after_an_rpc_round_trip_give_the_same_xml(ganeti, name: str) ->
     idict["disks_info"] = [d.ToDict() for d, _, _ in block]
     inst = gobjects.Instance.FromDict(idict)
     assert all(isinstance(d, gobjects.Disk) for d in inst.disks_info)
-    block = [(d, link, uri) for d, (_, link, uri) in zip(inst.disks_info, block)]
+    block = [(d, link, uri) for d, (_, link, uri) in zip(inst.disks_info, block, strict=True)]
     assert to_string(build_domain(inst, block, case.hvparams, case.options)) == case.render()
