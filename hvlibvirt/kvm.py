@@ -1,18 +1,16 @@
 """KVM through libvirt's QEMU driver.
 
-The parameter table is ``kvm_params.KVM_PARAMS``; here are KVM's cross-parameter rules
-(``CheckParameterSyntax``), its node-side checks (``ValidateParameters``), and the
-node-specific facts the domain XML builder needs (``_startup_options``).
+The parameter table is ``kvm_params.KVM_PARAMS`` and the node facts the XML builder
+needs come from ``kvm_node``; here are KVM's cross-parameter rules, node-side checks,
+verification, hotplug, consoles and migration tuning.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
 import logging
 import os
 import pwd
-import socket
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -21,10 +19,10 @@ import libvirt
 import psutil
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, domains, migration, params as P
+from hvlibvirt import connection, constants as C, domains, kvm_node, migration, params as P
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug
-from hvlibvirt.domain_xml import (GuestTarget, Listen, StartupOptions, addresses, build_domain,
+from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain,
                                   controllers, disks, identity, nics, parse_domain)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
@@ -46,15 +44,7 @@ _SPICE_ADDITIONAL_PARAMS = (
 # libvirt 9.0 (Debian 12) refuses <vlan> on Linux bridge ports when a domain starts;
 # support came with the 11.x series, so older daemons get a clear error at build time.
 _LINUX_BRIDGE_VLAN_LIBVIRT = 11_001_000
-_VNC_PASSWORD_CHARS = 8
 log = logging.getLogger(__name__)
-
-
-def _ip_version(value: str) -> int | None:
-    try:
-        return ipaddress.ip_address(value).version
-    except ValueError:
-        return None
 
 
 class KVMHypervisor(BaseHypervisor):
@@ -171,7 +161,7 @@ class KVMHypervisor(BaseHypervisor):
                 if hvp[name]:
                     raise HypervisorError(f"Parameter '{name}' requires 'spice_bind' to be set")
             return
-        found = _ip_version(bind)
+        found = kvm_node.ip_version_of(bind)
         if version != C.IFACE_NO_IP_VERSION_SPECIFIED and found not in (None, version):
             raise HypervisorError(f"Parameter 'spice_bind' is an IPv{found} address "
                                   f"({bind}) but 'spice_ip_version' is {version}")
@@ -192,15 +182,16 @@ class KVMHypervisor(BaseHypervisor):
             raise HypervisorError("Parameters 'vnc_bind_address' and 'spice_bind' cannot "
                                   "both be set: an instance has either VNC or SPICE")
         interfaces = psutil.net_if_addrs()
-        if vnc and not (_ip_version(vnc) or vnc in interfaces or P.is_norm_abs_path(vnc)):
+        if vnc and not (kvm_node.ip_version_of(vnc) or vnc in interfaces
+                        or P.is_norm_abs_path(vnc)):
             raise HypervisorError(f"Parameter 'vnc_bind_address' ({vnc!r}) is neither an IP "
                                   "address, a network interface of this node nor an "
                                   "absolute path")
-        if spice and not (_ip_version(spice) or spice in interfaces):
+        if spice and not (kvm_node.ip_version_of(spice) or spice in interfaces):
             raise HypervisorError(f"Parameter 'spice_bind' ({spice!r}) is neither an IP "
                                   "address nor a network interface of this node")
         mem_path = hvp[C.HV_MEM_PATH]
-        if mem_path and not _is_hugetlbfs(mem_path):
+        if mem_path and not kvm_node.is_hugetlbfs(mem_path):
             raise HypervisorError(f"Parameter 'mem_path' ({mem_path!r}) is not a hugetlbfs "
                                   "mount: libvirt backs guest memory with hugepages only")
 
@@ -257,8 +248,8 @@ class KVMHypervisor(BaseHypervisor):
             return problems
         conn = self._conn()
         try:
-            target = choose_target(hvparams, offered_domain_types(conn.getCapabilities()),
-                                   self.uri)
+            offered = kvm_node.offered_domain_types(conn.getCapabilities())
+            target = kvm_node.choose_target(hvparams, offered, self.uri)
         except (HypervisorError, libvirt.libvirtError) as err:
             return problems + [str(err)]
         if target.domain_type not in ("kvm", "qemu"):
@@ -565,7 +556,7 @@ class KVMHypervisor(BaseHypervisor):
                 instance=name, kind=C.CONS_SSH, host=node_name, user=SSH_CONSOLE_USER,
                 port=ndparams.get("ssh_port"),
                 command=[sys.executable, "-m", "hvlibvirt.cli", "console", "--uri", uri, name])
-        live = _live_graphics(uri, name)
+        live = kvm_node.live_graphics(uri, name)
         for kind, param in ((C.CONS_VNC, C.HV_VNC_BIND_ADDRESS),
                             (C.CONS_SPICE, C.HV_KVM_SPICE_BIND)):
             bind = hvparams.get(param)
@@ -595,59 +586,19 @@ class KVMHypervisor(BaseHypervisor):
             lib_version = self._conn().getLibVersion()
         vnc, spice = hvp[C.HV_VNC_BIND_ADDRESS], hvp[C.HV_KVM_SPICE_BIND]
         return StartupOptions(
-            target=choose_target(hvp, offered_domain_types(caps), self.uri),
+            target=kvm_node.choose_target(hvp, kvm_node.offered_domain_types(caps), self.uri),
             startup_memory=startup_memory,
-            vnc_listen=_vnc_listen(vnc, instance.name) if vnc else None,
-            spice_listen=Listen(address=_resolve_bind(
+            vnc_listen=kvm_node.vnc_listen(vnc, instance.name) if vnc else None,
+            spice_listen=Listen(address=kvm_node.resolve_bind(
                 spice, C.HV_KVM_SPICE_BIND, hvp[C.HV_KVM_SPICE_IP_VERSION])) if spice else None,
-            vnc_password=_vnc_password(hvp) if vnc else None,
-            spice_password=_read_password(hvp, C.HV_KVM_SPICE_PASSWORD_FILE) if spice else None,
-            security_label=_dac_label(hvp[C.HV_SECURITY_DOMAIN])
+            vnc_password=kvm_node.vnc_password(hvp) if vnc else None,
+            spice_password=(kvm_node.read_password(hvp, C.HV_KVM_SPICE_PASSWORD_FILE)
+                            if spice else None),
+            security_label=kvm_node.dac_label(hvp[C.HV_SECURITY_DOMAIN])
             if hvp[C.HV_SECURITY_MODEL] == C.HT_SM_USER else None,
             linux_bridge_vlans=lib_version >= _LINUX_BRIDGE_VLAN_LIBVIRT,
             serial_log=(f"{self.serial_log_dir}/{instance.name}.serial"
                         if self.serial_log_dir else None))
-
-
-def offered_domain_types(capabilities_xml: str) -> dict[str, list[str]]:
-    """hvm guest arch -> domain types libvirt offers for it (from getCapabilities)."""
-    caps = etree.fromstring(capabilities_xml.encode())
-    arches: dict[str, list[str]] = {}
-    for guest in caps.iterfind("guest"):
-        if guest.findtext("os_type") == "hvm":
-            arch = guest.find("arch")
-            arches[arch.get("name")] = [d.get("type") for d in arch.iterfind("domain")]
-    return arches
-
-
-def choose_target(hvparams: Mapping[str, Any], arches: Mapping[str, Sequence[str]],
-                  uri: str = "libvirt") -> GuestTarget:
-    """Domain type, arch, machine and emulator for these hvparams on this host.
-
-    kvm_flag 'enabled' needs KVM, 'disabled' means TCG (type='qemu'), empty takes KVM
-    when the host offers it, else TCG. A driver that offers neither (libvirt's test
-    driver) gets its own domain type.
-    """
-    if not arches:
-        raise HypervisorError(f"{uri} offers no hvm guests")
-    arch = "x86_64" if "x86_64" in arches else sorted(arches)[0]
-    offered = list(arches[arch])
-    flag = hvparams[C.HV_KVM_FLAG]
-    wanted = {C.HT_KVM_ENABLED: ["kvm"], C.HT_KVM_DISABLED: ["qemu"]}.get(flag, ["kvm", "qemu"])
-    for domain_type in wanted:
-        if domain_type in offered:
-            return GuestTarget(domain_type=domain_type, arch=arch,
-                               machine=hvparams[C.HV_KVM_MACHINE_VERSION] or None,
-                               emulator=hvparams[C.HV_KVM_PATH])
-    if not flag and offered and not {"kvm", "qemu"} & set(offered):
-        return GuestTarget(domain_type=offered[0], arch=arch)
-    raise HypervisorError(f"Parameter 'kvm_flag' is {flag!r} but {uri} offers only domain "
-                          f"types {offered} for {arch}")
-
-
-def _is_hugetlbfs(path: str) -> bool:
-    return any(part.mountpoint == path and part.fstype == "hugetlbfs"
-               for part in psutil.disk_partitions(all=True))
 
 
 _DOMCAPS_DISK_BUSES: dict[tuple[Any, ...], frozenset[str]] = {}
@@ -684,83 +635,3 @@ def _hotplug_refusal(root: etree._Element, hvp: Mapping[str, Any], action: str,
             return "PCI hotplug needs ACPI, which this instance runs without (acpi=false)"
     return None
 
-
-def _live_graphics(uri: str, name: str) -> dict[str, tuple[str | None, int]]:
-    """kind -> (listen address, port) of the running domain, if this node has it."""
-    try:
-        dom = connection.get(uri).lookupByName(name)
-        root = etree.fromstring(dom.XMLDesc(0).encode())
-    except (HypervisorError, libvirt.libvirtError):
-        return {}
-    found = {}
-    for graphics in root.iterfind("devices/graphics"):
-        port = int(graphics.get("port") or graphics.get("tlsPort") or 0)
-        listen = graphics.find("listen")
-        address = listen.get("address") if listen is not None else graphics.get("listen")
-        if port > 0:
-            found[graphics.get("type")] = (address, port)
-    return found
-
-
-def _interface_address(name: str, family: int) -> str | None:
-    for addr in psutil.net_if_addrs().get(name, []):
-        if addr.family == family:
-            return addr.address.split("%")[0]
-    return None
-
-
-def _resolve_bind(value: str, param: str, ip_version: int = 0) -> str:
-    """An IP as is; an interface name -> its address (IPv4 first unless asked for 6)."""
-    if _ip_version(value):
-        return value
-    families = {4: [socket.AF_INET], 6: [socket.AF_INET6]}.get(
-        ip_version, [socket.AF_INET, socket.AF_INET6])
-    for family in families:
-        address = _interface_address(value, family)
-        if address:
-            return address
-    raise HypervisorError(f"Parameter '{param}' ({value!r}) is neither an IP address nor an "
-                          "interface with a usable address on this node")
-
-
-def _vnc_listen(value: str, instance_name: str) -> Listen:
-    if P.is_norm_abs_path(value):
-        return Listen(socket=f"{value}/{instance_name}.vnc")
-    return Listen(address=_resolve_bind(value, C.HV_VNC_BIND_ADDRESS, 4))
-
-
-def _read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
-    """The single line of a password file; its content never appears in errors or logs."""
-    path = hvparams[param]
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise HypervisorError(f"Parameter '{param}': cannot read {path}: "
-                              f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
-    if len(lines) != 1 or not lines[0]:
-        raise HypervisorError(f"Parameter '{param}': {path} must hold exactly one non-empty "
-                              "line (the password)")
-    return lines[0]
-
-
-def _vnc_password(hvparams: Mapping[str, Any]) -> str | None:
-    """VNC's protocol uses 8 characters of a password; QEMU (under Ganeti) silently
-    ignored the rest, libvirt refuses longer ones, so keep what VNC uses."""
-    password = _read_password(hvparams, C.HV_VNC_PASSWORD_FILE)
-    if password is not None and len(password) > _VNC_PASSWORD_CHARS:
-        log.warning("%s holds more than %d characters; VNC uses the first %d",
-                    hvparams[C.HV_VNC_PASSWORD_FILE], _VNC_PASSWORD_CHARS,
-                    _VNC_PASSWORD_CHARS)
-        password = password[:_VNC_PASSWORD_CHARS]
-    return password
-
-
-def _dac_label(user: str) -> str:
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        raise HypervisorError(f"Parameter 'security_domain': unknown user {user!r}") from None
-    return f"+{entry.pw_uid}:+{entry.pw_gid}"

@@ -9,8 +9,9 @@ import pytest
 
 from hvlibvirt import constants as C
 from hvlibvirt.errors import HypervisorError
-from hvlibvirt.kvm import (KVMHypervisor, _dac_label, _read_password, _resolve_bind,
-                           _vnc_listen, choose_target)
+from hvlibvirt.kvm import KVMHypervisor
+from hvlibvirt.kvm_node import (choose_target, dac_label, read_password, resolve_bind,
+                                vnc_listen, vnc_password)
 
 DEFAULTS = C.HVC_DEFAULTS[C.HT_KVM]
 
@@ -40,8 +41,8 @@ def test_impossible_kvm_flag_is_refused(flag, offered) -> None:
 def test_password_file_single_line(tmp_path: Path) -> None:
     path = tmp_path / "pw"
     path.write_text("s3cret\n")
-    assert _read_password(hv(vnc_password_file=str(path)), C.HV_VNC_PASSWORD_FILE) == "s3cret"
-    assert _read_password(hv(), C.HV_VNC_PASSWORD_FILE) is None
+    assert read_password(hv(vnc_password_file=str(path)), C.HV_VNC_PASSWORD_FILE) == "s3cret"
+    assert read_password(hv(), C.HV_VNC_PASSWORD_FILE) is None
 
 
 @pytest.mark.parametrize("content", ["", "\n", "xyzzy-first\nplugh-second\n"])
@@ -49,29 +50,29 @@ def test_bad_password_files_never_leak_the_content(tmp_path: Path, content: str)
     path = tmp_path / "pw"
     path.write_text(content)
     with pytest.raises(HypervisorError, match="spice_password_file") as exc:
-        _read_password(hv(spice_password_file=str(path)), C.HV_KVM_SPICE_PASSWORD_FILE)
+        read_password(hv(spice_password_file=str(path)), C.HV_KVM_SPICE_PASSWORD_FILE)
     assert "xyzzy" not in str(exc.value) and "plugh" not in str(exc.value)
 
 
 def test_unreadable_password_file(tmp_path: Path) -> None:
     with pytest.raises(HypervisorError, match="vnc_password_file.*cannot read"):
-        _read_password(hv(vnc_password_file=str(tmp_path / "missing")), C.HV_VNC_PASSWORD_FILE)
+        read_password(hv(vnc_password_file=str(tmp_path / "missing")), C.HV_VNC_PASSWORD_FILE)
 
 
 def test_bind_addresses_resolve() -> None:
-    assert _resolve_bind("192.0.2.7", C.HV_KVM_SPICE_BIND) == "192.0.2.7"
-    assert _resolve_bind("lo", C.HV_KVM_SPICE_BIND, 4) == "127.0.0.1"
-    assert _resolve_bind("lo", C.HV_KVM_SPICE_BIND, 6) == "::1"
+    assert resolve_bind("192.0.2.7", C.HV_KVM_SPICE_BIND) == "192.0.2.7"
+    assert resolve_bind("lo", C.HV_KVM_SPICE_BIND, 4) == "127.0.0.1"
+    assert resolve_bind("lo", C.HV_KVM_SPICE_BIND, 6) == "::1"
     with pytest.raises(HypervisorError, match="spice_bind"):
-        _resolve_bind("no-such-if0", C.HV_KVM_SPICE_BIND)
-    assert _vnc_listen("/run/vnc", "web1").socket == "/run/vnc/web1.vnc"
-    assert _vnc_listen("lo", "web1").address == "127.0.0.1"
+        resolve_bind("no-such-if0", C.HV_KVM_SPICE_BIND)
+    assert vnc_listen("/run/vnc", "web1").socket == "/run/vnc/web1.vnc"
+    assert vnc_listen("lo", "web1").address == "127.0.0.1"
 
 
 def test_security_domain_resolves_to_a_dac_label() -> None:
-    assert _dac_label("root") == "+0:+0"
+    assert dac_label("root") == "+0:+0"
     with pytest.raises(HypervisorError, match="security_domain"):
-        _dac_label("no-such-user-hvl")
+        dac_label("no-such-user-hvl")
 
 
 def test_mem_path_must_be_hugetlbfs(tmp_path: Path) -> None:
@@ -95,12 +96,11 @@ def test_assess_parameters_warns_like_ganeti() -> None:
 
 
 def test_long_vnc_passwords_keep_what_vnc_uses(tmp_path: Path) -> None:
-    from hvlibvirt.kvm import _vnc_password
     path = tmp_path / "pw"
     path.write_text("0123456789abc\n")
-    assert _vnc_password(hv(vnc_password_file=str(path))) == "01234567"
+    assert vnc_password(hv(vnc_password_file=str(path))) == "01234567"
     path.write_text("short\n")
-    assert _vnc_password(hv(vnc_password_file=str(path))) == "short"
+    assert vnc_password(hv(vnc_password_file=str(path))) == "short"
 
 
 def test_host_cpu_needs_kvm() -> None:

@@ -19,7 +19,7 @@ from lxml import etree
 
 import golden_cases
 from hvlibvirt.domain_xml import parse_domain
-from hvlibvirt.kvm import offered_domain_types
+from hvlibvirt.kvm_node import offered_domain_types
 from lab.daemon import LibvirtDaemon
 
 pytestmark = pytest.mark.real

@@ -9,7 +9,7 @@ from lxml import etree
 
 from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import Listen, StartupOptions, build_domain, to_string
-from hvlibvirt.kvm import choose_target
+from hvlibvirt.kvm_node import choose_target
 from hvlibvirt.objects import NIC, Disk, Instance
 
 INSTANCE_UUID = "6a2dc1f0-3d5e-4f38-9c1b-2f1e8d7c6b5a"

@@ -1,0 +1,155 @@
+"""What KVM needs to know about this node to start a domain: which domain type and
+emulator libvirt offers, graphics listen addresses, password files, users, hugepages.
+
+Everything here reads the node (libvirt capabilities, interfaces, files, passwd); the
+domain XML builder stays pure by taking the results as ``StartupOptions``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import pwd
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import libvirt
+import psutil
+from lxml import etree
+
+from hvlibvirt import connection, constants as C, params as P
+from hvlibvirt.domain_xml import GuestTarget, Listen
+from hvlibvirt.errors import HypervisorError
+
+log = logging.getLogger(__name__)
+_VNC_PASSWORD_CHARS = 8
+
+
+def ip_version_of(value: str) -> int | None:
+    try:
+        return ipaddress.ip_address(value).version
+    except ValueError:
+        return None
+
+
+def offered_domain_types(capabilities_xml: str) -> dict[str, list[str]]:
+    """hvm guest arch -> domain types libvirt offers for it (from getCapabilities)."""
+    caps = etree.fromstring(capabilities_xml.encode())
+    arches: dict[str, list[str]] = {}
+    for guest in caps.iterfind("guest"):
+        if guest.findtext("os_type") == "hvm":
+            arch = guest.find("arch")
+            arches[arch.get("name")] = [d.get("type") for d in arch.iterfind("domain")]
+    return arches
+
+
+def choose_target(hvparams: Mapping[str, Any], arches: Mapping[str, Sequence[str]],
+                  uri: str = "libvirt") -> GuestTarget:
+    """Domain type, arch, machine and emulator for these hvparams on this host.
+
+    kvm_flag 'enabled' needs KVM, 'disabled' means TCG (type='qemu'), empty takes KVM
+    when the host offers it, else TCG. A driver that offers neither (libvirt's test
+    driver) gets its own domain type.
+    """
+    if not arches:
+        raise HypervisorError(f"{uri} offers no hvm guests")
+    arch = "x86_64" if "x86_64" in arches else sorted(arches)[0]
+    offered = list(arches[arch])
+    flag = hvparams[C.HV_KVM_FLAG]
+    wanted = {C.HT_KVM_ENABLED: ["kvm"], C.HT_KVM_DISABLED: ["qemu"]}.get(flag, ["kvm", "qemu"])
+    for domain_type in wanted:
+        if domain_type in offered:
+            return GuestTarget(domain_type=domain_type, arch=arch,
+                               machine=hvparams[C.HV_KVM_MACHINE_VERSION] or None,
+                               emulator=hvparams[C.HV_KVM_PATH])
+    if not flag and offered and not {"kvm", "qemu"} & set(offered):
+        return GuestTarget(domain_type=offered[0], arch=arch)
+    raise HypervisorError(f"Parameter 'kvm_flag' is {flag!r} but {uri} offers only domain "
+                          f"types {offered} for {arch}")
+
+
+def is_hugetlbfs(path: str) -> bool:
+    return any(part.mountpoint == path and part.fstype == "hugetlbfs"
+               for part in psutil.disk_partitions(all=True))
+
+
+def live_graphics(uri: str, name: str) -> dict[str, tuple[str | None, int]]:
+    """kind -> (listen address, port) of the running domain, if this node has it."""
+    try:
+        dom = connection.get(uri).lookupByName(name)
+        root = etree.fromstring(dom.XMLDesc(0).encode())
+    except (HypervisorError, libvirt.libvirtError):
+        return {}
+    found = {}
+    for graphics in root.iterfind("devices/graphics"):
+        port = int(graphics.get("port") or graphics.get("tlsPort") or 0)
+        listen = graphics.find("listen")
+        address = listen.get("address") if listen is not None else graphics.get("listen")
+        if port > 0:
+            found[graphics.get("type")] = (address, port)
+    return found
+
+
+def _interface_address(name: str, family: int) -> str | None:
+    for addr in psutil.net_if_addrs().get(name, []):
+        if addr.family == family:
+            return addr.address.split("%")[0]
+    return None
+
+
+def resolve_bind(value: str, param: str, ip_version: int = 0) -> str:
+    """An IP as is; an interface name -> its address (IPv4 first unless asked for 6)."""
+    if ip_version_of(value):
+        return value
+    families = {4: [socket.AF_INET], 6: [socket.AF_INET6]}.get(
+        ip_version, [socket.AF_INET, socket.AF_INET6])
+    for family in families:
+        address = _interface_address(value, family)
+        if address:
+            return address
+    raise HypervisorError(f"Parameter '{param}' ({value!r}) is neither an IP address nor an "
+                          "interface with a usable address on this node")
+
+
+def vnc_listen(value: str, instance_name: str) -> Listen:
+    if P.is_norm_abs_path(value):
+        return Listen(socket=f"{value}/{instance_name}.vnc")
+    return Listen(address=resolve_bind(value, C.HV_VNC_BIND_ADDRESS, 4))
+
+
+def read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
+    """The single line of a password file; its content never appears in errors or logs."""
+    path = hvparams[param]
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise HypervisorError(f"Parameter '{param}': cannot read {path}: "
+                              f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
+    if len(lines) != 1 or not lines[0]:
+        raise HypervisorError(f"Parameter '{param}': {path} must hold exactly one non-empty "
+                              "line (the password)")
+    return lines[0]
+
+
+def vnc_password(hvparams: Mapping[str, Any]) -> str | None:
+    """VNC's protocol uses 8 characters of a password; QEMU (under Ganeti) silently
+    ignored the rest, libvirt refuses longer ones, so keep what VNC uses."""
+    password = read_password(hvparams, C.HV_VNC_PASSWORD_FILE)
+    if password is not None and len(password) > _VNC_PASSWORD_CHARS:
+        log.warning("%s holds more than %d characters; VNC uses the first %d",
+                    hvparams[C.HV_VNC_PASSWORD_FILE], _VNC_PASSWORD_CHARS,
+                    _VNC_PASSWORD_CHARS)
+        password = password[:_VNC_PASSWORD_CHARS]
+    return password
+
+
+def dac_label(user: str) -> str:
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise HypervisorError(f"Parameter 'security_domain': unknown user {user!r}") from None
+    return f"+{entry.pw_uid}:+{entry.pw_gid}"
