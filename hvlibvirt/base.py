@@ -25,7 +25,7 @@ import psutil
 from lxml import etree
 
 from hvlibvirt import connection, constants, domains, migration, params
-from hvlibvirt.domain_xml import redacted, to_string
+from hvlibvirt.domain_xml import identity, redacted, to_string
 from hvlibvirt.events import DomainEventWaiter
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.objects import InstanceConsole, MigrationStatus
@@ -58,10 +58,9 @@ InstanceInfo = domains.InstanceInfo
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")  # a host name or an IP address
 
 
-def _require_name(name: Any, what: str = "instance name") -> str:
-    if not isinstance(name, str) or not name or "/" in name or "\x00" in name:
-        raise HypervisorError(f"Invalid {what}: {name!r}")
-    return name
+def _require_name(name: Any) -> str:
+    """An instance name as Ganeti has them (a host name), or HypervisorError."""
+    return identity.instance_name(name)
 
 
 class BaseHypervisor:
