@@ -357,7 +357,13 @@ class KVMHypervisor(BaseHypervisor):
 
     def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
         """Raise HotplugError if ``action`` on a ``dev_type`` cannot be done live."""
-        _dom, root, _live, hvp = self._hotplug_target(instance, action, dev_type)
+        self._checked_target(instance, action, dev_type)
+
+    def _checked_target(self, instance: Any, action: str, dev_type: str
+                        ) -> tuple[libvirt.virDomain, etree._Element, Any, dict[str, Any]]:
+        """``_hotplug_target`` after the checks of VerifyHotplugSupport, in one read of
+        the live domain."""
+        dom, root, live, hvp = self._hotplug_target(instance, action, dev_type)
         reason = _hotplug_refusal(root, hvp, action, dev_type)
         if reason is None and action == C.HOTPLUG_ACTION_ADD and \
                 dev_type == C.HOTPLUG_TARGET_DISK:
@@ -368,6 +374,7 @@ class KVMHypervisor(BaseHypervisor):
                           f"capabilities list {', '.join(sorted(buses))})")
         if reason:
             raise HotplugError(reason)
+        return dom, root, live, hvp
 
     def _disk_buses(self, root: etree._Element) -> frozenset[str] | None:
         """Disk buses libvirt's domain capabilities offer for this running domain (cached
@@ -390,13 +397,12 @@ class KVMHypervisor(BaseHypervisor):
         address, confirmed in the live XML and recorded in the persistent definition."""
         what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
         with hotplug.instance_lock(self.uri, instance.name):
-            self.VerifyHotplugSupport(instance, C.HOTPLUG_ACTION_ADD, dev_type)
             try:
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
             except HypervisorError as err:
                 raise HotplugError(str(err)) from None
             for attempt in range(self._SLOT_RETRIES):
-                dom, root, live, hvp = self._hotplug_target(instance, C.HOTPLUG_ACTION_ADD,
+                dom, root, live, hvp = self._checked_target(instance, C.HOTPLUG_ACTION_ADD,
                                                             dev_type)
                 hotplug.settle_pending(dom, live)
                 if alias in live.devices:
@@ -477,8 +483,7 @@ class KVMHypervisor(BaseHypervisor):
         (alias and address, Ganeti's hvinfo)."""
         what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
         with hotplug.instance_lock(self.uri, instance.name):
-            self.VerifyHotplugSupport(instance, C.HOTPLUG_ACTION_REMOVE, dev_type)
-            dom, _root, live, _hvp = self._hotplug_target(instance, C.HOTPLUG_ACTION_REMOVE,
+            dom, _root, live, _hvp = self._checked_target(instance, C.HOTPLUG_ACTION_REMOVE,
                                                           dev_type)
             try:
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
@@ -498,8 +503,7 @@ class KVMHypervisor(BaseHypervisor):
         QEMU driver can apply it live. A new MAC or mode needs remove + add."""
         what = f"hot-modify of {dev_type} {getattr(device, 'uuid', '?')}"
         with hotplug.instance_lock(self.uri, instance.name):
-            self.VerifyHotplugSupport(instance, C.HOTPLUG_ACTION_MODIFY, dev_type)
-            dom, root, _live, hvp = self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY,
+            dom, root, _live, hvp = self._checked_target(instance, C.HOTPLUG_ACTION_MODIFY,
                                                          dev_type)
             alias = alias_of(dev_type, getattr(device, "uuid", None))
             old = hotplug.device_element(root, alias)
