@@ -206,6 +206,10 @@ DT_GLUSTER: Final = "gluster"
 DISK_TEMPLATES: Final = frozenset({DT_DISKLESS, DT_PLAIN, DT_DRBD8, DT_FILE, DT_SHARED_FILE,
                                    DT_BLOCK, DT_RBD, DT_EXT, DT_GLUSTER})
 DTS_FILEBASED: Final = frozenset({DT_FILE, DT_SHARED_FILE, DT_GLUSTER})
+# File drivers of file-based disks (the first item of their logical_id).
+FD_LOOP: Final = "loop"
+FD_BLKTAP: Final = "blktap"
+FD_BLKTAP2: Final = "blktap2"
 DTS_EXT_MIRROR: Final = frozenset({DT_DISKLESS, DT_BLOCK, DT_EXT, DT_SHARED_FILE, DT_RBD,
                                    DT_GLUSTER})
 DISK_RDWR: Final = "rw"

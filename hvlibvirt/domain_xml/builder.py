@@ -218,15 +218,17 @@ def _qemu_commandline(root: etree._Element, hvparams: Mapping[str, Any]) -> None
                          value=identity.plain_text(arg, "kvm_extra"))
 
 
-def build_domain(instance: Any, block_devices: Sequence[BlockDevice],
-                 hvparams: Mapping[str, Any], options: StartupOptions) -> etree._Element:
-    """The ``<domain>`` tree for ``instance`` with ``hvparams`` (a full KVM dict)."""
+def domain_head(instance: Any, options: StartupOptions,
+                nsmap: Mapping[str, str] | None = None
+                ) -> tuple[etree._Element, etree._Element, int]:
+    """``<domain>`` with name, uuid, an empty ``<metadata>`` (filled by
+    ``finish_metadata``), memory and vCPU count: what every hypervisor's domain starts
+    with. Returns (root, metadata element, vcpus)."""
     name = identity.instance_name(getattr(instance, "name", None))
     uuid = identity.instance_uuid(getattr(instance, "uuid", None))
     beparams = getattr(instance, "beparams", None) or {}
     maxmem = _positive_int(beparams, "maxmem", name)
     vcpus = _positive_int(beparams, "vcpus", name)
-    nsmap = {"qemu": QEMU_NS} if hvparams[C.HV_KVM_EXTRA] else None
     root = etree.Element("domain", type=options.target.domain_type, nsmap=nsmap)
     etree.SubElement(root, "name").text = name
     etree.SubElement(root, "uuid").text = uuid
@@ -234,6 +236,32 @@ def build_domain(instance: Any, block_devices: Sequence[BlockDevice],
     etree.SubElement(root, "memory", unit="MiB").text = str(maxmem)
     etree.SubElement(root, "currentMemory", unit="MiB").text = str(
         min(max(int(options.startup_memory), 1), maxmem))
+    return root, meta_elem, vcpus
+
+
+def lifecycle(root: etree._Element, hvparams: Mapping[str, Any], on_crash: str) -> None:
+    """``<on_poweroff>`` destroy (a guest's own power-off is read from libvirt's shutoff
+    reason, not from a preserved domain), ``<on_reboot>`` from reboot_behavior."""
+    etree.SubElement(root, "on_poweroff").text = "destroy"
+    on_reboot = ("destroy" if hvparams[C.HV_REBOOT_BEHAVIOR] == C.INSTANCE_REBOOT_EXIT
+                 else "restart")
+    etree.SubElement(root, "on_reboot").text = on_reboot
+    etree.SubElement(root, "on_crash").text = on_crash
+
+
+def finish_metadata(meta_elem: etree._Element, instance: Any, hypervisor: str,
+                    hvparams: Mapping[str, Any], device_ids: list[tuple[str, str, str]]
+                    ) -> None:
+    meta_elem.append(metadata.build(metadata.InstanceMetadata(
+        instance_uuid=instance.uuid, hypervisor=hypervisor, hvparams=dict(hvparams),
+        devices=device_ids)))
+
+
+def build_domain(instance: Any, block_devices: Sequence[BlockDevice],
+                 hvparams: Mapping[str, Any], options: StartupOptions) -> etree._Element:
+    """The ``<domain>`` tree for ``instance`` with ``hvparams`` (a full KVM dict)."""
+    nsmap = {"qemu": QEMU_NS} if hvparams[C.HV_KVM_EXTRA] else None
+    root, meta_elem, vcpus = domain_head(instance, options, nsmap)
     _memory_backing(root, hvparams)
     cpu.vcpu(root, vcpus)
     tune = cpu.cputune(hvparams, vcpus)
@@ -248,17 +276,11 @@ def build_domain(instance: Any, block_devices: Sequence[BlockDevice],
         root.append(cpu_elem)
     etree.SubElement(root, "clock",
                      offset="localtime" if hvparams[C.HV_USE_LOCALTIME] else "utc")
-    etree.SubElement(root, "on_poweroff").text = "destroy"
-    on_reboot = ("destroy" if hvparams[C.HV_REBOOT_BEHAVIOR] == C.INSTANCE_REBOOT_EXIT
-                 else "restart")
-    etree.SubElement(root, "on_reboot").text = on_reboot
-    etree.SubElement(root, "on_crash").text = "destroy"
+    lifecycle(root, hvparams, on_crash="destroy")
     device_ids = _devices(root, instance, block_devices, hvparams, options)
     _seclabel(root, hvparams, options)
     _qemu_commandline(root, hvparams)
-    meta_elem.append(metadata.build(metadata.InstanceMetadata(
-        instance_uuid=uuid, hypervisor=getattr(instance, "hypervisor", None) or "",
-        hvparams=dict(hvparams), devices=device_ids)))
+    finish_metadata(meta_elem, instance, C.HT_KVM, hvparams, device_ids)
     return root
 
 

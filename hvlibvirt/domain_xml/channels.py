@@ -20,6 +20,13 @@ def serial_console(log_file: str | None = None) -> list[etree._Element]:
     return [serial, console]
 
 
+def xen_console() -> etree._Element:
+    """A paravirtual guest's console (hvc0 in the guest), on a pty libvirt opens."""
+    console = etree.Element("console", type="pty")
+    etree.SubElement(console, "target", type="xen", port="0")
+    return console
+
+
 def _virtio_port(elem: etree._Element, port: int) -> None:
     etree.SubElement(elem, "address", type="virtio-serial", controller="0", bus="0",
                      port=str(port))

@@ -23,29 +23,45 @@ def vcpu(root: etree._Element, vcpus: int) -> None:
     etree.SubElement(root, "vcpu", placement="static").text = str(vcpus)
 
 
-def cputune(hvparams: Mapping[str, Any], vcpus: int) -> etree._Element | None:
-    """cpu_mask: one mask pins every vCPU and the emulator threads to it; several masks
-    (one per vCPU) pin each vCPU, ``all`` leaving that vCPU unpinned."""
-    mask = hvparams[C.HV_CPU_MASK]
+def vcpu_pins(mask: str, vcpus: int) -> list[tuple[int, str]]:
+    """cpu_mask as (vCPU, cpuset) pins: one mask pins every vCPU to it; one mask per vCPU
+    pins each, ``all`` leaving that vCPU unpinned. No pins for ``all`` or an empty mask."""
     try:
         entries = params.parse_multi_cpu_mask(mask)
     except ValueError as err:
         raise HypervisorError(f"Invalid cpu_mask {mask!r}: {err}") from None
     if not entries or entries == [list(C.CPU_PINNING_OFF)]:
-        return None
-    tune = etree.Element("cputune")
+        return []
     if len(entries) == 1:
-        cpuset = _cpuset(entries[0])
-        for index in range(vcpus):
-            etree.SubElement(tune, "vcpupin", vcpu=str(index), cpuset=cpuset)
-        etree.SubElement(tune, "emulatorpin", cpuset=cpuset)
-        return tune
+        return [(index, _cpuset(entries[0])) for index in range(vcpus)]
     if len(entries) != vcpus:
         raise HypervisorError(f"Invalid cpu_mask {mask!r}: it has {len(entries)} entries but "
                               f"the instance has {vcpus} vCPUs (use one entry or one per vCPU)")
-    for index, cpus in enumerate(entries):
-        if cpus != list(C.CPU_PINNING_OFF):
-            etree.SubElement(tune, "vcpupin", vcpu=str(index), cpuset=_cpuset(cpus))
+    return [(index, _cpuset(cpus)) for index, cpus in enumerate(entries)
+            if cpus != list(C.CPU_PINNING_OFF)]
+
+
+def cputune(hvparams: Mapping[str, Any], vcpus: int) -> etree._Element | None:
+    """KVM's cpu_mask: vCPU pins, and with a single mask the emulator threads too."""
+    pins = vcpu_pins(hvparams[C.HV_CPU_MASK], vcpus)
+    if not pins:
+        return None
+    tune = etree.Element("cputune")
+    for index, cpuset in pins:
+        etree.SubElement(tune, "vcpupin", vcpu=str(index), cpuset=cpuset)
+    if len(params.parse_multi_cpu_mask(hvparams[C.HV_CPU_MASK])) == 1:
+        etree.SubElement(tune, "emulatorpin", cpuset=pins[0][1])
+    return tune
+
+
+def xen_cputune(hvparams: Mapping[str, Any], vcpus: int) -> etree._Element:
+    """Xen: the credit scheduler weight (cpu_weight) and a pin for every pinned vCPU
+    (libxl reads per-vCPU pins only, never <vcpu cpuset>; its device model has no
+    emulator threads to pin)."""
+    tune = etree.Element("cputune")
+    etree.SubElement(tune, "shares").text = str(hvparams[C.HV_CPU_WEIGHT])
+    for index, cpuset in vcpu_pins(hvparams[C.HV_CPU_MASK], vcpus):
+        etree.SubElement(tune, "vcpupin", vcpu=str(index), cpuset=cpuset)
     return tune
 
 
@@ -93,4 +109,37 @@ def cpu(hvparams: Mapping[str, Any], vcpus: int) -> etree._Element | None:
         off = m.group(1) == "-" or m.group(3) in ("off", "false")
         etree.SubElement(elem, "feature", policy="disable" if off else "require",
                          name=m.group(2))
+    return elem
+
+
+# xl (libxl) CPUID flag names that libvirt spells differently; libvirt translates them
+# back when it builds the libxl configuration.
+_LIBXL_TO_LIBVIRT_FLAGS = {
+    "cmpxchg16": "cx16", "cntxid": "cid", "dscpl": "ds_cpl", "pclmulqdq": "pclmuldq",
+    "sse3": "pni", "htt": "ht", "psn": "pn", "clfsh": "clflush", "sysenter": "sep",
+    "cmpxchg8": "cx8", "nodeid": "nodeid_msr", "altmovcr8": "cr8legacy",
+    "lahfsahf": "lahf_lm", "cmplegacy": "cmp_legacy", "ffxsr": "fxsr_opt",
+    "page1gb": "pdpe1gb", "ibrsb": "spec-ctrl",
+}
+_XL_FLAG = re.compile(r"^([a-z0-9_.-]+)=([01])$")
+
+
+def xen_cpuid(value: str) -> etree._Element | None:
+    """Ganeti's xen ``cpuid`` in xl's form ``host,<flag>=0|1,...`` -> host-passthrough
+    with a required (1) or disabled (0) feature per flag; None when empty."""
+    if not value:
+        return None
+    host, *flags = [part.strip() for part in value.split(",")]
+    if host != "host":
+        raise HypervisorError(f"Invalid cpuid {value!r}: only xl's 'host,<flag>=0|1,...' "
+                              "form can be expressed in libvirt")
+    elem = etree.Element("cpu", mode="host-passthrough")
+    for flag in flags:
+        m = _XL_FLAG.match(flag)
+        if m is None:
+            raise HypervisorError(f"Invalid cpuid {value!r}: cannot express {flag!r} (use "
+                                  "<flag>=0 or <flag>=1)")
+        name = _LIBXL_TO_LIBVIRT_FLAGS.get(m.group(1), m.group(1))
+        etree.SubElement(elem, "feature", policy="require" if m.group(2) == "1" else "disable",
+                         name=name)
     return elem

@@ -169,3 +169,64 @@ def floppy(image: str) -> etree._Element:
     addresses.drive(elem, bus=0, target=0, unit=0)
     return elem
 
+
+
+# -- Xen (libxl) ----------------------------------------------------------------------
+# Ganeti's file driver (first item of a file-based disk's logical_id) -> libxl backend,
+# as Ganeti's xl config names them: loop -> file:, blktap -> tap:aio, blktap2 -> tap2.
+XEN_FILE_DRIVERS = {C.FD_LOOP: "file", C.FD_BLKTAP: "tap", C.FD_BLKTAP2: "tap2"}
+XEN_CDROM_TARGET = "hdc"  # where Ganeti's xl config always puts the HVM cdrom
+
+
+def _file_driver(disk_obj: Any, what: str) -> str:
+    logical_id = getattr(disk_obj, "logical_id", None)
+    name = logical_id[0] if isinstance(logical_id, (tuple, list)) and logical_id else \
+        C.FD_LOOP
+    try:
+        return XEN_FILE_DRIVERS[name]
+    except KeyError:
+        raise HypervisorError(f"Invalid file driver of {what}: {name!r} (expected one of "
+                              f"{', '.join(sorted(XEN_FILE_DRIVERS))})") from None
+
+
+def xen_disk(disk_obj: Any, link_name: str | None, index: int, target: str, bus: str
+             ) -> etree._Element:
+    """The ``<disk>`` for ``block_devices[index]`` of a Xen guest: blkback (``phy``) for
+    block devices, the disk's file driver for file-based templates."""
+    what = f"disk {index}"
+    alias = identity.device_alias("disk", getattr(disk_obj, "uuid", None))
+    template = getattr(disk_obj, "dev_type", None)
+    if template not in C.DISK_TEMPLATES or template == C.DT_DISKLESS:
+        raise HypervisorError(f"Invalid dev_type of {what}: {template!r} is not a disk "
+                              "template that has storage")
+    mode = getattr(disk_obj, "mode", C.DISK_RDWR)
+    if mode not in C.DISK_ACCESS_SET:
+        raise HypervisorError(f"Invalid mode of {what}: {mode!r} (expected rw or ro)")
+    if not link_name:
+        raise HypervisorError(f"{what} ({disk_obj.uuid}) has no link_name: Xen guests use "
+                              "kernel-space disk paths only")
+    path = identity.absolute_path(link_name, f"link_name of {what}")
+    if template in C.DTS_FILEBASED:
+        elem = etree.Element("disk", type="file", device="disk")
+        etree.SubElement(elem, "driver", name=_file_driver(disk_obj, what), type="raw")
+        etree.SubElement(elem, "source", file=path)
+    else:
+        elem = etree.Element("disk", type="block", device="disk")
+        etree.SubElement(elem, "driver", name="phy", type="raw")
+        etree.SubElement(elem, "source", dev=path)
+    etree.SubElement(elem, "target", dev=target, bus=bus)
+    if mode == C.DISK_RDONLY:
+        etree.SubElement(elem, "readonly")
+    etree.SubElement(elem, "alias", name=alias)
+    return elem
+
+
+def xen_cdrom(image: str) -> etree._Element:
+    """The HVM cdrom: a read-only image on the emulated IDE bus at hdc."""
+    elem = etree.Element("disk", type="file", device="cdrom")
+    etree.SubElement(elem, "driver", name="file", type="raw")
+    etree.SubElement(elem, "source", file=identity.absolute_path(image, "cdrom_image_path"))
+    etree.SubElement(elem, "target", dev=XEN_CDROM_TARGET, bus="ide")
+    etree.SubElement(elem, "readonly")
+    etree.SubElement(elem, "alias", name="ua-cdrom1")
+    return elem

@@ -37,7 +37,7 @@ def _listen(graphics: etree._Element, listen: Listen) -> None:
 def _common(graphics: etree._Element, hvparams: Mapping[str, Any], password: str | None,
             listen: Listen) -> None:
     """Keymap, password and listen, the same for VNC and SPICE."""
-    if hvparams[C.HV_KEYMAP]:
+    if hvparams.get(C.HV_KEYMAP):  # Xen has no keymap hvparam
         graphics.set("keymap", hvparams[C.HV_KEYMAP])
     if password:
         graphics.set("passwd", password)
@@ -159,3 +159,50 @@ def sound(hvparams: Mapping[str, Any], has_spice: bool) -> list[etree._Element]:
         addresses.pci(elem, addresses.SOUND_SLOT)
     audio = etree.Element("audio", id="1", type="spice" if has_spice else "none")
     return [elem, audio]
+
+
+# -- Xen (libxl) ----------------------------------------------------------------------
+# xl's soundhw names -> libvirt sound models; libxl passes the first one to its device
+# model (and turns ich6 back into hda).
+XEN_SOUND_MODELS = {"hda": "ich6", "ac97": "ac97", "es1370": "es1370", "sb16": "sb16"}
+
+
+def xen_vnc(instance: Any, hvparams: Mapping[str, Any], options: StartupOptions
+            ) -> etree._Element:
+    """The HVM guest's VNC server: at network_port when Ganeti allocated one above
+    5900 (xl's vncdisplay), else a port libvirt picks (xl's vncunused)."""
+    listen = options.vnc_listen
+    assert listen is not None
+    elem = etree.Element("graphics", type="vnc")
+    port = getattr(instance, "network_port", None)
+    if isinstance(port, int) and not isinstance(port, bool) and \
+            C.VNC_BASE_PORT < port < 65536:
+        elem.set("port", str(port))
+        elem.set("autoport", "no")
+    else:
+        elem.set("autoport", "yes")
+    _common(elem, hvparams, options.vnc_password, listen)
+    return elem
+
+
+def xen_hvm_inputs() -> list[etree._Element]:
+    """Ganeti's xl config always gives HVM guests a USB tablet (usbdevice='tablet')."""
+    return [etree.Element("input", type="tablet", bus="usb")]
+
+
+def xen_video() -> etree._Element:
+    """xl's default emulated card for HVM guests (what libxl picks when none is given)."""
+    elem = etree.Element("video")
+    etree.SubElement(elem, "model", type="cirrus")
+    return elem
+
+
+def xen_sound(name: str) -> etree._Element | None:
+    """``soundhw`` -> ``<sound>``; None when empty."""
+    if not name:
+        return None
+    try:
+        return etree.Element("sound", model=XEN_SOUND_MODELS[name])
+    except KeyError:
+        raise HypervisorError(f"Invalid soundhw {name!r}; libxl takes one of: "
+                              f"{', '.join(sorted(XEN_SOUND_MODELS))}") from None

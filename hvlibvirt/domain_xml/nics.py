@@ -9,6 +9,7 @@ bridge; routing is the node's business, as in Ganeti). Ganeti's VLAN syntax:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -52,12 +53,9 @@ def _vlan(elem: etree._Element, value: str, what: str) -> None:
         etree.SubElement(vlan, "tag", id=str(vid))
 
 
-def interface(nic: Any, index: int, hvparams: Mapping[str, Any],
-              linux_bridge_vlans: bool = True) -> etree._Element:
-    """The ``<interface>`` for ``instance.nics[index]`` (address and boot added by the
-    caller)."""
-    what = f"NIC {index}"
-    alias = identity.device_alias("nic", getattr(nic, "uuid", None))
+def _connected(nic: Any, what: str, linux_bridge_vlans: bool) -> etree._Element:
+    """The ``<interface>`` with what every hypervisor shares: mode, MAC, bridge, OVS
+    port, VLAN and link state (model, driver and alias are added by the callers)."""
     nicparams = getattr(nic, "nicparams", None) or {}
     mode = nicparams.get(C.NIC_MODE) or C.NIC_MODE_BRIDGED
     link = nicparams.get(C.NIC_LINK) or ""
@@ -91,6 +89,16 @@ def interface(nic: Any, index: int, hvparams: Mapping[str, Any],
                               "(expected up or down)")
     if link_state == "down":
         etree.SubElement(elem, "link", state="down")
+    return elem
+
+
+def interface(nic: Any, index: int, hvparams: Mapping[str, Any],
+              linux_bridge_vlans: bool = True) -> etree._Element:
+    """The KVM ``<interface>`` for ``instance.nics[index]`` (address and boot added by
+    the caller)."""
+    what = f"NIC {index}"
+    alias = identity.device_alias("nic", getattr(nic, "uuid", None))
+    elem = _connected(nic, what, linux_bridge_vlans)
     nic_type = hvparams[C.HV_NIC_TYPE]
     virtio = nic_type == C.HT_NIC_PARAVIRTUAL
     etree.SubElement(elem, "model", type="virtio" if virtio else nic_type)
@@ -100,5 +108,48 @@ def interface(nic: Any, index: int, hvparams: Mapping[str, Any],
         queues = hvparams.get(C.HV_VIRTIO_NET_QUEUES) or 1
         if queues > 1:
             driver.set("queues", str(queues))
+    etree.SubElement(elem, "alias", name=alias)
+    return elem
+
+
+XEN_PV_MODEL = "netfront"
+
+
+def xen_model(hvparams: Mapping[str, Any], hvm: bool) -> str:
+    """The libxl NIC model: netfront for paravirtual NICs; on HVM, the emulated card
+    nic_type names (libxl adds its PV twin)."""
+    nic_type = hvparams[C.HV_NIC_TYPE] if hvm else C.HT_NIC_PARAVIRTUAL
+    return XEN_PV_MODEL if nic_type == C.HT_NIC_PARAVIRTUAL else nic_type
+
+
+def xen_interface(nic: Any, index: int, model: str | None, script: str | None
+                  ) -> etree._Element:
+    """The Xen ``<interface>`` for ``instance.nics[index]``: libxl's vif with the NIC's IP
+    (for routing scripts), the vif script and the model."""
+    what = f"NIC {index}"
+    alias = identity.device_alias("nic", getattr(nic, "uuid", None))
+    nicparams = getattr(nic, "nicparams", None) or {}
+    vlan = nicparams.get(C.NIC_VLAN) or ""
+    mode = nicparams.get(C.NIC_MODE) or C.NIC_MODE_BRIDGED
+    if vlan and mode == C.NIC_MODE_BRIDGED:
+        raise HypervisorError(f"Cannot honour the vlan of {what}: libxl sets VLANs on "
+                              "openvswitch ports only; use openvswitch mode or a "
+                              "VLAN-specific bridge")
+    if vlan and all(parse_vlan(vlan, f"vlan of {what}")):
+        raise HypervisorError(f"Cannot honour the vlan of {what}: {vlan!r} mixes an "
+                              "untagged and tagged VLANs, which libxl cannot express (use "
+                              ".N or :N:M)")
+    elem = _connected(nic, what, linux_bridge_vlans=True)
+    ip = getattr(nic, "ip", None)
+    if ip:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise HypervisorError(f"Invalid ip of {what}: {ip!r}") from None
+        etree.SubElement(elem, "ip", address=ip)
+    if script:
+        etree.SubElement(elem, "script", path=identity.absolute_path(script, "vif_script"))
+    if model:
+        etree.SubElement(elem, "model", type=model)
     etree.SubElement(elem, "alias", name=alias)
     return elem
