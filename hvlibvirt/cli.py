@@ -80,34 +80,43 @@ def demo(uri: str) -> int:
 
 
 def hvparams_markdown() -> str:
-    """docs/hvparams.md: every KVM hvparam, what it becomes, and what is refused."""
+    """docs/hvparams.md: every hvparam of each hypervisor, what it becomes, and what is
+    refused."""
     from hvlibvirt.kvm_params import KVM_PARAMS
+    from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
 
     def cell(text: object) -> str:
         return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
     lines = [
-        "# KVM hvparams in hvlibvirt",
+        "# hvparams in hvlibvirt",
         "",
-        "Generated from `hvlibvirt/kvm_params.py` by `hvlibvirt hvparams-doc`; a test",
-        "checks that this file and the code agree. Every one of Ganeti's 65 KVM hvparams",
-        "either shapes the libvirt domain XML, shapes runtime behaviour, or has values",
-        "that `CheckParameterSyntax` refuses with the reason given here.",
-        "",
-        "| parameter | Ganeti 3.0 default | what hvlibvirt does with it | refused values |",
-        "|---|---|---|---|",
+        "Generated from `hvlibvirt/kvm_params.py` and `hvlibvirt/xen_params.py` by",
+        "`hvlibvirt hvparams-doc`; a test checks that this file and the code agree. Every",
+        "one of Ganeti's hvparams (65 KVM, 18 Xen PVM, 25 Xen HVM) either shapes the",
+        "libvirt domain XML, shapes runtime behaviour, or has values that",
+        "`CheckParameterSyntax` refuses with the reason given here.",
     ]
-    defaults = constants.HVC_DEFAULTS[constants.HT_KVM]
-    for name in sorted(KVM_PARAMS):
-        entry = KVM_PARAMS[name]
-        if entry.xml:
-            does = f"XML: {entry.xml}"
-        elif entry.runtime:
-            does = f"runtime: {entry.runtime}"
-        else:
-            does = "nothing beyond the default: every other value is refused"
-        lines.append(f"| `{name}` | `{defaults[name]!r}` | {cell(does)} | "
-                     f"{cell(entry.refused) if entry.refused else ''} |")
+    for title, hv_name, table in (("KVM (`kvm`, libvirt's QEMU driver)", constants.HT_KVM,
+                                   KVM_PARAMS),
+                                  ("Xen PVM (`xen-pvm`, libvirt's libxl driver)",
+                                   constants.HT_XEN_PVM, XEN_PVM_PARAMS),
+                                  ("Xen HVM (`xen-hvm`, libvirt's libxl driver)",
+                                   constants.HT_XEN_HVM, XEN_HVM_PARAMS)):
+        lines += ["", f"## {title}", "",
+                  "| parameter | Ganeti 3.0 default | what hvlibvirt does with it | "
+                  "refused values |", "|---|---|---|---|"]
+        defaults = constants.HVC_DEFAULTS[hv_name]
+        for name in sorted(table):
+            entry = table[name]
+            if entry.xml:
+                does = f"XML: {entry.xml}"
+            elif entry.runtime:
+                does = f"runtime: {entry.runtime}"
+            else:
+                does = "nothing beyond the default: every other value is refused"
+            lines.append(f"| `{name}` | `{defaults[name]!r}` | {cell(does)} | "
+                         f"{cell(entry.refused) if entry.refused else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check = sub.add_parser("check-params", help="check hvparams (defaults + KEY=VALUE)")
     p_check.add_argument("hypervisor", choices=sorted(constants.HYPER_TYPES))
     p_check.add_argument("overrides", nargs="*")
-    sub.add_parser("hvparams-doc", help="print docs/hvparams.md (the KVM hvparam table)")
+    sub.add_parser("hvparams-doc", help="print docs/hvparams.md (the hvparam tables)")
     p_console = sub.add_parser("console", help="attach to an instance's serial console "
                                "(resumes a paused instance; Ctrl-] detaches)")
     p_console.add_argument("--uri")
