@@ -267,6 +267,20 @@ class BaseHypervisor:
                 log.warning("Could not undefine %s after a failed start", name)
             raise HypervisorError(f"Failed to start instance {name}: "
                                   f"{err.get_error_message()}") from err
+        try:
+            self._after_start(dom, instance)
+        except HypervisorError:
+            domains.forget(self.uri, dom)
+            try:
+                dom.destroy()
+                dom.undefine()
+            except libvirt.libvirtError:
+                log.warning("Could not remove %s after a failed start", name)
+            raise
+
+    def _after_start(self, dom: libvirt.virDomain, instance: Any) -> None:
+        """Settings libvirt applies to a running domain only (subclasses add theirs);
+        a HypervisorError here undoes the start."""
 
     def StopInstance(self, instance: Any, force: bool = False, retry: bool = False,  # noqa: N802
                      name: str | None = None, timeout: int | None = None) -> None:
@@ -287,7 +301,7 @@ class BaseHypervisor:
                 return
             self._mark_stop_requested(dom)
         hvparams = getattr(instance, "hvparams", None) or {}
-        if force or not hvparams.get(constants.HV_ACPI, True):
+        if force or not self._can_soft_stop(hvparams):
             with connection.libvirt_errors("destroy", name):
                 self._destroy(dom)
             return
@@ -295,6 +309,11 @@ class BaseHypervisor:
             self._shutdown(dom)
         if timeout is not None:
             self._wait_inactive(dom, float(timeout))
+
+    @staticmethod
+    def _can_soft_stop(hvparams: Mapping[str, Any]) -> bool:
+        """Whether a soft stop can reach the guest (KVM: only through ACPI)."""
+        return bool(hvparams.get(constants.HV_ACPI, True))
 
     @staticmethod
     def _mark_stop_requested(dom: libvirt.virDomain) -> None:
@@ -570,13 +589,19 @@ class BaseHypervisor:
         with connection.libvirt_errors("check the state", name):
             if dom is None or not dom.isActive():
                 raise HypervisorError(f"Instance {name} is not running, cannot migrate")
-        flags, params = migration.flags_and_params(instance.hvparams, target, bool(live))
+        flags, params = self._migration_flags(instance.hvparams, target, bool(live))
         self._prepare_migration(dom, instance.hvparams)
         meta = domains.read_metadata(dom)
         if meta is not None:
             meta.migration_target = target
             domains.write_metadata(dom, meta)
         migration.start(self.uri, name, dest_uri, flags, params, dom)
+
+    @staticmethod
+    def _migration_flags(hvparams: Mapping[str, Any], target: str, live: bool
+                         ) -> tuple[int, dict[str, Any]]:
+        """libvirt flags and typed parameters of the migration (KVM's by default)."""
+        return migration.flags_and_params(hvparams, target, live)
 
     def _prepare_migration(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
         """Tuning that is not a migration parameter (subclasses add theirs)."""

@@ -26,6 +26,10 @@ _ACTIVE_STATES = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCK
                             libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_SHUTDOWN,
                             libvirt.VIR_DOMAIN_PMSUSPENDED})
 
+# Ganeti reports a guest's own power-off for KVM only with the user_shutdown hvparam;
+# for Xen always.
+_USER_SHUTDOWN_GATES = {constants.HT_KVM: constants.HV_KVM_USER_SHUTDOWN}
+
 _owned_lock = threading.Lock()
 _owned: dict[tuple[str, str], bool] = {}  # (uri, domain uuid) -> carries our metadata
 
@@ -99,12 +103,14 @@ def instance_info(uri: str, dom: libvirt.virDomain) -> InstanceInfo | None:
 
 def user_shutdown_info(uri: str, dom: libvirt.virDomain, state: int, reason: int
                        ) -> InstanceInfo | None:
-    """The SHUTDOWN tuple for an instance the guest powered off itself, when its
-    ``user_shutdown`` hvparam asks for that; None otherwise."""
+    """The SHUTDOWN tuple for an instance the guest powered off itself (for KVM only
+    when its ``user_shutdown`` hvparam asks for that); None otherwise."""
     if state != libvirt.VIR_DOMAIN_SHUTOFF or reason != libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
         return None
     meta = read_metadata(dom)
-    if meta is None or meta.stop_requested or not meta.hvparams.get(
-            constants.HV_KVM_USER_SHUTDOWN):
+    if meta is None or meta.stop_requested:
+        return None
+    gate = _USER_SHUTDOWN_GATES.get(meta.hypervisor)
+    if gate is not None and not meta.hvparams.get(gate):
         return None
     return (dom.name(), SHUTDOWN_INFO_ID, 0, 0, constants.HV_STATE_SHUTDOWN, 0.0)

@@ -89,10 +89,27 @@ def attach(dom: libvirt.virDomain, elem: etree._Element, what: str) -> None:
                                f"{err.get_error_message()}") from err
 
 
+def detach(dom: libvirt.virDomain, alias: str, flags: int) -> None:
+    """Detach the device carrying ``alias`` from the live (``_LIVE``) or persistent
+    (``_CONFIG``) definition. Drivers without detach-by-alias (libxl) get the device's
+    own XML, which they match by target or MAC."""
+    try:
+        dom.detachDeviceAlias(alias, flags)
+        return
+    except libvirt.libvirtError as err:
+        if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if flags == _CONFIG else 0)
+    elem = device_element(etree.fromstring(xml.encode()), alias)
+    if elem is None:
+        raise libvirt.libvirtError(f"no device with alias {alias}")
+    dom.detachDeviceFlags(etree.tostring(elem, encoding="unicode"), flags)
+
+
 def detach_now(dom: libvirt.virDomain, alias: str) -> None:
     """Best-effort rollback of a device the guest has not started using."""
     try:
-        dom.detachDeviceAlias(alias, _LIVE)
+        detach(dom, alias, _LIVE)
     except libvirt.libvirtError as err:
         log.warning("Rolling back %s on %s failed: %s", alias, dom.name(), err)
 
@@ -110,7 +127,7 @@ def remove(conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str, timeout
                            lambda details: details[0] == alias) as removed:
         if not pending:
             try:
-                dom.detachDeviceAlias(alias, _LIVE)
+                detach(dom, alias, _LIVE)
             except libvirt.libvirtError as err:
                 if alias in live_state(dom)[1].devices:
                     raise HotplugError(f"{what}: libvirt refused the removal: "
@@ -135,7 +152,7 @@ def forget(dom: libvirt.virDomain, alias: str) -> None:
     """Drop a removed device from the persistent definition and from our metadata."""
     if dom.isPersistent():
         try:
-            dom.detachDeviceAlias(alias, _CONFIG)
+            detach(dom, alias, _CONFIG)
         except libvirt.libvirtError as err:
             if err.get_error_code() != libvirt.VIR_ERR_DEVICE_MISSING:
                 log.warning("Removing %s from the definition of %s failed: %s", alias,

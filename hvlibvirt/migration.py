@@ -141,8 +141,7 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
                 else C.HV_MIGRATION_ACTIVE,
                 transferred_ram=stats.get("memory_processed"),
                 total_ram=stats.get("memory_total"))
-        done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
-                            | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+        done = _completed_stats(dom)
         state, reason = dom.state()
     except libvirt.libvirtError as err:
         raise HypervisorError(f"Failed to read the migration job of {dom.name()}: "
@@ -157,6 +156,19 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
         verdict = C.HV_MIGRATION_FAILED
     return MigrationStatus(status=verdict, transferred_ram=done.get("memory_processed"),
                            total_ram=done.get("memory_total"))
+
+
+def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:
+    """Statistics of the last completed job; empty where the driver keeps none (libxl
+    reports only the running job)."""
+    try:
+        return dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                            | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT,
+                                    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+            return {}
+        raise
 
 
 def _main(spec_json: str) -> int:

@@ -1,4 +1,11 @@
-"""Xen PVM and HVM through libvirt's libxl driver: parameter tables and Xen rules.
+"""Xen PVM and HVM through libvirt's libxl driver.
+
+The parameter tables are ``xen_params``; the domain XML comes from
+``domain_xml.xen_builder``. Here is what differs from KVM: a soft stop or reboot goes
+through Xen's paravirtual control interface (libxl falls back to ACPI), a reboot shows
+as a new domain ID, the CPU cap is a scheduler setting of the running domain, node
+information counts Domain-0 and what Xen itself uses, migration takes the flags libxl
+has, and hotplug covers what libxl can attach live (PV disks and vifs).
 
 ``xen_cmd`` (xm or xl) is accepted for compatibility with Ganeti's configuration and
 otherwise ignored: libvirt's libxl driver replaces both toolstacks.
@@ -6,20 +13,35 @@ otherwise ignored: libvirt's libxl driver replaces both toolstacks.
 
 from __future__ import annotations
 
-import ipaddress
+import logging
+import os
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from hvlibvirt import constants as C, params as P
-from hvlibvirt.base import BaseHypervisor
-from hvlibvirt.errors import HypervisorError
+import libvirt
+from lxml import etree
 
+from hvlibvirt import connection, constants as C, hotplug, kvm_node, params as P
+from hvlibvirt.base import BaseHypervisor, _require_name
+from hvlibvirt.domain_xml import Listen, StartupOptions, disks, nics
+from hvlibvirt.domain_xml.identity import device_alias as alias_of
+from hvlibvirt.domain_xml.options import GuestTarget
+from hvlibvirt.domain_xml.xen_builder import (HVM_MACHINE, PV_MACHINE, build_xen_domain,
+                                              disk_names)
+from hvlibvirt.errors import HotplugError, HypervisorError
+from hvlibvirt.objects import InstanceConsole
+from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
 
-def _is_ipv4(value: Any) -> bool:
-    try:
-        return isinstance(value, str) and ipaddress.ip_address(value).version == 4
-    except ValueError:
-        return False
+log = logging.getLogger(__name__)
+
+SSH_CONSOLE_USER = "root"
+DOM0_NAME = "Domain-0"
+# libxl's migration flags (libxl_migration.h); UNSAFE, bandwidth and the QEMU
+# capabilities do not exist there.
+_MIGRATION_FLAGS = libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+_ID_POLL = 0.05  # seconds between domain ID checks while a reboot is verified
 
 
 class XenHypervisor(BaseHypervisor):
@@ -29,6 +51,10 @@ class XenHypervisor(BaseHypervisor):
     DEFAULT_URI = "xen:///system"
     MIGRATION_URI_TEMPLATE = "xen+ssh://{target}/system"
     CAN_MIGRATE = True
+    #: the parameter table (``PARAMETERS`` is derived from it)
+    TABLE: ClassVar[dict[str, P.HvParam]] = {}
+    HVM: ClassVar[bool] = False
+    OS_TYPE: ClassVar[str] = "xen"  # libvirt's capabilities name PV guests' os type so
 
     @staticmethod
     def VersionsSafeForMigration(src: Sequence[int], target: Sequence[int]) -> bool:  # noqa: N802
@@ -40,38 +66,313 @@ class XenHypervisor(BaseHypervisor):
             return False
         return src[0] == target[0] and target[1] - src[1] in (0, 1)
 
+    @classmethod
+    def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
+        """Per-parameter checks, then the values libxl cannot honour."""
+        super().CheckParameterSyntax(hvparams)
+        P.check_refusals(cls.TABLE, hvparams)
+
+    # -- the domain ----------------------------------------------------------------
     def _build_domain(self, instance: Any, block_devices: Sequence[Any],
-                      startup_memory: int) -> Any:
-        # The libxl domain XML (PV kernel/bootloader, HVM, xenbus disks) is its own
-        # builder and is not written yet; refuse rather than emit KVM XML for Xen.
-        raise HypervisorError(f"{self.HV_NAME}: starting Xen domains is not implemented yet")
+                      startup_memory: int) -> etree._Element:
+        return build_xen_domain(instance, block_devices, instance.hvparams,
+                                self._startup_options(instance, startup_memory), self.HVM)
+
+    def _startup_options(self, instance: Any, startup_memory: int) -> StartupOptions:
+        hvp = instance.hvparams
+        vnc = hvp.get(C.HV_VNC_BIND_ADDRESS) if self.HVM else None
+        return StartupOptions(
+            target=self._target(),
+            startup_memory=startup_memory,
+            # Ganeti's xl config listens on 0.0.0.0 when no address is set.
+            vnc_listen=Listen(address=vnc or "0.0.0.0") if self.HVM else None,
+            vnc_password=kvm_node.vnc_password(hvp) if self.HVM else None)
+
+    def _target(self) -> GuestTarget:
+        """Domain type xen with the guest architecture libvirt offers for this kind of
+        guest (x86_64 where offered)."""
+        with connection.libvirt_errors("read the host capabilities"):
+            caps = etree.fromstring(self._conn().getCapabilities().encode())
+        arches = caps.xpath("guest[os_type=$t]/arch/@name", t=self.OS_TYPE)
+        if not arches:
+            raise HypervisorError(f"libvirt at {self.uri} offers no {self.OS_TYPE} guests")
+        arch = "x86_64" if "x86_64" in arches else sorted(arches)[0]
+        return GuestTarget(domain_type="xen", arch=arch,
+                           machine=HVM_MACHINE if self.HVM else PV_MACHINE)
+
+    def _after_start(self, dom: libvirt.virDomain, instance: Any) -> None:
+        self._apply_cap(dom, instance.hvparams)
+
+    @staticmethod
+    def _apply_cap(dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
+        """cpu_cap lives in Xen's scheduler only: set it on the running domain."""
+        cap = hvparams.get(C.HV_CPU_CAP) or 0
+        if not cap:
+            return
+        with connection.libvirt_errors("set the CPU cap", dom.name()):
+            try:
+                dom.setSchedulerParameters({"cap": cap})
+            except LookupError:  # libvirt-python: the scheduler has no 'cap'
+                raise HypervisorError(f"Cannot set cpu_cap on {dom.name()}: this libvirt "
+                                      "driver's scheduler has no cap") from None
+
+    # -- lifecycle -------------------------------------------------------------------
+    @staticmethod
+    def _can_soft_stop(hvparams: Mapping[str, Any]) -> bool:
+        # libxl asks the guest through Xen's PV control interface, and falls back to
+        # the ACPI power button for HVM guests without PV drivers (Ganeti: xl shutdown).
+        return True
+
+    @staticmethod
+    def _shutdown(dom: libvirt.virDomain) -> None:
+        dom.shutdown()  # libxl's default: paravirtual first, then ACPI
+
+    def RebootInstance(self, instance: Any) -> None:  # noqa: N802
+        """Soft reboot through Xen's control interface, verified the way Ganeti does:
+        libxl rebuilds a rebooted guest, so its domain ID changes. If that does not
+        happen within ``REBOOT_TIMEOUT`` seconds, the instance is destroyed and started
+        again from its definition (logged)."""
+        name = _require_name(getattr(instance, "name", None))
+        dom = self._owned(name)
+        with connection.libvirt_errors("check the state", name):
+            if dom is None or not dom.isActive():
+                raise HypervisorError(f"Failed to reboot instance {name}: not running")
+        hvparams = getattr(instance, "hvparams", None) or {}
+        if hvparams.get(C.HV_REBOOT_BEHAVIOR) == C.INSTANCE_REBOOT_EXIT:
+            self.StopInstance(instance, timeout=int(self.REBOOT_TIMEOUT))
+            if dom.isActive():
+                self.StopInstance(instance, force=True)
+            return
+        with connection.libvirt_errors("reboot", name):
+            old_id = dom.ID()
+            dom.reboot(0)
+        if self._wait_new_id(name, old_id, self.REBOOT_TIMEOUT):
+            self._apply_cap(self._owned(name), hvparams)
+            return
+        log.warning("Instance %s kept domain ID %d for %.0fs after the reboot request; "
+                    "destroying and starting it again", name, old_id, self.REBOOT_TIMEOUT)
+        with connection.libvirt_errors("restart", name):
+            self._destroy(dom)
+            dom.create()
+        self._apply_cap(dom, hvparams)
+
+    def _wait_new_id(self, name: str, old_id: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dom = self._lookup(name)
+            try:
+                if dom is not None and dom.isActive() and dom.ID() not in (old_id, -1):
+                    return True
+            except libvirt.libvirtError:
+                pass  # between the destroy and the new domain
+            time.sleep(_ID_POLL)
+        return False
+
+    # -- node ----------------------------------------------------------------------
+    def GetNodeInfo(self, hvparams: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802
+        """Ganeti's Xen node keys: memory as Xen sees it (total, free, Domain-0's, and
+        ``memory_hv`` = what neither the domains nor the free pool hold), CPUs (sockets
+        from cores and threads per socket), NUMA cells and the Xen version."""
+        conn = self._conn()
+        with connection.libvirt_errors("read node information"):
+            _model, mem_mib, cpus, _mhz, nodes, _sockets, cores, threads = conn.getInfo()
+            free_mib = conn.getFreeMemory() // 1048576
+            version = conn.getVersion()
+            active = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        dom0_mem = dom0_cpus = 0
+        used = 0
+        for dom in active:
+            try:
+                _state, _max, mem_kib, vcpus, _cpu = dom.info()
+            except libvirt.libvirtError:
+                continue  # it went away meanwhile
+            used += mem_kib // 1024
+            if dom.ID() == 0 or dom.name() == DOM0_NAME:
+                dom0_mem, dom0_cpus = mem_kib // 1024, vcpus
+        return {
+            "memory_total": mem_mib,
+            "memory_free": free_mib,
+            "memory_dom0": dom0_mem,
+            "memory_hv": max(mem_mib - free_mib - used, 0),
+            "cpu_total": cpus,
+            "cpu_dom0": dom0_cpus,
+            "cpu_nodes": max(nodes, 1),
+            # libxl reports one socket; derive them as Ganeti does from xl info.
+            "cpu_sockets": max(cpus // max(cores * threads, 1), 1),
+            C.HV_NODEINFO_KEY_VERSION: (version // 1000000, version // 1000 % 1000),
+        }
+
+    def _verify_problems(self, hvparams: Mapping[str, Any] | None) -> list[str]:
+        """Daemon reachable and offering this kind of Xen guest; with hvparams, the
+        HVM device model present and executable (libxl refuses to start otherwise)."""
+        problems = super()._verify_problems(hvparams)
+        if problems:
+            return problems
+        try:
+            self._target()
+        except (HypervisorError, libvirt.libvirtError) as err:
+            problems.append(str(err))
+        if self.HVM and hvparams:
+            model = hvparams.get(C.HV_DEVICE_MODEL)
+            if not model or not os.access(model, os.X_OK):
+                problems.append(f"device_model {model!r} is not an executable file")
+        return problems
+
+    # -- consoles --------------------------------------------------------------------
+    @classmethod
+    def GetInstanceConsole(cls, instance: Any, primary_node: Any, node_group: Any,  # noqa: N802
+                           hvparams: Mapping[str, Any], beparams: Mapping[str, Any]
+                           ) -> InstanceConsole:
+        """As Ganeti's Xen: an ssh console to the primary node, attached to the guest's
+        console through libvirt (no xl), resuming a paused guest."""
+        name = instance.name
+        ndparams = (node_group.FillND(primary_node)
+                    if hasattr(node_group, "FillND") else {}) or {}
+        uri = os.environ.get(cls.URI_ENV) or cls.DEFAULT_URI
+        return InstanceConsole(
+            instance=name, kind=C.CONS_SSH, host=getattr(primary_node, "name", None),
+            user=SSH_CONSOLE_USER, port=ndparams.get("ssh_port"),
+            command=[sys.executable, "-m", "hvlibvirt.cli", "console", "--hypervisor",
+                     cls.HV_NAME, "--uri", uri, name])
+
+    # -- migration -------------------------------------------------------------------
+    @staticmethod
+    def _migration_flags(hvparams: Mapping[str, Any], target: str, live: bool
+                         ) -> tuple[int, dict[str, Any]]:
+        """Peer-to-peer, persistent on the target, live if asked; the data goes to
+        tcp://target:migration_port. No bandwidth or downtime: libxl has neither."""
+        flags = _MIGRATION_FLAGS | (libvirt.VIR_MIGRATE_LIVE if live else 0)
+        return flags, {libvirt.VIR_MIGRATE_PARAM_URI:
+                       f"tcp://{target}:{hvparams[C.HV_MIGRATION_PORT]}"}
+
+    def _prepare_migration(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
+        with connection.libvirt_errors("read the domain XML", dom.name()):
+            root = etree.fromstring(dom.XMLDesc(0).encode())
+        if root.find("devices/hostdev") is not None:
+            raise HypervisorError(f"Instance {dom.name()} has PCI devices passed through "
+                                  "(pci_pass), which libxl cannot migrate")
+
+    def FinalizeMigrationDst(self, instance: Any, info: str, success: bool) -> None:  # noqa: N802
+        """As the base, and the CPU cap (not part of the migrated domain) is set again."""
+        super().FinalizeMigrationDst(instance, info, success)
+        if success:
+            self._apply_cap(self._lookup(instance.name), instance.hvparams)
+
+    # -- hotplug ---------------------------------------------------------------------
+    def _hotplug_target(self, instance: Any, action: str, dev_type: str
+                        ) -> tuple[libvirt.virDomain, etree._Element, Any]:
+        """The running domain and its live XML, after refusing what libxl cannot do."""
+        name = getattr(instance, "name", None)
+        if dev_type not in C.HOTPLUG_ALL_TARGETS:
+            raise HotplugError(f"Cannot hotplug a {dev_type!r}: only disks and NICs")
+        if action not in C.HOTPLUG_ALL_ACTIONS:
+            raise HotplugError(f"Unknown hotplug action {action!r}")
+        if action == C.HOTPLUG_ACTION_MODIFY:
+            raise HotplugError(f"libxl cannot change a {dev_type} of a running guest; "
+                               "remove it and add it again")
+        if dev_type == C.HOTPLUG_TARGET_DISK and self.HVM and \
+                instance.hvparams.get(C.HV_DISK_TYPE) != C.HT_DISK_PARAVIRTUAL:
+            raise HotplugError("libxl hot-plugs paravirtual (bus xen) disks only; this "
+                               "instance's disk_type is "
+                               f"{instance.hvparams.get(C.HV_DISK_TYPE)!r}")
+        dom = self._owned(name) if isinstance(name, str) and name else None
+        with connection.libvirt_errors("check the state", name, HotplugError):
+            if dom is None or not dom.isActive():
+                raise HotplugError(f"Instance {name} is not running")
+        root, live = hotplug.live_state(dom)
+        return dom, root, live
+
+    def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
+        """Raise HotplugError unless libxl can do ``action`` on a ``dev_type`` live:
+        add or remove PV disks and vifs."""
+        self._hotplug_target(instance, action, dev_type)
+
+    def HotAddDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> None:
+        """Attach a PV disk (``extra`` = (link_name, drive_uri)) at the next free guest
+        name, or a vif (always netfront: libxl cannot hot-plug emulated NICs), live and
+        in the persistent definition, undone if any step fails."""
+        what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
+        with hotplug.instance_lock(self.uri, instance.name):
+            dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_ADD, dev_type)
+            try:
+                alias = alias_of(dev_type, getattr(device, "uuid", None))
+                if alias in live.devices:
+                    raise HotplugError(f"{what}: already attached")
+                elem = self._hotplug_element(root, instance.hvparams, dev_type, device,
+                                             extra, seq, what)
+            except HypervisorError as err:
+                raise HotplugError(str(err)) from None
+            try:
+                hotplug.attach(dom, elem, what)
+            except libvirt.libvirtError as err:
+                raise HotplugError(f"{what}: libvirt refused the device: "
+                                   f"{err.get_error_message()}") from err
+            try:
+                hotplug.record(dom, dev_type, device.uuid, alias)
+            except HotplugError:
+                hotplug.detach_now(dom, alias)
+                hotplug.forget(dom, alias)
+                raise
+
+    @staticmethod
+    def _hotplug_element(root: etree._Element, hvparams: Mapping[str, Any], dev_type: str,
+                         device: Any, extra: Any, seq: int, what: str) -> etree._Element:
+        if dev_type == C.HOTPLUG_TARGET_NIC:
+            return nics.xen_interface(device, seq, nics.XEN_PV_MODEL,
+                                      hvparams.get(C.HV_VIF_SCRIPT) or None)
+        try:
+            link_name, _drive_uri = extra
+        except (TypeError, ValueError):
+            raise HotplugError(f"{what}: extra must be (link_name, drive_uri)") from None
+        used = set(root.xpath("devices/disk/target/@dev"))
+        free = disk_names(hvparams[C.HV_BLOCKDEV_PREFIX], used | {disks.XEN_CDROM_TARGET})
+        if not free:
+            raise HotplugError(f"{what}: no free guest disk name left")
+        return disks.xen_disk(device, link_name, seq, free[0], "xen")
+
+    def HotDelDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> dict[str, str]:
+        """Detach a PV disk or vif (libxl waits for the guest's frontend to let go) and
+        drop it from the definition; returns its alias and guest name or MAC."""
+        what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
+        with hotplug.instance_lock(self.uri, instance.name):
+            dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_REMOVE,
+                                                   dev_type)
+            try:
+                alias = alias_of(dev_type, getattr(device, "uuid", None))
+            except HypervisorError as err:
+                raise HotplugError(str(err)) from None
+            elem = hotplug.device_element(root, alias)
+            if elem is None:
+                raise HotplugError(f"Cannot find {dev_type} with UUID {device.uuid} in "
+                                   f"instance {instance.name}")
+            where = {"alias": alias}
+            if elem.find("target") is not None and elem.tag == "disk":
+                where["target"] = elem.find("target").get("dev")
+            if elem.find("mac") is not None:
+                where["mac"] = elem.find("mac").get("address")
+            hotplug.remove(self._conn(), dom, alias, self.HOTPLUG_TIMEOUT, what)
+            return where
+
+    #: seconds to wait for a hot-removed device to disappear from the live domain
+    HOTPLUG_TIMEOUT: ClassVar[float] = 10.0
+
+    def HotModDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
+                     seq: int) -> None:
+        self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY, dev_type)
+
+    def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> None:  # noqa: N802
+        raise HotplugError("libxl cannot tell a running guest that its disk grew (libvirt's"
+                           " libxl driver has no block resize); restart the instance")
 
 
 class XenPvmHypervisor(XenHypervisor):
     """Ganeti's ``xen-pvm`` hypervisor (paravirtualized guests)."""
 
     HV_NAME = C.HT_XEN_PVM
-    PARAMETERS: ClassVar[dict[str, P.Check]] = {
-        C.HV_USE_BOOTLOADER: P.NO_CHECK,
-        C.HV_BOOTLOADER_PATH: P.OPT_FILE_CHECK,
-        C.HV_BOOTLOADER_ARGS: P.NO_CHECK,
-        C.HV_KERNEL_PATH: P.REQ_FILE_CHECK,
-        C.HV_INITRD_PATH: P.OPT_FILE_CHECK,
-        C.HV_ROOT_PATH: P.NO_CHECK,
-        C.HV_KERNEL_ARGS: P.NO_CHECK,
-        C.HV_MIGRATION_PORT: P.REQ_NET_PORT_CHECK,
-        C.HV_MIGRATION_MODE: P.MIGRATION_MODE_CHECK,
-        C.HV_BLOCKDEV_PREFIX: P.NO_CHECK,
-        C.HV_REBOOT_BEHAVIOR: P.param_in_set(True, C.REBOOT_BEHAVIORS),
-        C.HV_CPU_MASK: P.OPT_MULTI_CPU_MASK_CHECK,
-        C.HV_CPU_CAP: P.OPT_NONNEGATIVE_INT_CHECK,
-        C.HV_CPU_WEIGHT: (False, lambda v: 0 < v < 65536, "invalid weight (must be 1-65535)",
-                          None, None),
-        C.HV_VIF_SCRIPT: P.OPT_FILE_CHECK,
-        C.HV_XEN_CMD: P.param_in_set(True, C.KNOWN_XEN_COMMANDS),
-        C.HV_XEN_CPUID: P.NO_CHECK,
-        C.HV_SOUNDHW: P.NO_CHECK,
-    }
+    TABLE = XEN_PVM_PARAMS
+    PARAMETERS: ClassVar[dict[str, P.Check]] = P.checks_of(XEN_PVM_PARAMS)
 
     @classmethod
     def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
@@ -85,35 +386,10 @@ class XenHvmHypervisor(XenHypervisor):
     """Ganeti's ``xen-hvm`` hypervisor (fully virtualized guests)."""
 
     HV_NAME = C.HT_XEN_HVM
-    PARAMETERS: ClassVar[dict[str, P.Check]] = {
-        C.HV_ACPI: P.NO_CHECK,
-        C.HV_BOOT_ORDER: (True, lambda v: isinstance(v, str) and bool(v)
-                          and not v.strip("acdn"),
-                          "Invalid boot order specified, must be one or more of [acdn]",
-                          None, None),
-        C.HV_CDROM_IMAGE_PATH: P.OPT_FILE_CHECK,
-        C.HV_DISK_TYPE: P.param_in_set(True, C.HT_HVM_VALID_DISK_TYPES),
-        C.HV_NIC_TYPE: P.param_in_set(True, C.HT_HVM_VALID_NIC_TYPES),
-        C.HV_PAE: P.NO_CHECK,
-        C.HV_VNC_BIND_ADDRESS: (False, _is_ipv4, "VNC bind address is not a valid IP address",
-                                None, None),
-        C.HV_KERNEL_PATH: P.REQ_FILE_CHECK,
-        C.HV_DEVICE_MODEL: P.REQ_FILE_CHECK,
-        C.HV_VNC_PASSWORD_FILE: P.REQ_FILE_CHECK,
-        C.HV_MIGRATION_PORT: P.REQ_NET_PORT_CHECK,
-        C.HV_MIGRATION_MODE: P.MIGRATION_MODE_CHECK,
-        C.HV_USE_LOCALTIME: P.NO_CHECK,
-        C.HV_BLOCKDEV_PREFIX: P.NO_CHECK,
-        C.HV_PASSTHROUGH: P.NO_CHECK,
-        C.HV_REBOOT_BEHAVIOR: P.param_in_set(True, C.REBOOT_BEHAVIORS),
-        C.HV_CPU_MASK: P.OPT_MULTI_CPU_MASK_CHECK,
-        C.HV_CPU_CAP: P.NO_CHECK,
-        C.HV_CPU_WEIGHT: (False, lambda v: 0 < v < 65535, "invalid weight (must be 1-65534)",
-                          None, None),
-        C.HV_VIF_TYPE: P.param_in_set(False, C.HT_HVM_VALID_VIF_TYPES),
-        C.HV_VIF_SCRIPT: P.OPT_FILE_CHECK,
-        C.HV_VIRIDIAN: P.NO_CHECK,
-        C.HV_XEN_CMD: P.param_in_set(True, C.KNOWN_XEN_COMMANDS),
-        C.HV_XEN_CPUID: P.NO_CHECK,
-        C.HV_SOUNDHW: P.NO_CHECK,
-    }
+    TABLE = XEN_HVM_PARAMS
+    PARAMETERS: ClassVar[dict[str, P.Check]] = P.checks_of(XEN_HVM_PARAMS)
+    HVM = True
+    OS_TYPE = "hvm"
+    # Ganeti's master copies the cluster's VNC password file to every node.
+    ANCILLARY_FILES: ClassVar[list[str]] = [C.VNC_PASSWORD_FILE]
+    ANCILLARY_FILES_OPT: ClassVar[list[str]] = [C.VNC_PASSWORD_FILE]
