@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from lxml import etree
+
 from hvlibvirt import constants as C, objects as hvl_objects
 from hvlibvirt.domain_xml import GuestTarget, Listen, StartupOptions, build_domain, to_string
+from hvlibvirt.domain_xml.xen_builder import HVM_MACHINE, PV_MACHINE, build_xen_domain
 
 ROOT = "/srv/hvl"
 GOLDEN_EMULATOR = "/usr/bin/kvm"
@@ -70,9 +73,21 @@ class Case:
         block = [(d, link, uri) for d, (_, link, uri) in zip(disks, self.disks, strict=True)]
         return inst, block
 
+    @property
+    def hypervisor(self) -> str:
+        return self.instance["hypervisor"]
+
+    def tree(self, inst: Any, block: list[tuple[Any, Any, Any]]) -> etree._Element:
+        """The domain tree of ``inst`` with this case's hvparams and options, from the
+        builder of the case's hypervisor."""
+        if self.hypervisor == C.HT_KVM:
+            return build_domain(inst, block, self.hvparams, self.options)
+        return build_xen_domain(inst, block, self.hvparams, self.options,
+                                hvm=self.hypervisor == C.HT_XEN_HVM)
+
     def render(self, module: ModuleType = hvl_objects) -> str:
         inst, block = self.objects(module)
-        return to_string(build_domain(inst, block, self.hvparams, self.options))
+        return to_string(self.tree(inst, block))
 
 
 class _Shape:
@@ -103,7 +118,8 @@ class _Shape:
         return path
 
     def disk(self, template: str, mode: str = C.DISK_RDWR, uri: str | None = None,
-             access: str | None = None, size: int = 1024) -> None:
+             access: str | None = None, size: int = 1024, file_driver: str = C.FD_LOOP
+             ) -> None:
         index = len(self.disks)
         params = {C.LDP_ACCESS: access} if access else {}
         dev_uuid = self.uuid(f"disk{index}")
@@ -112,18 +128,19 @@ class _Shape:
         else:
             link = self.file(f"disks/{self.host}.disk{index}")
         fields = dict(uuid=dev_uuid, name=f"disk{index}", dev_type=template,
-                      logical_id=_logical_id(template, dev_uuid, index),
+                      logical_id=_logical_id(template, dev_uuid, index, file_driver),
                       iv_name=f"disk/{index}", size=size, mode=mode, params=params)
         self.disks.append((fields, link, uri))
 
-    def nic(self, mode: str = C.NIC_MODE_BRIDGED, link: str = "br0", vlan: str = "") -> None:
+    def nic(self, mode: str = C.NIC_MODE_BRIDGED, link: str = "br0", vlan: str = "",
+            ip: str | None = None) -> None:
         index = len(self.nics)
         digest = hashlib.sha256(f"{self.name}/nic{index}".encode()).hexdigest()
         mac = "aa:00:" + ":".join(digest[i:i + 2] for i in range(0, 8, 2))
         nicparams = {C.NIC_MODE: mode, C.NIC_LINK: link if mode != C.NIC_MODE_ROUTED else "",
                      C.NIC_VLAN: vlan}
         self.nics.append(dict(uuid=self.uuid(f"nic{index}"), name=f"nic{index}", mac=mac,
-                              ip=None, network=None, nicparams=nicparams))
+                              ip=ip, network=None, nicparams=nicparams))
 
     def hvparams(self, **overrides: Any) -> dict[str, Any]:
         hvp = dict(C.HVC_DEFAULTS[C.HT_KVM])
@@ -133,6 +150,48 @@ class _Shape:
         hvp[C.HV_KERNEL_PATH] = ""
         hvp.update(overrides)
         return hvp
+
+    def xen_hvparams(self, hvm: bool, **overrides: Any) -> dict[str, Any]:
+        """Ganeti's xen-pvm/xen-hvm defaults with the files under the case's root."""
+        hvp = dict(C.HVC_DEFAULTS[C.HT_XEN_HVM if hvm else C.HT_XEN_PVM])
+        if hvm:
+            hvp.update(kernel_path=self.file("xen/boot/hvmloader"),
+                       device_model=self.file("xen/bin/qemu-system-i386"),
+                       vnc_password_file=self.file("etc/vnc-cluster-password"))
+        else:
+            hvp.update(kernel_path=self.file("boot/vmlinuz-xen"))
+        hvp.update(overrides)
+        for param in (C.HV_KERNEL_PATH, C.HV_INITRD_PATH, C.HV_BOOTLOADER_PATH,
+                      C.HV_CDROM_IMAGE_PATH, C.HV_VIF_SCRIPT):
+            value = hvp.get(param)
+            if value and value.startswith(self.env.root + "/"):
+                self.file(value[len(self.env.root) + 1:])
+        return hvp
+
+    def build_xen(self, doc: str, hvp: dict[str, Any], *, vcpus: int = 1,
+                  maxmem: int = 512, network_port: int | None = None) -> Case:
+        hvm = C.HV_DEVICE_MODEL in hvp
+        options = StartupOptions(
+            target=GuestTarget(domain_type="xen", arch="x86_64",
+                               machine=HVM_MACHINE if hvm else PV_MACHINE),
+            startup_memory=maxmem,
+            vnc_listen=Listen(address=hvp[C.HV_VNC_BIND_ADDRESS] or "0.0.0.0")
+            if hvm else None,
+            vnc_password=VNC_PASSWORD if hvm else None)
+        return self._case(doc, hvp, options, C.HT_XEN_HVM if hvm else C.HT_XEN_PVM,
+                          vcpus, maxmem, network_port)
+
+    def _case(self, doc: str, hvp: dict[str, Any], options: StartupOptions,
+              hypervisor: str, vcpus: int, maxmem: int, network_port: int | None) -> Case:
+        instance = dict(name=self.host, uuid=self.uuid("instance"), hypervisor=hypervisor,
+                        primary_node="node1.example.com", os="debootstrap+default",
+                        beparams={"maxmem": maxmem, "minmem": min(256, maxmem),
+                                  "vcpus": vcpus},
+                        network_port=network_port,
+                        disk_template=self.disks[0][0]["dev_type"] if self.disks
+                        else C.DT_DISKLESS)
+        return Case(self.name, doc, instance, self.disks, self.nics, hvp, options,
+                    self.files, self.dirs)
 
     def build(self, doc: str, hvp: dict[str, Any], *, vcpus: int = 1, maxmem: int = 512,
               startup_memory: int | None = None, network_port: int | None = None) -> Case:
@@ -160,18 +219,11 @@ class _Shape:
             else None,
             security_label=QEMU_LABEL if hvp[C.HV_SECURITY_MODEL] == C.HT_SM_USER else None,
             linux_bridge_vlans=True)
-        instance = dict(name=self.host, uuid=self.uuid("instance"), hypervisor=C.HT_KVM,
-                        primary_node="node1.example.com", os="debootstrap+default",
-                        beparams={"maxmem": maxmem, "minmem": min(256, maxmem),
-                                  "vcpus": vcpus},
-                        network_port=network_port,
-                        disk_template=self.disks[0][0]["dev_type"] if self.disks
-                        else C.DT_DISKLESS)
-        return Case(self.name, doc, instance, self.disks, self.nics, hvp, options,
-                    self.files, self.dirs)
+        return self._case(doc, hvp, options, C.HT_KVM, vcpus, maxmem, network_port)
 
 
-def _logical_id(template: str, dev_uuid: str, index: int) -> tuple[Any, ...]:
+def _logical_id(template: str, dev_uuid: str, index: int, file_driver: str
+                ) -> tuple[Any, ...]:
     """A Ganeti-shaped logical_id (the XML does not use it; Ganeti's FromDict does)."""
     if template == C.DT_DRBD8:
         return ("node1.example.com", "node2.example.com", 11000 + index, index, index,
@@ -180,7 +232,7 @@ def _logical_id(template: str, dev_uuid: str, index: int) -> tuple[Any, ...]:
             C.DT_BLOCK: ("manual", f"/dev/disk/by-id/wwn-0x5000c500{index:08x}"),
             C.DT_EXT: ("ext-provider", f"{dev_uuid}.ext.disk{index}"),
             C.DT_RBD: ("rbd", f"{dev_uuid}.rbd.disk{index}")}.get(
-                template, ("loop", f"/srv/ganeti/file-storage/{dev_uuid}/disk{index}"))
+                template, (file_driver, f"/srv/ganeti/file-storage/{dev_uuid}/disk{index}"))
 
 
 CaseFn = Callable[[Env], Case]
@@ -558,4 +610,134 @@ def diskless_minimal(s: _Shape) -> Case:
                    s.hvparams(**kernel_boot(s)), maxmem=128)
 
 
+
+
+# ------------------------------------------------------------------------- Xen (libxl)
+
+@case
+def xen_pv_kernel(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.nic()
+    return s.build_xen("Xen PV, direct kernel boot (kernel, initrd, root, args), one plain "
+                       "disk as sda, one bridged netfront vif",
+                       s.xen_hvparams(False, initrd_path=s.file("boot/initrd-xen"),
+                                      root_path="/dev/sda1", kernel_args="ro console=hvc0"))
+
+
+@case
+def xen_pv_bootloader(s: _Shape) -> Case:
+    s.disk(C.DT_DRBD8)
+    s.nic()
+    return s.build_xen("Xen PV booted by pygrub with bootloader_args (no kernel), a drbd "
+                       "disk, a vif with vif_script", s.xen_hvparams(
+                           False, use_bootloader=True,
+                           bootloader_path=s.file("xen/bin/pygrub"), bootloader_args="-q",
+                           vif_script=s.file("xen/scripts/vif-ganeti")), vcpus=2)
+
+
+@case
+def xen_pv_templates_block(s: _Shape) -> Case:
+    for template in (C.DT_PLAIN, C.DT_DRBD8, C.DT_BLOCK, C.DT_EXT, C.DT_RBD):
+        s.disk(template)
+    s.disk(C.DT_PLAIN, mode=C.DISK_RDONLY)
+    s.nic()
+    return s.build_xen("Xen PV, block templates plain, drbd, blockdev, ext, kernel-space "
+                       "rbd and a read-only disk -> blkback (driver phy), prefix xvd",
+                       s.xen_hvparams(False, blockdev_prefix="xvd"))
+
+
+@case
+def xen_pv_templates_file(s: _Shape) -> Case:
+    s.disk(C.DT_FILE, file_driver=C.FD_LOOP)
+    s.disk(C.DT_SHARED_FILE, file_driver=C.FD_BLKTAP)
+    s.disk(C.DT_GLUSTER, access=C.DISK_KERNELSPACE, file_driver=C.FD_BLKTAP2)
+    s.nic()
+    return s.build_xen("Xen PV, file-based templates with the loop, blktap and blktap2 "
+                       "file drivers -> driver file, tap, tap2", s.xen_hvparams(False))
+
+
+@case
+def xen_pv_nic_modes(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.nic(C.NIC_MODE_BRIDGED, "br0", ip="192.0.2.10")
+    s.nic(C.NIC_MODE_ROUTED, ip="192.0.2.11")
+    s.nic(C.NIC_MODE_OVS, "ovs0", vlan=".100")
+    s.nic(C.NIC_MODE_OVS, "ovs1", vlan=":10:20")
+    return s.build_xen("Xen PV NICs: bridged with an IP, routed (ethernet, IP for the "
+                       "script), openvswitch access VLAN and trunk; all with vif_script",
+                       s.xen_hvparams(False, vif_script=s.file("xen/scripts/vif-ganeti")))
+
+
+@case
+def xen_pv_pinning(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    return s.build_xen("Xen PV, one CPU mask per vCPU ('all' leaves vCPU 2 unpinned), "
+                       "cpu_weight 512, reboot_behavior exit",
+                       s.xen_hvparams(False, cpu_mask="0:1-3:all:2", cpu_weight=512,
+                                      reboot_behavior=C.INSTANCE_REBOOT_EXIT), vcpus=4)
+
+
+@case
+def xen_hvm_disk_boot(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.disk(C.DT_DRBD8)
+    s.nic()
+    return s.build_xen("Xen HVM booting from disk (boot_order c), paravirtual disks on "
+                       "the xen bus named hda/hdb, rtl8139, VNC at network_port with the "
+                       "cluster password, every CPU pinned to 0-1",
+                       s.xen_hvparams(True, boot_order="c", cpu_mask="0-1"),
+                       vcpus=2, maxmem=1024, network_port=11017)
+
+
+@case
+def xen_hvm_cdrom_boot(s: _Shape) -> Case:
+    for _ in range(3):
+        s.disk(C.DT_PLAIN)
+    s.nic()
+    return s.build_xen("Xen HVM booting from cdrom then disk (boot_order dc): the cdrom "
+                       "at hdc, three ioemu (IDE) disks skipping hdc, e1000, localtime",
+                       s.xen_hvparams(True, boot_order="dc", disk_type="ioemu",
+                                      cdrom_image_path=s.file("iso/install.iso"),
+                                      nic_type="e1000", use_localtime=True),
+                       network_port=11018)
+
+
+@case
+def xen_hvm_devices(s: _Shape) -> Case:
+    s.disk(C.DT_FILE)
+    s.nic(C.NIC_MODE_BRIDGED, "br0")
+    s.nic(C.NIC_MODE_OVS, "ovs0", vlan=".42")
+    return s.build_xen("Xen HVM with VNC on 127.0.0.1, sound (hda), two PCI devices "
+                       "passed through (one permissive), cpuid flags, netfront NICs "
+                       "(nic_type paravirtual)",
+                       s.xen_hvparams(True, vnc_bind_address="127.0.0.1", soundhw="hda",
+                                      pci_pass="0000:03:00.0;04:00.1,permissive=1",
+                                      cpuid="host,sse3=0,aes=1", nic_type="paravirtual",
+                                      cpu_weight=1024),
+                       vcpus=2, network_port=11019)
+
+
+@case
+def xen_hvm_netboot(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.nic(C.NIC_MODE_BRIDGED, "br0")
+    return s.build_xen("Xen HVM network boot first (boot_order nc), ne2k_pci, no ACPI, "
+                       "no network_port (VNC port picked by libvirt)",
+                       s.xen_hvparams(True, boot_order="nc", nic_type="ne2k_pci",
+                                      acpi=False))
+
+
+@case
+def xen_hvm_routed(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.nic(C.NIC_MODE_ROUTED, ip="198.51.100.7")
+    return s.build_xen("Xen HVM with a routed ne2k_isa NIC (ethernet, IP for the vif "
+                       "script), reboot_behavior exit",
+                       s.xen_hvparams(True, nic_type="ne2k_isa",
+                                      reboot_behavior=C.INSTANCE_REBOOT_EXIT),
+                       network_port=11020)
+
+
 NAMES = sorted(CASES)
+KVM_NAMES = [n for n in NAMES if not n.startswith("xen_")]
+XEN_NAMES = [n for n in NAMES if n.startswith("xen_")]

@@ -19,7 +19,7 @@ import pytest
 
 import golden_cases
 from hvlibvirt import constants as C
-from hvlibvirt.domain_xml import build_domain, to_string
+from hvlibvirt.domain_xml import to_string
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "fixtures" / "golden"
 
@@ -32,13 +32,17 @@ REQUIRED = {
     "nic_vhost_multiqueue": "openvswitch access VLAN, vhost, queues",
     "spice_full_tls": "SPICE with every option",
     "kernel_boot_plain": "kernel boot",
+    "xen_pv_kernel": "Xen PV direct kernel boot",
+    "xen_pv_templates_file": "Xen file drivers from the disks' logical_id",
+    "xen_pv_nic_modes": "Xen NICs in each mode, with IPs",
+    "xen_hvm_devices": "Xen HVM with VNC, sound, PCI passthrough, cpuid",
 }
 
 
 def ganeti_hvparams(gconst: Any, case: golden_cases.Case) -> dict[str, Any]:
-    """Ganeti's KVM defaults with the case's non-default values on top."""
-    ours = C.HVC_DEFAULTS[C.HT_KVM]
-    hvp = dict(gconst.HVC_DEFAULTS[C.HT_KVM])
+    """Ganeti's defaults for the case's hypervisor with its non-default values on top."""
+    ours = C.HVC_DEFAULTS[case.hypervisor]
+    hvp = dict(gconst.HVC_DEFAULTS[case.hypervisor])
     hvp.update({k: v for k, v in case.hvparams.items() if ours[k] != v})
     return hvp
 
@@ -75,4 +79,4 @@ def test_objects_after_an_rpc_round_trip_give_the_same_xml(ganeti, name: str) ->
     inst = gobjects.Instance.FromDict(idict)
     assert all(isinstance(d, gobjects.Disk) for d in inst.disks_info)
     block = [(d, link, uri) for d, (_, link, uri) in zip(inst.disks_info, block, strict=True)]
-    assert to_string(build_domain(inst, block, case.hvparams, case.options)) == case.render()
+    assert to_string(case.tree(inst, block)) == case.render()

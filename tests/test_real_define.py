@@ -91,9 +91,9 @@ def test_every_golden_case_is_defined_by_the_qemu_driver(libvirt_daemon: Libvirt
         # kvm when offered (as the brief and choose_target() prefer), and TCG as well:
         # kvm_flag=disabled instances are defined as type 'qemu'.
         domain_types = [t for t in ("kvm", "qemu") if t in offered]
-        print(f"defining {len(golden_cases.NAMES)} cases as types {domain_types}")
+        print(f"defining {len(golden_cases.KVM_NAMES)} cases as types {domain_types}")
         for domain_type in domain_types:
-            for index, name in enumerate(golden_cases.NAMES):
+            for index, name in enumerate(golden_cases.KVM_NAMES):
                 # short roots: the VNC socket path must fit a sun_path (107 bytes)
                 env = golden_cases.Env(root=str(tmp_path / f"c{index}"),
                                        domain_type=domain_type, emulator=EMULATOR)
