@@ -25,7 +25,8 @@ import psutil
 from lxml import etree
 
 from hvlibvirt import connection, constants, domains, migration, params
-from hvlibvirt.domain_xml import identity, redacted, to_string
+from hvlibvirt.domain_xml import identity, parse_domain, redacted, to_string
+from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.events import DomainEventWaiter
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.objects import InstanceConsole, MigrationStatus
@@ -68,6 +69,8 @@ class BaseHypervisor:
 
     #: hvparam name -> five-tuple check (see ``hvlibvirt.params``)
     PARAMETERS: ClassVar[dict[str, params.Check]] = {}
+    #: the parameter table ``PARAMETERS`` is derived from (XML mapping, refusals)
+    TABLE: ClassVar[dict[str, params.HvParam]] = {}
     ANCILLARY_FILES: ClassVar[list[str]] = []
     ANCILLARY_FILES_OPT: ClassVar[list[str]] = []
     CAN_MIGRATE: ClassVar[bool] = False
@@ -496,8 +499,45 @@ class BaseHypervisor:
         return not drift
 
     def _drift(self, instance: Any) -> list[str]:
-        """How the running instance differs from its configuration (base: nothing known)."""
-        return []
+        """Differences between the running domain and the instance's configuration that
+        a restart would change: memory, vCPUs, hvparams shaping the XML, NICs, disks."""
+        dom = self._owned(instance.name)
+        if dom is None or not dom.isActive():
+            return []
+        with connection.libvirt_errors("read the domain XML", instance.name):
+            xml = dom.XMLDesc(0)
+        live, root = parse_domain(xml), etree.fromstring(xml.encode())
+        drift = []
+        beparams = instance.beparams
+        if int(root.findtext("memory")) // 1024 != beparams.get("maxmem"):
+            drift.append(f"maxmem is {root.findtext('memory')} KiB live, "
+                         f"{beparams.get('maxmem')} MiB configured")
+        if int(root.findtext("vcpu")) != beparams.get("vcpus"):
+            drift.append(f"vcpus is {root.findtext('vcpu')} live, {beparams.get('vcpus')} "
+                         "configured")
+        in_force = live.meta.hvparams if live.meta else {}
+        for name, entry in sorted(self.TABLE.items()):
+            if entry.xml and in_force.get(name) != instance.hvparams.get(name):
+                drift.append(f"hvparam {name} is {in_force.get(name)!r} live, "
+                             f"{instance.hvparams.get(name)!r} configured")
+        want = {alias_of("disk", d.uuid) for d in instance.disks_info}
+        want |= {alias_of("nic", n.uuid) for n in instance.nics}
+        have = {a for a in live.devices if a.startswith(("ua-disk-", "ua-nic-"))}
+        drift += [f"device {a} is configured but not attached" for a in sorted(want - have)]
+        drift += [f"device {a} is attached but not configured" for a in sorted(have - want)]
+        for nic in instance.nics:
+            elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
+            if elem is None:
+                continue
+            link = (nic.nicparams or {}).get(constants.NIC_LINK) or None
+            if elem.find("mac").get("address") != nic.mac.lower():
+                drift.append(f"NIC {nic.uuid} has MAC {elem.find('mac').get('address')} "
+                             f"live, {nic.mac} configured")
+            source = elem.find("source")
+            if source is not None and source.get("bridge") != link:
+                drift.append(f"NIC {nic.uuid} is on bridge {source.get('bridge')} live, "
+                             f"{link} configured")
+        return drift
 
     def RestoreInstance(self, instance: Any, block_devices: Sequence[Any]) -> None:  # noqa: N802
         """Fix up a running instance whose VerifyInstance failed (base: nothing to do)."""

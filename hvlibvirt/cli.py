@@ -1,8 +1,8 @@
 """The ``hvlibvirt`` command: a demo and small operator tools.
 
-    hvlibvirt demo [--uri test:///default]   an instance lifecycle, step by step
+    hvlibvirt demo [--uri test:///default]   KVM, Xen PVM and HVM lifecycles, step by step
     hvlibvirt check-params kvm KEY=VALUE...  CheckParameterSyntax on defaults + overrides
-    hvlibvirt hvparams-doc                   the KVM hvparam table (docs/hvparams.md)
+    hvlibvirt hvparams-doc                   the hvparam tables (docs/hvparams.md)
     hvlibvirt list [--uri URI]               GetAllInstancesInfo
     hvlibvirt console [--uri URI] NAME       the serial console (resumes a paused instance)
 """
@@ -25,20 +25,36 @@ def _say(step: str, detail: object = "") -> None:
     print(f"==> {step}" + (f": {detail}" if detail != "" else ""), flush=True)
 
 
-def _demo_instance(workdir: Path) -> tuple[Instance, list[tuple[Disk, str, None]]]:
-    hvparams = dict(constants.HVC_DEFAULTS[constants.HT_KVM])
-    # Direct kernel boot of an image that the test driver never reads; on a real node
-    # these would be the instance's kernel and Ganeti's disk symlinks.
-    kernel = workdir / "vmlinuz"
-    kernel.write_bytes(b"")
-    hvparams.update({constants.HV_KERNEL_PATH: str(kernel),
-                     constants.HV_KERNEL_ARGS: "ro quiet"})
-    disks = [Disk(uuid="932df160-7a22-4067-a566-7e0ca8386133", size=1024, iv_name="disk/0")]
-    nics = [NIC(uuid="003fc157-66a8-4e6d-8b7e-4a6d1ecdd4b7", mac="aa:00:00:35:d0:7e",
+def _demo_files(workdir: Path) -> dict[str, str]:
+    """Files the hvparams name (the test driver never reads them; on a real node they
+    are the instance's kernel, Xen's hvmloader and device model, the VNC password)."""
+    files = {}
+    for key, content in (("vmlinuz", ""), ("hvmloader", ""), ("vnc-cluster-password",
+                                                              "demo-pw\n")):
+        (workdir / key).write_text(content)
+        files[key] = str(workdir / key)
+    return files
+
+
+def _demo_instance(hv_name: str, files: dict[str, str], number: int
+                   ) -> tuple[Instance, list[tuple[Disk, str, None]]]:
+    hvparams = dict(constants.HVC_DEFAULTS[hv_name])
+    if hv_name == constants.HT_XEN_HVM:
+        hvparams.update({constants.HV_KERNEL_PATH: files["hvmloader"],
+                         constants.HV_DEVICE_MODEL: sys.executable,
+                         constants.HV_VNC_PASSWORD_FILE: files["vnc-cluster-password"]})
+    else:
+        hvparams.update({constants.HV_KERNEL_PATH: files["vmlinuz"],
+                         constants.HV_KERNEL_ARGS: "ro quiet"})
+    disks = [Disk(uuid=f"932df160-7a22-4067-a566-7e0ca838613{number}", size=1024,
+                  iv_name="disk/0")]
+    nics = [NIC(uuid=f"003fc157-66a8-4e6d-8b7e-4a6d1ecdd4b{number}",
+                mac=f"aa:00:00:35:d0:7{number}",
                 nicparams={constants.NIC_MODE: constants.NIC_MODE_BRIDGED,
                            constants.NIC_LINK: "br0"})]
-    instance = Instance(name="demo1.example.com", uuid="6a2dc1f0-3d5e-4f38-9c1b-2f1e8d7c6b5a",
-                        hypervisor=constants.HT_KVM, hvparams=hvparams,
+    instance = Instance(name=f"demo{number}.example.com",
+                        uuid=f"6a2dc1f0-3d5e-4f38-9c1b-2f1e8d7c6b5{number}",
+                        hypervisor=hv_name, hvparams=hvparams, network_port=11000 + number,
                         beparams={"maxmem": 512, "minmem": 256, "vcpus": 2},
                         disks=[d.uuid for d in disks], disks_info=disks, nics=nics)
     block_devices = [(d, f"/var/run/ganeti/instance-disks/{instance.name}:{i}", None)
@@ -47,36 +63,42 @@ def _demo_instance(workdir: Path) -> tuple[Instance, list[tuple[Disk, str, None]
 
 
 def demo(uri: str) -> int:
-    """Start, inspect, balloon, stop and clean up one instance on ``uri``."""
-    hv_class = get_hypervisor_class(constants.HT_KVM)
-    hv = hv_class(uri=uri)
-    _say("hypervisor", f"{hv_class.__name__} on {hv.uri} (constructing it opened no "
-                       "connection)")
+    """Start, inspect, balloon, stop and clean up one instance of each hypervisor
+    (KVM, Xen PVM, Xen HVM) on ``uri``."""
     with tempfile.TemporaryDirectory(prefix="hvlibvirt-demo-") as tmp:
-        instance, block_devices = _demo_instance(Path(tmp))
-        hv_class.CheckParameterSyntax(instance.hvparams)
-        _say("CheckParameterSyntax", f"{len(instance.hvparams)} KVM hvparams accepted")
-        try:
-            bad = dict(instance.hvparams, migration_port=70000)
-            hv_class.CheckParameterSyntax(bad)
-        except HypervisorError as err:
-            _say("CheckParameterSyntax refuses migration_port=70000", err)
-        node = hv.GetNodeInfo()
-        _say("GetNodeInfo", json.dumps(node))
-        hv.StartInstance(instance, block_devices, startup_paused=False)
-        _say("StartInstance", instance.name)
-        _say("domain XML as libvirt holds it")
-        print(hv.domain_xml(instance.name), flush=True)
-        _say("ListInstances", hv.ListInstances())
-        _say("GetInstanceInfo (name, id, memory MiB, vcpus, state, cpu s)",
-             hv.GetInstanceInfo(instance.name))
-        hv.BalloonInstanceMemory(instance, 384)
-        _say("BalloonInstanceMemory(384)", hv.GetInstanceInfo(instance.name))
-        hv.StopInstance(instance, timeout=30)
-        _say("StopInstance", f"running afterwards: {hv.GetInstanceInfo(instance.name)}")
-        hv.CleanupInstance(instance.name)
-        _say("CleanupInstance", f"instances left: {hv.ListInstances()}")
+        files = _demo_files(Path(tmp))
+        for number, hv_name in enumerate((constants.HT_KVM, constants.HT_XEN_PVM,
+                                          constants.HT_XEN_HVM), start=1):
+            _demo_one(uri, hv_name, *_demo_instance(hv_name, files, number))
     return 0
+
+
+def _demo_one(uri: str, hv_name: str, instance: Instance,
+              block_devices: list[tuple[Disk, str, None]]) -> None:
+    hv_class = get_hypervisor_class(hv_name)
+    hv = hv_class(uri=uri)
+    _say(f"[{hv_name}] hypervisor", f"{hv_class.__name__} on {hv.uri} (constructing it "
+                                    "opened no connection)")
+    hv_class.CheckParameterSyntax(instance.hvparams)
+    _say("CheckParameterSyntax", f"{len(instance.hvparams)} {hv_name} hvparams accepted")
+    try:
+        hv_class.CheckParameterSyntax(dict(instance.hvparams, migration_port=70000))
+    except HypervisorError as err:
+        _say("CheckParameterSyntax refuses migration_port=70000", err)
+    _say("GetNodeInfo", json.dumps(hv.GetNodeInfo()))
+    hv.StartInstance(instance, block_devices, startup_paused=False)
+    _say("StartInstance", instance.name)
+    _say("domain XML as libvirt holds it")
+    print(hv.domain_xml(instance.name), flush=True)
+    _say("ListInstances", hv.ListInstances())
+    _say("GetInstanceInfo (name, id, memory MiB, vcpus, state, cpu s)",
+         hv.GetInstanceInfo(instance.name))
+    hv.BalloonInstanceMemory(instance, 384)
+    _say("BalloonInstanceMemory(384)", hv.GetInstanceInfo(instance.name))
+    hv.StopInstance(instance, timeout=30)
+    _say("StopInstance", f"running afterwards: {hv.GetInstanceInfo(instance.name)}")
+    hv.CleanupInstance(instance.name)
+    _say("CleanupInstance", f"instances left: {hv.ListInstances()}")
 
 
 def hvparams_markdown() -> str:
@@ -144,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hvlibvirt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="instance lifecycle on libvirt's test driver")
+    p_demo = sub.add_parser("demo", help="KVM, Xen PVM and Xen HVM instance lifecycles on "
+                            "libvirt's test driver")
     p_demo.add_argument("--uri", default="test:///default")
     p_check = sub.add_parser("check-params", help="check hvparams (defaults + KEY=VALUE)")
     p_check.add_argument("hypervisor", choices=sorted(constants.HYPER_TYPES))

@@ -23,7 +23,7 @@ from hvlibvirt import connection, constants as C, domains, kvm_node, migration, 
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug
 from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain,
-                                  controllers, disks, identity, nics, parse_domain)
+                                  controllers, disks, identity, nics)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm_params import KVM_PARAMS
@@ -55,6 +55,7 @@ class KVMHypervisor(BaseHypervisor):
     DEFAULT_URI = "qemu:///system"
     CAN_MIGRATE = True
 
+    TABLE = KVM_PARAMS
     PARAMETERS: ClassVar[dict[str, P.Check]] = P.checks_of(KVM_PARAMS)
 
     @staticmethod
@@ -262,47 +263,6 @@ class KVMHypervisor(BaseHypervisor):
                             f"{emulator} (machine {target.machine or 'default'}): "
                             f"{err.get_error_message()}")
         return problems
-
-    def _drift(self, instance: Any) -> list[str]:
-        """Differences between the running domain and the instance's configuration that
-        a restart would change: memory, vCPUs, hvparams shaping the XML, NICs, disks."""
-        dom = self._owned(instance.name)
-        if dom is None or not dom.isActive():
-            return []
-        with connection.libvirt_errors("read the domain XML", instance.name):
-            live = parse_domain(dom.XMLDesc(0))
-            root = etree.fromstring(dom.XMLDesc(0).encode())
-        drift = []
-        beparams = instance.beparams
-        if int(root.findtext("memory")) // 1024 != beparams.get("maxmem"):
-            drift.append(f"maxmem is {root.findtext('memory')} KiB live, "
-                         f"{beparams.get('maxmem')} MiB configured")
-        if int(root.findtext("vcpu")) != beparams.get("vcpus"):
-            drift.append(f"vcpus is {root.findtext('vcpu')} live, {beparams.get('vcpus')} "
-                         "configured")
-        in_force = live.meta.hvparams if live.meta else {}
-        for name, entry in sorted(KVM_PARAMS.items()):
-            if entry.xml and in_force.get(name) != instance.hvparams.get(name):
-                drift.append(f"hvparam {name} is {in_force.get(name)!r} live, "
-                             f"{instance.hvparams.get(name)!r} configured")
-        want = {alias_of("disk", d.uuid) for d in instance.disks_info}
-        want |= {alias_of("nic", n.uuid) for n in instance.nics}
-        have = {a for a in live.devices if a.startswith(("ua-disk-", "ua-nic-"))}
-        drift += [f"device {a} is configured but not attached" for a in sorted(want - have)]
-        drift += [f"device {a} is attached but not configured" for a in sorted(have - want)]
-        for nic in instance.nics:
-            elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
-            if elem is None:
-                continue
-            link = (nic.nicparams or {}).get(C.NIC_LINK) or None
-            if elem.find("mac").get("address") != nic.mac.lower():
-                drift.append(f"NIC {nic.uuid} has MAC {elem.find('mac').get('address')} "
-                             f"live, {nic.mac} configured")
-            source = elem.find("source")
-            if source is not None and source.get("bridge") != link:
-                drift.append(f"NIC {nic.uuid} is on bridge {source.get('bridge')} live, "
-                             f"{link} configured")
-        return drift
 
     def RestoreInstance(self, instance: Any, block_devices: Sequence[Any]) -> None:  # noqa: N802
         """Fix what can change on a running domain: NICs moved to another bridge, and

@@ -51,8 +51,6 @@ class XenHypervisor(BaseHypervisor):
     DEFAULT_URI = "xen:///system"
     MIGRATION_URI_TEMPLATE = "xen+ssh://{target}/system"
     CAN_MIGRATE = True
-    #: the parameter table (``PARAMETERS`` is derived from it)
-    TABLE: ClassVar[dict[str, P.HvParam]] = {}
     HVM: ClassVar[bool] = False
     OS_TYPE: ClassVar[str] = "xen"  # libvirt's capabilities name PV guests' os type so
 

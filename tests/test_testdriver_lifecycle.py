@@ -170,8 +170,12 @@ def test_demo_command_runs_a_whole_lifecycle() -> None:
                          text=True, timeout=120, check=True).stdout
     for step in ("CheckParameterSyntax", "StartInstance", "<domain type='test'",
                  "ua-disk-932df160-7a22-4067", "BalloonInstanceMemory(384)", "StopInstance",
-                 "CleanupInstance: instances left: []"):
+                 "CleanupInstance: instances left: []", "[xen-pvm] hypervisor",
+                 "[xen-hvm] hypervisor", "<domain type='xen'", "machine='xenpv'>linux</type>",
+                 "machine='xenfv'>hvm</type>", "<memballoon model='xen'/>"):
         assert step in out
+    assert out.count("CleanupInstance: instances left: []") == 3
+    assert "demo-pw" not in out  # the VNC password shows as *** at most
 
 
 def test_user_shutdown_is_reported_until_cleanup(hv: KVMHypervisor) -> None:

@@ -18,6 +18,7 @@ from lxml import etree
 from hvlibvirt import connection, constants as C, migration
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.domain_xml import to_string
+from hvlibvirt.domain_xml.identity import device_alias
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.objects import NIC, Disk, Instance
 from hvlibvirt.xen import XenHvmHypervisor, XenHypervisor, XenPvmHypervisor
@@ -640,3 +641,22 @@ def test_ganeti_objects_start_on_the_test_driver(ganeti: Any, files: dict[str, s
         assert hv.GetInstanceInfo(inst.name)[4] == HvInstanceState.RUNNING
         hv.StopInstance(inst, force=True)
         hv.CleanupInstance(inst.name)
+
+
+def test_verify_instance_reports_drift(files: dict[str, str], cleanup: None) -> None:
+    """VerifyInstance compares the running Xen domain with the configuration: an hvparam
+    that shapes the XML, or a NIC that is no longer configured, is drift."""
+    hv = XenPvmHypervisor(uri=URI)
+    inst, block = make(C.HT_XEN_PVM, files, name="drift", nics=2)
+    hv.StartInstance(inst, block, False)
+    assert hv.VerifyInstance(inst)
+    changed = copy.deepcopy(inst)
+    changed.hvparams[C.HV_KERNEL_ARGS] = "ro single"
+    changed.nics = changed.nics[:1]
+    assert not hv.VerifyInstance(changed)
+    assert hv._drift(changed) == [
+        "hvparam kernel_args is 'ro' live, 'ro single' configured",
+        f"device {device_alias('nic', inst.nics[1].uuid)} is attached but not configured"]
+    runtime_only = copy.deepcopy(inst)
+    runtime_only.hvparams[C.HV_MIGRATION_PORT] = 9100
+    assert hv.VerifyInstance(runtime_only)
