@@ -388,6 +388,11 @@ class BaseHypervisor:
             if dom.isActive():
                 self.StopInstance(instance, force=True)
             return
+        self._reboot(dom, name, hvparams)
+
+    def _reboot(self, dom: libvirt.virDomain, name: str, hvparams: Mapping[str, Any]) -> None:
+        """The soft reboot, its confirmation and the fallback (KVM's: ACPI, the REBOOT
+        event, a reset)."""
         conn = self._conn()
         with DomainEventWaiter(conn, dom, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT) as rebooted:
             with connection.libvirt_errors("reboot", name):

@@ -183,6 +183,16 @@ def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None
     domains.write_metadata(dom, meta)
 
 
+def record_or_undo(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None:
+    """``record`` a device just attached; if that fails, take the device away again."""
+    try:
+        record(dom, kind, dev_uuid, alias)
+    except HotplugError:
+        detach_now(dom, alias)
+        forget(dom, alias)
+        raise
+
+
 def device_element(root: etree._Element, alias: str) -> etree._Element | None:
     """The live device element carrying ``alias``."""
     found = root.xpath("devices/*[alias/@name=$alias]", alias=alias)

@@ -384,12 +384,7 @@ class KVMHypervisor(BaseHypervisor):
                     self._undo_controller(dom, added_controller)
                     raise HotplugError(str(err)) from err
                 break
-            try:
-                hotplug.record(dom, dev_type, device.uuid, alias)
-            except HotplugError:
-                hotplug.detach_now(dom, alias)
-                hotplug.forget(dom, alias)
-                raise
+            hotplug.record_or_undo(dom, dev_type, device.uuid, alias)
 
     def _hotplug_element(self, dom: libvirt.virDomain, root: etree._Element, live: Any,
                          hvp: Mapping[str, Any], dev_type: str, device: Any, extra: Any,

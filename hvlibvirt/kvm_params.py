@@ -34,19 +34,8 @@ _VNC = {C.HV_VNC_BIND_ADDRESS: "192.0.2.10"}
 _DEVICE_BOOT = {C.HV_KERNEL_PATH: ""}
 
 
-def _refused(values: str, reason: str, predicate: Any) -> dict[str, Any]:
-    """HvParam fields refusing the values ``predicate`` accepts, for ``reason``."""
-    return {"refuse": lambda value, _hvp: reason if predicate(value) else None,
-            "refused": f"{values}: {reason}"}
-
-
-def _error_of(fn: Any, *args: Any) -> str | None:
-    """The message of the HypervisorError ``fn(*args)`` raises, or None."""
-    try:
-        fn(*args)
-    except Exception as err:  # noqa: BLE001 - the builders raise HypervisorError only
-        return str(err)
-    return None
+_refused = P.refused
+_error_of = P.error_of
 
 
 def _refuse_cdrom_type(_value: Any, hvp: Mapping[str, Any]) -> str | None:

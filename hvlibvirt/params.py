@@ -248,3 +248,20 @@ def check_refusals(table: Mapping[str, HvParam], hvparams: Mapping[str, Any]) ->
         if reason:
             raise HypervisorError(f"Parameter '{name}' value {hvparams[name]!r} is not "
                                   f"supported: {reason}")
+
+
+def refused(values: str, reason: str, predicate: Callable[[Any], bool]) -> dict[str, Any]:
+    """HvParam fields refusing the values ``predicate`` accepts, for ``reason``;
+    ``values`` says which ones, for the docs."""
+    return {"refuse": lambda value, _hvp: reason if predicate(value) else None,
+            "refused": f"{values}: {reason}"}
+
+
+def error_of(fn: Callable[..., Any], *args: Any) -> str | None:
+    """The message of the HypervisorError ``fn(*args)`` raises, or None (for refusals
+    that ask the XML builders whether they can express a value)."""
+    try:
+        fn(*args)
+    except HypervisorError as err:
+        return str(err)
+    return None

@@ -24,7 +24,7 @@ import libvirt
 from lxml import etree
 
 from hvlibvirt import connection, constants as C, hotplug, kvm_node, params as P
-from hvlibvirt.base import BaseHypervisor, _require_name
+from hvlibvirt.base import BaseHypervisor
 from hvlibvirt.domain_xml import Listen, StartupOptions, disks, nics
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.domain_xml.options import GuestTarget
@@ -125,22 +125,11 @@ class XenHypervisor(BaseHypervisor):
     def _shutdown(dom: libvirt.virDomain) -> None:
         dom.shutdown()  # libxl's default: paravirtual first, then ACPI
 
-    def RebootInstance(self, instance: Any) -> None:  # noqa: N802
+    def _reboot(self, dom: libvirt.virDomain, name: str, hvparams: Mapping[str, Any]) -> None:
         """Soft reboot through Xen's control interface, verified the way Ganeti does:
         libxl rebuilds a rebooted guest, so its domain ID changes. If that does not
         happen within ``REBOOT_TIMEOUT`` seconds, the instance is destroyed and started
         again from its definition (logged)."""
-        name = _require_name(getattr(instance, "name", None))
-        dom = self._owned(name)
-        with connection.libvirt_errors("check the state", name):
-            if dom is None or not dom.isActive():
-                raise HypervisorError(f"Failed to reboot instance {name}: not running")
-        hvparams = getattr(instance, "hvparams", None) or {}
-        if hvparams.get(C.HV_REBOOT_BEHAVIOR) == C.INSTANCE_REBOOT_EXIT:
-            self.StopInstance(instance, timeout=int(self.REBOOT_TIMEOUT))
-            if dom.isActive():
-                self.StopInstance(instance, force=True)
-            return
         with connection.libvirt_errors("reboot", name):
             old_id = dom.ID()
             dom.reboot(0)
@@ -306,12 +295,7 @@ class XenHypervisor(BaseHypervisor):
             except libvirt.libvirtError as err:
                 raise HotplugError(f"{what}: libvirt refused the device: "
                                    f"{err.get_error_message()}") from err
-            try:
-                hotplug.record(dom, dev_type, device.uuid, alias)
-            except HotplugError:
-                hotplug.detach_now(dom, alias)
-                hotplug.forget(dom, alias)
-                raise
+            hotplug.record_or_undo(dom, dev_type, device.uuid, alias)
 
     @staticmethod
     def _hotplug_element(root: etree._Element, hvparams: Mapping[str, Any], dev_type: str,

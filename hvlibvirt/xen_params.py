@@ -29,17 +29,10 @@ def is_ipv4(value: Any) -> bool:
 
 
 def _refuse_with(reason: str, predicate: Any, values: str) -> dict[str, Any]:
-    """HvParam fields refusing the values ``predicate`` accepts, for ``reason``."""
-    return {"refuse": lambda value, _hvp: reason if predicate(value) else None,
-            "refused": f"{values}: {reason}"}
+    return P.refused(values, reason, predicate)
 
 
-def _error_of(fn: Any, *args: Any) -> str | None:
-    try:
-        fn(*args)
-    except Exception as err:  # noqa: BLE001 - the builders raise HypervisorError only
-        return str(err)
-    return None
+_error_of = P.error_of
 
 
 def _weight_check(upper: int) -> P.Check:

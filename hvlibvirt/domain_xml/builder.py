@@ -24,6 +24,16 @@ BlockDevice = tuple[Any, str | None, str | None]  # (disk, link_name, drive_uri)
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 
+def block_device(entry: Any, index: int) -> BlockDevice:
+    """``block_devices[index]`` as Ganeti's (disk, link_name, drive_uri) triple."""
+    try:
+        disk_obj, link_name, drive_uri = entry
+    except (TypeError, ValueError):
+        raise HypervisorError(f"Invalid block_devices[{index}]: expected (disk, "
+                              "link_name, drive_uri)") from None
+    return disk_obj, link_name, drive_uri
+
+
 def _positive_int(beparams: Mapping[str, Any], key: str, name: str) -> int:
     value = beparams.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -110,11 +120,7 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
     ids = []
     _, bus, prefix = disks.DISK_KINDS[hvparams[C.HV_DISK_TYPE]]
     for index, entry in enumerate(block_devices):
-        try:
-            disk_obj, link_name, drive_uri = entry
-        except (TypeError, ValueError):
-            raise HypervisorError(f"Invalid block_devices[{index}]: expected (disk, "
-                                  "link_name, drive_uri)") from None
+        disk_obj, link_name, drive_uri = block_device(entry, index)
         elem = disks.disk(disk_obj, link_name, drive_uri, index, hvparams, layout.target(prefix))
         layout.place(elem, bus, f"disk {index}")
         devs.append(elem)

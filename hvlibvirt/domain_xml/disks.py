@@ -86,12 +86,8 @@ def _network_source(elem: etree._Element, uri: str, what: str) -> None:
                           "rbd:pool/image or gluster://host[:port]/volume/path)")
 
 
-def disk(disk_obj: Any, link_name: str | None, drive_uri: str | None, index: int,
-         hvparams: Mapping[str, Any], target: str) -> etree._Element:
-    """The ``<disk>`` for ``block_devices[index]`` (address and boot added by the caller)."""
-    what = f"disk {index}"
-    dev_uuid = getattr(disk_obj, "uuid", None)
-    alias = identity.device_alias("disk", dev_uuid)
+def _template_and_mode(disk_obj: Any, what: str) -> tuple[str, str]:
+    """The disk's template (one with storage) and access mode, or HypervisorError."""
     template = getattr(disk_obj, "dev_type", None)
     if template not in C.DISK_TEMPLATES or template == C.DT_DISKLESS:
         raise HypervisorError(f"Invalid dev_type of {what}: {template!r} is not a disk "
@@ -99,6 +95,16 @@ def disk(disk_obj: Any, link_name: str | None, drive_uri: str | None, index: int
     mode = getattr(disk_obj, "mode", C.DISK_RDWR)
     if mode not in C.DISK_ACCESS_SET:
         raise HypervisorError(f"Invalid mode of {what}: {mode!r} (expected rw or ro)")
+    return template, mode
+
+
+def disk(disk_obj: Any, link_name: str | None, drive_uri: str | None, index: int,
+         hvparams: Mapping[str, Any], target: str) -> etree._Element:
+    """The ``<disk>`` for ``block_devices[index]`` (address and boot added by the caller)."""
+    what = f"disk {index}"
+    dev_uuid = getattr(disk_obj, "uuid", None)
+    alias = identity.device_alias("disk", dev_uuid)
+    template, mode = _template_and_mode(disk_obj, what)
     device, bus, _ = DISK_KINDS[hvparams[C.HV_DISK_TYPE]]
     if bus == "ide" and mode == C.DISK_RDONLY:
         raise HypervisorError(f"{what} is read-only, which IDE hard disks cannot be "
@@ -195,13 +201,7 @@ def xen_disk(disk_obj: Any, link_name: str | None, index: int, target: str, bus:
     block devices, the disk's file driver for file-based templates."""
     what = f"disk {index}"
     alias = identity.device_alias("disk", getattr(disk_obj, "uuid", None))
-    template = getattr(disk_obj, "dev_type", None)
-    if template not in C.DISK_TEMPLATES or template == C.DT_DISKLESS:
-        raise HypervisorError(f"Invalid dev_type of {what}: {template!r} is not a disk "
-                              "template that has storage")
-    mode = getattr(disk_obj, "mode", C.DISK_RDWR)
-    if mode not in C.DISK_ACCESS_SET:
-        raise HypervisorError(f"Invalid mode of {what}: {mode!r} (expected rw or ro)")
+    template, mode = _template_and_mode(disk_obj, what)
     if not link_name:
         raise HypervisorError(f"{what} ({disk_obj.uuid}) has no link_name: Xen guests use "
                               "kernel-space disk paths only")

@@ -16,8 +16,8 @@ from lxml import etree
 from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import (channels, cpu, disks, graphics, hostdevs, identity,
                                   nics)
-from hvlibvirt.domain_xml.builder import (BlockDevice, domain_head, finish_metadata,
-                                          lifecycle)
+from hvlibvirt.domain_xml.builder import (BlockDevice, block_device, domain_head,
+                                          finish_metadata, lifecycle)
 from hvlibvirt.domain_xml.options import StartupOptions
 from hvlibvirt.errors import HypervisorError
 
@@ -112,11 +112,7 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
                             {disks.XEN_CDROM_TARGET} if cdrom else set())
     ids = []
     for index, entry in enumerate(block_devices):
-        try:
-            disk_obj, link_name, _drive_uri = entry
-        except (TypeError, ValueError):
-            raise HypervisorError(f"Invalid block_devices[{index}]: expected (disk, "
-                                  "link_name, drive_uri)") from None
+        disk_obj, link_name, _drive_uri = block_device(entry, index)
         elem = disks.xen_disk(disk_obj, link_name, index, targets[index], bus)
         devs.append(elem)
         ids.append(("disk", disk_obj.uuid, elem.find("alias").get("name")))
