@@ -308,7 +308,7 @@ class XenHypervisor(BaseHypervisor):
         except (TypeError, ValueError):
             raise HotplugError(f"{what}: extra must be (link_name, drive_uri)") from None
         used = set(root.xpath("devices/disk/target/@dev"))
-        free = disk_names(hvparams[C.HV_BLOCKDEV_PREFIX], used | {disks.XEN_CDROM_TARGET})
+        free = disk_names(hvparams[C.HV_BLOCKDEV_PREFIX], used)  # an HVM cdrom's hdc too
         if not free:
             raise HotplugError(f"{what}: no free guest disk name left")
         return disks.xen_disk(device, link_name, seq, free[0], "xen")

@@ -28,10 +28,6 @@ def is_ipv4(value: Any) -> bool:
         return False
 
 
-def _refuse_with(reason: str, predicate: Any, values: str) -> dict[str, Any]:
-    return P.refused(values, reason, predicate)
-
-
 _error_of = P.error_of
 
 
@@ -65,10 +61,9 @@ _CPU_CAP = HvParam(P.OPT_NONNEGATIVE_INT_CHECK,
 _BLOCKDEV = HvParam(P.NO_CHECK,
                     xml="<disk><target dev='<prefix><letter>'> (at most 26 disks, like "
                         "Ganeti)",
-                    **_refuse_with("a guest device name prefix is 1-4 lower-case letters "
-                                   "(sd, xvd, hd)",
-                                   lambda v: not _BLOCKDEV_PREFIX.match(v),
-                                   "anything but 1-4 lower-case letters"),
+                    **P.refused("anything but 1-4 lower-case letters",
+                                "a guest device name prefix is 1-4 lower-case letters "
+                                "(sd, xvd, hd)", lambda v: not _BLOCKDEV_PREFIX.match(v)),
                     example={C.HV_BLOCKDEV_PREFIX: "xvd"})
 _VIF_SCRIPT = HvParam(P.OPT_FILE_CHECK,
                       xml="<interface><script path=...> on every NIC (libxl runs it on the "
@@ -112,12 +107,12 @@ XEN_PVM_PARAMS: dict[str, HvParam] = {
     C.HV_CPU_WEIGHT: _weight(65536),
     C.HV_VIF_SCRIPT: _VIF_SCRIPT,
     C.HV_XEN_CMD: _XEN_CMD,
-    C.HV_XEN_CPUID: HvParam(P.NO_CHECK, **_refuse_with(
-        "libvirt applies CPUID policies to HVM and PVH guests only", bool,
-        "any non-empty value")),
-    C.HV_SOUNDHW: HvParam(P.NO_CHECK, **_refuse_with(
-        "paravirtual guests have no emulated sound card (libxl passes sound to HVM guests "
-        "only)", bool, "any non-empty value")),
+    C.HV_XEN_CPUID: HvParam(P.NO_CHECK, **P.refused(
+        "any non-empty value", "libvirt applies CPUID policies to HVM and PVH guests only",
+        bool)),
+    C.HV_SOUNDHW: HvParam(P.NO_CHECK, **P.refused(
+        "any non-empty value", "paravirtual guests have no emulated sound card (libxl "
+        "passes sound to HVM guests only)", bool)),
 }
 
 
@@ -148,8 +143,8 @@ XEN_HVM_PARAMS: dict[str, HvParam] = {
                                "others as named (emulated NIC plus its PV twin)",
                            example={C.HV_NIC_TYPE: "e1000"}),
     C.HV_PAE: HvParam(P.NO_CHECK, xml="<features><pae/>",
-                      **_refuse_with("libxl forces PAE on for x86_64 HVM guests", lambda v:
-                                     v is False, "false")),
+                      **P.refused("false", "libxl forces PAE on for x86_64 HVM guests",
+                                  lambda v: v is False)),
     C.HV_VNC_BIND_ADDRESS: HvParam(
         (False, is_ipv4, "VNC bind address is not a valid IP address", None, None),
         xml="<graphics type='vnc'> listening on this address, port network_port "
@@ -186,17 +181,17 @@ XEN_HVM_PARAMS: dict[str, HvParam] = {
     C.HV_REBOOT_BEHAVIOR: _REBOOT_BEHAVIOR,
     C.HV_CPU_MASK: _CPU_MASK,
     C.HV_CPU_CAP: HvParam(P.NO_CHECK, runtime=_CPU_CAP.runtime,
-                          **_refuse_with("a cap is a non-negative percentage", lambda v:
-                                         v < 0, "negative values")),
+                          **P.refused("negative values", "a cap is a non-negative percentage",
+                                      lambda v: v < 0)),
     C.HV_CPU_WEIGHT: _weight(65535),
     C.HV_VIF_TYPE: HvParam(P.param_in_set(False, C.HT_HVM_VALID_VIF_TYPES),
                            runtime="none: Ganeti's xl config reads it only when nic_type is "
                                    "empty, which nic_type's (required) check never allows; "
                                    "accepted for compatibility"),
     C.HV_VIF_SCRIPT: _VIF_SCRIPT,
-    C.HV_VIRIDIAN: HvParam(P.NO_CHECK, **_refuse_with(
-        "libvirt's libxl driver does not pass <viridian/> (Hyper-V enlightenments) to Xen",
-        lambda v: v is True, "true")),
+    C.HV_VIRIDIAN: HvParam(P.NO_CHECK, **P.refused(
+        "true", "libvirt's libxl driver does not pass <viridian/> (Hyper-V enlightenments) "
+        "to Xen", lambda v: v is True)),
     C.HV_XEN_CMD: _XEN_CMD,
     C.HV_XEN_CPUID: HvParam(
         P.NO_CHECK,
