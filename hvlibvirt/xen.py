@@ -168,6 +168,7 @@ class XenHypervisor(BaseHypervisor):
             active = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         dom0_mem = dom0_cpus = 0
         used = 0
+        # One info() per domain: libxl has no bulk statistics call (getAllDomainStats).
         for dom in active:
             try:
                 _state, _max, mem_kib, vcpus, _cpu = dom.info()
