@@ -30,7 +30,8 @@ def test_shared_names_equal_ganeti(ganeti) -> None:
                  "HV_KVM_MIGRATION_POSTCOPY_ACTIVE", "HV_NODEINFO_KEY_VERSION",
                  "CONS_SSH", "CONS_VNC", "CONS_SPICE", "CONS_MESSAGE", "NIC_MODE_BRIDGED",
                  "NIC_MODE_ROUTED", "NIC_MODE_OVS", "DISK_RDWR", "DISK_RDONLY",
-                 "VALID_SERIAL_SPEEDS", "QEMU_PCI_SLOTS", "VNC_BASE_PORT"):
+                 "VALID_SERIAL_SPEEDS", "QEMU_PCI_SLOTS", "VNC_BASE_PORT", "FD_LOOP",
+                 "FD_BLKTAP", "FD_BLKTAP2"):
         ours, theirs = getattr(C, name), getattr(gconst, name)
         if isinstance(theirs, list):
             theirs = tuple(theirs)
