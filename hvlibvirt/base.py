@@ -15,26 +15,22 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import libvirt
-import psutil
 from lxml import etree
 
-from hvlibvirt import connection, constants, domains, migration, params
+from hvlibvirt import config, connection, constants, domains, migration, node, params
 from hvlibvirt.domain_xml import identity, parse_domain, redacted, to_string
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.events import DomainEventWaiter
 from hvlibvirt.errors import HotplugError, HypervisorError
-from hvlibvirt.objects import InstanceConsole, MigrationStatus
+from hvlibvirt.objects import InstanceConsole, MigrationStatus, new_migration_status
 
 log = logging.getLogger(__name__)
 
-SYSRQ_TRIGGER = "/proc/sysrq-trigger"
-REBOOT_COMMAND = ("reboot", "-n", "-f")
 _STATE_POLL = 0.05  # seconds between domain state polls while waiting
 
 
@@ -91,8 +87,16 @@ class BaseHypervisor:
     # -- connection --------------------------------------------------------------
     @property
     def uri(self) -> str:
-        """The libvirt URI: constructor keyword, else the environment, else the default."""
-        return self._uri or os.environ.get(self.URI_ENV) or self.DEFAULT_URI
+        """The libvirt URI: constructor keyword, else the environment, else the node's
+        configuration file, else libvirt's default."""
+        return self._uri or self.configured_uri()
+
+    @classmethod
+    def configured_uri(cls) -> str:
+        """The URI without a constructor keyword (what classmethods and the helpers use):
+        the environment, else the configuration file, else libvirt's default."""
+        return (os.environ.get(cls.URI_ENV) or config.value(cls.HV_NAME, "uri")
+                or cls.DEFAULT_URI)
 
     def _conn(self) -> libvirt.virConnect:
         return connection.get(self.uri)
@@ -165,55 +169,16 @@ class BaseHypervisor:
         return "; ".join(msgs) if msgs else None
 
     @staticmethod
-    def GetLinuxNodeInfo(meminfo: str | None = None, cpuinfo: str | None = None  # noqa: N802
+    def GetLinuxNodeInfo(meminfo: str = node.MEMINFO, cpuinfo: str = node.CPUINFO  # noqa: N802
                          ) -> dict[str, int]:
-        """This machine's memory (MiB) and CPUs, as Ganeti reports them.
-
-        ``memory_free`` is MemAvailable (what Ganeti uses for N+1 and ballooning), not
-        MemFree. With no arguments the figures come from psutil; ``meminfo``/``cpuinfo``
-        name files in /proc format to read instead (Ganeti's signature, used by tests).
-        """
-        try:
-            if meminfo is None:
-                vm = psutil.virtual_memory()
-                total, free = vm.total // 1048576, vm.available // 1048576
-            else:
-                fields = _read_meminfo(meminfo)
-                total, free = fields["MemTotal"] // 1024, fields["MemAvailable"] // 1024
-            cpu_total = (psutil.cpu_count(logical=True) if cpuinfo is None
-                         else _count_processors(cpuinfo))
-        except (OSError, KeyError, ValueError) as err:
-            raise HypervisorError(f"Failed to read node memory/CPU information: {err}") from err
-        if not cpu_total:
-            raise HypervisorError("Failed to count the node's CPUs")
-        sockets, nodes = _cpu_topology(cpuinfo or "/proc/cpuinfo")
-        return {
-            "memory_total": total,
-            "memory_free": free,
-            "memory_dom0": total - free,
-            "cpu_total": cpu_total,
-            "cpu_dom0": cpu_total,
-            "cpu_nodes": nodes,
-            "cpu_sockets": sockets,
-        }
+        """This machine's memory (MiB) and CPUs as Ganeti reports them: ``memory_free``
+        is MemFree + Buffers + Cached, ``memory_dom0`` is Active (see ``node``)."""
+        return node.linux_node_info(meminfo, cpuinfo)
 
     @classmethod
     def LinuxPowercycle(cls) -> None:  # noqa: N802
         """Hard-reset this node: sysrq 'b', or ``reboot -n -f`` if sysrq is unavailable."""
-        try:
-            with open(SYSRQ_TRIGGER, "w", encoding="ascii") as trigger:
-                trigger.write("b")
-        except OSError as err:
-            log.warning("Cannot use %s (%s); running %s", SYSRQ_TRIGGER, err,
-                        " ".join(REBOOT_COMMAND))
-            try:
-                result = subprocess.run(REBOOT_COMMAND, capture_output=True, text=True,
-                                        check=False)
-            except OSError as run_err:
-                raise HypervisorError(f"Failed to powercycle the node: {run_err}") from err
-            if result.returncode != 0:
-                raise HypervisorError(f"Failed to powercycle the node: "
-                                      f"{result.stderr.strip() or result.returncode}") from err
+        node.powercycle()
 
     @classmethod
     def PowercycleNode(cls, hvparams: Mapping[str, Any] | None = None) -> None:  # noqa: N802
@@ -290,8 +255,12 @@ class BaseHypervisor:
         """Stop the instance: destroy if ``force``, else an ACPI power-button press.
 
         ``name`` with ``instance=None`` stops by name only. A soft stop is (re)sent on
-        every call, including ``retry`` calls; ``timeout`` (seconds) bounds the wait for
-        it. A stopped or unknown instance is not an error.
+        every call, including ``retry`` calls, and returns once the guest is off or
+        after ``SOFT_STOP_GRACE`` seconds (``timeout`` shortens that), whichever comes
+        first: Ganeti's InstanceShutdown calls again every 5 s until its own timeout,
+        so a guest that missed a press (still booting) gets the next one on Ganeti's
+        schedule, and only then the forced fallback. A stopped or unknown instance is
+        not an error.
         """
         if force and timeout is not None:
             raise HypervisorError("A forced stop cannot have a timeout")
@@ -310,8 +279,12 @@ class BaseHypervisor:
             return
         with connection.libvirt_errors("shut down", name):
             self._shutdown(dom)
-        if timeout is not None:
-            self._wait_inactive(dom, float(timeout))
+        grace = self.SOFT_STOP_GRACE if timeout is None else min(float(timeout),
+                                                                 self.SOFT_STOP_GRACE)
+        self._wait_inactive(dom, grace)
+
+    #: seconds a soft StopInstance waits for the guest before returning (see there)
+    SOFT_STOP_GRACE: ClassVar[float] = 2.0
 
     @staticmethod
     def _can_soft_stop(hvparams: Mapping[str, Any]) -> bool:
@@ -384,8 +357,8 @@ class BaseHypervisor:
                 raise HypervisorError(f"Failed to reboot instance {name}: not running")
         hvparams = getattr(instance, "hvparams", None) or {}
         if hvparams.get(constants.HV_REBOOT_BEHAVIOR) == constants.INSTANCE_REBOOT_EXIT:
-            self.StopInstance(instance, timeout=int(self.REBOOT_TIMEOUT))
-            if dom.isActive():
+            self.StopInstance(instance)
+            if not self._wait_inactive(dom, self.REBOOT_TIMEOUT):
                 self.StopInstance(instance, force=True)
             return
         self._reboot(dom, name, hvparams)
@@ -449,50 +422,35 @@ class BaseHypervisor:
         return result
 
     def GetNodeInfo(self, hvparams: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802
-        """Ganeti's node keys from libvirt: memory (MiB), CPUs, NUMA cells, sockets and
-        ``hv_version``; memory falls back to this machine's when the driver has no
-        node memory statistics."""
-        conn = self._conn()
-        with connection.libvirt_errors("read node information"):
-            _model, mem_mib, cpus, _mhz, _nodes, _sockets, _cores, _threads = conn.getInfo()
-            version = conn.getVersion()
-            caps = etree.fromstring(conn.getCapabilities().encode())
-        cells = caps.findall("host/topology/cells/cell")
-        socket_ids = {(cell.get("id"), cpu.get("socket_id"))
-                      for cell in cells for cpu in cell.iterfind("cpus/cpu")}
-        total, free = self._node_memory(conn, mem_mib)
-        return {
-            "memory_total": total,
-            "memory_free": free,
-            "memory_dom0": total - free,
-            "cpu_total": cpus,
-            "cpu_dom0": cpus,
-            "cpu_nodes": max(len(cells), 1),
-            "cpu_sockets": max(len({sid for _cell, sid in socket_ids}), 1),
-            constants.HV_NODEINFO_KEY_VERSION: (version // 1000000, version // 1000 % 1000,
-                                                version % 1000),
-        }
-
-    def _node_memory(self, conn: libvirt.virConnect, total_mib: int) -> tuple[int, int]:
-        """(total, available) MiB: available counts free memory plus page cache and
-        buffers (what Linux can hand out), like MemAvailable that Ganeti uses."""
+        """Ganeti's node keys: this machine's memory (MiB) and CPUs, computed as Ganeti
+        does (``GetLinuxNodeInfo``), and ``hv_version`` from libvirt. Without an answer
+        from libvirtd, the Linux facts alone: Ganeti's node_info and node_verify RPCs
+        call this unguarded, and a raise would lose the whole node's answer."""
+        info: dict[str, Any] = self.GetLinuxNodeInfo()
         try:
-            stats = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
-        except libvirt.libvirtError:
-            info = self.GetLinuxNodeInfo()
-            return info["memory_total"], info["memory_free"]
-        available = stats.get("free", 0) + stats.get("buffers", 0) + stats.get("cached", 0)
-        return stats.get("total", total_mib * 1024) // 1024, available // 1024
+            with connection.libvirt_errors("read the hypervisor version"):
+                version = self._conn().getVersion()
+        except HypervisorError as err:
+            log.warning("Node information without hv_version: %s", err)
+            return info
+        info[constants.HV_NODEINFO_KEY_VERSION] = (version // 1000000, version // 1000 % 1000,
+                                                   version % 1000)
+        return info
 
     def Verify(self, hvparams: Mapping[str, Any] | None = None) -> str | None:  # noqa: N802
         """Problems with this node's hypervisor, or None."""
         return self._FormatVerifyResults(self._verify_problems(hvparams))
 
     def _verify_problems(self, hvparams: Mapping[str, Any] | None) -> list[str]:
+        """[] when libvirtd answers, else the one reason why not (the configuration file
+        included); subclasses add their checks only when it answers."""
         try:
-            self._conn().getVersion()
-        except (HypervisorError, libvirt.libvirtError) as err:
-            return [f"libvirt at {self.uri} is not usable: {err}"]
+            uri = self.uri
+            connection.get(uri).getVersion()
+        except HypervisorError as err:  # names the URI, or the configuration file
+            return [f"libvirt is not usable: {err}"]
+        except libvirt.libvirtError as err:
+            return [f"libvirt at {uri} is not usable: {err.get_error_message()}"]
         return []
 
     def VerifyInstance(self, instance: Any) -> bool:  # noqa: N802
@@ -570,9 +528,10 @@ class BaseHypervisor:
 
     @property
     def migration_uri_template(self) -> str:
-        """Constructor keyword, else HVLIBVIRT_MIGRATION_URI, else the class default."""
+        """Constructor keyword, else HVLIBVIRT_MIGRATION_URI, else the configuration
+        file's ``migration_uri``, else the class default."""
         return (self._migration_uri or os.environ.get("HVLIBVIRT_MIGRATION_URI")
-                or self.MIGRATION_URI_TEMPLATE)
+                or config.value(self.HV_NAME, "migration_uri") or self.MIGRATION_URI_TEMPLATE)
 
     def _target_uri(self, target: str) -> str:
         if not isinstance(target, str) or not _TARGET.match(target):
@@ -656,7 +615,7 @@ class BaseHypervisor:
         name = _require_name(getattr(instance, "name", None))
         dom = self._owned(name)
         if dom is None:
-            return MigrationStatus(status=constants.HV_MIGRATION_FAILED)
+            return new_migration_status(status=constants.HV_MIGRATION_FAILED)
         return migration.status(dom)
 
     def FinalizeMigrationSource(self, instance: Any, success: bool, live: bool) -> None:  # noqa: N802
@@ -777,35 +736,3 @@ class BaseHypervisor:
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> Any:  # noqa: N802
         raise HotplugError("Disk resize is not supported by this hypervisor")
 
-
-# -- /proc readers used by GetLinuxNodeInfo ------------------------------------------------
-def _read_meminfo(path: str) -> dict[str, int]:
-    fields = {}
-    with open(path, encoding="ascii") as meminfo:
-        for line in meminfo:
-            key, _, rest = line.partition(":")
-            value = rest.split()
-            if value and value[0].isdigit():
-                fields[key.strip()] = int(value[0])
-    return fields
-
-
-def _count_processors(path: str) -> int:
-    with open(path, encoding="ascii", errors="replace") as cpuinfo:
-        return sum(1 for line in cpuinfo if line.split(":")[0].strip() == "processor")
-
-
-def _cpu_topology(cpuinfo: str) -> tuple[int, int]:
-    """(sockets, NUMA nodes); 1 where the system does not say."""
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as f:
-            sockets = {line.split(":", 1)[1].strip() for line in f
-                       if line.split(":")[0].strip() == "physical id"}
-    except OSError:
-        sockets = set()
-    try:
-        nodes = [n for n in os.listdir("/sys/devices/system/node")
-                 if n.startswith("node") and n[4:].isdigit()]
-    except OSError:
-        nodes = []
-    return max(len(sockets), 1), max(len(nodes), 1)

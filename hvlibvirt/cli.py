@@ -5,18 +5,20 @@
     hvlibvirt hvparams-doc                   the hvparam tables (docs/hvparams.md)
     hvlibvirt list [--uri URI]               GetAllInstancesInfo
     hvlibvirt console [--uri URI] NAME       the serial console (resumes a paused instance)
+    hvlibvirt ganeti enable|disable|status   serve Ganeti's hypervisors from hvlibvirt
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from hvlibvirt import constants, get_hypervisor_class
+from hvlibvirt import __version__, constants, get_hypervisor_class
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import NIC, Disk, Instance
 
@@ -162,9 +164,30 @@ def list_instances(hv_name: str, uri: str | None) -> int:
     return 0
 
 
+def ganeti_command(action: str, hypervisors: str) -> int:
+    """``hvlibvirt ganeti enable|disable|status`` on this node (see hvlibvirt.ganeti.node).
+    ``status`` exits 0 when hvlibvirt serves Ganeti's hypervisors, 3 when it does not."""
+    from hvlibvirt.ganeti.node import GanetiNode
+
+    node = GanetiNode()
+    if action == "status":
+        status = node.status()
+        print(status.describe())
+        return 0 if status.served else 3
+    changed = (node.enable([n.strip() for n in hypervisors.split(",") if n.strip()])
+               if action == "enable" else node.disable())
+    restarted = changed and node.restart_noded()
+    print(node.status().describe()
+          + ("" if changed else "; nothing to change")
+          + ("; ganeti-noded restarted" if restarted else ""))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hvlibvirt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"hvlibvirt {__version__} ({os.path.dirname(__file__)})")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="KVM, Xen PVM and Xen HVM instance lifecycles on "
                             "libvirt's test driver")
@@ -183,6 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_list.add_argument("--hypervisor", default=constants.HT_KVM,
                         choices=sorted(constants.HYPER_TYPES))
     p_list.add_argument("--uri")
+    p_ganeti = sub.add_parser("ganeti", help="make this node's Ganeti serve hypervisors "
+                              "from hvlibvirt (enable), give Ganeti its own back (disable), "
+                              "or say which is active (status)")
+    p_ganeti.add_argument("action", choices=("enable", "disable", "status"))
+    p_ganeti.add_argument("--hypervisors", default=constants.HT_KVM,
+                          help="enable: comma-separated, from kvm,xen-pvm,xen-hvm "
+                               "(default: kvm)")
+    p_helper = sub.add_parser("migration-helper")  # internal: started by MigrateInstance
+    p_helper.add_argument("spec")
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
@@ -196,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "hvparams-doc":
             print(hvparams_markdown(), end="")
             return 0
+        if args.command == "ganeti":
+            return ganeti_command(args.action, args.hypervisors)
+        if args.command == "migration-helper":
+            from hvlibvirt import migration
+            return migration.run_helper(args.spec)
         return list_instances(args.hypervisor, args.uri)
     except HypervisorError as err:
         print(f"error: {err}", file=sys.stderr)

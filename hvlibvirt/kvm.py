@@ -11,7 +11,6 @@ import copy
 import logging
 import os
 import pwd
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -19,7 +18,8 @@ import libvirt
 import psutil
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, domains, kvm_node, migration, params as P
+from hvlibvirt import (config, connection, constants as C, domains, helper_command, kvm_node,
+                       migration, params as P)
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug
 from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain,
@@ -27,7 +27,7 @@ from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domai
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm_params import KVM_PARAMS
-from hvlibvirt.objects import InstanceConsole, MigrationStatus
+from hvlibvirt.objects import InstanceConsole, MigrationStatus, new_instance_console
 
 # Ganeti's build-time default user for ssh consoles.
 SSH_CONSOLE_USER = "root"
@@ -68,16 +68,22 @@ class KVMHypervisor(BaseHypervisor):
 
     def __init__(self, uri: str | None = None, migration_uri: str | None = None,
                  serial_log_dir: str | None = None) -> None:
-        """``migration_uri`` (else env HVLIBVIRT_MIGRATION_URI): the target's libvirt URI,
-        with ``{target}`` for the address Ganeti passes. ``serial_log_dir`` (else env
-        HVLIBVIRT_SERIAL_LOG_DIR): keep each instance's serial console output in
-        ``<dir>/<instance>.serial`` (written by virtlogd)."""
+        """``migration_uri`` (else env HVLIBVIRT_MIGRATION_URI, else the configuration
+        file): the target's libvirt URI, with ``{target}`` for the address Ganeti passes.
+        ``serial_log_dir`` (see the property)."""
         super().__init__(uri, migration_uri)
-        log_dir = serial_log_dir or os.environ.get("HVLIBVIRT_SERIAL_LOG_DIR")
-        if log_dir is not None and not P.is_norm_abs_path(log_dir):
-            raise HypervisorError(f"Invalid serial log directory {log_dir!r}: an absolute "
-                                  "path is expected")
-        self.serial_log_dir = log_dir
+        if serial_log_dir is not None:
+            _check_log_dir(serial_log_dir)
+        self._serial_log_dir = serial_log_dir
+
+    @property
+    def serial_log_dir(self) -> str | None:
+        """Where to keep each instance's serial console output (``<dir>/<instance>.serial``,
+        written by virtlogd): constructor keyword, else env HVLIBVIRT_SERIAL_LOG_DIR,
+        else the configuration file, else nowhere."""
+        log_dir = (self._serial_log_dir or os.environ.get("HVLIBVIRT_SERIAL_LOG_DIR")
+                   or config.value(self.HV_NAME, "serial_log_dir"))
+        return _check_log_dir(log_dir) if log_dir is not None else None
 
     # -- parameters --------------------------------------------------------------
     @classmethod
@@ -507,15 +513,16 @@ class KVMHypervisor(BaseHypervisor):
         primary node's name (which is what a client must connect to).
         """
         name, node_name = instance.name, getattr(primary_node, "name", None)
-        uri = os.environ.get(cls.URI_ENV) or cls.DEFAULT_URI
         if hvparams.get(C.HV_SERIAL_CONSOLE):
             ndparams = (node_group.FillND(primary_node)
                         if hasattr(node_group, "FillND") else {}) or {}
-            return InstanceConsole(
+            return new_instance_console(
                 instance=name, kind=C.CONS_SSH, host=node_name, user=SSH_CONSOLE_USER,
                 port=ndparams.get("ssh_port"),
-                command=[sys.executable, "-m", "hvlibvirt.cli", "console", "--uri", uri, name])
-        live = kvm_node.live_graphics(uri, name)
+                # No --uri: the command runs on the primary node, whose configuration
+                # names its libvirt (this may be the master's job process).
+                command=helper_command("console", "--hypervisor", cls.HV_NAME, name))
+        live = kvm_node.live_graphics(cls.configured_uri(), name)
         for kind, param in ((C.CONS_VNC, C.HV_VNC_BIND_ADDRESS),
                             (C.CONS_SPICE, C.HV_KVM_SPICE_BIND)):
             bind = hvparams.get(param)
@@ -525,10 +532,10 @@ class KVMHypervisor(BaseHypervisor):
             if host in ("0.0.0.0", "::", "") or P.is_norm_abs_path(host or ""):
                 host = node_name
             if port and (kind == C.CONS_SPICE or port > C.VNC_BASE_PORT):
-                return InstanceConsole(instance=name, kind=kind, host=host, port=port,
+                return new_instance_console(instance=name, kind=kind, host=host, port=port,
                                        display=port - C.VNC_BASE_PORT
                                        if kind == C.CONS_VNC else None)
-        return InstanceConsole(instance=name, kind=C.CONS_MESSAGE,
+        return new_instance_console(instance=name, kind=C.CONS_MESSAGE,
                                message=f"No serial shell for instance {name}")
 
     # -- the domain ----------------------------------------------------------------
@@ -558,6 +565,13 @@ class KVMHypervisor(BaseHypervisor):
             linux_bridge_vlans=lib_version >= _LINUX_BRIDGE_VLAN_LIBVIRT,
             serial_log=(f"{self.serial_log_dir}/{instance.name}.serial"
                         if self.serial_log_dir else None))
+
+
+def _check_log_dir(path: str) -> str:
+    if not P.is_norm_abs_path(path):
+        raise HypervisorError(f"Invalid serial log directory {path!r}: an absolute path is "
+                              "expected")
+    return path
 
 
 _DOMCAPS_DISK_BUSES: dict[tuple[Any, ...], frozenset[str]] = {}

@@ -3,28 +3,27 @@
 Ganeti drives a migration in steps: MigrateInstance returns while the migration runs,
 the master polls GetMigrationStatus (possibly through another process), then finalizes
 both sides. libvirt's ``migrateToURI3`` blocks until the end, so MigrateInstance starts
-it in a detached helper process (this module's ``__main__``) and returns once libvirt
+it in a detached helper process (``hvlibvirt migration-helper``) and returns once libvirt
 reports the job. With PEER2PEER the source libvirtd drives the transfer itself, and the
 status is read from libvirt's job statistics, never from this process's memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import libvirt
 
-from hvlibvirt import constants as C
+from hvlibvirt import constants as C, helper_command
 from hvlibvirt.errors import HypervisorError
-from hvlibvirt.objects import MigrationStatus
+from hvlibvirt.objects import MigrationStatus, new_migration_status
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +45,7 @@ _END_STATUS = {libvirt.VIR_DOMAIN_JOB_COMPLETED: C.HV_MIGRATION_COMPLETED,
                libvirt.VIR_DOMAIN_JOB_FAILED: C.HV_MIGRATION_FAILED,
                libvirt.VIR_DOMAIN_JOB_CANCELLED: C.HV_MIGRATION_CANCELLED}
 START_TIMEOUT = 60.0  # seconds for the helper to get the job going
+_START_POLL = 0.05  # seconds between job checks while it starts
 
 
 def capabilities(value: str) -> list[str]:
@@ -91,36 +91,52 @@ def flags_and_params(hvparams: Mapping[str, Any], target: str, live: bool
 def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[str, Any],
           dom: libvirt.virDomain) -> None:
     """Run the migration in a detached helper and return once libvirt reports the job
-    (or the helper already finished successfully)."""
-    with tempfile.NamedTemporaryFile("w+", prefix="hvlibvirt-migrate-", suffix=".log",
-                                     delete=False) as outcome:
-        outcome_path = outcome.name
+    (or the helper already finished successfully).
+
+    The helper's output comes back through a pipe that is read only if it exits while
+    we wait; once we return, the outcome is libvirt's job statistics (no files).
+    """
     spec = json.dumps({"source": source_uri, "name": name, "dest": dest_uri,
-                       "flags": flags, "params": params, "outcome": outcome_path})
-    with open(outcome_path, "w") as out:
-        helper = subprocess.Popen(
-            [sys.executable, "-m", "hvlibvirt.migration", spec], stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                       "flags": flags, "params": params})
+    helper = subprocess.Popen(helper_command("migration-helper", spec),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT
     try:
         while time.monotonic() < deadline:
             if helper.poll() is not None:
                 if helper.returncode == 0:
                     return  # it was quick: already done
-                with open(outcome_path) as out:
-                    message = out.read().strip() or f"exit code {helper.returncode}"
-                raise HypervisorError(f"Migration of {name} to {dest_uri} failed: {message}")
+                message = helper.stdout.read().decode(errors="replace").strip()
+                raise HypervisorError(f"Migration of {name} to {dest_uri} failed: "
+                                      f"{message or f'exit code {helper.returncode}'}")
             try:
                 if dom.jobStats(0).get("type") in _ACTIVE_JOBS:
                     return
             except libvirt.libvirtError:
                 pass  # the job may be between phases
-            time.sleep(0.02)
+            time.sleep(_START_POLL)
         raise HypervisorError(f"Migration of {name} to {dest_uri} did not start within "
                               f"{START_TIMEOUT:.0f}s")
     finally:
-        if helper.poll() is not None and os.path.exists(outcome_path):
-            os.unlink(outcome_path)
+        helper.stdout.close()
+
+
+def run_helper(spec_json: str) -> int:
+    """The detached helper (``hvlibvirt migration-helper SPEC``): run the blocking
+    peer-to-peer migration; on failure, say why on stdout (read by ``start`` if it is
+    still waiting) and exit 1."""
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # raised, not printed
+    spec = json.loads(spec_json)
+    try:
+        conn = libvirt.open(spec["source"])
+        conn.lookupByName(spec["name"]).migrateToURI3(spec["dest"], spec["params"],
+                                                      spec["flags"])
+    except libvirt.libvirtError as err:
+        with contextlib.suppress(OSError):  # nobody reads once start() has returned
+            os.write(1, (err.get_error_message() or str(err)).encode() + b"\n")
+        return 1
+    return 0
 
 
 def status(dom: libvirt.virDomain) -> MigrationStatus:
@@ -136,7 +152,7 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
             state, reason = dom.state()
             postcopy = (state == libvirt.VIR_DOMAIN_PAUSED
                         and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)
-            return MigrationStatus(
+            return new_migration_status(
                 status=C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE if postcopy
                 else C.HV_MIGRATION_ACTIVE,
                 transferred_ram=stats.get("memory_processed"),
@@ -154,8 +170,11 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
     elif verdict == C.HV_MIGRATION_COMPLETED or verdict is None:
         # The job ended but the guest is still here: the migration did not happen.
         verdict = C.HV_MIGRATION_FAILED
-    return MigrationStatus(status=verdict, transferred_ram=done.get("memory_processed"),
-                           total_ram=done.get("memory_total"))
+    if verdict != C.HV_MIGRATION_COMPLETED and done.get(libvirt.VIR_DOMAIN_JOB_ERRMSG):
+        # The helper's own report went nowhere once MigrateInstance returned.
+        log.warning("Migration of %s: %s", dom.name(), done[libvirt.VIR_DOMAIN_JOB_ERRMSG])
+    return new_migration_status(status=verdict, transferred_ram=done.get("memory_processed"),
+                                total_ram=done.get("memory_total"))
 
 
 def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:
@@ -169,21 +188,3 @@ def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:
                                     libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
             return {}
         raise
-
-
-def _main(spec_json: str) -> int:
-    spec = json.loads(spec_json)
-    conn = libvirt.open(spec["source"])
-    dom = conn.lookupByName(spec["name"])
-    try:
-        dom.migrateToURI3(spec["dest"], spec["params"], spec["flags"])
-    except libvirt.libvirtError as err:
-        # Left in the outcome file for whoever looks after the caller returned.
-        print(err.get_error_message() or str(err), flush=True)
-        return 1
-    os.unlink(spec["outcome"])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1]))

@@ -8,11 +8,12 @@ These dataclasses are for users without Ganeti (and for our tests and demo).
 from __future__ import annotations
 
 import uuid as uuidlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hvlibvirt import constants
-from hvlibvirt.errors import HypervisorError
+from hvlibvirt.errors import INSIDE_GANETI, HypervisorError
 
 
 def _new_uuid() -> str:
@@ -92,8 +93,27 @@ class Instance:
         return sorted(self.tags)
 
 
+class _RpcObject:
+    """What Ganeti's ``ConfigObject`` gives the objects that cross its RPC: a dict of
+    the fields that are set, and back."""
+
+    def ToDict(self) -> dict[str, Any]:  # noqa: N802 - Ganeti's name
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def FromDict(cls, value: Mapping[str, Any]) -> Any:  # noqa: N802 - Ganeti's name
+        if not isinstance(value, Mapping):
+            raise HypervisorError(f"{cls.__name__}.FromDict expects a dict, got "
+                                  f"{type(value).__name__}")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(map(str, value)) - known)
+        if unknown:
+            raise HypervisorError(f"{cls.__name__}.FromDict: unknown fields {unknown}")
+        return cls(**{str(k): v for k, v in value.items()})
+
+
 @dataclass
-class InstanceConsole:
+class InstanceConsole(_RpcObject):
     """How to reach an instance's console (Ganeti's ``objects.InstanceConsole``)."""
 
     instance: str
@@ -127,15 +147,38 @@ class InstanceConsole:
             raise HypervisorError("Invalid console: " + "; ".join(problems))
         return True
 
-    def ToDict(self) -> dict[str, Any]:  # noqa: N802 - Ganeti's name
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
 
 @dataclass
-class MigrationStatus:
+class MigrationStatus(_RpcObject):
     """Progress of a migration (Ganeti's ``objects.MigrationStatus``); RAM in bytes."""
 
     status: str = constants.HV_MIGRATION_FAILED
     transferred_ram: int | None = None
     total_ram: int | None = None
     postcopy_status: str | None = None
+
+    def Validate(self) -> bool:  # noqa: N802 - Ganeti's name
+        """Check that ``status`` is one Ganeti knows; raise if not."""
+        if self.status not in constants.HV_KVM_MIGRATION_VALID_STATUSES:
+            raise HypervisorError(f"Invalid migration status {self.status!r}")
+        return True
+
+
+def _ganeti_class(name: str) -> type | None:
+    """Ganeti's own class of that name when we run inside Ganeti, else None."""
+    if not INSIDE_GANETI:
+        return None
+    from ganeti import objects as ganeti_objects  # already imported by Ganeti itself
+    return getattr(ganeti_objects, name)
+
+
+def new_instance_console(**values: Any) -> Any:
+    """An ``InstanceConsole``: Ganeti's inside Ganeti (its RPC calls ``ToDict`` and the
+    client ``FromDict(...).Validate()``), ours outside."""
+    return (_ganeti_class("InstanceConsole") or InstanceConsole)(**values)
+
+
+def new_migration_status(**values: Any) -> Any:
+    """A ``MigrationStatus``: Ganeti's inside Ganeti (noded returns ``.ToDict()``), ours
+    outside."""
+    return (_ganeti_class("MigrationStatus") or MigrationStatus)(**values)

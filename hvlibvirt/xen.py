@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -23,7 +22,7 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, hotplug, kvm_node, params as P
+from hvlibvirt import connection, constants as C, helper_command, hotplug, kvm_node, params as P
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt.domain_xml import Listen, StartupOptions, disks, nics
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
@@ -31,7 +30,7 @@ from hvlibvirt.domain_xml.options import GuestTarget
 from hvlibvirt.domain_xml.xen_builder import (HVM_MACHINE, PV_MACHINE, build_xen_domain,
                                               disk_names)
 from hvlibvirt.errors import HotplugError, HypervisorError
-from hvlibvirt.objects import InstanceConsole
+from hvlibvirt.objects import InstanceConsole, new_instance_console
 from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
 
 log = logging.getLogger(__name__)
@@ -159,7 +158,15 @@ class XenHypervisor(BaseHypervisor):
     def GetNodeInfo(self, hvparams: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802
         """Ganeti's Xen node keys: memory as Xen sees it (total, free, Domain-0's, and
         ``memory_hv`` = what neither the domains nor the free pool hold), CPUs (sockets
-        from cores and threads per socket), NUMA cells and the Xen version."""
+        from cores and threads per socket), NUMA cells and the Xen version. Without an
+        answer from libvirtd, dom0's Linux facts (Ganeti calls this unguarded)."""
+        try:
+            return self._xen_node_info()
+        except HypervisorError as err:
+            log.warning("Node information from dom0's Linux facts only: %s", err)
+            return self.GetLinuxNodeInfo()
+
+    def _xen_node_info(self) -> dict[str, Any]:
         conn = self._conn()
         with connection.libvirt_errors("read node information"):
             _model, mem_mib, cpus, _mhz, nodes, _sockets, cores, threads = conn.getInfo()
@@ -216,12 +223,11 @@ class XenHypervisor(BaseHypervisor):
         name = instance.name
         ndparams = (node_group.FillND(primary_node)
                     if hasattr(node_group, "FillND") else {}) or {}
-        uri = os.environ.get(cls.URI_ENV) or cls.DEFAULT_URI
-        return InstanceConsole(
+        return new_instance_console(
             instance=name, kind=C.CONS_SSH, host=getattr(primary_node, "name", None),
             user=SSH_CONSOLE_USER, port=ndparams.get("ssh_port"),
-            command=[sys.executable, "-m", "hvlibvirt.cli", "console", "--hypervisor",
-                     cls.HV_NAME, "--uri", uri, name])
+            # No --uri: the primary node's configuration names its libvirt.
+            command=helper_command("console", "--hypervisor", cls.HV_NAME, name))
 
     # -- migration -------------------------------------------------------------------
     @staticmethod

@@ -19,7 +19,7 @@ import libvirt
 import pytest
 
 import hvlibvirt
-import hvlibvirt.base
+import hvlibvirt.node
 from hvlibvirt import connection, constants as C
 from hvlibvirt.base import BaseHypervisor, HvInstanceState
 from hvlibvirt.errors import HypervisorError
@@ -39,9 +39,9 @@ NODE_INFO_KEYS = {"memory_total", "memory_free", "memory_dom0", "cpu_total", "cp
 @pytest.fixture(autouse=True)
 def never_powercycle_this_machine(monkeypatch, tmp_path):
     """No test here may reach the real /proc/sysrq-trigger or run reboot."""
-    monkeypatch.setattr(hvlibvirt.base, "SYSRQ_TRIGGER",
+    monkeypatch.setattr(hvlibvirt.node, "SYSRQ_TRIGGER",
                         str(tmp_path / "no-such-dir" / "sysrq-trigger"))
-    monkeypatch.setattr(hvlibvirt.base, "REBOOT_COMMAND", ("false",))
+    monkeypatch.setattr(hvlibvirt.node, "REBOOT_COMMAND", ("false",))
 
 
 # -- _FormatVerifyResults, GetAncillaryFiles -------------------------------------------------
@@ -92,7 +92,7 @@ def test_linux_node_info_from_this_machine():
     assert all(isinstance(v, int) and not isinstance(v, bool) for v in info.values())
     assert info["memory_total"] > 0
     assert 0 <= info["memory_free"] <= info["memory_total"]
-    assert info["memory_dom0"] == info["memory_total"] - info["memory_free"]
+    assert 0 < info["memory_dom0"] <= info["memory_total"]
     assert info["cpu_total"] == os.cpu_count()
     assert info["cpu_dom0"] == info["cpu_total"]
     assert info["cpu_nodes"] >= 1
@@ -105,12 +105,25 @@ def test_linux_node_info_memory_total_matches_proc_meminfo():
     assert BaseHypervisor.GetLinuxNodeInfo()["memory_total"] == mem_total_kib // 1024
 
 
+def test_linux_node_info_is_ganetis(ganeti):
+    """The same figures as Ganeti 3.0's own hv_base.GetLinuxNodeInfo, but for the CPU
+    topology, which Ganeti does not read (it reports 1 socket and 1 node)."""
+    from ganeti.hypervisor import hv_base
+
+    ours = BaseHypervisor.GetLinuxNodeInfo(meminfo=str(MEMINFO), cpuinfo=str(CPUINFO))
+    theirs = hv_base.BaseHypervisor.GetLinuxNodeInfo(meminfo=str(MEMINFO),
+                                                     cpuinfo=str(CPUINFO))
+    topology = {"cpu_sockets", "cpu_nodes"}
+    assert {k: v for k, v in ours.items() if k not in topology} == \
+        {k: v for k, v in theirs.items() if k not in topology}
+
+
 def test_linux_node_info_from_fixture_files():
     info = BaseHypervisor.GetLinuxNodeInfo(meminfo=str(MEMINFO), cpuinfo=str(CPUINFO))
     assert set(info) == NODE_INFO_KEYS
     assert info["memory_total"] == 31505     # 32262000 kB // 1024
-    assert info["memory_free"] == 21097      # MemAvailable 21604000 kB // 1024 (not MemFree)
-    assert info["memory_dom0"] == 10408      # 31505 - 21097
+    assert info["memory_free"] == 19500      # MemFree 1000 + Buffers 500 + Cached 18000 MiB
+    assert info["memory_dom0"] == 9000       # Active 9216000 kB // 1024
     assert info["cpu_total"] == 4            # four "processor" lines
     assert info["cpu_dom0"] == 4
     assert info["cpu_sockets"] == 2          # physical id 0 and 1
@@ -119,7 +132,7 @@ def test_linux_node_info_from_fixture_files():
 
 def test_linux_node_info_meminfo_only():
     info = BaseHypervisor.GetLinuxNodeInfo(meminfo=str(MEMINFO))
-    assert (info["memory_total"], info["memory_free"]) == (31505, 21097)
+    assert (info["memory_total"], info["memory_free"]) == (31505, 19500)
     assert info["cpu_total"] == os.cpu_count()
 
 
@@ -131,11 +144,11 @@ def test_linux_node_info_cpuinfo_without_physical_id(tmp_path):
     assert info["cpu_sockets"] == 1
 
 
-def test_linux_node_info_without_memavailable_is_hypervisor_error(tmp_path):
+def test_linux_node_info_without_active_is_hypervisor_error(tmp_path):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       32262000 kB\nMemFree:         1024000 kB\n"
                        "Buffers:          512000 kB\nCached:         18432000 kB\n")
-    with pytest.raises(HypervisorError, match="MemAvailable"):
+    with pytest.raises(HypervisorError, match="Active"):
         BaseHypervisor.GetLinuxNodeInfo(meminfo=str(meminfo), cpuinfo=str(CPUINFO))
 
 
@@ -195,15 +208,15 @@ def test_instance_startup_memory_reads_attributes_only():
 
 
 def test_powercycle_guard_is_active():
-    assert hvlibvirt.base.SYSRQ_TRIGGER != "/proc/sysrq-trigger"
-    assert hvlibvirt.base.REBOOT_COMMAND == ("false",)
+    assert hvlibvirt.node.SYSRQ_TRIGGER != "/proc/sysrq-trigger"
+    assert hvlibvirt.node.REBOOT_COMMAND == ("false",)
 
 
 def test_linux_powercycle_writes_b_to_sysrq(monkeypatch, tmp_path):
     trigger = tmp_path / "sysrq-trigger"
     marker = tmp_path / "reboot-ran"
-    monkeypatch.setattr(hvlibvirt.base, "SYSRQ_TRIGGER", str(trigger))
-    monkeypatch.setattr(hvlibvirt.base, "REBOOT_COMMAND", ("touch", str(marker)))
+    monkeypatch.setattr(hvlibvirt.node, "SYSRQ_TRIGGER", str(trigger))
+    monkeypatch.setattr(hvlibvirt.node, "REBOOT_COMMAND", ("touch", str(marker)))
     BaseHypervisor.LinuxPowercycle()
     assert trigger.read_text() == "b"
     assert not marker.exists()           # sysrq worked: no reboot command
@@ -212,39 +225,39 @@ def test_linux_powercycle_writes_b_to_sysrq(monkeypatch, tmp_path):
 @pytest.mark.parametrize("cls", [KVMHypervisor, XenPvmHypervisor, XenHvmHypervisor])
 def test_powercycle_node_uses_sysrq(monkeypatch, tmp_path, cls):
     trigger = tmp_path / "sysrq-trigger"
-    monkeypatch.setattr(hvlibvirt.base, "SYSRQ_TRIGGER", str(trigger))
+    monkeypatch.setattr(hvlibvirt.node, "SYSRQ_TRIGGER", str(trigger))
     cls.PowercycleNode()
     assert trigger.read_text() == "b"
 
 
 def test_linux_powercycle_falls_back_to_reboot_command(monkeypatch, tmp_path):
     marker = tmp_path / "reboot-ran"
-    monkeypatch.setattr(hvlibvirt.base, "REBOOT_COMMAND", ("touch", str(marker)))
+    monkeypatch.setattr(hvlibvirt.node, "REBOOT_COMMAND", ("touch", str(marker)))
     BaseHypervisor.LinuxPowercycle()      # SYSRQ_TRIGGER is in a missing directory
     assert marker.exists()
 
 
 def test_linux_powercycle_sysrq_is_a_directory(monkeypatch, tmp_path):
     marker = tmp_path / "reboot-ran"
-    monkeypatch.setattr(hvlibvirt.base, "SYSRQ_TRIGGER", str(tmp_path))
-    monkeypatch.setattr(hvlibvirt.base, "REBOOT_COMMAND", ("touch", str(marker)))
+    monkeypatch.setattr(hvlibvirt.node, "SYSRQ_TRIGGER", str(tmp_path))
+    monkeypatch.setattr(hvlibvirt.node, "REBOOT_COMMAND", ("touch", str(marker)))
     BaseHypervisor.LinuxPowercycle()
     assert marker.exists()
 
 
 def test_linux_powercycle_reboot_command_succeeds(monkeypatch):
-    monkeypatch.setattr(hvlibvirt.base, "REBOOT_COMMAND", ("true",))
+    monkeypatch.setattr(hvlibvirt.node, "REBOOT_COMMAND", ("true",))
     BaseHypervisor.LinuxPowercycle()      # must not raise
 
 
 def test_linux_powercycle_reboot_command_fails(monkeypatch):
-    monkeypatch.setattr(hvlibvirt.base, "REBOOT_COMMAND", ("false",))
+    monkeypatch.setattr(hvlibvirt.node, "REBOOT_COMMAND", ("false",))
     with pytest.raises(HypervisorError):
         BaseHypervisor.LinuxPowercycle()
 
 
 def test_linux_powercycle_failure_carries_stderr(monkeypatch):
-    monkeypatch.setattr(hvlibvirt.base, "REBOOT_COMMAND",
+    monkeypatch.setattr(hvlibvirt.node, "REBOOT_COMMAND",
                         ("sh", "-c", "echo reboot-refused >&2; exit 3"))
     with pytest.raises(HypervisorError, match="reboot-refused"):
         BaseHypervisor.LinuxPowercycle()
@@ -252,7 +265,7 @@ def test_linux_powercycle_failure_carries_stderr(monkeypatch):
 
 def test_linux_powercycle_missing_reboot_binary_is_hypervisor_error(monkeypatch, tmp_path):
     # A node without the reboot binary must still get a HypervisorError, not an OSError.
-    monkeypatch.setattr(hvlibvirt.base, "REBOOT_COMMAND", (str(tmp_path / "no-reboot"),))
+    monkeypatch.setattr(hvlibvirt.node, "REBOOT_COMMAND", (str(tmp_path / "no-reboot"),))
     with pytest.raises(HypervisorError):
         BaseHypervisor.LinuxPowercycle()
 
@@ -414,18 +427,24 @@ def test_no_event_loop_thread_from_construction(refuse_connections):
     (XenPvmHypervisor, "HVLIBVIRT_XEN_URI", "xen:///system"),
     (XenHvmHypervisor, "HVLIBVIRT_XEN_URI", "xen:///system"),
 ])
-def test_uri_resolution_order(cls, env, default, monkeypatch):
+def test_uri_resolution_order(cls, env, default, monkeypatch, tmp_path):
     for var in ("HVLIBVIRT_KVM_URI", "HVLIBVIRT_XEN_URI"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HVLIBVIRT_CONFIG", str(tmp_path / "absent.conf"))
     assert cls.URI_ENV == env
-    assert cls().uri == default                                   # 3. the default
+    assert cls().uri == default                                   # 4. the default
+    conf = tmp_path / "hvlibvirt.conf"
+    conf.write_text(f"[{cls.HV_NAME}]\nuri = test:///from-config\n")
+    monkeypatch.setenv("HVLIBVIRT_CONFIG", str(conf))
+    assert cls().uri == "test:///from-config"                     # 3. the file
     monkeypatch.setenv(env, "test:///from-env")
     assert cls().uri == "test:///from-env"                        # 2. the environment
     assert cls(uri="test:///from-keyword").uri == "test:///from-keyword"  # 1. the keyword
     assert cls(uri=None).uri == "test:///from-env"
 
 
-def test_uri_env_of_the_other_hypervisor_is_ignored(monkeypatch):
+def test_uri_env_of_the_other_hypervisor_is_ignored(monkeypatch, tmp_path):
+    monkeypatch.setenv("HVLIBVIRT_CONFIG", str(tmp_path / "absent.conf"))
     monkeypatch.setenv("HVLIBVIRT_XEN_URI", "xen:///elsewhere")
     monkeypatch.delenv("HVLIBVIRT_KVM_URI", raising=False)
     assert KVMHypervisor().uri == "qemu:///system"

@@ -20,6 +20,7 @@ from hvlibvirt.objects import NIC, Disk, Instance
 from lab.console import ConsoleCapture
 from lab.daemon import LibvirtDaemon
 from lab.guest import GuestImage
+from lab.instances import ganeti_shutdown
 from lab.serial import SerialLog
 
 pytestmark = pytest.mark.real
@@ -78,7 +79,7 @@ def test_instance_lifecycle_on_real_qemu(libvirt_daemon: LibvirtDaemon, guest_im
             time.sleep(0.2)
         assert hv.GetInstanceInfo(inst.name)[2] == 160
 
-        hv.StopInstance(inst, timeout=30)
+        assert ganeti_shutdown(hv, inst, 30).forced is False
         serial.wait(r"HVL-ACPI-POWEROFF", 5)
         assert hv.GetInstanceInfo(inst.name) is None
         console.close()

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import libvirt
 import pytest
-from lxml import etree
 
+import hvlibvirt
 from hvlibvirt import connection, constants as C
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HotplugError, HypervisorError
@@ -147,17 +147,18 @@ def test_bad_input_names_the_field(hv: KVMHypervisor) -> None:
         hv.StopInstance(inst, force=True, timeout=3)
 
 
-def test_node_info_from_libvirt(hv: KVMHypervisor) -> None:
+def test_node_info_is_this_machine_plus_the_hypervisor_version(hv: KVMHypervisor) -> None:
     info = hv.GetNodeInfo()
-    conn = connection.get(URI)
-    _model, _mem, cpus, _mhz, nodes, _sockets, _cores, _threads = conn.getInfo()
-    caps = etree.fromstring(conn.getCapabilities().encode())
-    socket_ids = set(caps.xpath("host/topology/cells/cell/cpus/cpu/@socket_id"))
-    assert info["cpu_total"] == cpus and info["cpu_nodes"] == nodes == 2
-    assert info["cpu_sockets"] == len(socket_ids) == 2  # the test driver's two packages
-    assert info[C.HV_NODEINFO_KEY_VERSION] == (0, 0, 2)  # the test driver's version 2
-    assert 0 < info["memory_free"] <= info["memory_total"]
+    assert info.pop(C.HV_NODEINFO_KEY_VERSION) == (0, 0, 2)  # the test driver's version 2
+    assert info == KVMHypervisor.GetLinuxNodeInfo()
     assert hv.Verify() is None
+
+
+def test_node_info_without_libvirt_keeps_the_linux_facts() -> None:
+    """Ganeti's node_info/node_verify RPCs call GetNodeInfo unguarded."""
+    hv = KVMHypervisor(uri="test:///nonexistent/node.xml")
+    assert hv.GetNodeInfo() == KVMHypervisor.GetLinuxNodeInfo()
+    assert "not usable" in hv.Verify()
 
 
 def test_verify_reports_an_unusable_uri() -> None:
@@ -245,7 +246,10 @@ def test_consoles_of_each_kind(hv: KVMHypervisor, monkeypatch: pytest.MonkeyPatc
     serial = KVMHypervisor.GetInstanceConsole(inst, _Node(), _Group(), inst.hvparams, {})
     assert serial.Validate() and serial.kind == C.CONS_SSH
     assert (serial.host, serial.port, serial.user) == ("node1.example.com", 2222, "root")
-    assert serial.command[-4:] == ["console", "--uri", URI, "tdl-cons"]
+    # Run on the primary node, the command finds that node's libvirt in its own
+    # configuration: no URI of this process's.
+    assert serial.command == hvlibvirt.helper_command("console", "--hypervisor", "kvm",
+                                                      "tdl-cons")
 
     inst, block = make_instance("tdl-cons", serial_console=False,
                                 vnc_bind_address="0.0.0.0")

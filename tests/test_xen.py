@@ -5,7 +5,6 @@ accepts <domain type='xen'> and runs it as a fake guest)."""
 from __future__ import annotations
 
 import copy
-import sys
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import libvirt
 import pytest
 from lxml import etree
 
+import hvlibvirt
 from hvlibvirt import connection, constants as C, migration
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.domain_xml import to_string
@@ -413,8 +413,8 @@ def test_console_is_ssh_through_libvirt(hv_name: str, files: dict[str, str]) -> 
     assert (console.kind, console.host, console.user) == (C.CONS_SSH, "node1.example.com",
                                                           "root")
     assert console.command[-1] == inst.name and "xl" not in console.command
-    assert console.command[0] == sys.executable
-    assert console.command[1:5] == ["-m", "hvlibvirt.cli", "console", "--hypervisor"]
+    assert console.command == hvlibvirt.helper_command("console", "--hypervisor", hv_name,
+                                                        inst.name)
 
 
 def test_verify(files: dict[str, str]) -> None:

@@ -23,6 +23,30 @@ from lab.serial import SerialLog
 
 BOOT = 60.0
 READY = r"HVL-READY"
+GANETI_REPRESS = 5.0  # seconds between StopInstance calls in Ganeti's InstanceShutdown
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    presses: int   # StopInstance calls (power-button presses) before the guest was off
+    forced: bool   # whether the loop ran out and destroyed the guest
+
+
+def ganeti_shutdown(hv: KVMHypervisor, inst: Instance, timeout: float) -> Shutdown:
+    """Ganeti's backend.InstanceShutdown loop: StopInstance(retry=..., timeout=...),
+    and while the instance still runs, sleep 5 s and call again, until ``timeout``;
+    then a forced stop."""
+    deadline = time.monotonic() + timeout
+    presses = 0
+    while True:
+        hv.StopInstance(inst, retry=presses > 0, timeout=int(timeout))
+        presses += 1
+        if hv.GetInstanceInfo(inst.name) is None:
+            return Shutdown(presses, False)
+        if time.monotonic() + GANETI_REPRESS > deadline:
+            hv.StopInstance(inst, force=True)
+            return Shutdown(presses, True)
+        time.sleep(GANETI_REPRESS)
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""The node's configuration file, ``/etc/hvlibvirt/hvlibvirt.conf`` (INI).
+
+Every process that needs a libvirt URI reads it the same way: Ganeti's node daemon
+forks a child per RPC, the master's job processes compute console information, and the
+console and migration helpers run outside Ganeti, so no setting may depend on one
+daemon's environment. ``HVLIBVIRT_CONFIG`` names another file. The order of precedence
+is: the constructor keyword, the environment, this file, libvirt's default.
+
+One section per Ganeti hypervisor name; ``[DEFAULT]`` holds what they share::
+
+    [kvm]
+    uri = qemu:///system
+    migration_uri = qemu+ssh://{target}/system
+    serial_log_dir = /var/log/hvlibvirt
+
+    [xen-pvm]
+    uri = xen:///system
+
+A missing file is an empty configuration. A file that cannot be parsed, or that names
+a section or key we do not know, is a HypervisorError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import threading
+
+from hvlibvirt import constants
+from hvlibvirt.errors import HypervisorError
+
+DEFAULT_PATH = "/etc/hvlibvirt/hvlibvirt.conf"
+PATH_ENV = "HVLIBVIRT_CONFIG"
+
+#: key -> what it is (README and docs/ganeti.md list the same)
+KEYS = {
+    "uri": "the libvirt URI of this node's hypervisor",
+    "migration_uri": "the migration target's libvirt URI; {target} is the address Ganeti "
+                     "passes (the target node's secondary IP)",
+    "serial_log_dir": "KVM only: keep each instance's serial console output in "
+                      "<dir>/<instance>.serial",
+}
+SECTIONS = frozenset(constants.HYPER_TYPES)
+
+_lock = threading.Lock()
+_cache: dict[str, tuple[tuple[int, int, int], dict[str, dict[str, str]]]] = {}
+
+
+def path() -> str:
+    """The configuration file in force for this process."""
+    return os.environ.get(PATH_ENV) or DEFAULT_PATH
+
+
+def value(hypervisor: str, key: str) -> str | None:
+    """The setting ``key`` for ``hypervisor`` (a Ganeti name such as 'kvm'), or None."""
+    return _read(path()).get(hypervisor, {}).get(key) or None
+
+
+def _read(file: str) -> dict[str, dict[str, str]]:
+    """The parsed file, re-read only when it changed (one stat per lookup): noded's
+    children are forked from a parent that may have read an older version."""
+    try:
+        st = os.stat(file)
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise HypervisorError(f"Cannot read {file}: {err.strerror}") from None
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    with _lock:
+        cached = _cache.get(file)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    parsed = _parse(file)
+    with _lock:
+        _cache[file] = (stamp, parsed)
+    return parsed
+
+
+def _parse(file: str) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(file, encoding="utf-8") as f:
+            parser.read_file(f)
+    except (OSError, UnicodeDecodeError, configparser.Error) as err:
+        raise HypervisorError(f"Cannot read {file}: {err}") from None
+    unknown = sorted(set(parser.sections()) - SECTIONS)
+    if unknown:
+        raise HypervisorError(f"{file}: unknown section [{unknown[0]}]; sections are the "
+                              f"hypervisor names {', '.join(sorted(SECTIONS))}")
+    for section in ["DEFAULT", *parser.sections()]:
+        for key, text in parser[section].items():
+            if key not in KEYS:
+                raise HypervisorError(f"{file}: unknown key {key!r} in [{section}]; keys "
+                                      f"are {', '.join(sorted(KEYS))}")
+            if not text.strip() or any(ord(c) < 32 for c in text):
+                raise HypervisorError(f"{file}: [{section}] {key} must be a non-empty "
+                                      "single-line value")
+    # A missing section still inherits [DEFAULT].
+    return {section: {k: v.strip() for k, v in (parser[section] if parser.has_section(section)
+                                                 else parser.defaults()).items()}
+            for section in sorted(SECTIONS)}
