@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -27,7 +26,7 @@ from hvlibvirt.domain_xml import identity, parse_domain, redacted, to_string
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.events import DomainEventWaiter
 from hvlibvirt.errors import HotplugError, HypervisorError
-from hvlibvirt.objects import InstanceConsole, MigrationStatus, new_migration_status
+from hvlibvirt.objects import InstanceConsole
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +51,14 @@ class HvInstanceState:
 InstanceInfo = domains.InstanceInfo
 
 
-_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")  # a host name or an IP address
-
-
 def _require_name(name: Any) -> str:
     """An instance name as Ganeti has them (a host name), or HypervisorError."""
     return identity.instance_name(name)
 
 
-class BaseHypervisor:
-    """Ganeti's abstract hypervisor interface with the shared libvirt machinery."""
+class BaseHypervisor(migration.MigrationMethods):
+    """Ganeti's abstract hypervisor interface with the shared libvirt machinery
+    (migration's share is ``migration.MigrationMethods``)."""
 
     #: hvparam name -> five-tuple check (see ``hvlibvirt.params``)
     PARAMETERS: ClassVar[dict[str, params.Check]] = {}
@@ -521,193 +518,6 @@ class BaseHypervisor:
                            hvparams: Mapping[str, Any], beparams: Mapping[str, Any]
                            ) -> InstanceConsole:
         raise HypervisorError(f"{cls.HV_NAME}: consoles are not implemented yet")
-
-    # -- migration -------------------------------------------------------------------
-    #: the target's libvirt URI; ``{target}`` is the address Ganeti passes
-    MIGRATION_URI_TEMPLATE: ClassVar[str] = ""
-
-    @property
-    def migration_uri_template(self) -> str:
-        """Constructor keyword, else HVLIBVIRT_MIGRATION_URI, else the configuration
-        file's ``migration_uri``, else the class default."""
-        return (self._migration_uri or os.environ.get("HVLIBVIRT_MIGRATION_URI")
-                or config.value(self.HV_NAME, "migration_uri") or self.MIGRATION_URI_TEMPLATE)
-
-    def _target_uri(self, target: str) -> str:
-        if not isinstance(target, str) or not _TARGET.match(target):
-            raise HypervisorError(f"Invalid migration target {target!r}: expected a host "
-                                  "name or an IP address")
-        return self.migration_uri_template.replace("{target}", target)
-
-    def MigrationInfo(self, instance: Any) -> str:  # noqa: N802
-        """The migratable domain XML (with our metadata) the target checks it against."""
-        name = _require_name(getattr(instance, "name", None))
-        dom = self._owned(name)
-        with connection.libvirt_errors("read the migratable XML", name):
-            if dom is None or not dom.isActive():
-                raise HypervisorError(f"Instance {name} is not running, cannot migrate")
-            return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
-
-    def AcceptInstance(self, instance: Any, info: str, target: str) -> None:  # noqa: N802
-        """Pre-flight checks on the target node; libvirt starts the incoming side itself."""
-        name = _require_name(getattr(instance, "name", None))
-        try:
-            root = etree.fromstring(info.encode() if isinstance(info, str) else info)
-        except (etree.XMLSyntaxError, AttributeError, ValueError) as err:
-            raise HypervisorError(f"Invalid migration info for {name}: {err}") from None
-        problems = self._accept_problems(name, root)
-        if problems:
-            raise HypervisorError(f"Cannot accept instance {name}: " + "; ".join(problems))
-
-    def _accept_problems(self, name: str, root: etree._Element) -> list[str]:
-        conn = self._conn()
-        problems = []
-        existing = self._lookup(name)
-        if existing is not None and existing.isActive():
-            problems.append("a domain of that name already runs here")
-        for bridge in sorted(set(root.xpath("devices/interface[@type='bridge']/source/@bridge"))):
-            try:
-                conn.interfaceLookupByName(bridge)
-            except libvirt.libvirtError as err:
-                if err.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
-                    problems.append(f"bridge {bridge} does not exist here")
-        for path in root.xpath("devices/disk/source/@file | devices/disk/source/@dev"):
-            if not os.path.exists(path):
-                problems.append(f"disk {path} does not exist here")
-        needed = int(root.findtext("currentMemory") or 0) // 1024
-        free = self.GetNodeInfo()["memory_free"]
-        if needed > free:
-            problems.append(f"it needs {needed} MiB but {free} MiB are free")
-        return problems
-
-    def MigrateInstance(self, cluster_name: str, instance: Any, target: str,  # noqa: N802
-                        live: bool) -> None:
-        """Start a peer-to-peer migration to ``target`` and return while it runs.
-
-        The transfer is driven by the source libvirtd from a detached helper, so it
-        continues if this process exits. Watch it with GetMigrationStatus.
-        """
-        name = _require_name(getattr(instance, "name", None))
-        dest_uri = self._target_uri(target)
-        dom = self._owned(name)
-        with connection.libvirt_errors("check the state", name):
-            if dom is None or not dom.isActive():
-                raise HypervisorError(f"Instance {name} is not running, cannot migrate")
-        flags, params = self._migration_flags(instance.hvparams, target, bool(live))
-        self._prepare_migration(dom, instance.hvparams)
-        meta = domains.read_metadata(dom)
-        if meta is not None:
-            meta.migration_target = target
-            domains.write_metadata(dom, meta)
-        migration.start(self.uri, name, dest_uri, flags, params, dom)
-
-    @staticmethod
-    def _migration_flags(hvparams: Mapping[str, Any], target: str, live: bool
-                         ) -> tuple[int, dict[str, Any]]:
-        """libvirt flags and typed parameters of the migration (KVM's by default)."""
-        return migration.flags_and_params(hvparams, target, live)
-
-    def _prepare_migration(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
-        """Tuning that is not a migration parameter (subclasses add theirs)."""
-
-    def GetMigrationStatus(self, instance: Any) -> MigrationStatus:  # noqa: N802
-        """Status of the migration, read from libvirt's job on this (the source) node."""
-        name = _require_name(getattr(instance, "name", None))
-        dom = self._owned(name)
-        if dom is None:
-            return new_migration_status(status=constants.HV_MIGRATION_FAILED)
-        return migration.status(dom)
-
-    def FinalizeMigrationSource(self, instance: Any, success: bool, live: bool) -> None:  # noqa: N802
-        """Success: drop the source definition. Failure: make sure the instance runs
-        here (abort the job, resume a paused guest); if it in fact runs on the target,
-        say so instead of pretending."""
-        name = _require_name(getattr(instance, "name", None))
-        dom = self._owned(name)
-        if dom is None:
-            return
-        with connection.libvirt_errors("finalize the migration", name):
-            if success:
-                if dom.isActive():
-                    raise HypervisorError(f"Migration of {name} was reported successful but "
-                                          "the instance still runs on the source")
-                domains.forget(self.uri, dom)
-                dom.undefine()
-                return
-            self._abort_job(dom)
-            meta = domains.read_metadata(dom)
-            target = meta.migration_target if meta else None
-            if not dom.isActive():
-                where = self._runs_on(target, name)
-                raise HypervisorError(
-                    f"Instance {name} does not run on the source after the failed migration"
-                    + (f"; it runs on {target}" if where else "; nor on the target"))
-            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-                dom.resume()
-            if meta is not None and meta.migration_target:
-                meta.migration_target = None
-                domains.write_metadata(dom, meta)
-
-    @staticmethod
-    def _abort_job(dom: libvirt.virDomain, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while dom.isActive() and dom.jobStats(0).get("type") in (
-                libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED):
-            try:
-                dom.abortJob()
-            except libvirt.libvirtError as err:
-                log.debug("abortJob on %s: %s", dom.name(), err)
-            if time.monotonic() > deadline:
-                raise HypervisorError(f"The migration job of {dom.name()} did not stop")
-            time.sleep(0.1)
-
-    def _runs_on(self, target: str | None, name: str) -> bool:
-        """Whether ``name`` runs on ``target`` (False when that cannot be reached)."""
-        if not target:
-            return False
-        try:
-            return bool(connection.get(self._target_uri(target)).lookupByName(name).isActive())
-        except (HypervisorError, libvirt.libvirtError):
-            return False
-
-    def FinalizeMigrationDst(self, instance: Any, info: str, success: bool) -> None:  # noqa: N802
-        """Success: the instance must run here. Failure: remove what the migration left
-        here, but never a guest that runs here (it may be the only copy)."""
-        name = _require_name(getattr(instance, "name", None))
-        dom = self._lookup(name)
-        with connection.libvirt_errors("finalize the incoming migration", name):
-            if success:
-                if dom is None or not dom.isActive():
-                    raise HypervisorError(f"Instance {name} does not run here after its "
-                                          "migration")
-                meta = domains.read_metadata(dom)
-                if meta is not None and meta.migration_target:
-                    meta.migration_target = None
-                    domains.write_metadata(dom, meta)
-                return
-            if dom is None:
-                return
-            try:
-                state, reason = dom.state()
-            except libvirt.libvirtError as err:
-                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return  # libvirt already removed the failed incoming domain
-                raise
-            incoming = state == libvirt.VIR_DOMAIN_PAUSED and reason in (
-                libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
-                libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
-            if domains.is_active_state(state) and not incoming:
-                raise HypervisorError(f"Instance {name} runs here although its migration "
-                                      "was reported failed; refusing to destroy it")
-            domains.forget(self.uri, dom)
-            try:
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefine()
-            except libvirt.libvirtError as err:
-                if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
 
     # -- hotplug (Ganeti's base refuses all of it) ---------------------------------------
     def HotplugSupported(self, instance: Any) -> None:  # noqa: N802
