@@ -12,6 +12,7 @@ One section per Ganeti hypervisor name; ``[DEFAULT]`` holds what they share::
     uri = qemu:///system
     migration_uri = qemu+ssh://{target}/system
     serial_log_dir = /var/log/hvlibvirt
+    qemu_conf = /etc/libvirt/qemu.conf
 
     [xen-pvm]
     uri = xen:///system
@@ -39,6 +40,8 @@ KEYS = {
                      "passes (the target node's secondary IP)",
     "serial_log_dir": "KVM only: keep each instance's serial console output in "
                       "<dir>/<instance>.serial",
+    "qemu_conf": "KVM only: libvirt's QEMU driver configuration, read for the host-wide "
+                 "settings some hvparams need (VNC TLS, QEMU's mount namespace)",
 }
 SECTIONS = frozenset(constants.HYPER_TYPES)
 

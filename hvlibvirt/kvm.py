@@ -19,7 +19,7 @@ import psutil
 from lxml import etree
 
 from hvlibvirt import (config, connection, constants as C, domains, helper_command, kvm_node,
-                       migration, params as P)
+                       migration, params as P, qemu_conf)
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug
 from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain,
@@ -197,6 +197,8 @@ class KVMHypervisor(BaseHypervisor):
         if spice and not (kvm_node.ip_version_of(spice) or spice in interfaces):
             raise HypervisorError(f"Parameter 'spice_bind' ({spice!r}) is neither an IP "
                                   "address nor a network interface of this node")
+        for problem in qemu_conf.problems(hvp):
+            raise HypervisorError(problem)
         mem_path = hvp[C.HV_MEM_PATH]
         if mem_path and not kvm_node.is_hugetlbfs(mem_path):
             raise HypervisorError(f"Parameter 'mem_path' ({mem_path!r}) is not a hugetlbfs "

@@ -36,6 +36,8 @@ _DEVICE_BOOT = {C.HV_KERNEL_PATH: ""}
 
 _refused = P.refused
 _error_of = P.error_of
+_NO_VNET_HDR_SWITCH = ("libvirt always opens the taps of virtio NICs with the virtio-net "
+                       "header and has no switch for it")
 
 
 def _refuse_cdrom_type(_value: Any, hvp: Mapping[str, Any]) -> str | None:
@@ -64,8 +66,8 @@ def _refuse_kvm_extra(value: str, _hvp: Mapping[str, Any]) -> str | None:
     return None
 
 
-_NO_PER_DOMAIN_TLS = ("libvirt configures VNC TLS for every domain of a host in qemu.conf "
-                      "({}); it cannot be set per instance")
+_HOST_WIDE_TLS = ("libvirt sets VNC TLS for every domain of a host, in qemu.conf; honoured "
+                  "when this node's qemu.conf {} (checked on the node, before every start)")
 
 KVM_PARAMS: dict[str, HvParam] = {
     # -- emulator, machine, boot --------------------------------------------------------
@@ -184,22 +186,24 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_VIRTIO_NET_QUEUES: HvParam(P.OPT_VIRTIO_NET_QUEUES_CHECK,
                                     xml="<driver queues=N> on virtio NICs (N > 1)",
                                     example={C.HV_VIRTIO_NET_QUEUES: 4}),
-    C.HV_VNET_HDR: HvParam(P.NO_CHECK, xml="always on for virtio NICs (libvirt's choice)",
-                           **_refused("false", "libvirt always enables the virtio-net header"
-                                      " on the taps of virtio NICs and has no switch for it",
-                                      lambda v: v is False)),
+    C.HV_VNET_HDR: HvParam(
+        P.NO_CHECK, xml="always on for virtio NICs, never for emulated ones (libvirt's "
+        "choice; Ganeti also uses it for paravirtual NICs only)",
+        refuse=lambda v, hvp: (_NO_VNET_HDR_SWITCH if v is False
+                               and hvp[C.HV_NIC_TYPE] == C.HT_NIC_PARAVIRTUAL else None),
+        refused=f"false with nic_type paravirtual: {_NO_VNET_HDR_SWITCH}"),
     # -- graphics and input -----------------------------------------------------------
     C.HV_VNC_BIND_ADDRESS: HvParam(
         P.NO_CHECK, xml="<graphics type='vnc' port=network_port autoport='no'> with "
         "<listen type='address'> (an IP, or an interface resolved to its IPv4 address on the"
         " node) or <listen type='socket'> (an absolute directory: <dir>/<instance>.vnc)",
         example=_VNC),
-    C.HV_VNC_TLS: HvParam(P.NO_CHECK, **_refused(
-        "true", _NO_PER_DOMAIN_TLS.format("vnc_tls"), bool)),
-    C.HV_VNC_X509: HvParam(P.OPT_DIR_CHECK, **_refused(
-        "any path", _NO_PER_DOMAIN_TLS.format("vnc_tls_x509_cert_dir"), bool)),
-    C.HV_VNC_X509_VERIFY: HvParam(P.NO_CHECK, **_refused(
-        "true", _NO_PER_DOMAIN_TLS.format("vnc_tls_x509_verify"), bool)),
+    C.HV_VNC_TLS: HvParam(P.NO_CHECK, runtime=_HOST_WIDE_TLS.format("sets vnc_tls = 1")),
+    C.HV_VNC_X509: HvParam(P.OPT_DIR_CHECK, runtime=_HOST_WIDE_TLS.format(
+        "reads the certificates from this directory (vnc_tls_x509_cert_dir, else "
+        "default_tls_x509_cert_dir)")),
+    C.HV_VNC_X509_VERIFY: HvParam(P.NO_CHECK, runtime=_HOST_WIDE_TLS.format(
+        "has the same vnc_tls_x509_verify (else default_tls_x509_verify)")),
     C.HV_VNC_PASSWORD_FILE: HvParam(P.OPT_FILE_CHECK,
                                     xml="<graphics passwd=...> read from the file at start "
                                         "(never logged)",
@@ -310,9 +314,11 @@ KVM_PARAMS: dict[str, HvParam] = {
                                   "to uid:gid on the node)",
                                   example={C.HV_SECURITY_MODEL: C.HT_SM_USER,
                                            C.HV_SECURITY_DOMAIN: "daemon"}),
-    C.HV_KVM_USE_CHROOT: HvParam(P.NO_CHECK, **_refused(
-        "true", "libvirt already confines QEMU in a private mount namespace (qemu.conf "
-        "namespaces); a per-instance chroot cannot be expressed", bool)),
+    C.HV_KVM_USE_CHROOT: HvParam(
+        P.NO_CHECK, runtime="true: QEMU's confinement is the private mount namespace (own "
+        "/dev, no view of other domains' devices) libvirt starts every domain in, plus the "
+        "host's security driver (AppArmor/SELinux) where enabled; honoured when this node's "
+        "qemu.conf keeps namespaces = [\"mount\"] (libvirt's default; checked on the node)"),
     C.HV_KVM_USER_SHUTDOWN: HvParam(P.NO_CHECK, runtime="a poweroff from inside the guest "
                                     "is reported as SHUTDOWN until CleanupInstance"),
     C.HV_KVM_EXTRA: HvParam(P.NO_CHECK, xml="<qemu:commandline><qemu:arg> per shell word "

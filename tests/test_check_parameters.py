@@ -334,7 +334,7 @@ KVM_CROSS_REJECT = {
     "serial speed invalid": (dict(serial_console=True, serial_speed=12345),
                              ("serial_speed",)),
     "serial speed zero": (dict(serial_console=True, serial_speed=0), ("serial_speed",)),
-    # per-instance VNC x509 settings are refused (qemu.conf owns them), reported first.
+    # Ganeti's cross rule: client verification needs the certificate directory.
     "x509 verify without path": (dict(vnc_x509_verify=True, vnc_x509_path=""),
                                  ("vnc_x509_verify",)),
     "spice ipv4 bind with v6": (dict(spice_bind="127.0.0.1", spice_ip_version=6),
@@ -395,10 +395,6 @@ def test_kvm_cross_rule_accepts(overrides):
 KVM_LIBVIRT_REFUSED = {
     "pool model without domain": (dict(security_model="pool", security_domain=""),
                                   "security_model"),
-    "x509 verify with path": (dict(vnc_x509_verify=True, vnc_x509_path="/etc/pki/vnc"),
-                              "vnc_x509_path"),
-    "x509 path without verify": (dict(vnc_x509_verify=False, vnc_x509_path="/etc/pki/vnc"),
-                                 "vnc_x509_path"),
     "spice ciphers other than the default": (dict(spice_tls_ciphers="HIGH"),
                                              "spice_tls_ciphers"),
 }
