@@ -164,9 +164,18 @@ def list_instances(hv_name: str, uri: str | None) -> int:
     return 0
 
 
-def ganeti_command(action: str, hypervisors: str) -> int:
-    """``hvlibvirt ganeti enable|disable|status`` on this node (see hvlibvirt.ganeti.node).
-    ``status`` exits 0 when hvlibvirt serves Ganeti's hypervisors, 3 when it does not."""
+def ganeti_command(action: str, hypervisors: str, config_data: str) -> int:
+    """``hvlibvirt ganeti enable|disable|status|check`` on this node (see
+    hvlibvirt.ganeti). ``status`` exits 0 when hvlibvirt serves Ganeti's hypervisors,
+    3 when it does not; ``check`` exits 1 when hvlibvirt would refuse something."""
+    names = tuple(n.strip() for n in hypervisors.split(",") if n.strip())
+    if action == "check":
+        from hvlibvirt.ganeti.check import check
+        found = check(config_data, names)
+        for where, problem in found:
+            print(f"{where}: {problem}")
+        print(f"{len(found)} hvparam problem(s) for hvlibvirt in {config_data}")
+        return 1 if found else 0
     from hvlibvirt.ganeti.node import GanetiNode
 
     node = GanetiNode()
@@ -174,8 +183,7 @@ def ganeti_command(action: str, hypervisors: str) -> int:
         status = node.status()
         print(status.describe())
         return 0 if status.served else 3
-    changed = (node.enable([n.strip() for n in hypervisors.split(",") if n.strip()])
-               if action == "enable" else node.disable())
+    changed = node.enable(names) if action == "enable" else node.disable()
     restarted = changed and node.restart_noded()
     print(node.status().describe()
           + ("" if changed else "; nothing to change")
@@ -208,11 +216,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_list.add_argument("--uri")
     p_ganeti = sub.add_parser("ganeti", help="make this node's Ganeti serve hypervisors "
                               "from hvlibvirt (enable), give Ganeti its own back (disable), "
-                              "or say which is active (status)")
-    p_ganeti.add_argument("action", choices=("enable", "disable", "status"))
+                              "say which is active (status), or list the hvparams of the "
+                              "cluster's instances hvlibvirt would refuse (check, on the "
+                              "master)")
+    p_ganeti.add_argument("action", choices=("enable", "disable", "status", "check"))
     p_ganeti.add_argument("--hypervisors", default=constants.HT_KVM,
-                          help="enable: comma-separated, from kvm,xen-pvm,xen-hvm "
+                          help="enable, check: comma-separated, from kvm,xen-pvm,xen-hvm "
                                "(default: kvm)")
+    p_ganeti.add_argument("--config-data", default="/var/lib/ganeti/config.data",
+                          help="check: Ganeti's configuration file")
     p_helper = sub.add_parser("migration-helper")  # internal: started by MigrateInstance
     p_helper.add_argument("spec")
     args = parser.parse_args(argv)
@@ -229,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(hvparams_markdown(), end="")
             return 0
         if args.command == "ganeti":
-            return ganeti_command(args.action, args.hypervisors)
+            return ganeti_command(args.action, args.hypervisors, args.config_data)
         if args.command == "migration-helper":
             from hvlibvirt import migration
             return migration.run_helper(args.spec)

@@ -7,6 +7,7 @@ Ganeti or dpkg database; the tier-5 cluster tests do the real thing inside its n
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -155,3 +156,43 @@ def test_status_of_this_machine_changes_nothing() -> None:
     assert (done.returncode, done.stdout.strip()) == (
         3, f"Ganeti's own hypervisors are active ({MODULE})"), done.stderr
     assert _diversions(Path("/")) == before
+
+
+def test_check_lists_what_hvlibvirt_would_refuse(tmp_path: Path) -> None:
+    """``hvlibvirt ganeti check`` fills hvparams as Ganeti does (cluster, OS, instance)."""
+    config_data = {
+        "cluster": {"hvparams": {"kvm": {"kernel_path": "", "disk_type": "paravirtual"}},
+                    "os_hvp": {"debootstrap": {"kvm": {"nic_type": "ne2k_isa"}}}},
+        "instances": {
+            "u1": {"name": "fine.example.com", "hypervisor": "kvm", "os": "noop",
+                   "hvparams": {}},
+            "u2": {"name": "mtd.example.com", "hypervisor": "kvm", "os": "noop",
+                   "hvparams": {"disk_type": "mtd"}},
+            "u3": {"name": "isa.example.com", "hypervisor": "kvm",
+                   "os": "debootstrap+buster", "hvparams": {}},
+            "u4": {"name": "xen.example.com", "hypervisor": "xen-pvm", "os": "noop",
+                   "hvparams": {"disk_type": "mtd"}},
+        },
+    }
+    path = tmp_path / "config.data"
+    path.write_text(json.dumps(config_data))
+    done = subprocess.run([sys.executable, "-m", "hvlibvirt", "ganeti", "check",
+                           "--config-data", str(path)], capture_output=True, text=True,
+                          cwd=REPO, timeout=60, check=False)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stderr
+    assert lines[0].startswith("isa.example.com: Parameter 'nic_type' value 'ne2k_isa'")
+    assert lines[1].startswith("mtd.example.com: Parameter 'disk_type' value 'mtd'")
+    assert lines[2] == f"2 hvparam problem(s) for hvlibvirt in {path}"
+    del config_data["instances"]["u2"], config_data["cluster"]["os_hvp"]
+    path.write_text(json.dumps(config_data))
+    done = subprocess.run([sys.executable, "-m", "hvlibvirt", "ganeti", "check",
+                           "--config-data", str(path)], capture_output=True, text=True,
+                          cwd=REPO, timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (
+        0, f"0 hvparam problem(s) for hvlibvirt in {path}")
+    path.write_text("{not json")
+    done = subprocess.run([sys.executable, "-m", "hvlibvirt", "ganeti", "check",
+                           "--config-data", str(path)], capture_output=True, text=True,
+                          cwd=REPO, timeout=60, check=False)
+    assert done.returncode == 1 and "Cannot read Ganeti's configuration" in done.stderr
