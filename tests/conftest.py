@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 import libvirt
 import pytest
@@ -27,6 +27,9 @@ from lab.daemon import (LabLeakError, LabNetwork, LibvirtDaemon, find_leftovers,
 from lab.guest import GuestImage, build_guest, default_cache_dir
 from lab import real_tier_required
 from lab.instances import Running
+
+if TYPE_CHECKING:
+    from lab.cluster import Cluster
 from lab.serial import SerialLog
 
 log = logging.getLogger("hvlibvirt.tests.lab")
@@ -222,3 +225,40 @@ def boot(libvirt_daemon: LibvirtDaemon, guest_image: GuestImage, tmp_path: Path
     for name in names:
         hv.StopInstance(None, force=True, name=name)
         hv.CleanupInstance(name)
+
+
+# ------------------------------------------------------------------------------ Ganeti cluster (tier 5)
+
+@pytest.fixture(scope="session")
+def ganeti_cluster(real_tier: None, guest_image: GuestImage, tmp_path_factory: pytest.TempPathFactory,
+                   request: pytest.FixtureRequest) -> Cluster:
+    """A two-node Ganeti 3.0 cluster whose ``kvm`` is served by hvlibvirt, installed from
+    the project's .deb (tests/lab/cluster.py; built with scripts/build-deb.sh when dist/
+    has none newer than the sources, or $HVLIBVIRT_DEB).
+
+    Skips outside CI when the machine cannot host it (fails with CI=true or
+    HVLIBVIRT_REQUIRE_REAL=1). The finalizer tears it down and errors if anything is
+    left behind.
+    """
+    from lab.cluster import ClusterError, cluster_prerequisites, ensure_deb
+
+    def unavailable(reason: str) -> NoReturn:
+        if real_tier_required():
+            pytest.fail(f"Ganeti cluster tier unavailable: {reason} (required because CI=true or "
+                        "HVLIBVIRT_REQUIRE_REAL=1)", pytrace=False)
+        pytest.skip(f"Ganeti cluster tier unavailable: {reason}")
+
+    problems = cluster_prerequisites()
+    if problems:
+        unavailable("; ".join(problems))
+    try:
+        deb = ensure_deb()
+    except ClusterError as err:
+        unavailable(str(err))
+    from lab.cluster import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("ganeti"), guest=guest_image, deb=deb)
+    request.addfinalizer(cluster.teardown)  # before up(): a half-built cluster is torn down too
+    cluster.up()
+    log.info("Ganeti cluster up with %s: %s", deb.name, cluster.timings.phases)
+    return cluster

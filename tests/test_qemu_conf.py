@@ -11,8 +11,16 @@ import pytest
 from hvlibvirt import constants as C, qemu_conf
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
-from test_check_parameters import kvm_node  # noqa: F401 - a fixture
 from test_hvparams_table import instance, render, without_metadata
+
+
+@pytest.fixture
+def node_hvparams(tmp_path: Path) -> dict:
+    """KVM hvparams whose files exist (ValidateParameters checks them on the node)."""
+    for name in ("kvm", "vmlinuz", "initrd.img"):
+        (tmp_path / name).write_bytes(b"\0")
+    return dict(C.HVC_DEFAULTS[C.HT_KVM], kvm_path=str(tmp_path / "kvm"),
+                kernel_path=str(tmp_path / "vmlinuz"), initrd_path=str(tmp_path / "initrd.img"))
 
 
 @pytest.fixture
@@ -63,13 +71,13 @@ PKI = {C.HV_VNC_X509: "{pki}"}
     ("namespaces = [ ]\n", {C.HV_KVM_USE_CHROOT: True}, "use_chroot"),
 ])
 def test_honoured_when_the_node_does_it(conf: Path, text: str, hvparams: dict,
-                                        problem: str | None, kvm_node: dict) -> None:
+                                        problem: str | None, node_hvparams: dict) -> None:
     dirs = {"pki": conf.parent / "pki", "other": conf.parent / "other"}
     for path in dirs.values():
         path.mkdir()
     fill = {k: str(v) for k, v in dirs.items()}
     conf.write_text(text.format(**fill))
-    hvp = {**kvm_node, **{k: v.format(**fill) if isinstance(v, str) else v
+    hvp = {**node_hvparams, **{k: v.format(**fill) if isinstance(v, str) else v
                           for k, v in hvparams.items()}}
     KVMHypervisor.CheckParameterSyntax(hvp)      # accepted master-side
     if problem is None:
@@ -79,10 +87,10 @@ def test_honoured_when_the_node_does_it(conf: Path, text: str, hvparams: dict,
         KVMHypervisor.ValidateParameters(hvp)   # refused on the node, before a start
 
 
-def test_an_unreadable_qemu_conf_is_a_hypervisor_error(conf: Path, kvm_node: dict) -> None:
+def test_an_unreadable_qemu_conf_is_a_hypervisor_error(conf: Path, node_hvparams: dict) -> None:
     conf.mkdir()
     with pytest.raises(HypervisorError, match="Cannot read libvirt's QEMU configuration"):
-        KVMHypervisor.ValidateParameters({**kvm_node, **VNC})
+        KVMHypervisor.ValidateParameters({**node_hvparams, **VNC})
 
 
 def test_vnet_hdr_off_is_what_libvirt_does_for_emulated_nics() -> None:

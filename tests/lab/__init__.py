@@ -14,6 +14,10 @@ What it provides (the pytest fixtures wrapping it live in tests/conftest.py):
 * ``serial``: ``SerialLog`` - read the console log and wait for patterns / device states.
 * ``domain``: ``guest_domain_xml`` - minimal direct-kernel-boot domain XML (TCG).
 * ``subreaper``: the PR_SET_CHILD_SUBREAPER launcher the daemons run under.
+* ``cluster``, ``cluster_node``, ``cluster_holder``: tier 5, a two-node Ganeti 3.0
+  cluster (nodes in namespaces with overlayfs over /etc, /usr, /var, /root and /srv,
+  sshd and libvirtd each, hvlibvirt installed from its .deb), ``standalone_cluster``
+  for benchmarks.
 
 The guest must run on ``type='qemu'`` (TCG) on the development machine: its /dev/kvm
 is kvm_pvm, which cannot run an unmodified Linux guest kernel.

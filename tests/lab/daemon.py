@@ -181,8 +181,8 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 # ------------------------------------------------------------------------------ host mount points
 
-class _HostMountpoints:
-    """Create the missing /run/libvirt, /var/lib/libvirt, ... mount points, and remove them later.
+class HostMountpoints:
+    """Create missing mount points (by default /run/libvirt, /var/lib/libvirt, ...), and remove them later.
 
     They exist on the host filesystem, so concurrent harness sessions share them: each
     session holds a shared flock while it uses them, and the last one out removes the
@@ -191,7 +191,9 @@ class _HostMountpoints:
     hence the locking.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, targets: Iterable[str] = tuple(LIBVIRT_DIRS.values()), name: str = "mountpoints") -> None:
+        self.targets = tuple(targets)
+        self.name = name  # prefix of the lock and record files in the state dir
         self._guard = threading.Lock()
         self._users = 0
         self._held: int | None = None  # fd holding LOCK_SH on the "users" file
@@ -200,7 +202,7 @@ class _HostMountpoints:
     @contextlib.contextmanager
     def _mutex(self) -> Iterator[None]:
         assert self._state_dir is not None
-        fd = os.open(self._state_dir / "mountpoints.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self._state_dir / f"{self.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -209,7 +211,7 @@ class _HostMountpoints:
 
     def _record(self) -> Path:
         assert self._state_dir is not None
-        return self._state_dir / "created-mountpoints.json"
+        return self._state_dir / f"created-{self.name}.json"
 
     def acquire(self, state_dir: Path) -> None:
         with self._guard:
@@ -221,11 +223,11 @@ class _HostMountpoints:
             with self._mutex():
                 # Take the shared lock before creating anything so a finishing session
                 # (which checks for users under the same mutex) cannot remove them under us.
-                self._held = os.open(state_dir / "mountpoints.users", os.O_RDWR | os.O_CREAT, 0o644)
+                self._held = os.open(state_dir / f"{self.name}.users", os.O_RDWR | os.O_CREAT, 0o644)
                 fcntl.flock(self._held, fcntl.LOCK_SH)
                 record = self._record()
                 created = set(json.loads(record.read_text())) if record.exists() else set()
-                for target in LIBVIRT_DIRS.values():
+                for target in self.targets:
                     if not os.path.isdir(target):
                         os.makedirs(target)
                         created.add(target)
@@ -242,7 +244,7 @@ class _HostMountpoints:
             os.close(self._held)  # drops our LOCK_SH
             self._held = None
             with self._mutex():
-                probe = os.open(self._state_dir / "mountpoints.users", os.O_RDWR | os.O_CREAT, 0o644)  # type: ignore[operator]
+                probe = os.open(self._state_dir / f"{self.name}.users", os.O_RDWR | os.O_CREAT, 0o644)  # type: ignore[operator]
                 try:
                     fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -265,13 +267,13 @@ class _HostMountpoints:
 
     def created_and_present(self, state_dir: Path) -> list[str]:
         """Recorded mount points that still exist (for the leak check)."""
-        record = state_dir / "created-mountpoints.json"
+        record = state_dir / f"created-{self.name}.json"
         if not record.exists():
             return []
         return [p for p in json.loads(record.read_text()) if os.path.isdir(p)]
 
 
-_MOUNTPOINTS = _HostMountpoints()
+_MOUNTPOINTS = HostMountpoints()
 
 
 # ------------------------------------------------------------------------------ network
