@@ -13,9 +13,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -216,6 +218,22 @@ def test_failed_migration_keeps_the_guest_on_the_source(boot: Callable[..., Runn
     mark = run.serial.mark()
     run.console.send("echo alive-$((3*3))\n")
     run.serial.wait("alive-9", 20, mark)
+    # The helper said why it failed to nobody (MigrateInstance had returned): no file
+    # keeps that, in /tmp or elsewhere; libvirt's job statistics told the outcome.
+    assert not list(Path(tempfile.gettempdir()).glob("hvlibvirt-migrate-*"))
+
+
+def test_a_migration_that_fails_at_once_says_why_and_leaves_no_file(
+        boot: Callable[..., Running], pair) -> None:
+    a, b, net = pair
+    run = boot("mig-refused")
+    src = KVMHypervisor(uri=a.uri, migration_uri="qemu+unix:///system?socket=/nonexistent/sock",
+                        serial_log_dir=run.hv.serial_log_dir)
+    with pytest.raises(HypervisorError, match="Migration of mig-refused to .* failed: .*"
+                                              "/nonexistent/sock"):
+        src.MigrateInstance("cluster", run.inst, net.b.ip, True)
+    assert run.dom.isActive()
+    assert not list(Path(tempfile.gettempdir()).glob("hvlibvirt-migrate-*"))
 
 
 def test_bad_migration_input(boot: Callable[..., Running], pair) -> None:

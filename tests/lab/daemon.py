@@ -714,7 +714,8 @@ def _stop_everything() -> None:
 def standalone_lab(prefix: str, daemons: int = 1) -> Iterator[tuple[Path, list[LibvirtDaemon],
                                                                    LabNetwork]]:
     """The lab outside pytest (benchmark scripts): a fresh work directory, the network
-    pair and ``daemons`` (1 or 2) private daemons, all torn down at the end."""
+    pair and ``daemons`` (1 or 2) private daemons, all torn down (and the directory
+    removed) at the end."""
     work = Path(tempfile.mkdtemp(prefix=f"hvl-{prefix}-"))
     net = LabNetwork()
     started: list[LibvirtDaemon] = []
@@ -727,6 +728,10 @@ def standalone_lab(prefix: str, daemons: int = 1) -> Iterator[tuple[Path, list[L
             daemon.start()
         yield work, started, net
     finally:
-        for daemon in started:
-            daemon.stop()
-        net.teardown()
+        try:
+            for daemon in started:
+                daemon.stop()
+            net.teardown()
+        finally:
+            # Only after the daemons are gone (they keep sockets and logs there).
+            shutil.rmtree(work, ignore_errors=True)
