@@ -166,7 +166,7 @@ class BaseHypervisor(migration.MigrationMethods):
         return "; ".join(msgs) if msgs else None
 
     @staticmethod
-    def GetLinuxNodeInfo(meminfo: str = node.MEMINFO, cpuinfo: str = node.CPUINFO  # noqa: N802
+    def GetLinuxNodeInfo(meminfo: str | None = None, cpuinfo: str | None = None  # noqa: N802
                          ) -> dict[str, int]:
         """This machine's memory (MiB) and CPUs as Ganeti reports them: ``memory_free``
         is MemFree + Buffers + Cached, ``memory_dom0`` is Active (see ``node``)."""

@@ -24,8 +24,11 @@ SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 REBOOT_COMMAND = ("reboot", "-n", "-f")
 
 
-def linux_node_info(meminfo: str = MEMINFO, cpuinfo: str = CPUINFO) -> dict[str, int]:
-    """Ganeti's ``GetLinuxNodeInfo`` keys (memory in MiB) from /proc-format files."""
+def linux_node_info(meminfo: str | None = None, cpuinfo: str | None = None) -> dict[str, int]:
+    """Ganeti's ``GetLinuxNodeInfo`` keys (memory in MiB) from /proc-format files
+    (``MEMINFO`` and ``CPUINFO``, looked up at call time, unless given)."""
+    meminfo = meminfo or MEMINFO
+    cpuinfo = cpuinfo or CPUINFO
     try:
         fields = _read_meminfo(meminfo)
         total = fields["MemTotal"] // 1024

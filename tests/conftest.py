@@ -166,6 +166,17 @@ def serial_log(tmp_path: Path) -> Callable[[str], SerialLog]:
     return make
 
 
+@pytest.fixture
+def frozen_meminfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A snapshot of /proc/meminfo read in place of the live file, so that two reads of
+    the node's memory in one test agree (the live one moves between reads)."""
+    import hvlibvirt.node
+    snapshot = tmp_path / "meminfo"
+    snapshot.write_text(Path(hvlibvirt.node.MEMINFO).read_text(encoding="ascii"), encoding="ascii")
+    monkeypatch.setattr(hvlibvirt.node, "MEMINFO", str(snapshot))
+    return snapshot
+
+
 # ------------------------------------------------------------------------------ Ganeti
 
 @pytest.fixture(scope="session")

@@ -86,7 +86,8 @@ def test_a_broken_file_is_a_hypervisor_error_naming_it(conf: Path, text: str | b
     assert str(conf) in str(err.value)
 
 
-def test_a_broken_file_does_not_break_construction_node_info_or_verify(conf: Path) -> None:
+def test_a_broken_file_does_not_break_construction_node_info_or_verify(
+        conf: Path, frozen_meminfo: Path) -> None:
     """Ganeti constructs a hypervisor for every RPC and calls GetNodeInfo unguarded."""
     conf.write_text("[kvm]\nurl = typo\n")
     hv = KVMHypervisor()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from collections.abc import Iterator
 
 import libvirt
@@ -147,14 +148,15 @@ def test_bad_input_names_the_field(hv: KVMHypervisor) -> None:
         hv.StopInstance(inst, force=True, timeout=3)
 
 
-def test_node_info_is_this_machine_plus_the_hypervisor_version(hv: KVMHypervisor) -> None:
+def test_node_info_is_this_machine_plus_the_hypervisor_version(hv: KVMHypervisor,
+                                                                frozen_meminfo: Path) -> None:
     info = hv.GetNodeInfo()
     assert info.pop(C.HV_NODEINFO_KEY_VERSION) == (0, 0, 2)  # the test driver's version 2
     assert info == KVMHypervisor.GetLinuxNodeInfo()
     assert hv.Verify() is None
 
 
-def test_node_info_without_libvirt_keeps_the_linux_facts() -> None:
+def test_node_info_without_libvirt_keeps_the_linux_facts(frozen_meminfo: Path) -> None:
     """Ganeti's node_info/node_verify RPCs call GetNodeInfo unguarded."""
     hv = KVMHypervisor(uri="test:///nonexistent/node.xml")
     assert hv.GetNodeInfo() == KVMHypervisor.GetLinuxNodeInfo()
