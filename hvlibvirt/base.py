@@ -95,8 +95,10 @@ class BaseHypervisor(migration.MigrationMethods):
         return (os.environ.get(cls.URI_ENV) or config.value(cls.HV_NAME, "uri")
                 or cls.DEFAULT_URI)
 
-    def _conn(self) -> libvirt.virConnect:
-        return connection.get(self.uri)
+    def _conn(self, events: bool = False) -> libvirt.virConnect:
+        """This process's connection; ``events`` for operations that wait for libvirt
+        events, asked for before the domain is looked up (see ``connection``)."""
+        return connection.get(self.uri, events)
 
     def _lookup(self, name: str) -> libvirt.virDomain | None:
         """The domain called ``name``, or None if libvirt has none."""
@@ -214,7 +216,8 @@ class BaseHypervisor(migration.MigrationMethods):
                     raise HypervisorError(f"Failed to start instance {name}: already running")
         root = self._build_domain(instance, block_devices,
                                   self._InstanceStartupMemory(instance))
-        log.debug("Domain XML for %s:\n%s", name, to_string(redacted(root)))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("Domain XML for %s:\n%s", name, to_string(redacted(root)))
         conn = self._conn()
         # Defining replaces what a stopped instance left (a user shutdown not yet
         # cleaned up), including the stop marker in its metadata.
@@ -348,6 +351,7 @@ class BaseHypervisor(migration.MigrationMethods):
         hard-reset, and the fallback is logged.
         """
         name = _require_name(getattr(instance, "name", None))
+        self._conn(events=True)  # the REBOOT event
         dom = self._owned(name)
         with connection.libvirt_errors("check the state", name):
             if dom is None or not dom.isActive():
@@ -363,8 +367,7 @@ class BaseHypervisor(migration.MigrationMethods):
     def _reboot(self, dom: libvirt.virDomain, name: str, hvparams: Mapping[str, Any]) -> None:
         """The soft reboot, its confirmation and the fallback (KVM's: ACPI, the REBOOT
         event, a reset)."""
-        conn = self._conn()
-        with DomainEventWaiter(conn, dom, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT) as rebooted:
+        with DomainEventWaiter(dom, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT) as rebooted:
             with connection.libvirt_errors("reboot", name):
                 try:
                     dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
@@ -410,10 +413,9 @@ class BaseHypervisor(migration.MigrationMethods):
         result = []
         for dom in every:
             try:
-                if domains.is_ours(self.uri, dom):
-                    info = domains.instance_info(self.uri, dom)
-                    if info is not None:
-                        result.append(info)
+                info = domains.own_instance_info(self.uri, dom)
+                if info is not None:
+                    result.append(info)
             except (libvirt.libvirtError, HypervisorError) as err:
                 log.debug("Skipping %s: %s", dom.name(), err)  # it went away meanwhile
         return result

@@ -2,10 +2,18 @@
 
 * One connection per URI per process, cached and reused (Ganeti builds a new hypervisor
   object for every RPC, so the object itself must hold nothing).
-* libvirt's default event loop runs in one daemon thread, registered before the first
-  open: events (lifecycle, DEVICE_REMOVED, ...) and keepalive depend on it.
+* Plain by default: Ganeti's node daemon forks a fresh child for every RPC, and in a
+  fresh process libvirt's event loop (a thread, keepalive, a close callback) costs more
+  than the call. Operations that wait for events (reboot, hot-unplug) ask for
+  ``get(uri, events=True)`` *before* they look anything up: it registers libvirt's
+  default event loop, runs it in a daemon thread and, if the cached connection was
+  opened without it, replaces that connection (domains must come from the connection
+  their events are registered on). Once the loop runs, every connection the process
+  opens has keepalive and close detection.
 * A cached connection that libvirt reports dead (the daemon restarted, the socket
-  closed) is dropped and reopened on the next use.
+  closed) is dropped and reopened on the next use. With the loop running that is noticed
+  at once; without it, at the first call on the dead socket, which fails (and
+  ``libvirt_errors`` drops the connection, so the call after it reconnects).
 * ``libvirt_errors`` turns ``libvirtError`` into our ``HypervisorError`` naming the
   operation and carrying libvirt's message.
 """
@@ -26,12 +34,22 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _connections: dict[str, libvirt.virConnect] = {}
+_with_events: set[str] = set()  # URIs whose cached connection the event loop serves
 _owner_pid: int | None = None
 _loop_thread: threading.Thread | None = None
+_registered = False
+_silenced = False
 
 
 def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
     """libvirt prints every error to stderr by default; we raise them instead."""
+
+
+def _silence_libvirt_locked() -> None:
+    global _silenced
+    if not _silenced:
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+        _silenced = True
 
 
 def _run_event_loop() -> None:
@@ -43,24 +61,21 @@ def _run_event_loop() -> None:
 
 
 def ensure_event_loop() -> None:
-    """Register libvirt's default event loop and run it in a daemon thread (once)."""
+    """Register libvirt's default event loop and run it in a daemon thread (once per
+    process)."""
     with _lock:
         _ensure_event_loop_locked()
 
 
 def _ensure_event_loop_locked() -> None:
-    global _loop_thread, _owner_pid
-    if _loop_thread is not None and _owner_pid == os.getpid():
+    global _loop_thread, _registered
+    if _owner_pid != os.getpid():
+        _forget_parent_locked()
+    if _loop_thread is not None:
         return
-    if _owner_pid is not None and _owner_pid != os.getpid():
-        # After fork() the parent's thread and connections do not exist here; libvirt
-        # forbids registering the default loop twice, so the child reuses the
-        # registration and only starts a new thread.
-        _connections.clear()
-    else:
-        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+    if not _registered:
         libvirt.virEventRegisterDefaultImpl()
-    _owner_pid = os.getpid()
+        _registered = True  # libvirt forbids registering twice, even in a forked child
     _loop_thread = threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True)
     _loop_thread.start()
 
@@ -70,35 +85,79 @@ def _on_close(conn: libvirt.virConnect, reason: int, uri: str) -> None:
     with _lock:
         if _connections.get(uri) is conn:
             del _connections[uri]
+            _with_events.discard(uri)
 
 
-def get(uri: str) -> libvirt.virConnect:
-    """Return this process's open connection to ``uri``, opening it if needed."""
+def get(uri: str, events: bool = False) -> libvirt.virConnect:
+    """Return this process's open connection to ``uri``, opening it if needed; with
+    ``events``, one that libvirt's event loop serves (see the module docstring)."""
     with _lock:
-        _ensure_event_loop_locked()
+        if _owner_pid != os.getpid():
+            _forget_parent_locked()
         conn = _connections.get(uri)
         if conn is not None:
-            try:
-                if conn.isAlive():
-                    return conn
-            except libvirt.libvirtError:
-                pass
-            log.info("libvirt connection to %s is dead; reconnecting", uri)
+            if _alive(conn) and (not events or uri in _with_events):
+                return conn
+            log.info("libvirt connection to %s is %s; reconnecting", uri,
+                     "without events" if _alive(conn) else "dead")
             del _connections[uri]
-        with libvirt_errors(f"connect to {uri}"):
-            conn = libvirt.open(uri)
+            _with_events.discard(uri)
+        if events:
+            _ensure_event_loop_locked()
+        _silence_libvirt_locked()
         try:
-            conn.registerCloseCallback(_on_close, uri)
-        except libvirt.libvirtError:
-            pass  # drivers without a remote socket (test://) have nothing to close
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as err:
+            raise HypervisorError(f"Failed to connect to {uri}: "
+                                  f"{err.get_error_message() or err}") from err
+        if _loop_thread is not None:
+            try:
+                conn.registerCloseCallback(_on_close, uri)
+            except libvirt.libvirtError:
+                pass  # drivers without a remote socket (test://) have nothing to close
+            _with_events.add(uri)
         _connections[uri] = conn
         return conn
+
+
+def serves_events(conn: libvirt.virConnect) -> bool:
+    """Whether ``conn`` was opened by this process with the event loop running."""
+    with _lock:
+        return (_loop_thread is not None and _owner_pid == os.getpid()
+                and any(c is conn for uri, c in _connections.items() if uri in _with_events))
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _forget_parent_locked() -> None:
+    """Make this process the owner (at the first call, and in a forked child: the
+    parent's connections and loop thread are not ours to use)."""
+    global _loop_thread, _owner_pid
+    _connections.clear()
+    _with_events.clear()
+    _loop_thread = None
+    _owner_pid = os.getpid()
+
+
+def _drop_dead() -> None:
+    """Forget cached connections libvirt has given up on (called after a failed call)."""
+    with _lock:
+        for uri, conn in list(_connections.items()):
+            if not _alive(conn):
+                del _connections[uri]
+                _with_events.discard(uri)
 
 
 def drop(uri: str) -> None:
     """Forget (and close) the cached connection to ``uri``, if any."""
     with _lock:
         conn = _connections.pop(uri, None)
+        _with_events.discard(uri)
     if conn is not None:
         with contextlib.suppress(libvirt.libvirtError):
             conn.close()
@@ -118,6 +177,7 @@ def libvirt_errors(operation: str, instance: str | None = None,
     try:
         yield
     except libvirt.libvirtError as err:
+        _drop_dead()
         subject = f" of instance {instance}" if instance else ""
         raise error_class(f"Failed to {operation}{subject}: {err.get_error_message() or err}"
                           ) from err

@@ -2,8 +2,9 @@
 
 Ownership (a domain is an instance only if it carries our metadata), metadata reads
 and updates, and the Ganeti info tuple, with the per-call cost kept down: Ganeti's node
-daemon asks for instance info constantly, so ownership is remembered per domain UUID
-and each domain costs one ``virDomainGetInfo`` round trip, which never reaches QEMU.
+daemon asks for instance info constantly, from a fresh process each time, so ownership
+is one metadata round trip whose answer is not parsed, and the info one
+``virDomainGetInfo`` round trip, which never reaches QEMU.
 """
 
 from __future__ import annotations
@@ -34,18 +35,23 @@ _owned_lock = threading.Lock()
 _owned: dict[tuple[str, str], bool] = {}  # (uri, domain uuid) -> carries our metadata
 
 
-def read_metadata(dom: libvirt.virDomain, live: bool = True
-                  ) -> metadata.InstanceMetadata | None:
-    """Our metadata on ``dom`` (live definition, or the persistent one), None if absent."""
+def _metadata_xml(dom: libvirt.virDomain, live: bool = True) -> str | None:
+    """The text of our metadata element on ``dom``, None if it has none."""
     flags = libvirt.VIR_DOMAIN_AFFECT_CURRENT if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
     try:
-        xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE, flags)
+        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE, flags)
     except libvirt.libvirtError as err:
         if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA,
                                     libvirt.VIR_ERR_NO_DOMAIN):
             return None
         raise HypervisorError(f"Failed to read metadata of {dom.name()}: {err}") from err
-    return metadata.from_libvirt(xml)
+
+
+def read_metadata(dom: libvirt.virDomain, live: bool = True
+                  ) -> metadata.InstanceMetadata | None:
+    """Our metadata on ``dom`` (live definition, or the persistent one), None if absent."""
+    xml = _metadata_xml(dom, live)
+    return None if xml is None else metadata.from_libvirt(xml)
 
 
 def write_metadata(dom: libvirt.virDomain, meta: metadata.InstanceMetadata) -> None:
@@ -61,12 +67,18 @@ def write_metadata(dom: libvirt.virDomain, meta: metadata.InstanceMetadata) -> N
 
 
 def is_ours(uri: str, dom: libvirt.virDomain) -> bool:
-    """Whether ``dom`` was created by this library (cached per domain UUID)."""
+    """Whether ``dom`` was created by this library: it carries our metadata element.
+
+    One small RPC, nothing parsed (a fresh process per Ganeti RPC asks this for every
+    domain it lists); remembered per domain UUID for long-lived processes. The listing
+    itself cannot tell: it returns names, UUIDs and ids only, and the domain UUID stays
+    Ganeti's instance UUID (the guest's SMBIOS UUID, as under Ganeti's own KVM).
+    """
     key = (uri, dom.UUIDString())
     with _owned_lock:
         known = _owned.get(key)
     if known is None:
-        known = read_metadata(dom) is not None
+        known = _metadata_xml(dom) is not None
         with _owned_lock:
             _owned[key] = known
     return known
@@ -97,6 +109,17 @@ def instance_info(uri: str, dom: libvirt.virDomain) -> InstanceInfo | None:
     info = dom.info()
     if is_active_state(info[0]):
         return info_tuple(dom, info)
+    state, reason = dom.state()
+    return user_shutdown_info(uri, dom, state, reason)
+
+
+def own_instance_info(uri: str, dom: libvirt.virDomain) -> InstanceInfo | None:
+    """``instance_info`` of any listed domain, None unless it is ours: the state comes
+    first, so that inactive domains are only looked at if their guest shut them down
+    (and then the metadata read answers whether they are ours)."""
+    info = dom.info()
+    if is_active_state(info[0]):
+        return info_tuple(dom, info) if is_ours(uri, dom) else None
     state, reason = dom.state()
     return user_shutdown_info(uri, dom, state, reason)
 

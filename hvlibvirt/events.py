@@ -3,7 +3,8 @@
 A waiter registers its callback *before* the caller triggers the action (reboot, device
 detach, ...), so an event that arrives at once cannot be missed; ``wait`` then blocks
 until a matching event or the deadline. Callbacks run in the event-loop thread that
-``hvlibvirt.connection`` starts.
+``hvlibvirt.connection`` starts; the domain must come from a connection it serves
+(``connection.get(uri, events=True)``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,21 @@ from typing import Any
 
 import libvirt
 
+from hvlibvirt import connection
+from hvlibvirt.errors import HypervisorError
+
 EventPredicate = Callable[[tuple[Any, ...]], bool]
 
 
 class DomainEventWaiter:
     """Collects events of one kind for one domain; use as a context manager."""
 
-    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, event_id: int,
+    def __init__(self, dom: libvirt.virDomain, event_id: int,
                  predicate: EventPredicate | None = None) -> None:
+        conn = dom.connect()
+        if not connection.serves_events(conn):
+            raise HypervisorError(f"Internal error: events for {dom.name()} were asked for "
+                                  "on a connection without the event loop")
         self._conn = conn
         self._predicate = predicate or (lambda _args: True)
         self._cond = threading.Condition()

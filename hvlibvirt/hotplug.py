@@ -114,7 +114,7 @@ def detach_now(dom: libvirt.virDomain, alias: str) -> None:
         log.warning("Rolling back %s on %s failed: %s", alias, dom.name(), err)
 
 
-def remove(conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str, timeout: float,
+def remove(dom: libvirt.virDomain, alias: str, timeout: float,
            what: str) -> None:
     """Unplug ``alias`` and wait until the guest has released it (DEVICE_REMOVED).
 
@@ -123,7 +123,7 @@ def remove(conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str, timeout
     """
     meta = domains.read_metadata(dom)
     pending = meta is not None and alias in meta.pending_unplug
-    with DomainEventWaiter(conn, dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+    with DomainEventWaiter(dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
                            lambda details: details[0] == alias) as removed:
         if not pending:
             try:

@@ -364,6 +364,7 @@ class KVMHypervisor(BaseHypervisor):
         """Attach a disk (``extra`` = (link_name, drive_uri)) or a NIC with an explicit
         address, confirmed in the live XML and recorded in the persistent definition."""
         what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
+        self._conn(events=True)  # DEVICE_REMOVED, should a failed add be undone
         with hotplug.instance_lock(self.uri, instance.name):
             try:
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
@@ -431,7 +432,7 @@ class KVMHypervisor(BaseHypervisor):
         if alias is None:
             return
         try:
-            hotplug.remove(self._conn(), dom, alias, self.HOTPLUG_TIMEOUT,
+            hotplug.remove(dom, alias, self.HOTPLUG_TIMEOUT,
                            "undoing the SCSI controller")
         except HotplugError as err:
             log.warning("%s: %s", dom.name(), err)
@@ -445,6 +446,7 @@ class KVMHypervisor(BaseHypervisor):
         """Remove a disk or NIC, confirmed by DEVICE_REMOVED; returns where it was
         (alias and address, Ganeti's hvinfo)."""
         what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
+        self._conn(events=True)  # DEVICE_REMOVED
         with hotplug.instance_lock(self.uri, instance.name):
             dom, _root, live, _hvp = self._checked_target(instance, C.HOTPLUG_ACTION_REMOVE,
                                                           dev_type)
@@ -457,7 +459,7 @@ class KVMHypervisor(BaseHypervisor):
                 raise HotplugError(f"Cannot find {dev_type} with UUID {device.uuid} in "
                                    f"instance {instance.name}")
             where = {"alias": alias, **live.devices[alias].address}
-            hotplug.remove(self._conn(), dom, alias, self.HOTPLUG_TIMEOUT, what)
+            hotplug.remove(dom, alias, self.HOTPLUG_TIMEOUT, what)
             return where
 
     def HotModDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802

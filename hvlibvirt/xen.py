@@ -325,6 +325,7 @@ class XenHypervisor(BaseHypervisor):
         """Detach a PV disk or vif (libxl waits for the guest's frontend to let go) and
         drop it from the definition; returns its alias and guest name or MAC."""
         what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
+        self._conn(events=True)  # DEVICE_REMOVED
         with hotplug.instance_lock(self.uri, instance.name):
             dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_REMOVE,
                                                    dev_type)
@@ -341,7 +342,7 @@ class XenHypervisor(BaseHypervisor):
                 where["target"] = elem.find("target").get("dev")
             if elem.find("mac") is not None:
                 where["mac"] = elem.find("mac").get("address")
-            hotplug.remove(self._conn(), dom, alias, self.HOTPLUG_TIMEOUT, what)
+            hotplug.remove(dom, alias, self.HOTPLUG_TIMEOUT, what)
             return where
 
     #: seconds to wait for a hot-removed device to disappear from the live domain

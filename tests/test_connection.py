@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import libvirt
@@ -20,14 +23,15 @@ def test_one_cached_connection_per_uri() -> None:
 
 
 def test_event_loop_runs_in_one_daemon_thread() -> None:
-    connection.get(URI)
+    connection.get(URI, events=True)
+    connection.get(URI, events=True)
     connection.get(URI)
     loops = [t for t in threading.enumerate() if t.name == "libvirt-events"]
     assert len(loops) == 1 and loops[0].daemon and loops[0].is_alive()
 
 
 def test_lifecycle_events_are_delivered() -> None:
-    conn = connection.get(URI)
+    conn = connection.get(URI, events=True)
     seen = threading.Event()
 
     def on_event(_conn, dom, event, _detail, _opaque) -> None:
@@ -43,6 +47,44 @@ def test_lifecycle_events_are_delivered() -> None:
         assert seen.wait(5), "no SUSPENDED event: the event loop thread is not running"
     finally:
         conn.domainEventDeregisterAny(cb)
+
+
+def test_plain_calls_start_no_event_loop() -> None:
+    """What a fresh noded child does: open, call, exit, without a loop thread."""
+    code = ("import threading; from hvlibvirt import connection; "
+            "connection.get('test:///default').listAllDomains(0); "
+            "print(sorted(t.name for t in threading.enumerate()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "['MainThread']"
+
+
+def test_asking_for_events_replaces_a_plain_connection() -> None:
+    """Domains must come from the connection their events are registered on, so a
+    plain connection is replaced, and plain callers share the new one from then on."""
+    code = ("from hvlibvirt import connection as c; u = 'test:///default'; "
+            "plain = c.get(u); ev = c.get(u, events=True); "
+            "print(ev is not plain, c.get(u) is ev)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.split() == ["True", "True"]
+
+
+def test_a_forked_child_opens_its_own_connection() -> None:
+    parent = connection.get(URI)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        ok = connection.get(URI) is not parent
+        os.write(write_end, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write_end)
+    answer = os.read(read_end, 1)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert connection.get(URI) is parent
 
 
 def test_a_dead_connection_is_replaced() -> None:

@@ -583,7 +583,7 @@ def test_hotplug_add_and_remove_on_libxl_semantics(files: dict[str, str],
     inst, block = make(C.HT_XEN_PVM, files, name="fake")
     fake = FakeLibxlDomain(rendered(C.HT_XEN_PVM, inst, block))
     monkeypatch.setattr(hv, "_owned", lambda name: fake)
-    monkeypatch.setattr(hv, "_conn", lambda: connection.get(URI))
+    monkeypatch.setattr(hv, "_conn", lambda events=False: connection.get(URI))
     monkeypatch.setattr("hvlibvirt.hotplug.DomainEventWaiter", _NoEvents)
     disk, nic = Disk(size=64), NIC(mac="aa:00:00:00:99:01",
                                    nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED, C.NIC_LINK: "br1"})
