@@ -291,9 +291,9 @@ def build_domain(instance: Any, block_devices: Sequence[BlockDevice],
 
 
 def to_string(root: etree._Element) -> str:
-    """Serialise deterministically (two-space indent, trailing newline)."""
-    etree.indent(root, space="  ")
-    return etree.tostring(root, encoding="unicode") + "\n"
+    """Serialise deterministically (two-space indent, trailing newline) a tree the
+    builders made (libxml2's own indentation: they add no whitespace of their own)."""
+    return etree.tostring(root, encoding="unicode", pretty_print=True)
 
 
 def redacted(root: etree._Element) -> etree._Element:
