@@ -187,8 +187,12 @@ class BaseHypervisor(migration.MigrationMethods):
     def _InstanceStartupMemory(self, instance: Any) -> int:  # noqa: N802
         """Start with as much as fits: between minmem and maxmem, capped by free memory."""
         beparams = instance.beparams
-        free = self.GetNodeInfo(hvparams=instance.hvparams)["memory_free"]
+        free = self._free_memory(instance.hvparams)
         return max(int(beparams["minmem"]), min(int(beparams["maxmem"]), free))
+
+    def _free_memory(self, hvparams: Mapping[str, Any]) -> int:
+        """Free memory (MiB) as this hypervisor's GetNodeInfo reports it."""
+        return int(self.GetNodeInfo(hvparams=hvparams)["memory_free"])
 
     # -- what each hypervisor supplies ------------------------------------------------
     def _build_domain(self, instance: Any, block_devices: Sequence[Any],

@@ -169,8 +169,8 @@ def test_linux_node_info_cpuinfo_without_processors_is_hypervisor_error(tmp_path
 # -- _InstanceStartupMemory ----------------------------------------------------------------------
 
 
-class FixedFreeMemory(KVMHypervisor):
-    """A KVM hypervisor whose node reports a chosen memory_free (no libvirt needed)."""
+class FixedFreeMemory(BaseHypervisor):
+    """A hypervisor whose node reports a chosen memory_free (no libvirt needed)."""
 
     def __init__(self, free: int) -> None:
         super().__init__(uri="test:///default")
@@ -180,6 +180,15 @@ class FixedFreeMemory(KVMHypervisor):
     def GetNodeInfo(self, hvparams=None):  # noqa: N802
         self.asked_with.append(hvparams)
         return {"memory_free": self.free, "memory_total": 65536}
+
+
+def test_kvm_startup_memory_is_the_linux_free_memory(frozen_meminfo) -> None:
+    """What Ganeti's KVM reports as memory_free, without asking libvirt for its version."""
+    free = KVMHypervisor.GetLinuxNodeInfo()["memory_free"]
+    inst = Instance(name="inst1.example.com", beparams={"minmem": 1, "maxmem": free + 1000},
+                    hvparams={})
+    hv = KVMHypervisor(uri="test:///nonexistent/node.xml")  # would fail if it connected
+    assert hv._InstanceStartupMemory(inst) == free
 
 
 @pytest.mark.parametrize("free, expected", [
