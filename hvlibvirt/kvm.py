@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import libvirt
-import psutil
 from lxml import etree
 
 from hvlibvirt import (config, connection, constants as C, domains, helper_command, kvm_node,
@@ -188,13 +187,12 @@ class KVMHypervisor(BaseHypervisor):
         if vnc and spice:
             raise HypervisorError("Parameters 'vnc_bind_address' and 'spice_bind' cannot "
                                   "both be set: an instance has either VNC or SPICE")
-        interfaces = psutil.net_if_addrs()
-        if vnc and not (kvm_node.ip_version_of(vnc) or vnc in interfaces
+        if vnc and not (kvm_node.ip_version_of(vnc) or kvm_node.is_interface(vnc)
                         or P.is_norm_abs_path(vnc)):
             raise HypervisorError(f"Parameter 'vnc_bind_address' ({vnc!r}) is neither an IP "
                                   "address, a network interface of this node nor an "
                                   "absolute path")
-        if spice and not (kvm_node.ip_version_of(spice) or spice in interfaces):
+        if spice and not (kvm_node.ip_version_of(spice) or kvm_node.is_interface(spice)):
             raise HypervisorError(f"Parameter 'spice_bind' ({spice!r}) is neither an IP "
                                   "address nor a network interface of this node")
         for problem in qemu_conf.problems(hvp):

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import libvirt
-import psutil
 from lxml import etree
 
 from hvlibvirt import connection, constants as C, params as P
@@ -69,9 +68,16 @@ def choose_target(hvparams: Mapping[str, Any], arches: Mapping[str, Sequence[str
                           f"types {offered} for {arch}")
 
 
-def is_hugetlbfs(path: str) -> bool:
-    return any(part.mountpoint == path and part.fstype == "hugetlbfs"
-               for part in psutil.disk_partitions(all=True))
+def is_hugetlbfs(path: str, mounts: str = "/proc/self/mounts") -> bool:
+    """Whether ``path`` is a hugetlbfs mount point."""
+    with open(mounts, encoding="utf-8", errors="replace") as table:
+        return any(fields[1:3] == [path, "hugetlbfs"]
+                   for fields in (line.split() for line in table))
+
+
+def is_interface(name: str) -> bool:
+    """Whether this node has a network interface called ``name``."""
+    return any(ifname == name for _index, ifname in socket.if_nameindex())
 
 
 def live_graphics(uri: str, name: str) -> dict[str, tuple[str | None, int]]:
@@ -92,6 +98,8 @@ def live_graphics(uri: str, name: str) -> dict[str, tuple[str | None, int]]:
 
 
 def _interface_address(name: str, family: int) -> str | None:
+    import psutil  # only here: a fresh process that does not need it should not load it
+
     for addr in psutil.net_if_addrs().get(name, []):
         if addr.family == family:
             return addr.address.split("%")[0]
