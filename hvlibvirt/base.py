@@ -22,7 +22,8 @@ import libvirt
 from lxml import etree
 
 from hvlibvirt import config, connection, constants, domains, migration, node, params
-from hvlibvirt.domain_xml import identity, parse_domain, redacted, to_string
+from hvlibvirt.domain_xml import identity, redacted, to_string
+from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.events import DomainEventWaiter
 from hvlibvirt.errors import HotplugError, HypervisorError
@@ -472,7 +473,8 @@ class BaseHypervisor(migration.MigrationMethods):
             return []
         with connection.libvirt_errors("read the domain XML", instance.name):
             xml = dom.XMLDesc(0)
-        live, root = parse_domain(xml), etree.fromstring(xml.encode())
+        root = parse_tree(xml)
+        live = domain_facts(root)
         drift = []
         beparams = instance.beparams
         if int(root.findtext("memory")) // 1024 != beparams.get("maxmem"):

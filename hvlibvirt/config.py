@@ -59,6 +59,16 @@ def value(hypervisor: str, key: str) -> str | None:
     return _read(path()).get(hypervisor, {}).get(key) or None
 
 
+def preload() -> None:
+    """Read the file now, in a parent that will fork (Ganeti's node daemon, when its
+    hypervisor map is imported): its children then find it parsed and only stat it.
+    Problems are left for the first real lookup to report."""
+    try:
+        _read(path())
+    except HypervisorError:
+        pass
+
+
 def _read(file: str) -> dict[str, dict[str, str]]:
     """The parsed file, re-read only when it changed (one stat per lookup): noded's
     children are forked from a parent that may have read an older version."""

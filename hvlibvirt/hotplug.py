@@ -24,8 +24,7 @@ import libvirt
 from lxml import etree
 
 from hvlibvirt import domains
-from hvlibvirt.domain_xml import parse_domain
-from hvlibvirt.domain_xml.parser import LiveDomain
+from hvlibvirt.domain_xml.parser import LiveDomain, domain_facts, parse_tree
 from hvlibvirt.errors import HotplugError
 from hvlibvirt.events import DomainEventWaiter
 
@@ -53,7 +52,8 @@ def live_state(dom: libvirt.virDomain) -> tuple[etree._Element, LiveDomain]:
         xml = dom.XMLDesc(0)
     except libvirt.libvirtError as err:
         raise HotplugError(f"Failed to read the live XML of {dom.name()}: {err}") from err
-    return etree.fromstring(xml.encode()), parse_domain(xml)
+    root = parse_tree(xml)
+    return root, domain_facts(root)
 
 
 def is_double_use(err: libvirt.libvirtError) -> bool:

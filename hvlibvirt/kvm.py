@@ -249,6 +249,7 @@ class KVMHypervisor(BaseHypervisor):
         problems = super()._verify_problems(hvparams)
         if problems or not hvparams:
             return problems
+        hvparams = {**C.HVC_DEFAULTS[C.HT_KVM], **hvparams}  # Ganeti's are filled; others may not be
         emulator = hvparams.get(C.HV_KVM_PATH)
         if not emulator or not os.path.isfile(emulator):
             problems.append(f"kvm_path {emulator!r} does not exist")
@@ -310,11 +311,14 @@ class KVMHypervisor(BaseHypervisor):
             raise HotplugError(f"Cannot hotplug a {dev_type!r}: only disks and NICs")
         if action not in C.HOTPLUG_ALL_ACTIONS:
             raise HotplugError(f"Unknown hotplug action {action!r}")
-        dom = self._owned(name) if isinstance(name, str) and name else None
-        with connection.libvirt_errors("check the state", name, HotplugError):
-            if dom is None or not dom.isActive():
-                raise HotplugError(f"Instance {name} is not running")
+        dom = self._lookup(name) if isinstance(name, str) and name else None
+        if dom is None:
+            raise HotplugError(f"Instance {name} is not running")
+        # One read: the live XML says whether the domain is ours (our metadata) and runs
+        # (a live id); no separate ownership and state round trips.
         root, live = hotplug.live_state(dom)
+        if live.meta is None or root.get("id", "-1") == "-1":
+            raise HotplugError(f"Instance {name} is not running")
         # The device kinds are the ones the domain was started with (Ganeti's rule).
         hvp = dict(instance.hvparams)
         if live.meta is not None:

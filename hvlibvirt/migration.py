@@ -147,11 +147,11 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
     """Ganeti's MigrationStatus from libvirt's job statistics on the source."""
     try:
         try:
-            stats = dom.jobStats(0) if dom.isActive() else {}
+            stats = dom.jobStats(0)
         except libvirt.libvirtError as err:
             if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
                 raise
-            stats = {}  # it stopped between the two calls: the migration just ended
+            stats = {}  # not running (any more): the migration has ended
         if stats.get("type") in _ACTIVE_JOBS:
             state, reason = dom.state()
             postcopy = (state == libvirt.VIR_DOMAIN_PAUSED

@@ -291,3 +291,10 @@ def test_verify_instance_reports_drift(hv: KVMHypervisor) -> None:
     inst.beparams["vcpus"] = 4
     inst.hvparams["disk_cache"] = "none"
     assert not hv.VerifyInstance(inst)
+
+
+def test_verify_with_partial_hvparams_reports_instead_of_raising() -> None:
+    """Ganeti passes the cluster's filled hvparams; a caller passing a few gets Ganeti's
+    defaults for the rest, not a KeyError."""
+    msg = KVMHypervisor(uri="test:///default").Verify(hvparams={"kvm_path": "/nonexistent/kvm"})
+    assert msg is not None and "kvm_path '/nonexistent/kvm' does not exist" in msg

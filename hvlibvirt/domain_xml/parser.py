@@ -31,10 +31,18 @@ class LiveDomain:
 
 def parse_domain(xml: str | bytes) -> LiveDomain:
     """Parse a domain XML document as returned by ``virDomainGetXMLDesc``."""
+    return domain_facts(parse_tree(xml))
+
+
+def parse_tree(xml: str | bytes) -> etree._Element:
     try:
-        root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+        return etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
     except etree.XMLSyntaxError as err:
         raise HypervisorError(f"Unparsable domain XML: {err}") from err
+
+
+def domain_facts(root: etree._Element) -> LiveDomain:
+    """The facts of a parsed domain XML tree (which this does not change)."""
     meta_elem = metadata.find(root)
     live = LiveDomain(name=root.findtext("name", ""), uuid=root.findtext("uuid", ""),
                       domain_type=root.get("type", ""),
