@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _connections: dict[str, libvirt.virConnect] = {}
 _with_events: set[str] = set()  # URIs whose cached connection the event loop serves
+_inherited: list[libvirt.virConnect] = []  # a forked child's copies of its parent's
 _owner_pid: int | None = None
 _loop_thread: threading.Thread | None = None
 _registered = False
@@ -138,6 +139,12 @@ def _forget_parent_locked() -> None:
     """Make this process the owner (at the first call, and in a forked child: the
     parent's connections and loop thread are not ours to use)."""
     global _loop_thread, _owner_pid
+    for conn in _connections.values():
+        # Never close a parent's connection here: its socket is shared, and libvirt-python
+        # closes on garbage collection, which would end the *parent's* session (its next
+        # call fails with a broken pipe). Detached and kept, it is just forgotten.
+        conn._o = None  # noqa: SLF001 - what libvirt-python's __del__ would close
+        _inherited.append(conn)
     _connections.clear()
     _with_events.clear()
     _loop_thread = None

@@ -7,6 +7,8 @@ and powered off with the ACPI button. Later issues extend this tier.
 
 from __future__ import annotations
 
+import gc
+import os
 import time
 from pathlib import Path
 
@@ -89,6 +91,30 @@ def test_instance_lifecycle_on_real_qemu(libvirt_daemon: LibvirtDaemon, guest_im
     finally:
         hv.StopInstance(inst, force=True)
         hv.CleanupInstance(inst.name)
+
+
+def test_a_forked_child_leaves_its_parents_connection_working(
+        libvirt_daemon: LibvirtDaemon) -> None:
+    """noded's model, with a parent that has connected: the child opens its own
+    connection, and the parent's copy it inherited, once collected, does not end the
+    parent's session (libvirt-python closes on garbage collection; the socket is shared)."""
+    hv = KVMHypervisor(uri=libvirt_daemon.uri)
+    hv.ListInstances()
+    parent = connection.get(libvirt_daemon.uri)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            hv.ListInstances()
+            ok = connection.get(libvirt_daemon.uri) is not parent
+            connection._inherited.clear()  # what interpreter exit does to it
+            gc.collect()
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert connection.get(libvirt_daemon.uri) is parent
+    assert hv.ListInstances() is not None  # no broken pipe
 
 
 def test_connection_survives_a_daemon_restart(lab_network, lab_workdir: Path) -> None:
