@@ -65,16 +65,8 @@ def _decode(vtype: str, text: str) -> Any:
 
 def build(meta: InstanceMetadata) -> etree._Element:
     """Return the ``<hvl:instance>`` element (to be placed inside ``<metadata>``)."""
-    encoded = [(name, *_encode(meta.hvparams[name])) for name in sorted(meta.hvparams)]
-    root = copy.deepcopy(_skeleton(tuple((name, vtype, not text)
-                                         for name, vtype, text in encoded)))
-    for param, (name, _vtype, text) in zip(root[0], encoded):
-        if text:
-            try:
-                param.text = text
-            except ValueError:
-                raise HypervisorError(f"Invalid {name}: {text!r} has characters XML "
-                                      "cannot hold") from None
+    root = copy.deepcopy(_hvparams_element(
+        tuple((name, *_encode(meta.hvparams[name])) for name in sorted(meta.hvparams))))
     root.set("uuid", meta.instance_uuid)
     root.set("hypervisor", meta.hypervisor)
     if meta.stop_requested:
@@ -89,25 +81,26 @@ def build(meta: InstanceMetadata) -> etree._Element:
     return root
 
 
-_SKELETONS: dict[tuple[tuple[str, str, bool], ...], etree._Element] = {}
+_HVPARAMS: dict[tuple[tuple[str, str, str], ...], etree._Element] = {}
 
 
-def _skeleton(shape: tuple[tuple[str, str, bool], ...]) -> etree._Element:
-    """``<hvl:instance><hvl:hvparams>`` with one ``<hvl:param>`` per (name, type, empty),
-    empty values already set; copied per render instead of some seventy SubElement
-    calls, which were a third of a domain's render time. Instances of one hypervisor
-    share a shape (the same hvparam names and types), so there are few."""
-    skeleton = _SKELETONS.get(shape)
+def _hvparams_element(encoded: tuple[tuple[str, str, str], ...]) -> etree._Element:
+    """``<hvl:instance><hvl:hvparams>`` for (name, type, text) triples, remembered: the
+    instances of a cluster mostly share their hvparams, and some seventy SubElement
+    calls were a third of a domain's render time (a copy is a tenth of that)."""
+    skeleton = _HVPARAMS.get(encoded)
     if skeleton is None:
         skeleton = etree.Element(_q("instance"), nsmap=_NSMAP)
         params = etree.SubElement(skeleton, _q("hvparams"))
-        for name, vtype, empty in shape:
-            param = etree.SubElement(params, _q("param"), name=name, type=vtype)
-            if empty:
-                param.text = ""
-        if len(_SKELETONS) >= 64:
-            _SKELETONS.clear()
-        _SKELETONS[shape] = skeleton
+        for name, vtype, text in encoded:
+            try:
+                etree.SubElement(params, _q("param"), name=name, type=vtype).text = text
+            except ValueError:
+                raise HypervisorError(f"Invalid {name}: {text!r} has characters XML "
+                                      "cannot hold") from None
+        if len(_HVPARAMS) >= 64:
+            _HVPARAMS.clear()
+        _HVPARAMS[encoded] = skeleton
     return skeleton
 
 
