@@ -563,7 +563,7 @@ def main() -> None:
                       f"({opts.rounds} rounds, median [min-max]):", flush=True)
                 fleets["ganeti"].grow(count)
                 fleets["hvlibvirt"].grow(count)
-                time.sleep(min(3 * count, 30))  # booting guests settle
+                time.sleep(max(10, min(3 * count, 30)))  # booting guests settle
                 measure_calls(count, opts.rounds, runners, fleets, daemon.uri)
                 print(f"  libvirt RPCs per call (N={count}):", flush=True)
                 count_rpcs(counter, log, fleets["hvlibvirt"], daemon.uri)
