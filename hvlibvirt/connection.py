@@ -61,13 +61,6 @@ def _run_event_loop() -> None:
             log.exception("libvirt event loop iteration failed")
 
 
-def ensure_event_loop() -> None:
-    """Register libvirt's default event loop and run it in a daemon thread (once per
-    process)."""
-    with _lock:
-        _ensure_event_loop_locked()
-
-
 def _ensure_event_loop_locked() -> None:
     global _loop_thread, _registered
     if _owner_pid != os.getpid():
