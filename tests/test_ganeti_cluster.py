@@ -194,7 +194,7 @@ def test_disk_hotplug_add_and_remove(ganeti_cluster: Cluster, inst1: str) -> Non
     mark = console.mark()
     with step("gnt-instance modify --hotplug --disk add:size=32M"):
         ganeti_cluster.gnt("gnt-instance", "modify", "--hotplug", "--disk", "add:size=32M", name)
-    dev = console.wait_dev(lambda d: "vdb" in d["blk"], HOTPLUG_S, since=mark)
+    dev = console.wait_dev(lambda d: "vdb" in d["sizes"], HOTPLUG_S, since=mark)
     assert dev["sizes"]["vdb"] == 32 * 2048, dev
     mark = console.mark()
     with step("gnt-instance modify --hotplug --disk 1:remove"):

@@ -14,7 +14,7 @@ from lxml import etree
 from lab.daemon import LabNetwork, LibvirtDaemon
 from lab.domain import guest_domain_xml
 from lab.guest import GuestImage
-from lab.serial import SerialLog, SerialTimeout
+from lab.serial import SerialLog, SerialTimeout, parse_dev
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,12 @@ def test_serial_log_parses_dev_lines_and_times_out_with_tail(tmp_path: Path) -> 
 
 
 @pytest.mark.real
+def test_a_device_whose_size_the_guest_could_not_read_is_listed_without_a_size() -> None:
+    """The guest lists a disk being hot-removed but its size file is already gone."""
+    dev = parse_dev("blk=vda,vdb net=eth0,lo mem=94780 size=vda:131072,vdb:")
+    assert dev["blk"] == ["vda", "vdb"] and dev["sizes"] == {"vda": 131072}
+
+
 def test_guest_boots_and_acpi_power_button_shuts_it_off(
         libvirt_daemon: LibvirtDaemon, libvirt_daemon_conn: libvirt.virConnect, guest_image: GuestImage,
         serial_log: Callable[[str], SerialLog]) -> None:

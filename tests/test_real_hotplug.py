@@ -65,7 +65,7 @@ def test_virtio_disk_add_and_remove(boot: Callable[..., Running]) -> None:
     assert slot(run, name) == "0x0e"
     assert device(run, name, libvirt.VIR_DOMAIN_XML_INACTIVE) is not None
     assert name in metadata(run)
-    seen = run.serial.wait_dev(lambda d: "vdb" in d["blk"], 30, mark)
+    seen = run.serial.wait_dev(lambda d: "vdb" in d["sizes"], 30, mark)
     assert seen["sizes"]["vdb"] == 8 * 1024 * 1024 // 512
 
     mark = run.serial.mark()

@@ -32,7 +32,10 @@ def parse_dev(line: str) -> DevState:
     sizes: dict[str, int] = {}
     for item in filter(None, fields.get("size", "").split(",")):
         name, _, sectors = item.partition(":")
-        sizes[name] = int(sectors)
+        # A device going away while the guest reports can leave its size unread
+        # ("vdb:"): it is listed, its size is not known.
+        if sectors.isdigit():
+            sizes[name] = int(sectors)
     return {
         "blk": [b for b in fields.get("blk", "").split(",") if b],
         "net": [n for n in fields.get("net", "").split(",") if n],
