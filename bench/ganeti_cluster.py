@@ -98,14 +98,7 @@ class Bench:
           lambda: gnt("gnt-instance", "modify", "--hotplug", "--net", "add", name))
         t(mode, "hotplug NIC remove",
           lambda: gnt("gnt-instance", "modify", "--hotplug", "--net", "1:remove", name))
-        t(mode, "modify -m (balloon)", lambda: gnt("gnt-instance", "modify", "-m", "96M", name))
-        gnt("gnt-instance", "modify", "-m", "128M", name)
-        t(mode, "shutdown", lambda: gnt("gnt-instance", "shutdown", name))
-        gnt("gnt-instance", "start", name)
-        t(mode, "shutdown right after start",
-          lambda: gnt("gnt-instance", "shutdown", "--timeout=60", name))
-        # exits 1 here: this kernel has no /proc/sysrq-trigger (an ERROR on every node)
-        t(mode, "cluster verify", lambda: self.cluster.gnt("gnt-cluster", "verify", check=False))
+        self.balloon_shutdowns_verify(mode, name)
 
         name = SHARED_INST
         if self.node_of(name) != "gnta.gnt.test":
@@ -122,6 +115,19 @@ class Bench:
         self.prompt(name)
         gnt("gnt-instance", "shutdown", name)
 
+    def balloon_shutdowns_verify(self, mode: str, name: str) -> None:
+        """The operations both rounds time the same way on a running ``name``: balloon,
+        shutdown, shutdown right after a start, cluster verify."""
+        t, gnt = self.timed, self.gnt
+        t(mode, "modify -m (balloon)", lambda: gnt("gnt-instance", "modify", "-m", "96M", name))
+        gnt("gnt-instance", "modify", "-m", "128M", name)
+        t(mode, "shutdown", lambda: gnt("gnt-instance", "shutdown", name))
+        gnt("gnt-instance", "start", name)
+        t(mode, "shutdown right after start",
+          lambda: gnt("gnt-instance", "shutdown", "--timeout=60", name))
+        # exits 1 here: this kernel has no /proc/sysrq-trigger (an ERROR on every node)
+        t(mode, "cluster verify", lambda: self.cluster.gnt("gnt-cluster", "verify", check=False))
+
     def fake_round(self) -> None:
         """What Ganeti's fake hypervisor supports of the same operations."""
         t, gnt, mode = self.timed, self.gnt, "ganeti"
@@ -131,13 +137,7 @@ class Bench:
         t(mode, "info", lambda: gnt("gnt-instance", "info", name))
         t(mode, "reboot (soft)", lambda: gnt("gnt-instance", "reboot", name))
         t(mode, "reboot (hard)", lambda: gnt("gnt-instance", "reboot", "--type=hard", name))
-        t(mode, "modify -m (balloon)", lambda: gnt("gnt-instance", "modify", "-m", "96M", name))
-        gnt("gnt-instance", "modify", "-m", "128M", name)
-        t(mode, "shutdown", lambda: gnt("gnt-instance", "shutdown", name))
-        gnt("gnt-instance", "start", name)
-        t(mode, "shutdown right after start",
-          lambda: gnt("gnt-instance", "shutdown", "--timeout=60", name))
-        t(mode, "cluster verify", lambda: self.cluster.gnt("gnt-cluster", "verify", check=False))
+        self.balloon_shutdowns_verify(mode, name)
         name = FAKE_SHARED_INST
         gnt("gnt-instance", "start", name)
         t(mode, "migrate (live)", lambda: gnt("gnt-instance", "migrate", "-f", name))

@@ -48,24 +48,13 @@ MAX_REQUEST = 1 << 20
 
 log = logging.getLogger("hvlg-holder")
 
+# Run with -I (no script directory on sys.path): the sibling subreaper module has the
+# one way of listing this process's children, re-parented orphans included.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from subreaper import children as _children  # noqa: E402
+
 
 # ------------------------------------------------------------------------------ server
-
-def _children() -> list[int]:
-    """Live pids whose parent is this process (re-parented orphans included)."""
-    me, found = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me and fields[0] != "Z":
-            found.append(int(entry))
-    return found
-
 
 def _signal_all(pids: list[int], sig: int, group: bool = False) -> None:
     for pid in pids:
