@@ -22,7 +22,7 @@ from hvlibvirt import (config, connection, constants as C, domains, helper_comma
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug
 from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain,
-                                  controllers, disks, identity, nics)
+                                  controllers, disks, identity, inputs, nics)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm_params import KVM_PARAMS
@@ -579,9 +579,11 @@ class KVMHypervisor(BaseHypervisor):
 
 def _bridged_vlans(instance: Any) -> bool:
     """Whether a NIC of ``instance`` asks for a VLAN on a Linux bridge."""
-    return any((nic.nicparams or {}).get(C.NIC_MODE) == C.NIC_MODE_BRIDGED
-               and (nic.nicparams or {}).get(C.NIC_VLAN)
-               for nic in getattr(instance, "nics", None) or ())
+    for index, nic in enumerate(inputs.nic_list(instance)):
+        nicparams = inputs.nicparams(nic, f"NIC {index}")
+        if nicparams.get(C.NIC_MODE) == C.NIC_MODE_BRIDGED and nicparams.get(C.NIC_VLAN):
+            return True
+    return False
 
 
 def _check_log_dir(path: str) -> str:

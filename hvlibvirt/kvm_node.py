@@ -18,7 +18,7 @@ import libvirt
 from lxml import etree
 
 from hvlibvirt import connection, constants as C, params as P
-from hvlibvirt.domain_xml import GuestTarget, Listen
+from hvlibvirt.domain_xml import GuestTarget, Listen, identity
 from hvlibvirt.errors import HypervisorError
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,9 @@ def read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
     if len(lines) != 1 or not lines[0]:
         raise HypervisorError(f"Parameter '{param}': {path} must hold exactly one non-empty "
                               "line (the password)")
+    if identity.has_control_characters(lines[0]):
+        raise HypervisorError(f"Parameter '{param}': the password in {path} holds a NUL or "
+                              "control character")
     return lines[0]
 
 

@@ -156,6 +156,10 @@ def is_unspecified(value: Any) -> bool:
     return value is None or value == ""
 
 
+# What XML 1.0 cannot carry (tab, newline and carriage return it can).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _type_ok(vtype: str, value: Any) -> bool:
     if vtype == constants.VTYPE_BOOL:
         return isinstance(value, bool)
@@ -180,16 +184,24 @@ def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -
         raise HypervisorError(f"Parameter '{key}' is missing")
     for name, (required, check_fn, errstr, _, _) in sorted(parameters.items()):
         value = hvparams[name]
+        vtype = constants.HVS_PARAMETER_TYPES.get(name, constants.VTYPE_STRING)
         if is_unspecified(value):
             if required:
                 raise HypervisorError(
                     f"Parameter '{name}' is required but is currently not defined")
-            continue
-        vtype = constants.HVS_PARAMETER_TYPES.get(name, constants.VTYPE_STRING)
+            # Ganeti's ForceDictType lets "" through for strings and None for
+            # maybe-strings only: nothing else unset reaches a Ganeti hypervisor.
+            if value == "" and vtype == constants.VTYPE_STRING or \
+                    vtype == constants.VTYPE_MAYBE_STRING:
+                continue
         if not _type_ok(vtype, value):
             raise HypervisorError(
                 f"Parameter '{name}' must be of type {vtype}, not {type(value).__name__}"
                 f" (current value: {value!r})")
+        if isinstance(value, str) and _NOT_XML.search(value):
+            raise HypervisorError(
+                f"Parameter '{name}' contains a NUL or control character, which libvirt's "
+                f"XML cannot carry (current value: {value!r})")
         if check_fn is not None and not check_fn(value):
             raise HypervisorError(
                 f"Parameter '{name}' fails syntax check: {errstr} (current value: {value!r})")

@@ -148,13 +148,21 @@ def test_required_key_unspecified(hv, key, empty):
 @pytest.mark.parametrize("hv, key", [
     (C.HT_KVM, "initrd_path"), (C.HT_KVM, "cdrom_image_path"), (C.HT_KVM, "cpu_mask"),
     (C.HT_KVM, "kvm_flag"), (C.HT_KVM, "usb_mouse"), (C.HT_KVM, "disk_aio"),
-    (C.HT_KVM, "kvm_pci_reservations"), (C.HT_KVM, "virtio_net_queues"),
-    (C.HT_XEN_PVM, "bootloader_path"), (C.HT_XEN_PVM, "cpu_weight"),
-    (C.HT_XEN_HVM, "vnc_bind_address"), (C.HT_XEN_HVM, "vif_type"),
-    (C.HT_XEN_HVM, "cpu_weight"),
+    (C.HT_XEN_PVM, "bootloader_path"), (C.HT_XEN_HVM, "vnc_bind_address"),
+    (C.HT_XEN_HVM, "vif_type"),
 ])
 def test_optional_key_empty_passes(hv, key):
     CLASSES[hv].CheckParameterSyntax(defaults(hv, **{key: ""}))
+
+
+# An unset integer never reaches a Ganeti hypervisor (ForceDictType refuses it first).
+@pytest.mark.parametrize("hv, key", [
+    (C.HT_KVM, "kvm_pci_reservations"), (C.HT_KVM, "virtio_net_queues"),
+    (C.HT_XEN_PVM, "cpu_weight"), (C.HT_XEN_HVM, "cpu_weight"),
+])
+@pytest.mark.parametrize("empty", ["", None])
+def test_optional_integer_unset_is_refused(hv, key, empty):
+    assert "must be of type int" in rejects(CLASSES[hv], defaults(hv, **{key: empty}), key)
 
 
 # -- wrong types ---------------------------------------------------------------------------

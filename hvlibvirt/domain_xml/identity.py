@@ -17,7 +17,8 @@ _UUID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4})-[0-9a-fA-F]
 # Ganeti instance names are host names.
 _INSTANCE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253})$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters, and what XML cannot carry at all (surrogates, U+FFFE, U+FFFF).
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 
 
 def device_alias(kind: str, dev_uuid: Any) -> str:
@@ -63,9 +64,14 @@ def mac_address(value: Any, what: str) -> str:
     return value.lower()
 
 
+def has_control_characters(value: str) -> bool:
+    """Whether ``value`` holds a control character or something XML cannot carry."""
+    return _CONTROL.search(value) is not None
+
+
 def plain_text(value: Any, what: str) -> str:
     """A string without control characters (paths, arguments, names of things)."""
-    if not isinstance(value, str) or _CONTROL.search(value):
+    if not isinstance(value, str) or has_control_characters(value):
         raise HypervisorError(f"Invalid {what}: {value!r} (a string without control "
                               "characters is expected)")
     return value

@@ -17,7 +17,7 @@ from typing import Any
 from lxml import etree
 
 from hvlibvirt import constants as C
-from hvlibvirt.domain_xml import identity
+from hvlibvirt.domain_xml import identity, inputs
 from hvlibvirt.errors import HypervisorError
 
 # Not one of Ganeti's nicparams: an hvlibvirt extension to take a NIC's link down
@@ -56,7 +56,7 @@ def _vlan(elem: etree._Element, value: str, what: str) -> None:
 def _connected(nic: Any, what: str, linux_bridge_vlans: bool) -> etree._Element:
     """The ``<interface>`` with what every hypervisor shares: mode, MAC, bridge, OVS
     port, VLAN and link state (model, driver and alias are added by the callers)."""
-    nicparams = getattr(nic, "nicparams", None) or {}
+    nicparams = inputs.nicparams(nic, what)
     mode = nicparams.get(C.NIC_MODE) or C.NIC_MODE_BRIDGED
     link = nicparams.get(C.NIC_LINK) or ""
     vlan = nicparams.get(C.NIC_VLAN) or ""
@@ -128,7 +128,7 @@ def xen_interface(nic: Any, index: int, model: str | None, script: str | None
     (for routing scripts), the vif script and the model."""
     what = f"NIC {index}"
     alias = identity.device_alias("nic", getattr(nic, "uuid", None))
-    nicparams = getattr(nic, "nicparams", None) or {}
+    nicparams = inputs.nicparams(nic, what)
     vlan = nicparams.get(C.NIC_VLAN) or ""
     mode = nicparams.get(C.NIC_MODE) or C.NIC_MODE_BRIDGED
     if vlan and mode == C.NIC_MODE_BRIDGED:
@@ -143,7 +143,7 @@ def xen_interface(nic: Any, index: int, model: str | None, script: str | None
     ip = getattr(nic, "ip", None)
     if ip:
         try:
-            ipaddress.ip_address(ip)
+            ipaddress.ip_address(ip if isinstance(ip, str) else "")  # not a number
         except ValueError:
             raise HypervisorError(f"Invalid ip of {what}: {ip!r}") from None
         etree.SubElement(elem, "ip", address=ip)

@@ -15,9 +15,9 @@ from lxml import etree
 
 from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import (channels, cpu, disks, graphics, hostdevs, identity,
-                                  nics)
-from hvlibvirt.domain_xml.builder import (BlockDevice, block_device, domain_head,
-                                          finish_metadata, lifecycle)
+                                  inputs, nics)
+from hvlibvirt.domain_xml.builder import domain_head, finish_metadata, lifecycle
+from hvlibvirt.domain_xml.inputs import BlockDevice
 from hvlibvirt.domain_xml.options import StartupOptions
 from hvlibvirt.errors import HypervisorError
 
@@ -108,11 +108,10 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
     prefix = identity.plain_text(hvparams[C.HV_BLOCKDEV_PREFIX], "blockdev_prefix")
     cdrom = hvm and hvparams[C.HV_CDROM_IMAGE_PATH]
     bus = "xen" if not hvm or hvparams[C.HV_DISK_TYPE] == C.HT_DISK_PARAVIRTUAL else "ide"
-    targets = _disk_targets(prefix, len(block_devices),
-                            {disks.XEN_CDROM_TARGET} if cdrom else set())
+    entries = inputs.block_devices(block_devices)
+    targets = _disk_targets(prefix, len(entries), {disks.XEN_CDROM_TARGET} if cdrom else set())
     ids = []
-    for index, entry in enumerate(block_devices):
-        disk_obj, link_name, _drive_uri = block_device(entry, index)
+    for index, (disk_obj, link_name, _drive_uri) in enumerate(entries):
         elem = disks.xen_disk(disk_obj, link_name, index, targets[index], bus)
         devs.append(elem)
         ids.append(("disk", disk_obj.uuid, elem.find("alias").get("name")))
@@ -147,7 +146,7 @@ def build_xen_domain(instance: Any, block_devices: Sequence[BlockDevice],
             hvparams[C.HV_DEVICE_MODEL], "device_model")
     device_ids = _storage(devs, block_devices, hvparams, hvm)
     model = nics.xen_model(hvparams, hvm)
-    for index, nic in enumerate(getattr(instance, "nics", None) or []):
+    for index, nic in enumerate(inputs.nic_list(instance)):
         elem = nics.xen_interface(nic, index, model, hvparams[C.HV_VIF_SCRIPT] or None)
         devs.append(elem)
         device_ids.append(("nic", nic.uuid, elem.find("alias").get("name")))

@@ -1,0 +1,84 @@
+"""The shape of the objects Ganeti hands a hypervisor: beparams, the NIC list, each
+NIC's nicparams, block_devices and each disk's params.
+
+Each is checked where it is first read, so a malformed one (a careless caller's None,
+a number where a dict belongs) is a HypervisorError naming it, not an AttributeError
+deep in a builder. Values inside them are checked by the builders that use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from hvlibvirt.errors import HypervisorError
+
+BlockDevice = tuple[Any, "str | None", "str | None"]
+
+
+def beparam(instance: Any, key: str) -> int:
+    """A positive integer from ``instance.beparams`` (maxmem, minmem, vcpus); Ganeti
+    fills them from the cluster's defaults, so each must be there."""
+    name = getattr(instance, "name", None)
+    values = getattr(instance, "beparams", None)
+    if not isinstance(values, Mapping):
+        raise HypervisorError(f"Invalid beparams of instance {name}: {values!r} (a dict "
+                              "with maxmem, minmem and vcpus is expected)")
+    value = values.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise HypervisorError(f"Invalid beparams {key} of instance {name}: {value!r} "
+                              "(a positive integer is expected)")
+    return value
+
+
+def _sequence(value: Any, what: str) -> Sequence[Any]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise HypervisorError(f"Invalid {what}: {value!r} (a list is expected)")
+    return value
+
+
+def nic_list(instance: Any) -> Sequence[Any]:
+    """``instance.nics`` (None and an empty list both mean no NIC)."""
+    return _sequence(getattr(instance, "nics", None), "nics")
+
+
+def nicparams(nic: Any, what: str) -> Mapping[str, Any]:
+    """The nicparams dict of the NIC ``what`` names (missing means Ganeti's defaults)."""
+    values = getattr(nic, "nicparams", None)
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise HypervisorError(f"Invalid nicparams of {what}: {values!r} (a dict is expected)")
+    return values
+
+
+def block_devices(value: Any) -> list[BlockDevice]:
+    """Ganeti's block_devices: a list of (disk, link_name, drive_uri) triples."""
+    entries = _sequence(value, "block_devices")
+    result = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 3:
+            raise HypervisorError(f"Invalid block_devices[{index}]: expected (disk, "
+                                  "link_name, drive_uri)")
+        result.append((entry[0], entry[1], entry[2]))
+    return result
+
+
+def disk_params(disk_obj: Any, what: str) -> Mapping[str, Any]:
+    """The params dict of the disk ``what`` names (missing means none)."""
+    values = getattr(disk_obj, "params", None)
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise HypervisorError(f"Invalid params of {what}: {values!r} (a dict is expected)")
+    return values
+
+
+def one_of(value: Any, allowed: Collection[str], what: str, expected: str) -> str:
+    """``value`` if it is one of the strings ``allowed`` (a list or dict is not, rather
+    than an unhashable-type TypeError)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise HypervisorError(f"Invalid {what}: {value!r} ({expected})")
+    return value
