@@ -41,12 +41,13 @@ _NO_VNET_HDR_SWITCH = ("libvirt always opens the taps of virtio NICs with the vi
 
 
 def _refuse_cdrom_type(_value: Any, hvp: Mapping[str, Any]) -> str | None:
-    if not (hvp[C.HV_CDROM_IMAGE_PATH] or hvp[C.HV_KVM_CDROM2_IMAGE_PATH]):
+    # Only the cdroms configured count, and the one booted from is on IDE regardless.
+    kinds = [disks.cdrom_type(number, hvp) for number, param in disks.CDROM_PARAMS
+             if hvp[param]]
+    bad = [kind for kind in kinds if kind not in disks.CDROM_KINDS]
+    if not bad:
         return None
-    kind = hvp[C.HV_KVM_CDROM_DISK_TYPE] or hvp[C.HV_DISK_TYPE]
-    if kind in disks.CDROM_KINDS:
-        return None
-    return (f"cdroms cannot use {kind!r}; use ide, paravirtual (a read-only virtio disk), "
+    return (f"cdroms cannot use {bad[0]!r}; use ide, paravirtual (a read-only virtio disk), "
             "scsi-cd or scsi-hd")
 
 

@@ -314,7 +314,8 @@ def disks_ide(s: _Shape) -> Case:
     s.disk(C.DT_PLAIN)
     s.disk(C.DT_DRBD8)
     s.nic()
-    return s.build("disk_type ide: two IDE disks plus an IDE cdrom on the second bus",
+    return s.build("disk_type ide: an IDE cdrom at hda, then two IDE disks (Ganeti's -drive "
+                   "order: cdroms before disks)",
                    s.hvparams(disk_type=C.HT_DISK_IDE, cdrom_image_path=s.file("iso/tools.iso")))
 
 
@@ -464,7 +465,7 @@ def spice_no_vdagent(s: _Shape) -> Case:
 def boot_cdrom_local_ide(s: _Shape) -> Case:
     s.disk(C.DT_PLAIN)
     s.nic()
-    return s.build("boot from a local ISO on IDE (cdrom_disk_type ide) plus cdrom2",
+    return s.build("boot from a local ISO on IDE (cdrom_disk_type ide) plus an IDE cdrom2",
                    s.hvparams(boot_order=C.HT_BO_CDROM,
                               cdrom_image_path=s.file("iso/install.iso"),
                               cdrom2_image_path=s.file("iso/drivers.iso"),
@@ -475,12 +476,35 @@ def boot_cdrom_local_ide(s: _Shape) -> Case:
 def boot_cdrom_https_scsi(s: _Shape) -> Case:
     s.disk(C.DT_PLAIN)
     s.nic()
-    return s.build("boot from an https ISO on scsi-cd (lsi controller) plus an https "
-                   "cdrom2 with port and query",
+    return s.build("boot from an https ISO: on IDE whatever cdrom_disk_type (scsi-cd) says;"
+                   " an https cdrom2 with port and query on scsi-cd (lsi controller)",
                    s.hvparams(boot_order=C.HT_BO_CDROM,
                               cdrom_image_path="https://mirror.example.com/debian/netinst.iso",
                               cdrom2_image_path="https://mirror.example.com:8443/tools.iso?v=2",
                               cdrom_disk_type="scsi-cd"))
+
+
+@case
+def boot_cdrom_default(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.nic()
+    return s.build("boot from a cdrom with Ganeti's default disk types (paravirtual): an IDE "
+                   "CD-ROM first in the boot order, the disk on virtio",
+                   s.hvparams(boot_order=C.HT_BO_CDROM,
+                              cdrom_image_path=s.file("iso/install.iso")))
+
+
+@case
+def boot_cdrom_ide_disks_virtio_cdrom2(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.disk(C.DT_PLAIN)
+    s.nic()
+    return s.build("boot from a cdrom with disk_type ide and cdrom_disk_type paravirtual: "
+                   "the boot cdrom at hda, the IDE disks after it, cdrom2 a virtio disk",
+                   s.hvparams(boot_order=C.HT_BO_CDROM, disk_type=C.HT_DISK_IDE,
+                              cdrom_disk_type=C.HT_DISK_PARAVIRTUAL,
+                              cdrom_image_path=s.file("iso/install.iso"),
+                              cdrom2_image_path=s.file("iso/drivers.iso")))
 
 
 @case

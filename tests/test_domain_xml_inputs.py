@@ -162,9 +162,11 @@ def test_scsi_block_needs_a_block_device() -> None:
 
 
 def test_too_many_ide_devices() -> None:
+    # The IDE cdrom takes the first unit (Ganeti's -drive order), so the fourth disk is one
+    # too many.
     inst, block = instance({C.HV_DISK_TYPE: C.HT_DISK_IDE, C.HV_CDROM_IMAGE_PATH: "/a.iso"},
                            n_disks=4)
-    with pytest.raises(HypervisorError, match="Too many IDE devices at cdrom_image_path"):
+    with pytest.raises(HypervisorError, match="Too many IDE devices at disk 3"):
         render(inst, block)
 
 

@@ -118,6 +118,22 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
     (kind, uuid, alias) of each instance disk."""
     first: dict[str, etree._Element] = {}
     ids = []
+
+    def add_cdrom(number: int, param: str, kind: str) -> None:
+        _, cd_bus, cd_prefix = disks.CDROM_KINDS[kind]
+        elem = disks.cdrom(number, hvparams[param], kind, layout.target(cd_prefix))
+        layout.place(elem, cd_bus, param, pci_slot=addresses.CDROM_SLOTS[number - 1])
+        devs.append(elem)
+        if number == 1:
+            first[C.HT_BO_CDROM] = elem
+
+    cdroms = [(number, param, disks.cdrom_type(number, hvparams))
+              for number, param in disks.CDROM_PARAMS if hvparams[param]]
+    # Ganeti's command line has the cdroms' -drive options before the disks', and QEMU
+    # numbers IDE drives in that order: IDE cdroms take the first IDE units (hda...).
+    on_ide = [cd for cd in cdroms if disks.CDROM_KINDS[cd[2]][1] == "ide"]
+    for cd in on_ide:
+        add_cdrom(*cd)
     _, bus, prefix = disks.DISK_KINDS[hvparams[C.HV_DISK_TYPE]]
     for index, entry in enumerate(block_devices):
         disk_obj, link_name, drive_uri = block_device(entry, index)
@@ -126,16 +142,9 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
         devs.append(elem)
         first.setdefault(C.HT_BO_DISK, elem)
         ids.append(("disk", disk_obj.uuid, elem.find("alias").get("name")))
-    cdrom_type = hvparams[C.HV_KVM_CDROM_DISK_TYPE] or hvparams[C.HV_DISK_TYPE]
-    for number, param in ((1, C.HV_CDROM_IMAGE_PATH), (2, C.HV_KVM_CDROM2_IMAGE_PATH)):
-        if not hvparams[param]:
-            continue
-        _, cd_bus, cd_prefix = disks.CDROM_KINDS[cdrom_type]
-        elem = disks.cdrom(number, hvparams[param], cdrom_type, layout.target(cd_prefix))
-        layout.place(elem, cd_bus, param, pci_slot=addresses.CDROM_SLOTS[number - 1])
-        devs.append(elem)
-        if number == 1:
-            first[C.HT_BO_CDROM] = elem
+    for cd in cdroms:
+        if cd not in on_ide:
+            add_cdrom(*cd)
     if hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH]:
         elem = disks.floppy(hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH])
         devs.append(elem)

@@ -34,7 +34,7 @@ REFUSED_DISK_TYPES = {
     "scsi-generic": "libvirt passes SCSI devices through as scsi-block (disk_type=scsi-block)"
                     " or as a host adapter <hostdev>, which a Ganeti disk path cannot name",
 }
-# cdrom_disk_type (or disk_type when that is empty) -> (device, bus, prefix) for cdroms.
+# The kind of a cdrom (see cdrom_type) -> (device, bus, prefix).
 # libvirt refuses device='cdrom' on virtio, so a virtio cdrom is a read-only virtio disk.
 CDROM_KINDS = {
     C.HT_DISK_PARAVIRTUAL: ("disk", "virtio", "vd"),
@@ -42,6 +42,7 @@ CDROM_KINDS = {
     "scsi-cd": ("cdrom", "scsi", "sd"),
     "scsi-hd": ("cdrom", "scsi", "sd"),
 }
+CDROM_PARAMS = ((1, C.HV_CDROM_IMAGE_PATH), (2, C.HV_KVM_CDROM2_IMAGE_PATH))
 _URL_PORTS = {"http": 80, "https": 443, "ftp": 21, "ftps": 990}
 _GLUSTER_PORT = 24007
 
@@ -139,6 +140,21 @@ def disk(disk_obj: Any, link_name: str | None, drive_uri: str | None, index: int
         etree.SubElement(elem, "readonly")
     etree.SubElement(elem, "alias", name=alias)
     return elem
+
+
+def boots_from_cdrom(hvparams: Mapping[str, Any]) -> bool:
+    """Whether the firmware boots the instance from cdrom 1 (boot_order, no kernel_path)."""
+    return not hvparams[C.HV_KERNEL_PATH] and hvparams[C.HV_BOOT_ORDER] == C.HT_BO_CDROM
+
+
+def cdrom_type(number: int, hvparams: Mapping[str, Any]) -> str:
+    """The disk type cdrom ``number`` goes on: IDE for the cdrom the instance boots from,
+    else cdrom_disk_type (disk_type when that is empty), as Ganeti does."""
+    if number == 1 and boots_from_cdrom(hvparams):
+        # A BIOS boots an ISO El Torito-style from an ATAPI drive only; Ganeti's
+        # -boot d puts that cdrom on if=ide whatever cdrom_disk_type says.
+        return C.HT_DISK_IDE
+    return hvparams[C.HV_KVM_CDROM_DISK_TYPE] or hvparams[C.HV_DISK_TYPE]
 
 
 def cdrom(number: int, image: str, cdrom_type: str, target: str) -> etree._Element:
