@@ -507,11 +507,13 @@ class LibvirtDaemon:
             ["mount", "--bind", str(self.workdir / "group"), "/etc/group"],
         ]
         commands += [["mount", "--bind", str(self.workdir / sub), target] for sub, target in LIBVIRT_DIRS.items()]
+        libvirtd = ["libvirtd", "-d", "-p", str(self.workdir / "libvirtd.pid"), "-f", str(etc / "libvirtd.conf")]
         commands += [
             ["virtlogd", "-d", "-p", str(self.workdir / "virtlogd.pid"), "-f", str(etc / "virtlogd.conf")],
-            ["libvirtd", "-d", "-p", str(self.workdir / "libvirtd.pid"), "-f", str(etc / "libvirtd.conf")],
+            libvirtd,
         ]
-        return {"pidfile": str(self.workdir / "reaper.pid"), "hostname": self.name, "commands": commands}
+        return {"pidfile": str(self.workdir / "reaper.pid"), "hostname": self.name, "commands": commands,
+                "restart": [libvirtd]}
 
     def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start the daemon and wait until its socket answers and the QEMU driver works."""
@@ -552,6 +554,32 @@ class LibvirtDaemon:
             raise LabError(f"{self} failed to start: {exc}\n{detail}") from exc
         self.start_seconds = time.monotonic() - t0
         log.info("%s up in %.2fs at %s", self, self.start_seconds, self.uri)
+
+    def kill_libvirtd(self, timeout: float = 10.0) -> int:
+        """SIGKILL libvirtd (a crash: no cleanup; QEMUs and virtlogd keep running) and wait
+        until it is gone; return its pid."""
+        pid = _read_pid(self.workdir / "libvirtd.pid")
+        if pid is None or not self._owns(pid) or not _alive(pid):
+            raise LabError(f"{self}: no running libvirtd to kill")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise LabError(f"{self}: libvirtd {pid} survived SIGKILL")
+            time.sleep(0.02)
+        return pid
+
+    def restart_libvirtd(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start libvirtd again after ``kill_libvirtd``: the subreaper runs it (SIGUSR1),
+        so it has the same namespaces and parent; wait until it answers."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise LabError(f"{self} is not running")
+        pid = _read_pid(self.workdir / "libvirtd.pid")
+        if pid is not None and _alive(pid) and self._owns(pid):
+            raise LabError(f"{self}: libvirtd {pid} still runs")
+        (self.workdir / "libvirtd.pid").unlink(missing_ok=True)
+        os.kill(self._proc.pid, signal.SIGUSR1)
+        self._wait_ready(time.monotonic() + timeout)
 
     def _failure_detail(self) -> str:
         return (f"--- {self.workdir / 'launcher.log'} (tail):\n{_tail(self.workdir / 'launcher.log')}\n"

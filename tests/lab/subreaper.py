@@ -1,7 +1,8 @@
 """Child-subreaper launcher for the lab's private libvirt daemons.
 
 Usage: ``python subreaper.py SPEC.json`` where SPEC is
-``{"pidfile": str, "hostname": str | null, "commands": [[argv, ...], ...]}``.
+``{"pidfile": str, "hostname": str | null, "commands": [[argv, ...], ...],
+"restart": [[argv, ...], ...]}`` ("restart" optional).
 
 It marks itself PR_SET_CHILD_SUBREAPER, writes its pid, runs the commands one after
 the other (bind mounts, then ``virtlogd -d``, then ``libvirtd -d``) and then reaps
@@ -10,7 +11,9 @@ their orphans go to PID 1, which in this sandbox reaps late: libvirt's destroy p
 ``kill(pid, 0)`` every 200 ms and a zombie QEMU made every destroy take 2 s.
 
 On SIGTERM it terminates whatever is still its child, so killing this one process
-is a complete (if blunt) teardown. Standard library only: it runs inside the
+is a complete (if blunt) teardown. On SIGUSR1 it runs the "restart" commands (the fault
+tests start a killed libvirtd again this way, so that it stays under this subreaper, in
+these namespaces). Standard library only: it runs inside the
 daemon's namespaces with ``sys.executable`` and must not import the project.
 """
 
@@ -86,6 +89,15 @@ def on_sigterm(_signum: int, _frame: object) -> None:
     sys.exit(0)
 
 
+def run_restart(spec: dict[str, list[list[str]]]) -> None:
+    """Run the spec's "restart" commands (on SIGUSR1)."""
+    for cmd in spec.get("restart", []):
+        log.info("restart: running %s", cmd)
+        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False).returncode
+        if rc != 0:
+            log.error("restart command %s failed with exit code %d", cmd, rc)
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s subreaper[%(process)d] %(message)s")
@@ -96,6 +108,7 @@ def main(argv: list[str]) -> int:
         log.error("prctl(PR_SET_CHILD_SUBREAPER) failed: %s", os.strerror(ctypes.get_errno()))
         return 1
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGUSR1, lambda _s, _f: run_restart(spec))
     with open(spec["pidfile"], "w", encoding="ascii") as f:
         f.write(f"{os.getpid()}\n")
     if spec.get("hostname"):
