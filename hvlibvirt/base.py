@@ -233,23 +233,38 @@ class BaseHypervisor(migration.MigrationMethods):
             dom.createWithFlags(flags)
         except libvirt.libvirtError as err:
             # Leave nothing behind: a definition that never ran is not an instance.
-            domains.forget(self.uri, dom)
-            try:
-                dom.undefine()
-            except libvirt.libvirtError:
-                log.warning("Could not undefine %s after a failed start", name)
+            self._undo_start(dom, name)
             raise HypervisorError(f"Failed to start instance {name}: "
                                   f"{err.get_error_message()}") from err
         try:
             self._after_start(dom, instance)
         except HypervisorError:
-            domains.forget(self.uri, dom)
-            try:
-                dom.destroy()
-                dom.undefine()
-            except libvirt.libvirtError:
-                log.warning("Could not remove %s after a failed start", name)
+            self._undo_start(dom, name)
             raise
+
+    def _undo_start(self, dom: libvirt.virDomain, name: str) -> None:
+        """Destroy and undefine what a failed start created. If libvirtd died under the
+        start, its connection is dead: then through a new one (a restarted daemon may
+        even have kept QEMU running), and if libvirtd is still away, the definition
+        stays (the next start replaces it, CleanupInstance removes it)."""
+        domains.forget(self.uri, dom)
+        for attempt in range(2):
+            try:
+                if attempt:
+                    connection.drop_dead()
+                    dom = self._conn().lookupByName(name)
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+                return
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return
+                reason = err.get_error_message()
+            except HypervisorError as err:  # no new connection either
+                reason = str(err)
+                break
+        log.warning("Could not remove %s after a failed start: %s", name, reason)
 
     def _after_start(self, dom: libvirt.virDomain, instance: Any) -> None:
         """Settings libvirt applies to a running domain only (subclasses add theirs);

@@ -144,7 +144,7 @@ def _forget_parent_locked() -> None:
     _owner_pid = os.getpid()
 
 
-def _drop_dead() -> None:
+def drop_dead() -> None:
     """Forget cached connections libvirt has given up on (called after a failed call)."""
     with _lock:
         for uri, conn in list(_connections.items()):
@@ -177,7 +177,7 @@ def libvirt_errors(operation: str, instance: str | None = None,
     try:
         yield
     except libvirt.libvirtError as err:
-        _drop_dead()
+        drop_dead()
         subject = f" of instance {instance}" if instance else ""
         raise error_class(f"Failed to {operation}{subject}: {err.get_error_message() or err}"
                           ) from err
