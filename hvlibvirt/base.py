@@ -104,7 +104,7 @@ class BaseHypervisor(migration.MigrationMethods):
     def _lookup(self, name: str) -> libvirt.virDomain | None:
         """The domain called ``name``, or None if libvirt has none."""
         try:
-            return self._conn().lookupByName(name)
+            return connection.call(self.uri, lambda conn: conn.lookupByName(name))
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
@@ -407,7 +407,8 @@ class BaseHypervisor(migration.MigrationMethods):
     def ListInstances(self, hvparams: Mapping[str, Any] | None = None) -> list[str]:  # noqa: N802
         """Names of the running instances (domains this library created)."""
         with connection.libvirt_errors("list domains"):
-            active = self._conn().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            active = connection.call(self.uri, lambda conn: conn.listAllDomains(
+                libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
             return sorted(d.name() for d in active if domains.is_ours(self.uri, d))
 
     def GetInstanceInfo(self, instance_name: str,  # noqa: N802
@@ -429,7 +430,7 @@ class BaseHypervisor(migration.MigrationMethods):
                             ) -> list[InstanceInfo]:
         """The info tuple of every running (or user-shut-down) instance."""
         with connection.libvirt_errors("list domains"):
-            every = self._conn().listAllDomains(0)
+            every = connection.call(self.uri, lambda conn: conn.listAllDomains(0))
         result = []
         for dom in every:
             try:
@@ -448,7 +449,7 @@ class BaseHypervisor(migration.MigrationMethods):
         info: dict[str, Any] = self.GetLinuxNodeInfo()
         try:
             with connection.libvirt_errors("read the hypervisor version"):
-                version = self._conn().getVersion()
+                version = connection.call(self.uri, lambda conn: conn.getVersion())
         except HypervisorError as err:
             log.warning("Node information without hv_version: %s", err)
             return info
@@ -465,7 +466,7 @@ class BaseHypervisor(migration.MigrationMethods):
         included); subclasses add their checks only when it answers."""
         try:
             uri = self.uri
-            connection.get(uri).getVersion()
+            connection.call(uri, lambda conn: conn.getVersion())
         except HypervisorError as err:  # names the URI, or the configuration file
             return [f"libvirt is not usable: {err}"]
         except libvirt.libvirtError as err:

@@ -12,8 +12,9 @@
   opens has keepalive and close detection.
 * A cached connection that libvirt reports dead (the daemon restarted, the socket
   closed) is dropped and reopened on the next use. With the loop running that is noticed
-  at once; without it, at the first call on the dead socket, which fails (and
-  ``libvirt_errors`` drops the connection, so the call after it reconnects).
+  at once; without it, only when a call on the dead socket fails. So the first, reading
+  call of an operation goes through ``call``, which then reconnects and asks again: the
+  call after a libvirtd restart works, in a long-lived process too.
 * ``libvirt_errors`` turns ``libvirtError`` into our ``HypervisorError`` naming the
   operation and carrying libvirt's message.
 """
@@ -24,13 +25,16 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import libvirt
 
 from hvlibvirt.errors import HypervisorError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _connections: dict[str, libvirt.virConnect] = {}
@@ -112,6 +116,22 @@ def get(uri: str, events: bool = False) -> libvirt.virConnect:
             _with_events.add(uri)
         _connections[uri] = conn
         return conn
+
+
+def call(uri: str, read: Callable[[libvirt.virConnect], T], events: bool = False) -> T:
+    """``read(connection)``, asked once more on a new connection if the cached one turned
+    out dead (libvirtd restarted since it was opened). Only for calls that can be
+    repeated safely (lookups, listings, reads): the first call fails before the request
+    reaches the daemon only if the socket is closed; otherwise it raises."""
+    conn = get(uri, events)
+    try:
+        return read(conn)
+    except libvirt.libvirtError:
+        if _alive(conn):
+            raise
+        log.info("libvirt connection to %s was dead; reconnecting", uri)
+        drop_dead()
+    return read(get(uri, events))
 
 
 def serves_events(conn: libvirt.virConnect) -> bool:
