@@ -41,14 +41,18 @@ _NO_VNET_HDR_SWITCH = ("libvirt always opens the taps of virtio NICs with the vi
 
 
 def _refuse_cdrom_type(_value: Any, hvp: Mapping[str, Any]) -> str | None:
-    # Only the cdroms configured count, and the one booted from is on IDE regardless.
-    kinds = [disks.cdrom_type(number, hvp) for number, param in disks.CDROM_PARAMS
-             if hvp[param]]
-    bad = [kind for kind in kinds if kind not in disks.CDROM_KINDS]
-    if not bad:
-        return None
-    return (f"cdroms cannot use {bad[0]!r}; use ide, paravirtual (a read-only virtio disk), "
-            "scsi-cd or scsi-hd")
+    """Why a configured cdrom cannot go where its disk type says (the one booted from is
+    on IDE regardless); also disk_type's, which decides when cdrom_disk_type is empty."""
+    for number, param in disks.CDROM_PARAMS:
+        if hvp[param] and (reason := _error_of(disks.cdrom_type, number, hvp)):
+            return reason
+    return None
+
+
+def _refuse_disk_type(value: str, hvp: Mapping[str, Any]) -> str | None:
+    if value in disks.REFUSED_DISK_TYPES:
+        return disks.REFUSED_DISK_TYPES[value]
+    return None if hvp[C.HV_KVM_CDROM_DISK_TYPE] else _refuse_cdrom_type(value, hvp)
 
 
 def _refuse_migration_caps(value: str, _hvp: Mapping[str, Any]) -> str | None:
@@ -84,8 +88,12 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_KERNEL_ARGS: HvParam(P.NO_CHECK, xml="<os><cmdline> (with kernel_path)",
                               example={C.HV_KERNEL_ARGS: "ro quiet"}),
     C.HV_BOOT_ORDER: HvParam(P.param_in_set(True, C.HT_KVM_VALID_BO_TYPES),
-                             xml="<boot order='1'/> on the first disk, cdrom, floppy or NIC "
-                                 "(not with kernel_path)",
+                             xml="<boot order='1'/> on the first disk, on cdrom 1 (an IDE "
+                                 "CD-ROM then, as Ganeti's -boot d puts it on if=ide), on the"
+                                 " floppy or on the first NIC (not with kernel_path). libvirt "
+                                 "boots strictly (-boot strict=on): the firmware tries that "
+                                 "device only, where Ganeti's -boot c/d/a/n puts it first and"
+                                 " falls back to the others",
                              example={**_DEVICE_BOOT, C.HV_BOOT_ORDER: C.HT_BO_NETWORK}),
     C.HV_ACPI: HvParam(P.NO_CHECK, xml="<features><acpi/> (also: soft stop is an ACPI "
                        "power-button press; without ACPI a stop is a hard stop)",
@@ -104,16 +112,22 @@ KVM_PARAMS: dict[str, HvParam] = {
                                 example={C.HV_USE_LOCALTIME: True}),
     # -- removable media ---------------------------------------------------------------
     C.HV_CDROM_IMAGE_PATH: HvParam(
-        P.OPT_FILE_OR_URL_CHECK, xml="read-only <disk> (device cdrom; a read-only virtio "
-        "disk for paravirtual), file or http/https/ftp/ftps network source, alias ua-cdrom1",
+        P.OPT_FILE_OR_URL_CHECK, xml="read-only <disk>, alias ua-cdrom1, file or "
+        "http/https/ftp/ftps network source: with boot_order=cdrom (no kernel_path) an IDE "
+        "CD-ROM at hda whatever cdrom_disk_type says, as Ganeti does; else on "
+        "cdrom_disk_type's bus (device cdrom; a read-only virtio disk at PCI slot 7 for "
+        "paravirtual)",
         example={C.HV_CDROM_IMAGE_PATH: "/srv/iso/install.iso"}),
     C.HV_KVM_CDROM2_IMAGE_PATH: HvParam(
-        P.OPT_FILE_OR_URL_CHECK, xml="second cdrom, alias ua-cdrom2 (never bootable)",
+        P.OPT_FILE_OR_URL_CHECK, xml="second cdrom, alias ua-cdrom2, on cdrom_disk_type's "
+        "bus even when cdrom 1 boots (virtio: PCI slot 8); never bootable",
         example={C.HV_KVM_CDROM2_IMAGE_PATH: "https://mirror.example/tools.iso"}),
     C.HV_KVM_CDROM_DISK_TYPE: HvParam(
         P.param_in_set(False, C.HT_KVM_VALID_DISK_TYPES),
         xml="bus of the cdroms: ide, virtio (paravirtual), scsi (scsi-cd/scsi-hd); empty "
-            "-> disk_type", refuse=_refuse_cdrom_type,
+            "-> disk_type; not the cdrom booted from, always IDE. IDE cdroms take the first "
+            "IDE units and IDE disks follow them, as QEMU numbers Ganeti's -drive options",
+        refuse=_refuse_cdrom_type,
         refused="other disk types when a cdrom is configured: libvirt has no cdrom device "
                 "on those buses",
         example={C.HV_CDROM_IMAGE_PATH: "/srv/iso/install.iso",
@@ -151,8 +165,10 @@ KVM_PARAMS: dict[str, HvParam] = {
         P.param_in_set(True, C.HT_KVM_VALID_DISK_TYPES),
         xml="<target bus=...>: paravirtual -> virtio (PCI), ide -> ide, scsi-hd -> scsi disk,"
             " scsi-cd -> scsi cdrom, scsi-block -> device='lun'",
-        refuse=lambda v, _hvp: disks.REFUSED_DISK_TYPES.get(v),
-        refused="; ".join(f"{k}: {why}" for k, why in sorted(disks.REFUSED_DISK_TYPES.items())),
+        refuse=_refuse_disk_type,
+        refused="; ".join(f"{k}: {why}" for k, why in sorted(disks.REFUSED_DISK_TYPES.items()))
+                + "; scsi-block with a cdrom and an empty cdrom_disk_type: libvirt has no "
+                  "cdrom device on it",
         example={C.HV_DISK_TYPE: "scsi-hd"}),
     C.HV_KVM_SCSI_CONTROLLER_TYPE: HvParam(
         P.param_in_set(True, C.HT_KVM_VALID_SCSI_CONTROLLER_TYPES),
@@ -221,10 +237,10 @@ KVM_PARAMS: dict[str, HvParam] = {
         refused="other entries: they have no libvirt device element",
         example={C.HV_USB_DEVICES: "keyboard,host:046d:c52b"}),
     C.HV_VGA: HvParam(P.NO_CHECK, xml="<video><model type=...> (std -> vga, vmware -> vmvga,"
-                      " cirrus, qxl, virtio, bochs, none; empty: qxl with SPICE, vga with "
-                      "VNC, no video without graphics)",
+                      " cirrus, qxl, virtio, bochs, none; empty: qxl with SPICE, else vga, "
+                      "with or without VNC, the card Ganeti's QEMU has by default)",
                       refuse=lambda v, hvp: _error_of(graphics.video, {**hvp, C.HV_VGA: v},
-                                                      False, False),
+                                                      False),
                       refused="other models: libvirt has no video model for them",
                       example={C.HV_VGA: "cirrus"}),
     C.HV_SOUNDHW: HvParam(P.NO_CHECK, xml="<sound model=...> (hda -> ich6, ich9, ac97, "

@@ -73,11 +73,11 @@ def test_pci_slots_start_at_the_reservation_disks_first() -> None:
 def test_pci_reservation_zero_skips_the_platform_slots() -> None:
     inst, block = make_instance(n_disks=1, n_nics=1, kvm_pci_reservations=0)
     live = parse_domain(render(inst, block))
-    # USB on the PIIX3 (slot 1), the balloon at its fixed slot, then the first slot
-    # after the fixed platform range for the disk and the NIC.
+    # USB on the PIIX3 (slot 1), the VGA card and the balloon at their fixed slots, then
+    # the first slot after the fixed platform range for the disk and the NIC.
     first = max(addresses.CDROM_SLOTS) + 1
-    assert sorted(live.pci_slots) == [addresses.PIIX3_SLOT, addresses.BALLOON_SLOT, first,
-                                      first + 1]
+    assert sorted(live.pci_slots) == [addresses.PIIX3_SLOT, addresses.VIDEO_SLOT,
+                                      addresses.BALLOON_SLOT, first, first + 1]
 
 
 def test_running_out_of_pci_slots_is_a_clear_error() -> None:

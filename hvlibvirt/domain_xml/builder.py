@@ -184,9 +184,7 @@ def _devices(root: etree._Element, instance: Any, block_devices: Sequence[BlockD
         devs.append(graphics.vnc(instance, hvparams, options))
     if has_spice:
         devs.append(graphics.spice(instance, hvparams, options))
-    video = graphics.video(hvparams, has_spice, has_vnc or has_spice)
-    if video is not None:
-        devs.append(video)
+    devs.append(graphics.video(hvparams, has_spice))
     devs.extend(graphics.sound(hvparams, has_spice))
     agent = hvparams[C.HV_USE_GUEST_AGENT]
     vdagent = has_spice and hvparams[C.HV_KVM_SPICE_USE_VDAGENT]

@@ -148,13 +148,21 @@ def boots_from_cdrom(hvparams: Mapping[str, Any]) -> bool:
 
 
 def cdrom_type(number: int, hvparams: Mapping[str, Any]) -> str:
-    """The disk type cdrom ``number`` goes on: IDE for the cdrom the instance boots from,
-    else cdrom_disk_type (disk_type when that is empty), as Ganeti does."""
+    """The disk type cdrom ``number`` goes on (a key of CDROM_KINDS): IDE for the cdrom
+    the instance boots from, else cdrom_disk_type (disk_type when that is empty), as
+    Ganeti does. HypervisorError when that type has no cdrom device."""
     if number == 1 and boots_from_cdrom(hvparams):
         # A BIOS boots an ISO El Torito-style from an ATAPI drive only; Ganeti's
         # -boot d puts that cdrom on if=ide whatever cdrom_disk_type says.
         return C.HT_DISK_IDE
-    return hvparams[C.HV_KVM_CDROM_DISK_TYPE] or hvparams[C.HV_DISK_TYPE]
+    kind = hvparams[C.HV_KVM_CDROM_DISK_TYPE] or hvparams[C.HV_DISK_TYPE]
+    if kind not in CDROM_KINDS:
+        source = ("cdrom_disk_type" if hvparams[C.HV_KVM_CDROM_DISK_TYPE] else
+                  "disk_type, as cdrom_disk_type is empty")
+        raise HypervisorError(f"{CDROM_PARAMS[number - 1][1]} would be on {kind!r} (from "
+                              f"{source}), which has no cdrom device; cdroms use ide, "
+                              "paravirtual (a read-only virtio disk), scsi-cd or scsi-hd")
+    return kind
 
 
 def cdrom(number: int, image: str, cdrom_type: str, target: str) -> etree._Element:

@@ -94,9 +94,8 @@ def spice(instance: Any, hvparams: Mapping[str, Any], options: StartupOptions
     return elem
 
 
-def video(hvparams: Mapping[str, Any], has_spice: bool, has_graphics: bool
-          ) -> etree._Element | None:
-    """The video card: ``vga`` if set, qxl for SPICE, standard VGA for VNC, else none."""
+def video(hvparams: Mapping[str, Any], has_spice: bool) -> etree._Element:
+    """The video card: ``vga`` if set, else qxl for SPICE, else standard VGA."""
     wanted = hvparams[C.HV_VGA]
     if wanted:
         try:
@@ -106,10 +105,10 @@ def video(hvparams: Mapping[str, Any], has_spice: bool, has_graphics: bool
                                   f"{', '.join(sorted(VIDEO_MODELS))}") from None
     elif has_spice:
         model = "qxl"
-    elif has_graphics:
-        model = "vga"
     else:
-        return None
+        # Ganeti's QEMU keeps its default VGA card with or without VNC (no -nodefaults,
+        # and -display none only removes the display); libvirt adds none unless asked.
+        model = "vga"
     elem = etree.Element("video")
     etree.SubElement(elem, "model", type=model)
     if model != "none":
