@@ -10,6 +10,8 @@ PACKAGES=(
   # the real tier: a private libvirtd with the QEMU driver and a tiny Linux guest
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   busybox-static iproute2 util-linux kmod
+  # a bootable ISO of the lab guest, for booting from a cdrom (tests/lab/iso.py)
+  xorriso isolinux syslinux-common
   # the Ganeti cluster tier: Ganeti 3.0 nodes running hvlibvirt from its Debian package
   # (Debian's python3 with its libvirt, lxml and psutil), reached over ssh
   ganeti ganeti-haskell-3.0 openssh-server socat python3-libvirt python3-lxml python3-psutil
