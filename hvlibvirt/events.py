@@ -10,6 +10,7 @@ until a matching event or the deadline. Callbacks run in the event-loop thread t
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -20,6 +21,8 @@ from hvlibvirt import connection
 from hvlibvirt.errors import HypervisorError
 
 EventPredicate = Callable[[tuple[Any, ...]], bool]
+
+_ALIVE_POLL = 0.25  # seconds between checks that the connection can still bring events
 
 
 class DomainEventWaiter:
@@ -47,10 +50,22 @@ class DomainEventWaiter:
                 self._cond.notify_all()
 
     def wait(self, timeout: float) -> tuple[Any, ...] | None:
-        """The first matching event's details, or None after ``timeout`` seconds."""
+        """The first matching event's details; None after ``timeout`` seconds, or as
+        soon as the connection is dead (libvirtd died: no event can come over it)."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: bool(self._events), timeout)
+            while not self._events:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._alive():
+                    break
+                self._cond.wait(min(left, _ALIVE_POLL))
             return self._events[0] if self._events else None
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())  # local state, no round trip
+        except libvirt.libvirtError:
+            return False
 
     def close(self) -> None:
         if self._callback_id is not None:
