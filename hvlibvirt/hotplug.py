@@ -25,7 +25,7 @@ from lxml import etree
 
 from hvlibvirt import domains
 from hvlibvirt.domain_xml.parser import LiveDomain, domain_facts, parse_tree
-from hvlibvirt.errors import HotplugError
+from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.events import DomainEventWaiter
 
 log = logging.getLogger(__name__)
@@ -164,18 +164,56 @@ def forget(dom: libvirt.virDomain, alias: str) -> None:
         domains.write_metadata(dom, meta)
 
 
-def settle_pending(dom: libvirt.virDomain, live: LiveDomain) -> None:
-    """Finish removals the guest completed after we stopped waiting for them."""
+def settle(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain) -> None:
+    """Finish what earlier hotplugs left undone, so that each device of our metadata is
+    in the live XML, the persistent definition and the metadata, or in none of them
+    (called under the instance's hotplug lock, before each hot-add and hot-remove):
+
+    * not live any more: a removal the guest completed after we stopped waiting (a
+      pending one), or while libvirtd was down under the removal -> forgotten;
+    * live but not in the persistent definition: an add interrupted after its live
+      attach (libvirtd died; adds are recorded before they are attached, see
+      ``record``) -> added to the definition. Ganeti keeps a device whose hot-add failed
+      in its configuration, so the guest keeps it too.
+    """
     if live.meta is None:
         return
-    for alias in list(live.meta.pending_unplug):
-        if alias not in live.devices:
-            log.info("%s: the guest released %s after all", dom.name(), alias)
-            forget(dom, alias)
+    known = [alias for _kind, _uuid, alias in live.meta.devices]
+    try:
+        for alias in known:
+            if alias not in live.devices:
+                log.info("%s: %s was removed after all", dom.name(), alias)
+                forget(dom, alias)
+        if not dom.isPersistent():
+            return
+        defined = set(parse_tree(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                      .xpath("devices/*/alias/@name"))
+        for alias in known:
+            elem = device_element(root, alias)
+            if elem is not None and alias not in defined:
+                log.info("%s: completing the interrupted hot-add of %s", dom.name(), alias)
+                dom.attachDeviceFlags(etree.tostring(elem, encoding="unicode"), _CONFIG)
+    except (libvirt.libvirtError, HypervisorError) as err:
+        if isinstance(err, HotplugError):
+            raise
+        reason = err.get_error_message() if isinstance(err, libvirt.libvirtError) else err
+        raise HotplugError(f"Failed to settle the devices of {dom.name()}: {reason}"
+                           ) from err
+
+
+def unrecord(dom: libvirt.virDomain, alias: str) -> None:
+    """``forget`` a device whose hot-add failed, as far as libvirtd still answers (if it
+    died, the next hotplug call settles the device)."""
+    try:
+        forget(dom, alias)
+    except (HypervisorError, libvirt.libvirtError) as err:
+        log.warning("Forgetting %s on %s failed: %s", alias, dom.name(), err)
 
 
 def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None:
-    """Add a hot-added device to our metadata (live and persistent)."""
+    """Add a device to our metadata (live and persistent). KVM records a hot-add before
+    it attaches the device: the metadata is the only place that keeps the device's full
+    uuid, which ``settle`` needs to complete an add libvirtd's death interrupted."""
     meta = domains.read_metadata(dom)
     if meta is None:
         raise HotplugError(f"{dom.name()} has no hvlibvirt metadata")

@@ -375,7 +375,7 @@ class KVMHypervisor(BaseHypervisor):
             for attempt in range(self._SLOT_RETRIES):
                 dom, root, live, hvp = self._checked_target(instance, C.HOTPLUG_ACTION_ADD,
                                                             dev_type)
-                hotplug.settle_pending(dom, live)
+                hotplug.settle(dom, root, live)
                 if alias in live.devices:
                     pending = live.meta is not None and alias in live.meta.pending_unplug
                     raise HotplugError(f"{what}: already attached"
@@ -384,18 +384,22 @@ class KVMHypervisor(BaseHypervisor):
                 try:
                     elem, added_controller = self._hotplug_element(
                         dom, root, live, hvp, dev_type, device, extra, seq, what)
+                    # Recorded first: if libvirtd dies after the live attach, the next
+                    # hotplug call completes the add from the record (hotplug.settle).
+                    hotplug.record(dom, dev_type, device.uuid, alias)
                     hotplug.attach(dom, elem, what)
                 except libvirt.libvirtError as err:
                     self._undo_controller(dom, added_controller)
+                    hotplug.unrecord(dom, alias)
                     if hotplug.is_double_use(err) and attempt + 1 < self._SLOT_RETRIES:
                         continue  # another process took the slot: compute again
                     raise HotplugError(f"{what}: libvirt refused the device: "
                                        f"{err.get_error_message()}") from err
                 except HypervisorError as err:
                     self._undo_controller(dom, added_controller)
+                    hotplug.unrecord(dom, alias)
                     raise HotplugError(str(err)) from err
                 break
-            hotplug.record_or_undo(dom, dev_type, device.uuid, alias)
 
     def _hotplug_element(self, dom: libvirt.virDomain, root: etree._Element, live: Any,
                          hvp: Mapping[str, Any], dev_type: str, device: Any, extra: Any,
@@ -454,14 +458,18 @@ class KVMHypervisor(BaseHypervisor):
         what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
         self._conn(events=True)  # DEVICE_REMOVED
         with hotplug.instance_lock(self.uri, instance.name):
-            dom, _root, live, _hvp = self._checked_target(instance, C.HOTPLUG_ACTION_REMOVE,
-                                                          dev_type)
+            dom, root, live, _hvp = self._checked_target(instance, C.HOTPLUG_ACTION_REMOVE,
+                                                         dev_type)
             try:
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
             except HypervisorError as err:
                 raise HotplugError(str(err)) from None
+            hotplug.settle(dom, root, live)
             if alias not in live.devices:
-                hotplug.settle_pending(dom, live)
+                if live.meta is not None and alias in (d[2] for d in live.meta.devices):
+                    # Its removal was under way when libvirtd died, and it completed:
+                    # settle forgot it; the removal asked for is done.
+                    return {"alias": alias}
                 raise HotplugError(f"Cannot find {dev_type} with UUID {device.uuid} in "
                                    f"instance {instance.name}")
             where = {"alias": alias, **live.devices[alias].address}
