@@ -117,3 +117,40 @@ def test_other_exceptions_pass_through() -> None:
     with pytest.raises(KeyError):
         with connection.libvirt_errors("anything"):
             raise KeyError("x")
+
+
+class _RestartedUnderneath:
+    """A cached plain connection whose libvirtd restarted: it still says it is alive
+    (nothing told it), its next call fails, and then it knows."""
+
+    def __init__(self) -> None:
+        self.alive = True
+
+    def isAlive(self) -> bool:  # noqa: N802 - libvirt's name
+        return self.alive
+
+    def listAllDomains(self, _flags: int) -> list:  # noqa: N802
+        self.alive = False
+        raise libvirt.libvirtError("Cannot write data: Broken pipe")
+
+
+def test_call_asks_again_on_a_new_connection_when_the_cached_one_died() -> None:
+    connection.get(URI)
+    stale = _RestartedUnderneath()
+    with connection._lock:
+        connection._connections[URI] = stale  # type: ignore[assignment]
+    names = connection.call(URI, lambda conn: [d.name() for d in conn.listAllDomains(0)])
+    assert "test" in names
+    assert connection.get(URI) is not stale
+
+
+def test_call_does_not_repeat_what_a_live_connection_refused() -> None:
+    calls = []
+
+    def lookup(conn: libvirt.virConnect) -> libvirt.virDomain:
+        calls.append(conn)
+        return conn.lookupByName("no-such-domain-xyz")
+
+    with pytest.raises(libvirt.libvirtError, match="Domain not found"):
+        connection.call(URI, lookup)
+    assert len(calls) == 1

@@ -229,6 +229,17 @@ def crash(daemon: LibvirtDaemon, restart: bool = False) -> Callable[[], None]:
     return act
 
 
+def while_down(hv: KVMHypervisor, name: str) -> None:
+    """Calls while libvirtd is down fail with HypervisorError, or answer without it
+    where Ganeti needs an answer (GetNodeInfo's Linux facts, Verify's problem)."""
+    for call in (lambda: hv.GetInstanceInfo(name), hv.ListInstances, hv.GetAllInstancesInfo,
+                 lambda: hv.StopInstance(None, force=True, name=name)):
+        with pytest.raises(HypervisorError):
+            call()
+    assert C.HV_NODEINFO_KEY_VERSION not in hv.GetNodeInfo()
+    assert "libvirt" in (hv.Verify() or "")
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -516,6 +527,7 @@ def test_libvirtd_killed_during_a_live_migration(boot: Callable[..., Running],
     src.MigrateInstance("cluster", run.inst, lab_network.b.ip, True)
     assert wait_until(lambda: (src.GetMigrationStatus(run.inst).transferred_ram or 0) > 0, 60)
     fault.inject(crash(victim))
+    while_down(src if side == "source" else dst, name)
     victim.restart_libvirtd()
     # Ganeti polls until the job is no longer active; a poll that fails is a failure.
     deadline = time.monotonic() + 120
