@@ -294,7 +294,21 @@ class MigrationMethods:
         dom = self._owned(name)
         if dom is None:
             return new_migration_status(status=C.HV_MIGRATION_FAILED)
-        return status(dom)
+        result = status(dom)
+        if result.status == C.HV_MIGRATION_FAILED and self._left_for_target(dom, name):
+            result.status = C.HV_MIGRATION_COMPLETED
+        return result
+
+    def _left_for_target(self, dom: libvirt.virDomain, name: str) -> bool:
+        """Whether the guest, no longer running here, runs on the target our metadata
+        names: a libvirtd restarted since the migration ended keeps neither the job's
+        statistics nor why the domain is off, and "failed" would make Ganeti abort a
+        migration that happened (its guest then runs where Ganeti does not expect it)."""
+        with connection.libvirt_errors("check the migration's outcome", name):
+            if dom.isActive():
+                return False
+            meta = domains.read_metadata(dom)
+        return meta is not None and self._runs_on(meta.migration_target, name)
 
     def FinalizeMigrationSource(self, instance: Any, success: bool, live: bool) -> None:  # noqa: N802
         """Success: drop the source definition. Failure: make sure the instance runs

@@ -561,3 +561,33 @@ def test_libvirtd_killed_during_a_live_migration(boot: Callable[..., Running],
         console.close()
     gone(here, home, name)
     fault.survived(f"migration {status}, the guest runs on the {'target' if success else 'source'}")
+
+
+def test_source_libvirtd_restarted_before_the_completed_migration_is_polled(
+        boot: Callable[..., Running], libvirt_daemon_pair, lab_network: LabNetwork) -> None:
+    """The migration ends (the guest runs on the target), then the source's libvirtd is
+    killed and restarted before Ganeti's poll sees the end: the restarted daemon forgot
+    the job and why the domain is off, yet the status must still say completed."""
+    a, b = libvirt_daemon_pair
+    fault = Fault("source libvirtd killed+restarted between a migration's end and its poll")
+    run = boot("flt-mig-done", migration_port=8113)
+    run.serial.wait(READY, BOOT)
+    name = run.inst.name
+    src = KVMHypervisor(uri=a.uri, migration_uri=b.uri, serial_log_dir=run.hv.serial_log_dir)
+    dst = KVMHypervisor(uri=b.uri, migration_uri=a.uri, serial_log_dir=run.hv.serial_log_dir)
+    info = src.MigrationInfo(run.inst)
+    dst.AcceptInstance(run.inst, info, lab_network.b.ip)
+    src.MigrateInstance("cluster", run.inst, lab_network.b.ip, True)
+    assert wait_until(lambda: _where((a.uri, b.uri), name) == [b.uri]
+                      and seen(b.uri, name) is not None, 120)
+    fault.inject(crash(a, restart=True))
+    status = src.GetMigrationStatus(run.inst).status
+    assert status == C.HV_MIGRATION_COMPLETED, status
+    dst.FinalizeMigrationDst(run.inst, info, True)
+    src.FinalizeMigrationSource(run.inst, True, True)
+    assert _where((a.uri, b.uri), name) == [b.uri] and seen(a.uri, name) is None
+    found = consistent(dst, b, name)
+    assert found is not None and found.active
+    assert src.GetInstanceInfo(name) is None and name not in src.ListInstances()
+    gone(dst, b, name)
+    fault.survived()
