@@ -22,7 +22,7 @@ import libvirt
 from lxml import etree
 
 from hvlibvirt import config, connection, constants, domains, migration, node, params
-from hvlibvirt.domain_xml import identity, redacted, to_string
+from hvlibvirt.domain_xml import identity, inputs, redacted, to_string
 from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.events import DomainEventWaiter
@@ -187,9 +187,8 @@ class BaseHypervisor(migration.MigrationMethods):
 
     def _InstanceStartupMemory(self, instance: Any) -> int:  # noqa: N802
         """Start with as much as fits: between minmem and maxmem, capped by free memory."""
-        beparams = instance.beparams
-        free = self._free_memory(instance.hvparams)
-        return max(int(beparams["minmem"]), min(int(beparams["maxmem"]), free))
+        maxmem, minmem = inputs.beparam(instance, "maxmem"), inputs.beparam(instance, "minmem")
+        return max(minmem, min(maxmem, self._free_memory(instance.hvparams)))
 
     def _free_memory(self, hvparams: Mapping[str, Any]) -> int:
         """Free memory (MiB) as this hypervisor's GetNodeInfo reports it."""
@@ -529,7 +528,8 @@ class BaseHypervisor(migration.MigrationMethods):
     def BalloonInstanceMemory(self, instance: Any, mem: int) -> None:  # noqa: N802
         """Set the running instance's memory to ``mem`` MiB."""
         name = _require_name(getattr(instance, "name", None))
-        if isinstance(mem, bool) or not isinstance(mem, int) or mem <= 0:
+        if isinstance(mem, bool) or not isinstance(mem, int) or not \
+                0 < mem <= inputs.MAX_MEMORY_MIB:
             raise HypervisorError(f"Invalid memory size for {name}: {mem!r} (MiB expected)")
         dom = self._owned(name)
         if dom is None:

@@ -126,6 +126,9 @@ def vnc_listen(value: str, instance_name: str) -> Listen:
     return Listen(address=resolve_bind(value, C.HV_VNC_BIND_ADDRESS, 4))
 
 
+_PASSWORD_FILE_MAX = 4096  # characters
+
+
 def read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
     """The single line of a password file; its content never appears in errors or logs."""
     path = hvparams[param]
@@ -133,11 +136,12 @@ def read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
         return None
     try:
         with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            # Bounded: a password is one short line, and the path may name anything.
+            lines = f.read(_PASSWORD_FILE_MAX + 1).splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise HypervisorError(f"Parameter '{param}': cannot read {path}: "
                               f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
-    if len(lines) != 1 or not lines[0]:
+    if len(lines) != 1 or not lines[0] or len(lines[0]) > _PASSWORD_FILE_MAX:
         raise HypervisorError(f"Parameter '{param}': {path} must hold exactly one non-empty "
                               "line (the password)")
     if identity.has_control_characters(lines[0]):

@@ -178,7 +178,7 @@ def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -
     """
     if not isinstance(hvparams, Mapping):
         raise HypervisorError(f"hvparams must be a dict, not {type(hvparams).__name__}")
-    for key in sorted(set(hvparams) - set(parameters)):
+    for key in sorted(set(hvparams) - set(parameters), key=repr):
         raise HypervisorError(f"Parameter '{key}' is not supported")
     for key in sorted(set(parameters) - set(hvparams)):
         raise HypervisorError(f"Parameter '{key}' is missing")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from hvlibvirt import constants as C, params as P
 from hvlibvirt.domain_xml import cpu, graphics, hostdevs
 from hvlibvirt.params import HvParam
 
-_BLOCKDEV_PREFIX = re.compile(r"^[a-z]{1,4}$")
+_BLOCKDEV_PREFIXES = ("xvd", "sd", "hd")  # docs/misc/vbd-interface in Xen's tree
 _HVMLOADER = "hvmloader"
 
 
@@ -61,9 +60,10 @@ _CPU_CAP = HvParam(P.OPT_NONNEGATIVE_INT_CHECK,
 _BLOCKDEV = HvParam(P.NO_CHECK,
                     xml="<disk><target dev='<prefix><letter>'> (at most 26 disks, like "
                         "Ganeti)",
-                    **P.refused("anything but 1-4 lower-case letters",
-                                "a guest device name prefix is 1-4 lower-case letters "
-                                "(sd, xvd, hd)", lambda v: not _BLOCKDEV_PREFIX.match(v)),
+                    **P.refused("anything but xvd, sd or hd",
+                                "Xen's virtual block device protocol names disks xvd*, "
+                                "sd* or hd* only (libvirt refuses other names)",
+                                lambda v: v not in _BLOCKDEV_PREFIXES),
                     example={C.HV_BLOCKDEV_PREFIX: "xvd"})
 _VIF_SCRIPT = HvParam(P.OPT_FILE_CHECK,
                       xml="<interface><script path=...> on every NIC (libxl runs it on the "
@@ -74,7 +74,9 @@ _VIF_SCRIPT = HvParam(P.OPT_FILE_CHECK,
 def _weight(upper: int) -> HvParam:
     return HvParam(_weight_check(upper),
                    xml="<cputune><shares> (libxl's credit scheduler weight)",
-                   example={C.HV_CPU_WEIGHT: 512})
+                   example={C.HV_CPU_WEIGHT: 512},
+                   **P.refused("1", "libvirt's <shares> starts at 2 (use 2: the credit "
+                               "scheduler's default weight is 256)", lambda v: v == 1))
 
 
 XEN_PVM_PARAMS: dict[str, HvParam] = {

@@ -36,6 +36,8 @@ REFUSED_SAMPLES = {
     (C.HT_XEN_PVM, C.HV_XEN_CPUID): "host,aes=1",
     (C.HT_XEN_PVM, C.HV_SOUNDHW): "hda",
     (C.HT_XEN_PVM, C.HV_BLOCKDEV_PREFIX): "s d",
+    (C.HT_XEN_PVM, C.HV_CPU_WEIGHT): 1,
+    (C.HT_XEN_HVM, C.HV_CPU_WEIGHT): 1,
     (C.HT_XEN_HVM, C.HV_BLOCKDEV_PREFIX): "HD",
     (C.HT_XEN_HVM, C.HV_PAE): False,
     (C.HT_XEN_HVM, C.HV_VIRIDIAN): True,

@@ -16,30 +16,12 @@ from lxml import etree
 
 from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import (addresses, channels, controllers, cpu, disks, graphics,
-                                  identity, metadata, nics)
+                                  identity, inputs, metadata, nics)
+from hvlibvirt.domain_xml.inputs import BlockDevice
 from hvlibvirt.domain_xml.options import StartupOptions
 from hvlibvirt.errors import HypervisorError
 
-BlockDevice = tuple[Any, str | None, str | None]  # (disk, link_name, drive_uri)
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-
-
-def block_device(entry: Any, index: int) -> BlockDevice:
-    """``block_devices[index]`` as Ganeti's (disk, link_name, drive_uri) triple."""
-    try:
-        disk_obj, link_name, drive_uri = entry
-    except (TypeError, ValueError):
-        raise HypervisorError(f"Invalid block_devices[{index}]: expected (disk, "
-                              "link_name, drive_uri)") from None
-    return disk_obj, link_name, drive_uri
-
-
-def _positive_int(beparams: Mapping[str, Any], key: str, name: str) -> int:
-    value = beparams.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise HypervisorError(f"Invalid beparams {key} of instance {name}: {value!r} "
-                              "(a positive integer is expected)")
-    return value
 
 
 def _os(root: etree._Element, hvparams: Mapping[str, Any], options: StartupOptions) -> None:
@@ -135,8 +117,8 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
     for cd in on_ide:
         add_cdrom(*cd)
     _, bus, prefix = disks.DISK_KINDS[hvparams[C.HV_DISK_TYPE]]
-    for index, entry in enumerate(block_devices):
-        disk_obj, link_name, drive_uri = block_device(entry, index)
+    for index, (disk_obj, link_name, drive_uri) in enumerate(
+            inputs.block_devices(block_devices)):
         elem = disks.disk(disk_obj, link_name, drive_uri, index, hvparams, layout.target(prefix))
         layout.place(elem, bus, f"disk {index}")
         devs.append(elem)
@@ -167,7 +149,7 @@ def _devices(root: etree._Element, instance: Any, block_devices: Sequence[BlockD
             options.target.emulator, "kvm_path")
     layout = _Layout(hvparams)
     first, identity_list = _storage(devs, block_devices, hvparams, layout)
-    for index, nic in enumerate(getattr(instance, "nics", None) or []):
+    for index, nic in enumerate(inputs.nic_list(instance)):
         elem = nics.interface(nic, index, hvparams, options.linux_bridge_vlans)
         addresses.pci(elem, layout.pci.take(f"NIC {index}"))
         devs.append(elem)
@@ -239,9 +221,7 @@ def domain_head(instance: Any, options: StartupOptions,
     with. Returns (root, metadata element, vcpus)."""
     name = identity.instance_name(getattr(instance, "name", None))
     uuid = identity.instance_uuid(getattr(instance, "uuid", None))
-    beparams = getattr(instance, "beparams", None) or {}
-    maxmem = _positive_int(beparams, "maxmem", name)
-    vcpus = _positive_int(beparams, "vcpus", name)
+    maxmem, vcpus = inputs.beparam(instance, "maxmem"), inputs.beparam(instance, "vcpus")
     root = etree.Element("domain", type=options.target.domain_type, nsmap=nsmap)
     etree.SubElement(root, "name").text = name
     etree.SubElement(root, "uuid").text = uuid

@@ -15,6 +15,9 @@ _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FEATURE = re.compile(r"^([+-]?)([A-Za-z0-9_.-]+)(?:=(on|off|true|false))?$")
 
 
+MAX_HOST_CPUS = 16384  # libvirt's VIR_DOMAIN_CPUMASK_LEN: a cpuset cannot name more
+
+
 def _cpuset(cpus: list[int]) -> str:
     return ",".join(str(c) for c in cpus)
 
@@ -32,6 +35,10 @@ def vcpu_pins(mask: str, vcpus: int) -> list[tuple[int, str]]:
         raise HypervisorError(f"Invalid cpu_mask {mask!r}: {err}") from None
     if not entries or entries == [list(C.CPU_PINNING_OFF)]:
         return []
+    highest = max((cpu for cpus in entries for cpu in cpus), default=0)
+    if highest >= MAX_HOST_CPUS:
+        raise HypervisorError(f"Invalid cpu_mask {mask[:40]!r}: CPU {highest} is beyond "
+                              f"libvirt's {MAX_HOST_CPUS} host CPUs")
     if len(entries) == 1:
         return [(index, _cpuset(entries[0])) for index in range(vcpus)]
     if len(entries) != vcpus:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 
 from hvlibvirt import constants as C
-from hvlibvirt.domain_xml import addresses, identity
+from hvlibvirt.domain_xml import addresses, identity, inputs
 from hvlibvirt.errors import HypervisorError
 
 # Ganeti disk_type -> (libvirt device, bus, guest name prefix)
@@ -89,13 +89,11 @@ def _network_source(elem: etree._Element, uri: str, what: str) -> None:
 
 def _template_and_mode(disk_obj: Any, what: str) -> tuple[str, str]:
     """The disk's template (one with storage) and access mode, or HypervisorError."""
-    template = getattr(disk_obj, "dev_type", None)
-    if template not in C.DISK_TEMPLATES or template == C.DT_DISKLESS:
-        raise HypervisorError(f"Invalid dev_type of {what}: {template!r} is not a disk "
-                              "template that has storage")
-    mode = getattr(disk_obj, "mode", C.DISK_RDWR)
-    if mode not in C.DISK_ACCESS_SET:
-        raise HypervisorError(f"Invalid mode of {what}: {mode!r} (expected rw or ro)")
+    with_storage = set(C.DISK_TEMPLATES) - {C.DT_DISKLESS}
+    template = inputs.one_of(getattr(disk_obj, "dev_type", None), with_storage,
+                             f"dev_type of {what}", "not a disk template that has storage")
+    mode = inputs.one_of(getattr(disk_obj, "mode", C.DISK_RDWR), C.DISK_ACCESS_SET,
+                         f"mode of {what}", "expected rw or ro")
     return template, mode
 
 
@@ -110,7 +108,7 @@ def disk(disk_obj: Any, link_name: str | None, drive_uri: str | None, index: int
     if bus == "ide" and mode == C.DISK_RDONLY:
         raise HypervisorError(f"{what} is read-only, which IDE hard disks cannot be "
                               "(use disk_type paravirtual or scsi-hd)")
-    params = getattr(disk_obj, "params", None) or {}
+    params = inputs.disk_params(disk_obj, what)
     userspace = params.get(C.LDP_ACCESS) == C.DISK_USERSPACE and drive_uri
     elem = etree.Element("disk", type="block", device=device)  # type settled below
     # Shared storage must not be cached on the host, or a migration can corrupt it

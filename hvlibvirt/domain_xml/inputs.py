@@ -14,6 +14,11 @@ from typing import Any
 from hvlibvirt.errors import HypervisorError
 
 BlockDevice = tuple[Any, "str | None", "str | None"]
+# libvirt's own ceiling (QEMU/KVM's and Xen's are lower and reported by libvirt); a
+# larger count would only make the builders write one pin per vCPU for nothing.
+MAX_VCPUS = 4096
+# libvirt keeps memory in bytes in a signed 64-bit integer (QEMU does too): 2**63 bytes.
+MAX_MEMORY_MIB = 2**43 - 1
 
 
 def beparam(instance: Any, key: str) -> int:
@@ -28,6 +33,10 @@ def beparam(instance: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise HypervisorError(f"Invalid beparams {key} of instance {name}: {value!r} "
                               "(a positive integer is expected)")
+    upper = MAX_VCPUS if key == "vcpus" else MAX_MEMORY_MIB
+    if value > upper:
+        raise HypervisorError(f"Invalid beparams {key} of instance {name}: {value} (at most "
+                              f"{upper})")
     return value
 
 

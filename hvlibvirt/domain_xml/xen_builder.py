@@ -106,6 +106,9 @@ def _disk_targets(prefix: str, count: int, reserved: set[str]) -> list[str]:
 def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
              hvparams: Mapping[str, Any], hvm: bool) -> list[tuple[str, str, str]]:
     prefix = identity.plain_text(hvparams[C.HV_BLOCKDEV_PREFIX], "blockdev_prefix")
+    if not prefix:
+        raise HypervisorError("Invalid blockdev_prefix '': Xen disks need a name prefix "
+                              "(xvd, sd or hd)")
     cdrom = hvm and hvparams[C.HV_CDROM_IMAGE_PATH]
     bus = "xen" if not hvm or hvparams[C.HV_DISK_TYPE] == C.HT_DISK_PARAVIRTUAL else "ide"
     entries = inputs.block_devices(block_devices)
