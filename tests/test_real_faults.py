@@ -433,14 +433,20 @@ def test_libvirtd_killed_during_hot_add_and_hot_del(boot: Callable[..., Running]
           lambda: delete.inject(crash(libvirt_daemon)),
           when=lambda _dom, _alias, flags=0: flags == _LIVE)
     mark = run.serial.mark()
-    with pytest.raises(HotplugError):
+    try:  # fails, unless the guest was quicker than the kill (TCG's guests never are)
         run.hv.HotDelDevice(run.inst, DISK, first, extra, 1)
+        outcome = "HotDelDevice succeeded"
+    except HotplugError:
+        outcome = ""
     monkeypatch.undo()
     libvirt_daemon.restart_libvirtd()
     run.serial.wait_dev(lambda d: len([b for b in d["blk"] if b.startswith("vd")]) == 2, 30,
                         mark)
-    # Asked again, the removal is done (the guest released it meanwhile).
-    assert run.hv.HotDelDevice(run.inst, DISK, first, extra, 1)["alias"] == _alias(first.uuid)
+    if not outcome:
+        # Asked again, the removal is done (the guest released it meanwhile).
+        where = run.hv.HotDelDevice(run.inst, DISK, first, extra, 1)
+        assert where["alias"] == _alias(first.uuid)
+        outcome = "HotDelDevice failed; asked again, it reports the removal done"
     found = consistent(run.hv, libvirt_daemon, name)
     assert _alias(first.uuid) not in found.live and found.disks == 2
     guest_agrees(run, found)
@@ -451,7 +457,7 @@ def test_libvirtd_killed_during_hot_add_and_hot_del(boot: Callable[..., Running]
     assert found.disks == 1
     guest_agrees(run, found, mark)
     gone(run.hv, libvirt_daemon, name)
-    delete.survived()
+    delete.survived(outcome)
 
 
 def test_guest_ignores_an_unplug_and_libvirtd_dies_meanwhile(
