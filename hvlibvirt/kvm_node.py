@@ -83,7 +83,7 @@ def is_interface(name: str) -> bool:
 def live_graphics(uri: str, name: str) -> dict[str, tuple[str | None, int]]:
     """kind -> (listen address, port) of the running domain, if this node has it."""
     try:
-        dom = connection.get(uri).lookupByName(name)
+        dom = connection.call(uri, lambda conn: conn.lookupByName(name))
         root = etree.fromstring(dom.XMLDesc(0).encode())
     except (HypervisorError, libvirt.libvirtError):
         return {}
