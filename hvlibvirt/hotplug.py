@@ -6,7 +6,9 @@ libvirt owns the QEMU monitor; this module owns the rest:
   XML, so two concurrent adds could otherwise pick the same one), and a retry when
   another process took the slot first (libvirt refuses a double-used PCI address);
 * every add is confirmed by reading the live XML back, and undone if any later step
-  (the persistent definition, our metadata) fails - nothing is half-applied;
+  (the persistent definition, our metadata) fails - nothing is half-applied; what
+  libvirtd's death leaves half-done (no undo can reach it then) ``settle`` finishes at
+  the next hot-add or hot-remove;
 * a removal waits for libvirt's DEVICE_REMOVED event (registered before the request),
   with a bounded timeout. A guest that never releases the device leaves it "pending" in
   our metadata: a later removal does not send the request again (QEMU refuses one that
