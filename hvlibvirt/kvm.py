@@ -413,9 +413,9 @@ class KVMHypervisor(BaseHypervisor):
             addresses.pci(elem, slots.take(what))
             return elem, None
         try:
-            link_name, drive_uri = extra
-        except (TypeError, ValueError):
-            raise HotplugError(f"{what}: extra must be (link_name, drive_uri)") from None
+            link_name, drive_uri = inputs.disk_extra(extra, what)
+        except HypervisorError as err:
+            raise HotplugError(str(err)) from None
         _device, bus, prefix = disks.DISK_KINDS[hvp[C.HV_DISK_TYPE]]
         used_targets = set(root.xpath("devices/disk/target/@dev"))
         target = next(t for t in (identity.target_name(prefix, i) for i in range(1024))

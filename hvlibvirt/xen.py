@@ -24,7 +24,7 @@ from lxml import etree
 
 from hvlibvirt import connection, constants as C, helper_command, hotplug, kvm_node, params as P
 from hvlibvirt.base import BaseHypervisor
-from hvlibvirt.domain_xml import Listen, StartupOptions, disks, nics
+from hvlibvirt.domain_xml import Listen, StartupOptions, disks, inputs, nics
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.domain_xml.options import GuestTarget
 from hvlibvirt.domain_xml.xen_builder import (HVM_MACHINE, PV_MACHINE, build_xen_domain,
@@ -311,9 +311,9 @@ class XenHypervisor(BaseHypervisor):
             return nics.xen_interface(device, seq, nics.XEN_PV_MODEL,
                                       hvparams.get(C.HV_VIF_SCRIPT) or None)
         try:
-            link_name, _drive_uri = extra
-        except (TypeError, ValueError):
-            raise HotplugError(f"{what}: extra must be (link_name, drive_uri)") from None
+            link_name, _drive_uri = inputs.disk_extra(extra, what)
+        except HypervisorError as err:
+            raise HotplugError(str(err)) from None
         used = set(root.xpath("devices/disk/target/@dev"))
         free = disk_names(hvparams[C.HV_BLOCKDEV_PREFIX], used)  # an HVM cdrom's hdc too
         if not free:

@@ -75,6 +75,14 @@ def block_devices(value: Any) -> list[BlockDevice]:
     return result
 
 
+def disk_extra(value: Any, what: str) -> tuple[Any, Any]:
+    """A disk hot-add's ``extra``: Ganeti's (link_name, drive_uri) pair (a two-letter
+    string would unpack too, so the shape is checked, not just unpacked)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise HypervisorError(f"{what}: extra must be (link_name, drive_uri), not {value!r}")
+    return value[0], value[1]
+
+
 def disk_params(disk_obj: Any, what: str) -> Mapping[str, Any]:
     """The params dict of the disk ``what`` names (missing means none)."""
     values = getattr(disk_obj, "params", None)
