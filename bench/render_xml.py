@@ -2,13 +2,16 @@
 
 Run: .venv/bin/python bench/render_xml.py [seconds]
 
-Prints renders per second (build_domain + to_string) and the mean time per render, and
-for comparison the cost of parsing the result and validating it against libvirt's
-RelaxNG schema (/usr/share/libvirt/schemas/domain.rng). Prints figures, asserts nothing.
+Prints renders per second (build_domain + to_string) and the mean time per render; the
+floors any lxml render of the same document has (the same elements made by bare lxml
+calls, a copy of the finished tree, serialisation alone); and for comparison the cost of
+parsing the result and validating it against libvirt's RelaxNG schema
+(/usr/share/libvirt/schemas/domain.rng). Prints figures, asserts nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections.abc import Callable
@@ -59,6 +62,51 @@ def measure(fn: Callable[[], object], seconds: float) -> tuple[int, float]:
             return calls, now - start
 
 
+def replay(template: etree._Element) -> Callable[[], str]:
+    """A function that makes the same document with bare lxml calls and no logic at all:
+    one SubElement per element with its attributes and text, then to_string. What any
+    lxml builder of this document must at least spend."""
+    steps = []  # (parent index, tag, attributes, text, nsmap)
+    index = {}
+    for elem in template.iter():
+        if not isinstance(elem.tag, str):
+            continue
+        parent = elem.getparent()
+        text = elem.text  # the builders add no whitespace: None, "" or content
+        steps.append((index.get(parent), elem.tag, dict(elem.attrib), text,
+                      elem.nsmap if parent is None or elem.nsmap != parent.nsmap else None))
+        index[elem] = len(steps) - 1
+
+    def build() -> str:
+        made: list[etree._Element] = []
+        for parent, tag, attrib, text, nsmap in steps:
+            elem = (etree.Element(tag, attrib, nsmap=nsmap) if parent is None
+                    else etree.SubElement(made[parent], tag, attrib, nsmap=nsmap))
+            if text is not None:
+                elem.text = text
+            made.append(elem)
+        return to_string(made[0])
+    return build
+
+
+def floor(template: etree._Element, seconds: float) -> None:
+    """Print the bare-lxml floor of this document next to the render's figure."""
+    xml = to_string(template)
+    elements = sum(1 for e in template.iter() if isinstance(e.tag, str))
+    attributes = sum(len(e.attrib) for e in template.iter() if isinstance(e.tag, str))
+    build = replay(template)
+    assert build() == xml, "the replay must make the same document"
+    calls, elapsed = measure(build, seconds)
+    print(f"floor: the same {elements} elements / {attributes} attributes made by bare lxml "
+          f"calls + to_string: {calls / elapsed:8.0f}/s, mean {elapsed / calls * 1e6:8.1f} us")
+    copy_calls, copy_elapsed = measure(lambda: to_string(copy.deepcopy(template)), seconds / 2)
+    print(f"       a copy of the finished tree + to_string (no building at all): "
+          f"{copy_calls / copy_elapsed:8.0f}/s, mean {copy_elapsed / copy_calls * 1e6:8.1f} us")
+    serialise_calls, serialise_elapsed = measure(lambda: to_string(template), seconds / 3)
+    print(f"       to_string alone: {serialise_calls / serialise_elapsed:8.0f}/s, mean "
+          f"{serialise_elapsed / serialise_calls * 1e6:8.1f} us")
+
+
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 3.0
     inst, block, hvparams, options = instance()
@@ -73,6 +121,7 @@ def main() -> None:
     calls, elapsed = measure(render, seconds)
     print(f"render (build_domain + to_string): {calls / elapsed:10.0f} renders/s, "
           f"mean {elapsed / calls * 1e6:8.1f} us/render ({calls} renders in {elapsed:.2f} s)")
+    floor(build_domain(inst, block, hvparams, options), seconds)
 
     t0 = time.perf_counter()
     relaxng = etree.RelaxNG(etree.parse(SCHEMA))

@@ -65,8 +65,7 @@ def _decode(vtype: str, text: str) -> Any:
 
 def build(meta: InstanceMetadata) -> etree._Element:
     """Return the ``<hvl:instance>`` element (to be placed inside ``<metadata>``)."""
-    root = copy.deepcopy(_hvparams_element(
-        tuple((name, *_encode(meta.hvparams[name])) for name in sorted(meta.hvparams))))
+    root = copy.deepcopy(_hvparams_element(meta.hvparams))
     root.set("uuid", meta.instance_uuid)
     root.set("hypervisor", meta.hypervisor)
     if meta.stop_requested:
@@ -81,15 +80,20 @@ def build(meta: InstanceMetadata) -> etree._Element:
     return root
 
 
-_HVPARAMS: dict[tuple[tuple[str, str, str], ...], etree._Element] = {}
+_HVPARAMS: dict[tuple[tuple[str, type, Any], ...], etree._Element] = {}
 
 
-def _hvparams_element(encoded: tuple[tuple[str, str, str], ...]) -> etree._Element:
-    """``<hvl:instance><hvl:hvparams>`` for (name, type, text) triples, remembered: the
-    instances of a cluster mostly share their hvparams, and some seventy SubElement
-    calls were a third of a domain's render time (a copy is a tenth of that)."""
-    skeleton = _HVPARAMS.get(encoded)
+def _hvparams_element(hvparams: dict[str, Any]) -> etree._Element:
+    """``<hvl:instance><hvl:hvparams>`` for ``hvparams``, remembered: the instances of a
+    cluster mostly share their hvparams, and some seventy SubElement calls were a third
+    of a domain's render time (a copy is a tenth of that)."""
+    try:  # the key is made in C; the type tells True from 1
+        key = tuple(sorted((name, type(value), value) for name, value in hvparams.items()))
+        skeleton = _HVPARAMS.get(key)
+    except TypeError:  # an unhashable value: not remembered
+        key, skeleton = None, None
     if skeleton is None:
+        encoded = tuple((name, *_encode(hvparams[name])) for name in sorted(hvparams))
         skeleton = etree.Element(_q("instance"), nsmap=_NSMAP)
         params = etree.SubElement(skeleton, _q("hvparams"))
         for name, vtype, text in encoded:
@@ -98,9 +102,10 @@ def _hvparams_element(encoded: tuple[tuple[str, str, str], ...]) -> etree._Eleme
             except ValueError:
                 raise HypervisorError(f"Invalid {name}: {text!r} has characters XML "
                                       "cannot hold") from None
-        if len(_HVPARAMS) >= 64:
-            _HVPARAMS.clear()
-        _HVPARAMS[encoded] = skeleton
+        if key is not None:
+            if len(_HVPARAMS) >= 64:
+                _HVPARAMS.clear()
+            _HVPARAMS[key] = skeleton
     return skeleton
 
 
