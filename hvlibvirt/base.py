@@ -312,10 +312,11 @@ class BaseHypervisor(migration.MigrationMethods):
 
     @staticmethod
     def _mark_stop_requested(dom: libvirt.virDomain) -> None:
-        meta = domains.read_metadata(dom)
-        if meta is not None and not meta.stop_requested:
-            meta.stop_requested = True
-            domains.write_metadata(dom, meta)
+        def mark(meta: domains.InstanceMetadata) -> bool:
+            changed, meta.stop_requested = not meta.stop_requested, True
+            return changed
+
+        domains.update_metadata(dom, mark)
 
     @staticmethod
     def _destroy(dom: libvirt.virDomain) -> None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import libvirt
 
-from hvlibvirt import constants
+from hvlibvirt import constants, locks
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.errors import HypervisorError
 
 log = logging.getLogger(__name__)
 
 InstanceInfo = tuple[str, int, int, int, int, float]
+InstanceMetadata = metadata.InstanceMetadata
 SHUTDOWN_INFO_ID = -1
 
 _ACTIVE_STATES = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED,
@@ -66,6 +68,19 @@ def write_metadata(dom: libvirt.virDomain, meta: metadata.InstanceMetadata) -> N
         raise HypervisorError(f"Failed to update metadata of {dom.name()}: {err}") from err
 
 
+def update_metadata(dom: libvirt.virDomain, change: Callable[[InstanceMetadata], bool]
+                    ) -> InstanceMetadata | None:
+    """Read, ``change`` (in place; it returns whether to write) and write back our
+    metadata under the instance's ``meta`` lock: other processes of the node update it
+    too, and a write replaces the whole element. None if the domain has none."""
+    # The URI as libvirt formats it (no round trip), so that every caller keys alike.
+    with locks.hold(dom.connect().getURI(), dom.name(), "meta"):
+        meta = read_metadata(dom)
+        if meta is not None and change(meta):
+            write_metadata(dom, meta)
+        return meta
+
+
 def is_ours(uri: str, dom: libvirt.virDomain) -> bool:
     """Whether ``dom`` was created by this library: it carries our metadata element.
 
@@ -78,7 +93,19 @@ def is_ours(uri: str, dom: libvirt.virDomain) -> bool:
     with _owned_lock:
         known = _owned.get(key)
     if known is None:
-        known = _metadata_xml(dom) is not None
+        try:
+            dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE,
+                         libvirt.VIR_DOMAIN_AFFECT_CURRENT)
+            known = True
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                # Gone since it was listed: remember nothing, the uuid may come back
+                # (an instance is redefined under its uuid at every start).
+                return False
+            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                raise HypervisorError(f"Failed to read metadata of {dom.name()}: "
+                                      f"{err}") from err
+            known = False
         with _owned_lock:
             _owned[key] = known
     return known
@@ -95,12 +122,20 @@ def is_active_state(state: int) -> bool:
     return state in _ACTIVE_STATES
 
 
-def info_tuple(dom: libvirt.virDomain, info: list[int]) -> InstanceInfo:
+def info_tuple(dom: libvirt.virDomain, info: list[int]) -> InstanceInfo | None:
     """Ganeti's ``(name, id, memory MiB, vcpus, RUNNING, cpu seconds)`` from
     ``virDomainGetInfo``, whose memory figure libvirt keeps current from balloon
-    events without asking QEMU (the bulk statistics API asks QEMU, ~2 ms a domain)."""
+    events without asking QEMU (the bulk statistics API asks QEMU, ~2 ms a domain).
+    None if the domain stopped meanwhile."""
     _state, _maxmem, mem_kib, vcpus, cpu_ns = info
-    return (dom.name(), dom.ID(), mem_kib // 1024, vcpus, constants.HV_STATE_RUNNING,
+    dom_id = dom.ID()
+    if dom_id < 0:
+        # The handle is older than the start (listed or looked up while the domain was
+        # defined but not yet running) and carries the id of then: ask again.
+        dom_id = dom.connect().lookupByUUID(dom.UUID()).ID()
+        if dom_id < 0:
+            return None
+    return (dom.name(), dom_id, mem_kib // 1024, vcpus, constants.HV_STATE_RUNNING,
             cpu_ns / 1e9)
 
 

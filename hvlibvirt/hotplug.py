@@ -2,9 +2,12 @@
 
 libvirt owns the QEMU monitor; this module owns the rest:
 
-* one hotplug at a time per instance in this process (slots are computed from the live
-  XML, so two concurrent adds could otherwise pick the same one), and a retry when
-  another process took the slot first (libvirt refuses a double-used PCI address);
+* one hotplug at a time per instance on this node, across threads and processes
+  (``hvlibvirt.locks``: noded runs each RPC in its own process, and slots, disk targets
+  and our metadata are read from the domain, then written), and a retry should
+  something else take the slot first (libvirt refuses a double-used PCI address);
+  every change to our metadata is one locked read-modify-write
+  (``domains.update_metadata``);
 * every add is confirmed by reading the live XML back, and undone if any later step
   (the persistent definition, our metadata) fails - nothing is half-applied; what
   libvirtd's death leaves half-done (no undo can reach it then) ``settle`` finishes at
@@ -18,14 +21,13 @@ libvirt owns the QEMU monitor; this module owns the rest:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import libvirt
 from lxml import etree
 
-from hvlibvirt import domains
+from hvlibvirt import domains, locks
 from hvlibvirt.domain_xml.parser import LiveDomain, domain_facts, parse_tree
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.events import DomainEventWaiter
@@ -35,16 +37,11 @@ log = logging.getLogger(__name__)
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 
-_locks_guard = threading.Lock()
-_locks: dict[tuple[str, str], threading.Lock] = {}
-
-
 @contextmanager
 def instance_lock(uri: str, name: str) -> Iterator[None]:
-    """Serialise hotplug operations on one instance within this process."""
-    with _locks_guard:
-        lock = _locks.setdefault((uri, name), threading.Lock())
-    with lock:
+    """Serialise hotplug operations on one instance: across the threads and the
+    processes of this node (see ``hvlibvirt.locks``)."""
+    with locks.hold(uri, name, "hotplug", HotplugError):
         yield
 
 
@@ -141,8 +138,7 @@ def remove(dom: libvirt.virDomain, alias: str, timeout: float,
         gone = True  # removed between the wait and this check
     if not gone:
         if not pending and meta is not None:
-            meta.pending_unplug.append(alias)
-            domains.write_metadata(dom, meta)
+            domains.update_metadata(dom, lambda m: _add_pending(m, alias))
         raise HotplugError(f"{what}: the guest did not release the device within "
                            f"{timeout:.0f}s; its removal stays pending (the instance keeps "
                            "running, and the device's slot stays taken until the guest lets "
@@ -159,11 +155,19 @@ def forget(dom: libvirt.virDomain, alias: str) -> None:
             if err.get_error_code() != libvirt.VIR_ERR_DEVICE_MISSING:
                 log.warning("Removing %s from the definition of %s failed: %s", alias,
                             dom.name(), err)
-    meta = domains.read_metadata(dom)
-    if meta is not None:
+    def drop(meta: domains.InstanceMetadata) -> bool:
         meta.devices = [d for d in meta.devices if d[2] != alias]
         meta.pending_unplug = [a for a in meta.pending_unplug if a != alias]
-        domains.write_metadata(dom, meta)
+        return True
+
+    domains.update_metadata(dom, drop)
+
+
+def _add_pending(meta: domains.InstanceMetadata, alias: str) -> bool:
+    if alias in meta.pending_unplug:
+        return False
+    meta.pending_unplug.append(alias)
+    return True
 
 
 def settle(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain) -> None:
@@ -216,21 +220,24 @@ def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None
     """Add a device to our metadata (live and persistent). KVM records a hot-add before
     it attaches the device: the metadata is the only place that keeps the device's full
     uuid, which ``settle`` needs to complete an add libvirtd's death interrupted."""
-    meta = domains.read_metadata(dom)
-    if meta is None:
+    def add(meta: domains.InstanceMetadata) -> bool:
+        meta.devices = [d for d in meta.devices if d[2] != alias] + [(kind, dev_uuid, alias)]
+        return True
+
+    if domains.update_metadata(dom, add) is None:
         raise HotplugError(f"{dom.name()} has no hvlibvirt metadata")
-    meta.devices = [d for d in meta.devices if d[2] != alias] + [(kind, dev_uuid, alias)]
-    domains.write_metadata(dom, meta)
 
 
 def record_or_undo(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None:
     """``record`` a device just attached; if that fails, take the device away again."""
     try:
         record(dom, kind, dev_uuid, alias)
-    except HotplugError:
+    except HypervisorError as err:  # a metadata write or its lock failed
         detach_now(dom, alias)
         forget(dom, alias)
-        raise
+        if isinstance(err, HotplugError):
+            raise
+        raise HotplugError(str(err)) from err
 
 
 def device_element(root: etree._Element, alias: str) -> etree._Element | None:

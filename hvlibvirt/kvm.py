@@ -291,12 +291,13 @@ class KVMHypervisor(BaseHypervisor):
                 dom.updateDeviceFlags(etree.tostring(elem, encoding="unicode"),
                                       libvirt.VIR_DOMAIN_AFFECT_LIVE
                                       | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        meta = domains.read_metadata(dom)
-        if meta is not None:
+        def runtime_hvparams(meta: domains.InstanceMetadata) -> bool:
             for name, entry in KVM_PARAMS.items():
                 if entry.runtime:
                     meta.hvparams[name] = instance.hvparams.get(name)
-            domains.write_metadata(dom, meta)
+            return True
+
+        domains.update_metadata(dom, runtime_hvparams)
 
     # -- hotplug ---------------------------------------------------------------------
     #: seconds to wait for the guest to release a hot-removed device

@@ -197,6 +197,12 @@ def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")  # a host name or an IP address
 
 
+def _set_target(meta: domains.InstanceMetadata, target: str | None) -> bool:
+    """Record (or, with None, clear) where the instance migrates to; whether it changed."""
+    changed, meta.migration_target = meta.migration_target != target, target
+    return changed
+
+
 class MigrationMethods:
     """Ganeti's migration calls, as BaseHypervisor has them (it inherits these; they use
     its ``_conn``, ``_lookup``, ``_owned``, ``uri`` and ``GetNodeInfo``)."""
@@ -273,10 +279,7 @@ class MigrationMethods:
                 raise HypervisorError(f"Instance {name} is not running, cannot migrate")
         flags, params = self._migration_flags(instance.hvparams, target, bool(live))
         self._prepare_migration(dom, instance.hvparams)
-        meta = domains.read_metadata(dom)
-        if meta is not None:
-            meta.migration_target = target
-            domains.write_metadata(dom, meta)
+        domains.update_metadata(dom, lambda meta: _set_target(meta, target))
         start(self.uri, name, dest_uri, flags, params, dom)
 
     @staticmethod
@@ -337,8 +340,7 @@ class MigrationMethods:
             if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
                 dom.resume()
             if meta is not None and meta.migration_target:
-                meta.migration_target = None
-                domains.write_metadata(dom, meta)
+                domains.update_metadata(dom, lambda meta: _set_target(meta, None))
 
     @staticmethod
     def _abort_job(dom: libvirt.virDomain, timeout: float = 30.0) -> None:
@@ -372,10 +374,7 @@ class MigrationMethods:
                 if dom is None or not dom.isActive():
                     raise HypervisorError(f"Instance {name} does not run here after its "
                                           "migration")
-                meta = domains.read_metadata(dom)
-                if meta is not None and meta.migration_target:
-                    meta.migration_target = None
-                    domains.write_metadata(dom, meta)
+                domains.update_metadata(dom, lambda meta: _set_target(meta, None))
                 return
             if dom is None:
                 return

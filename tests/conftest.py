@@ -45,6 +45,27 @@ def pytest_configure(config: pytest.Config) -> None:
         "host it, failed instead when CI=true or HVLIBVIRT_REQUIRE_REAL=1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """hvlibvirt's per-instance lock files (hvlibvirt.locks) in this session's directory
+    instead of the host's /run/hvlibvirt (processes the tests fork inherit it). A lock
+    file outlives no hold: the directory must be empty at the end."""
+    import os
+
+    from hvlibvirt import locks
+
+    path = tmp_path_factory.mktemp("locks")
+    saved = os.environ.get(locks.DIR_ENV)
+    os.environ[locks.DIR_ENV] = str(path)
+    yield path
+    if saved is None:
+        del os.environ[locks.DIR_ENV]
+    else:
+        os.environ[locks.DIR_ENV] = saved
+    left = sorted(p.name for p in path.iterdir())
+    assert not left, f"lock files left behind: {left}"
+
+
 # ------------------------------------------------------------------------------ test driver
 
 @pytest.fixture(scope="session")

@@ -528,6 +528,12 @@ class FakeLibxlDomain:
     def name(self) -> str:
         return self.live.findtext("name")
 
+    def connect(self) -> FakeLibxlDomain:  # stands in for its connection (the lock key)
+        return self
+
+    def getURI(self) -> str:  # noqa: N802
+        return "xen:///system"
+
     def isActive(self) -> bool:  # noqa: N802
         return True
 

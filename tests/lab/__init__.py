@@ -14,6 +14,8 @@ What it provides (the pytest fixtures wrapping it live in tests/conftest.py):
 * ``serial``: ``SerialLog`` - read the console log and wait for patterns / device states.
 * ``domain``: ``guest_domain_xml`` - minimal direct-kernel-boot domain XML (TCG).
 * ``subreaper``: the PR_SET_CHILD_SUBREAPER launcher the daemons run under.
+* ``noded``: hypervisor calls each in its own child forked from a clean parent, as
+  Ganeti's node daemon makes them (the concurrency tests).
 * ``cluster``, ``cluster_node``, ``cluster_holder``: tier 5, a two-node Ganeti 3.0
   cluster (nodes in namespaces with overlayfs over /etc, /usr, /var, /root and /srv,
   sshd and libvirtd each, hvlibvirt installed from its .deb), ``standalone_cluster``
