@@ -155,6 +155,10 @@ def forget(dom: libvirt.virDomain, alias: str) -> None:
             if err.get_error_code() != libvirt.VIR_ERR_DEVICE_MISSING:
                 log.warning("Removing %s from the definition of %s failed: %s", alias,
                             dom.name(), err)
+    _drop_record(dom, alias)
+
+
+def _drop_record(dom: libvirt.virDomain, alias: str) -> None:
     def drop(meta: domains.InstanceMetadata) -> bool:
         meta.devices = [d for d in meta.devices if d[2] != alias]
         meta.pending_unplug = [a for a in meta.pending_unplug if a != alias]
@@ -208,10 +212,11 @@ def settle(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain) -> No
 
 
 def unrecord(dom: libvirt.virDomain, alias: str) -> None:
-    """``forget`` a device whose hot-add failed, as far as libvirtd still answers (if it
-    died, the next hotplug call settles the device)."""
+    """Drop the record of a device whose hot-add failed, as far as libvirtd still answers
+    (if it died, the next hotplug call settles the device). ``attach`` never leaves a
+    failed device in the persistent definition, so there is nothing to detach there."""
     try:
-        forget(dom, alias)
+        _drop_record(dom, alias)
     except (HypervisorError, libvirt.libvirtError) as err:
         log.warning("Forgetting %s on %s failed: %s", alias, dom.name(), err)
 
