@@ -152,8 +152,11 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
             if err.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
                 raise
             stats = {}  # not running (any more): the migration has ended
-        if stats.get("type") in _ACTIVE_JOBS:
-            state, reason = dom.state()
+        state, reason = dom.state()
+        # libvirt ends the job after the guest has left (its confirm phase): gone is done.
+        if stats.get("type") in _ACTIVE_JOBS and not (
+                state == libvirt.VIR_DOMAIN_SHUTOFF
+                and reason == libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED):
             postcopy = (state == libvirt.VIR_DOMAIN_PAUSED
                         and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)
             return new_migration_status(
@@ -162,7 +165,6 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
                 transferred_ram=stats.get("memory_processed"),
                 total_ram=stats.get("memory_total"))
         done = _completed_stats(dom)
-        state, reason = dom.state()
     except libvirt.libvirtError as err:
         raise HypervisorError(f"Failed to read the migration job of {dom.name()}: "
                               f"{err}") from err
