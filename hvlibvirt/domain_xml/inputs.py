@@ -40,12 +40,28 @@ def beparam(instance: Any, key: str) -> int:
     return value
 
 
+def _is_list(value: Any, length: int | None = None) -> bool:
+    """A list or tuple (of ``length`` items): a string is a sequence too, but not one."""
+    return (isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+            and (length is None or len(value) == length))
+
+
 def _sequence(value: Any, what: str) -> Sequence[Any]:
     if value is None:
         return ()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+    if not _is_list(value):
         raise HypervisorError(f"Invalid {what}: {value!r} (a list is expected)")
     return value
+
+
+def _optional_dict(obj: Any, attr: str, what: str) -> Mapping[str, Any]:
+    """``obj.attr`` if it is a dict, {} if it is missing or None."""
+    values = getattr(obj, attr, None)
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise HypervisorError(f"Invalid {attr} of {what}: {values!r} (a dict is expected)")
+    return values
 
 
 def nic_list(instance: Any) -> Sequence[Any]:
@@ -55,12 +71,7 @@ def nic_list(instance: Any) -> Sequence[Any]:
 
 def nicparams(nic: Any, what: str) -> Mapping[str, Any]:
     """The nicparams dict of the NIC ``what`` names (missing means Ganeti's defaults)."""
-    values = getattr(nic, "nicparams", None)
-    if values is None:
-        return {}
-    if not isinstance(values, Mapping):
-        raise HypervisorError(f"Invalid nicparams of {what}: {values!r} (a dict is expected)")
-    return values
+    return _optional_dict(nic, "nicparams", what)
 
 
 def block_devices(value: Any) -> list[BlockDevice]:
@@ -68,7 +79,7 @@ def block_devices(value: Any) -> list[BlockDevice]:
     entries = _sequence(value, "block_devices")
     result = []
     for index, entry in enumerate(entries):
-        if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 3:
+        if not _is_list(entry, 3):
             raise HypervisorError(f"Invalid block_devices[{index}]: expected (disk, "
                                   "link_name, drive_uri)")
         result.append((entry[0], entry[1], entry[2]))
@@ -78,19 +89,14 @@ def block_devices(value: Any) -> list[BlockDevice]:
 def disk_extra(value: Any, what: str) -> tuple[Any, Any]:
     """A disk hot-add's ``extra``: Ganeti's (link_name, drive_uri) pair (a two-letter
     string would unpack too, so the shape is checked, not just unpacked)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+    if not _is_list(value, 2):
         raise HypervisorError(f"{what}: extra must be (link_name, drive_uri), not {value!r}")
     return value[0], value[1]
 
 
 def disk_params(disk_obj: Any, what: str) -> Mapping[str, Any]:
     """The params dict of the disk ``what`` names (missing means none)."""
-    values = getattr(disk_obj, "params", None)
-    if values is None:
-        return {}
-    if not isinstance(values, Mapping):
-        raise HypervisorError(f"Invalid params of {what}: {values!r} (a dict is expected)")
-    return values
+    return _optional_dict(disk_obj, "params", what)
 
 
 def one_of(value: Any, allowed: Collection[str], what: str, expected: str) -> str:
