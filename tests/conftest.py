@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, NamedTuple
 
 import libvirt
 import pytest
@@ -25,7 +25,7 @@ import pytest
 from lab.daemon import (LabLeakError, LabNetwork, LibvirtDaemon, find_leftovers, host_mountpoints,
                         missing_prerequisites)
 from lab.guest import GuestImage, build_guest, default_cache_dir
-from lab import real_tier_required
+from lab import unavailable
 from lab.instances import Running
 
 if TYPE_CHECKING:
@@ -81,10 +81,7 @@ def real_tier() -> None:
     """Skip (or, in CI, fail) when this machine cannot host the real tier."""
     problems = missing_prerequisites()
     if problems:
-        reason = "real libvirt tier unavailable: " + "; ".join(problems)
-        if real_tier_required():
-            pytest.fail(reason + " (required because CI=true or HVLIBVIRT_REQUIRE_REAL=1)", pytrace=False)
-        pytest.skip(reason)
+        unavailable("real libvirt tier unavailable: " + "; ".join(problems))
 
 
 @pytest.fixture(scope="session")
@@ -218,9 +215,7 @@ def ganeti():
             (deb,) = work.glob("ganeti-3.0_*.deb")
             subprocess.run(["dpkg-deb", "-x", str(deb), str(work)], check=True, timeout=120)
         except (OSError, subprocess.SubprocessError, ValueError) as err:
-            if real_tier_required():
-                pytest.fail(f"cannot fetch Ganeti 3.0's modules: {err}")
-            pytest.skip(f"Ganeti 3.0's modules are not available here: {err}")
+            unavailable(f"cannot fetch Ganeti 3.0's modules: {err}")
     sys.path.insert(0, str(modules))
     try:
         from ganeti import constants, objects
@@ -274,19 +269,13 @@ def ganeti_cluster(real_tier: None, guest_image: GuestImage, tmp_path_factory: p
     """
     from lab.cluster import ClusterError, cluster_prerequisites, ensure_deb
 
-    def unavailable(reason: str) -> NoReturn:
-        if real_tier_required():
-            pytest.fail(f"Ganeti cluster tier unavailable: {reason} (required because CI=true or "
-                        "HVLIBVIRT_REQUIRE_REAL=1)", pytrace=False)
-        pytest.skip(f"Ganeti cluster tier unavailable: {reason}")
-
     problems = cluster_prerequisites()
     if problems:
-        unavailable("; ".join(problems))
+        unavailable("Ganeti cluster tier unavailable: " + "; ".join(problems))
     try:
         deb = ensure_deb()
     except ClusterError as err:
-        unavailable(str(err))
+        unavailable(f"Ganeti cluster tier unavailable: {err}")
     from lab.cluster import Cluster
 
     cluster = Cluster(tmp_path_factory.mktemp("ganeti"), guest=guest_image, deb=deb)

@@ -26,9 +26,20 @@ is kvm_pvm, which cannot run an unmodified Linux guest kernel.
 """
 
 import os
+from typing import NoReturn
+
+import pytest
 
 
 def real_tier_required() -> bool:
     """True when an unusable real tier must fail the run instead of skipping (CI)."""
     return (os.environ.get("CI", "").lower() == "true"
             or os.environ.get("HVLIBVIRT_REQUIRE_REAL") == "1")
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip because this machine cannot run what ``reason`` says; fail instead in CI."""
+    if real_tier_required():
+        pytest.fail(f"{reason} (required because CI=true or HVLIBVIRT_REQUIRE_REAL=1)",
+                    pytrace=False)
+    pytest.skip(reason)
