@@ -509,6 +509,18 @@ def _where(uris: tuple[str, str], name: str) -> list[str]:
     return [uri for uri in uris if (s := seen(uri, name)) is not None and s.active]
 
 
+def _migrate(run: Running, a: LibvirtDaemon, b: LibvirtDaemon, net: LabNetwork
+             ) -> tuple[KVMHypervisor, KVMHypervisor, str]:
+    """Ganeti's first steps of a live migration from daemon a to b: (source, target,
+    migration info), the transfer under way."""
+    src = KVMHypervisor(uri=a.uri, migration_uri=b.uri, serial_log_dir=run.hv.serial_log_dir)
+    dst = KVMHypervisor(uri=b.uri, migration_uri=a.uri, serial_log_dir=run.hv.serial_log_dir)
+    info = src.MigrationInfo(run.inst)
+    dst.AcceptInstance(run.inst, info, net.b.ip)
+    src.MigrateInstance("cluster", run.inst, net.b.ip, True)
+    return src, dst, info
+
+
 @pytest.mark.parametrize("side", ["source", "target"])
 def test_libvirtd_killed_during_a_live_migration(boot: Callable[..., Running],
                                                  libvirt_daemon_pair, lab_network: LabNetwork,
@@ -526,11 +538,7 @@ def test_libvirtd_killed_during_a_live_migration(boot: Callable[..., Running],
     run.console.send("while :; do dd if=/dev/urandom of=/dev/null bs=1M count=4 "
                      "2>/dev/null; cat /proc/meminfo > /tmp/m; done &\n")
     name = run.inst.name
-    src = KVMHypervisor(uri=a.uri, migration_uri=b.uri, serial_log_dir=run.hv.serial_log_dir)
-    dst = KVMHypervisor(uri=b.uri, migration_uri=a.uri, serial_log_dir=run.hv.serial_log_dir)
-    info = src.MigrationInfo(run.inst)
-    dst.AcceptInstance(run.inst, info, lab_network.b.ip)
-    src.MigrateInstance("cluster", run.inst, lab_network.b.ip, True)
+    src, dst, info = _migrate(run, a, b, lab_network)
     assert wait_until(lambda: (src.GetMigrationStatus(run.inst).transferred_ram or 0) > 0, 60)
     fault.inject(crash(victim))
     while_down(src if side == "source" else dst, name)
@@ -579,11 +587,7 @@ def test_source_libvirtd_restarted_before_the_completed_migration_is_polled(
     run = boot("flt-mig-done", migration_port=8113)
     run.serial.wait(READY, BOOT)
     name = run.inst.name
-    src = KVMHypervisor(uri=a.uri, migration_uri=b.uri, serial_log_dir=run.hv.serial_log_dir)
-    dst = KVMHypervisor(uri=b.uri, migration_uri=a.uri, serial_log_dir=run.hv.serial_log_dir)
-    info = src.MigrationInfo(run.inst)
-    dst.AcceptInstance(run.inst, info, lab_network.b.ip)
-    src.MigrateInstance("cluster", run.inst, lab_network.b.ip, True)
+    src, dst, info = _migrate(run, a, b, lab_network)
     assert wait_until(lambda: _where((a.uri, b.uri), name) == [b.uri]
                       and seen(b.uri, name) is not None, 120)
     fault.inject(crash(a, restart=True))
