@@ -202,7 +202,11 @@ def floppy(image: str) -> etree._Element:
 # -- Xen (libxl) ----------------------------------------------------------------------
 # Ganeti's file driver (first item of a file-based disk's logical_id) -> libxl backend,
 # as Ganeti's xl config names them: loop -> file:, blktap -> tap:aio, blktap2 -> tap2.
-XEN_FILE_DRIVERS = {C.FD_LOOP: "file", C.FD_BLKTAP: "tap", C.FD_BLKTAP2: "tap2"}
+# Ganeti's loop driver is xl's "file:" prefix, for which libxl picks blkback over a loop
+# device (on Linux its phy backend takes regular files; the block script sets up the
+# loop). libvirt's driver name 'file' would force qdisk instead, which needs a device
+# model started with the domain, so a hot-added file disk fails on real libxl.
+XEN_FILE_DRIVERS = {C.FD_LOOP: "phy", C.FD_BLKTAP: "tap", C.FD_BLKTAP2: "tap2"}
 XEN_CDROM_TARGET = "hdc"  # where Ganeti's xl config always puts the HVM cdrom
 
 
