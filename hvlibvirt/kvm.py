@@ -207,21 +207,18 @@ class KVMHypervisor(BaseHypervisor):
         with connection.libvirt_errors("set the migration downtime", dom.name()):
             dom.migrateSetMaxDowntime(hvparams[C.HV_MIGRATION_DOWNTIME], 0)
 
-    def GetMigrationStatus(self, instance: Any) -> MigrationStatus:  # noqa: N802
-        """As the base, plus Ganeti's post-copy switch: with ``postcopy-ram`` in
-        migration_caps, switch once memory has been copied twice (dirty-sync count 2)."""
-        result = super().GetMigrationStatus(instance)
+    def _while_migrating(self, dom: libvirt.virDomain, instance: Any, stats: dict[str, Any],
+                         result: MigrationStatus) -> None:
+        """Ganeti's post-copy switch: with ``postcopy-ram`` in migration_caps, switch
+        once memory has been copied twice (dirty-sync count 2, from the poll's own job
+        statistics)."""
         caps = migration.capabilities(instance.hvparams.get(C.HV_KVM_MIGRATION_CAPS, ""))
-        if result.status != C.HV_MIGRATION_ACTIVE or not {
-                "postcopy-ram", "x-postcopy-ram"} & set(caps):
-            return result
-        dom = self._owned(instance.name)
-        with connection.libvirt_errors("check the migration iteration", instance.name):
-            if dom.jobStats(0).get("memory_iteration", 0) < 2:
-                return result
+        if not {"postcopy-ram", "x-postcopy-ram"} & set(caps) \
+                or stats.get("memory_iteration", 0) < 2:
+            return
+        with connection.libvirt_errors("switch the migration to post-copy", instance.name):
             dom.migrateStartPostCopy(0)
         result.postcopy_status = C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE
-        return result
 
     def _accept_problems(self, name: str, root: etree._Element) -> list[str]:
         """As the base, plus: the machine type and domain type are offered here."""

@@ -145,6 +145,15 @@ def run_helper(spec_json: str) -> int:
 
 def status(dom: libvirt.virDomain) -> MigrationStatus:
     """Ganeti's MigrationStatus from libvirt's job statistics on the source."""
+    return read_status(dom)[0]
+
+
+def read_status(dom: libvirt.virDomain) -> tuple[MigrationStatus, dict[str, Any], int]:
+    """The status, the running job's statistics ({} when none runs) and the domain's
+    state, in two RPCs while the job runs or once the guest has left (jobStats and
+    state, which carries the reason too); a third, the completed job's statistics, only
+    when the job ended and the guest did not leave: it tells failed from cancelled and
+    holds libvirt's error message, which nobody else reports."""
     try:
         try:
             stats = dom.jobStats(0)
@@ -153,34 +162,33 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
                 raise
             stats = {}  # not running (any more): the migration has ended
         state, reason = dom.state()
-        # libvirt ends the job after the guest has left (its confirm phase): gone is done.
-        if stats.get("type") in _ACTIVE_JOBS and not (
-                state == libvirt.VIR_DOMAIN_SHUTOFF
-                and reason == libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED):
+        if state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED:
+            # The guest left: done, even while libvirt's job is still in its confirm
+            # phase (after the guest has left) and whatever the statistics would say.
+            return new_migration_status(status=C.HV_MIGRATION_COMPLETED,
+                                        transferred_ram=stats.get("memory_processed"),
+                                        total_ram=stats.get("memory_total")), stats, state
+        if stats.get("type") in _ACTIVE_JOBS:
             postcopy = (state == libvirt.VIR_DOMAIN_PAUSED
                         and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)
             return new_migration_status(
                 status=C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE if postcopy
                 else C.HV_MIGRATION_ACTIVE,
                 transferred_ram=stats.get("memory_processed"),
-                total_ram=stats.get("memory_total"))
+                total_ram=stats.get("memory_total")), stats, state
         done = _completed_stats(dom)
     except libvirt.libvirtError as err:
         raise HypervisorError(f"Failed to read the migration job of {dom.name()}: "
                               f"{err}") from err
-    migrated = state == libvirt.VIR_DOMAIN_SHUTOFF and \
-        reason == libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED
     verdict = _END_STATUS.get(done.get("type"))
-    if migrated:
-        verdict = C.HV_MIGRATION_COMPLETED  # the guest left: whatever the stats say
-    elif verdict == C.HV_MIGRATION_COMPLETED or verdict is None:
-        # The job ended but the guest is still here: the migration did not happen.
+    if verdict == C.HV_MIGRATION_COMPLETED or verdict is None:
+        # The job ended but the guest did not leave: the migration did not happen.
         verdict = C.HV_MIGRATION_FAILED
-    if verdict != C.HV_MIGRATION_COMPLETED and done.get(libvirt.VIR_DOMAIN_JOB_ERRMSG):
+    if done.get(libvirt.VIR_DOMAIN_JOB_ERRMSG):
         # The helper's own report went nowhere once MigrateInstance returned.
         log.warning("Migration of %s: %s", dom.name(), done[libvirt.VIR_DOMAIN_JOB_ERRMSG])
     return new_migration_status(status=verdict, transferred_ram=done.get("memory_processed"),
-                                total_ram=done.get("memory_total"))
+                                total_ram=done.get("memory_total")), stats, state
 
 
 def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:
@@ -294,24 +302,39 @@ class MigrationMethods:
         """Tuning that is not a migration parameter (subclasses add theirs)."""
 
     def GetMigrationStatus(self, instance: Any) -> MigrationStatus:  # noqa: N802
-        """Status of the migration, read from libvirt's job on this (the source) node."""
+        """Status of the migration, read from libvirt's job on this (the source) node.
+
+        Ganeti polls this every second, a fresh process each time: the lookup, the job's
+        statistics and the state are the RPCs of a poll. Ownership is not asked: Ganeti
+        polls only after MigrateInstance, which refuses a domain that is not ours, and
+        the source definition stays until FinalizeMigrationSource, so the name cannot
+        change hands meanwhile. Our metadata is read only where the answer depends on
+        it (the guest left and libvirt no longer says why, below); a domain without it
+        then gets "failed", as one that does not exist."""
         name = identity.instance_name(getattr(instance, "name", None))
-        dom = self._owned(name)
+        dom = self._lookup(name)
         if dom is None:
             return new_migration_status(status=C.HV_MIGRATION_FAILED)
-        result = status(dom)
-        if result.status == C.HV_MIGRATION_FAILED and self._left_for_target(dom, name):
+        result, stats, state = read_status(dom)
+        if result.status == C.HV_MIGRATION_FAILED and state == libvirt.VIR_DOMAIN_SHUTOFF \
+                and self._left_for_target(dom, name):
             result.status = C.HV_MIGRATION_COMPLETED
+        elif result.status == C.HV_MIGRATION_ACTIVE:
+            self._while_migrating(dom, instance, stats, result)
         return result
 
+    def _while_migrating(self, dom: libvirt.virDomain, instance: Any, stats: dict[str, Any],
+                         result: MigrationStatus) -> None:
+        """A poll that found the job running (pre-copy), with its statistics: subclasses
+        steer the migration here (KVM's post-copy switch)."""
+
     def _left_for_target(self, dom: libvirt.virDomain, name: str) -> bool:
-        """Whether the guest, no longer running here, runs on the target our metadata
-        names: a libvirtd restarted since the migration ended keeps neither the job's
-        statistics nor why the domain is off, and "failed" would make Ganeti abort a
-        migration that happened (its guest then runs where Ganeti does not expect it)."""
+        """Whether the guest, shut off here (the caller read the state), runs on the
+        target our metadata names: a libvirtd restarted since the migration ended keeps
+        neither the job's statistics nor why the domain is off, and "failed" would make
+        Ganeti abort a migration that happened (its guest then runs where Ganeti does not
+        expect it)."""
         with connection.libvirt_errors("check the migration's outcome", name):
-            if dom.isActive():
-                return False
             meta = domains.read_metadata(dom)
         return meta is not None and self._runs_on(meta.migration_target, name)
 
