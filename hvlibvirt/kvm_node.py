@@ -129,8 +129,10 @@ def vnc_listen(value: str, instance_name: str) -> Listen:
 _PASSWORD_FILE_MAX = 4096  # characters
 
 
-def read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
-    """The single line of a password file; its content never appears in errors or logs."""
+def read_password(hvparams: Mapping[str, Any], param: str, allow_empty: bool = False
+                  ) -> str | None:
+    """The single line of a password file; its content never appears in errors or logs.
+    With ``allow_empty``, an empty file means no password (None)."""
     path = hvparams[param]
     if not path:
         return None
@@ -141,6 +143,8 @@ def read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
     except (OSError, UnicodeDecodeError) as err:
         raise HypervisorError(f"Parameter '{param}': cannot read {path}: "
                               f"{getattr(err, 'strerror', None) or type(err).__name__}") from None
+    if allow_empty and not any(lines):
+        return None
     if len(lines) != 1 or not lines[0] or len(lines[0]) > _PASSWORD_FILE_MAX:
         raise HypervisorError(f"Parameter '{param}': {path} must hold exactly one non-empty "
                               "line (the password)")
@@ -150,10 +154,11 @@ def read_password(hvparams: Mapping[str, Any], param: str) -> str | None:
     return lines[0]
 
 
-def vnc_password(hvparams: Mapping[str, Any]) -> str | None:
+def vnc_password(hvparams: Mapping[str, Any], allow_empty: bool = False) -> str | None:
     """VNC's protocol uses 8 characters of a password; QEMU (under Ganeti) silently
-    ignored the rest, libvirt refuses longer ones, so keep what VNC uses."""
-    password = read_password(hvparams, C.HV_VNC_PASSWORD_FILE)
+    ignored the rest, libvirt refuses longer ones, so keep what VNC uses. Ganeti's Xen
+    writes an empty file as an empty vncpasswd (``allow_empty``: no password)."""
+    password = read_password(hvparams, C.HV_VNC_PASSWORD_FILE, allow_empty)
     if password is not None and len(password) > _VNC_PASSWORD_CHARS:
         log.warning("%s holds more than %d characters; VNC uses the first %d",
                     hvparams[C.HV_VNC_PASSWORD_FILE], _VNC_PASSWORD_CHARS,

@@ -83,7 +83,7 @@ class XenHypervisor(BaseHypervisor):
             startup_memory=startup_memory,
             # Ganeti's xl config listens on 0.0.0.0 when no address is set.
             vnc_listen=Listen(address=vnc or "0.0.0.0") if self.HVM else None,
-            vnc_password=kvm_node.vnc_password(hvp) if self.HVM else None)
+            vnc_password=kvm_node.vnc_password(hvp, allow_empty=True) if self.HVM else None)
 
     def _target(self) -> GuestTarget:
         """Domain type xen with the guest architecture libvirt offers for this kind of

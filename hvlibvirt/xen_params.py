@@ -166,7 +166,8 @@ XEN_HVM_PARAMS: dict[str, HvParam] = {
     C.HV_VNC_PASSWORD_FILE: HvParam(P.REQ_FILE_CHECK,
                                     xml="<graphics passwd=...> from the file's single line "
                                         "(read on the node at start, first 8 characters as "
-                                        "VNC uses them; never logged)"),
+                                        "VNC uses them; never logged; an empty file is "
+                                        "no password, as Ganeti's Xen writes it)"),
     C.HV_MIGRATION_PORT: _MIGRATION_PORT,
     C.HV_MIGRATION_MODE: _MIGRATION_MODE,
     C.HV_USE_LOCALTIME: HvParam(P.NO_CHECK, xml="<clock offset='localtime|utc'/>",
