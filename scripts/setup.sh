@@ -15,6 +15,9 @@ PACKAGES=(
   # the Ganeti cluster tier: Ganeti 3.0 nodes running hvlibvirt from its Debian package
   # (Debian's python3 with its libvirt, lxml and psutil), reached over ssh
   ganeti ganeti-haskell-3.0 openssh-server socat python3-libvirt python3-lxml python3-psutil
+  # the Xen tier: a Debian dom0 debootstrapped into the test cache, booted as an ext4 image
+  # under QEMU; the libxl CPU shim compiled with gcc; ssh into dom0
+  debootstrap e2fsprogs openssh-client
 )
 
 missing=()

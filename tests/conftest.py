@@ -13,6 +13,7 @@ Tiers:
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,9 +31,14 @@ from lab.instances import Running
 
 if TYPE_CHECKING:
     from lab.cluster import Cluster
+    from lab.xen_tier import XenLab
 from lab.serial import SerialLog
 
 log = logging.getLogger("hvlibvirt.tests.lab")
+
+# Tier 6 (a nested Xen, tests/test_real_xen.py) runs only when asked for: it is not yet
+# stable enough for every CI run (docs/xen-tier.md says why and how to run it).
+collect_ignore = [] if os.environ.get("HVLIBVIRT_XEN_TIER") == "1" else ["test_real_xen.py"]
 
 HOST_UUID_A = "11111111-1111-4111-8111-111111111111"
 HOST_UUID_B = "22222222-2222-4222-8222-222222222222"
@@ -283,3 +289,53 @@ def ganeti_cluster(real_tier: None, guest_image: GuestImage, tmp_path_factory: p
     cluster.up()
     log.info("Ganeti cluster up with %s: %s", deb.name, cluster.timings.phases)
     return cluster
+
+
+# ------------------------------------------------------------------------------ Xen (tier 6)
+
+@pytest.fixture(scope="session")
+def xen(real_tier: None, ganeti) -> Iterator[XenLab]:
+    """A real Xen 4.17 with a Debian dom0 under QEMU's TCG (tests/lab/xen_vm.py), booted
+    from a fresh image of the cached dom0 tree, with this checkout's hvlibvirt in it.
+    ``HVLIBVIRT_XEN_ATTACH=PORT:DIR`` uses one started by ``python -m lab.xen_vm``
+    instead (for working on the tier), after copying this hvlibvirt into it."""
+    import os
+    import shutil
+
+    import hvlibvirt
+    from lab.xen_tier import XenLab
+
+    missing = [tool for tool in ("debootstrap", "mkfs.ext4", "ssh", "gcc", "qemu-system-x86_64")
+               if shutil.which(tool) is None]
+    if missing:
+        unavailable("Xen tier unavailable: missing " + ", ".join(missing))
+    lab = XenLab(default_cache_dir(), Path(hvlibvirt.__file__).resolve().parent)
+    attach = os.environ.get("HVLIBVIRT_XEN_ATTACH")
+    if attach:
+        lab.attach(*attach.split(":", 1))
+    else:
+        lab.start()
+    yield lab
+    lab.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Tier 6's one retry on a fresh dom0 after the known nested-Xen fault (lab/xen_tier.py)."""
+    if "xen" not in pyfuncitem.fixturenames:
+        return None
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    pyfuncitem.funcargs["xen"].run_with_retry(lambda: pyfuncitem.obj(**args), pyfuncitem.nodeid)
+    return True
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    from lab import xen_tier
+
+    for lab in xen_tier.LABS:
+        terminalreporter.write_line(
+            f"tier 6: dom0 booted {len(lab.boots)}x in "
+            + ", ".join(f"{b:.0f}s" for b in lab.boots)
+            + f"; {len(lab.retries)} retried after the known fault")
+        for line in lab.retries:
+            terminalreporter.write_line("tier 6 retry: " + line)

@@ -1,0 +1,89 @@
+"""Tier 6's node side, run in dom0 by Debian's python3: hypervisor calls made the way
+Ganeti's node daemon makes them, each in a child forked from a parent that has imported
+Ganeti and hvlibvirt but holds no connection and no hypervisor object.
+
+Protocol (one JSON document per line on stdin, one answer per line on stdout):
+
+* request ``{"hv": "xen-pvm", "method": "StartInstance", "args": [...], "kwargs": {}}``;
+  a Ganeti object travels as ``{"$obj": "Instance", "data": <ToDict()>}`` and is rebuilt
+  with Ganeti's own ``FromDict``;
+* answer ``{"result": ...}`` (objects by ``ToDict``, tuples as lists), or
+  ``{"error": <class>, "mro": [<class names>], "message": ...}``, or
+  ``{"crash": <signal or exit status>}`` when the child died.
+
+The library logs to stderr.
+"""
+
+import json
+import logging
+import os
+import sys
+import traceback
+
+sys.path[:0] = ["/opt/hvlibvirt", "/usr/share/ganeti/3.0"]
+
+from ganeti import objects  # noqa: E402
+
+from hvlibvirt.xen import XenHvmHypervisor, XenPvmHypervisor  # noqa: E402
+
+HYPERVISORS = {"xen-pvm": XenPvmHypervisor, "xen-hvm": XenHvmHypervisor}
+OBJECTS = {"Instance": objects.Instance, "Disk": objects.Disk, "NIC": objects.NIC,
+           "Node": objects.Node, "NodeGroup": objects.NodeGroup}
+
+
+def decode(value):
+    if isinstance(value, dict):
+        if "$obj" in value:
+            return OBJECTS[value["$obj"]].FromDict(value["data"])
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def encode(value):
+    if hasattr(value, "ToDict"):
+        return {"$obj": type(value).__name__, "data": encode(value.ToDict())}
+    if isinstance(value, dict):
+        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [encode(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def answer(request):
+    try:
+        hypervisor = HYPERVISORS[request["hv"]]()
+        method = getattr(hypervisor, request["method"])
+        result = method(*decode(request.get("args", [])), **decode(request.get("kwargs", {})))
+        return {"result": encode(result)}
+    except Exception as err:  # every failure travels back to the test
+        return {"error": type(err).__name__, "mro": [c.__name__ for c in type(err).__mro__],
+                "message": str(err), "traceback": traceback.format_exc()}
+
+
+def serve():
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="node %(levelname)s %(name)s: %(message)s")
+    for line in sys.stdin:
+        request = json.loads(line)
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            with os.fdopen(wfd, "w") as out:
+                out.write(json.dumps(answer(request)))
+            os._exit(0)
+        os.close(wfd)
+        with os.fdopen(rfd) as inp:
+            text = inp.read()
+        _, status = os.waitpid(pid, 0)
+        reply = json.loads(text) if text else {"crash": status}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    serve()
