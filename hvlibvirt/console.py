@@ -54,7 +54,9 @@ def attach(uri: str, name: str, in_fd: int | None = None, out_fd: int | None = N
     reader.start()
     saved = termios.tcgetattr(in_fd) if os.isatty(in_fd) else None
     if saved is not None:
-        tty.setraw(in_fd)
+        # TCSANOW, not setraw's default TCSAFLUSH: what the user typed while the
+        # console was opening (a slow node) is sent, not thrown away.
+        tty.setraw(in_fd, termios.TCSANOW)
     try:
         while not done.is_set():
             ready, _, _ = select.select([in_fd], [], [], 0.2)
