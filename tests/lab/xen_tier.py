@@ -142,6 +142,11 @@ class XenLab:
         try:
             time.sleep(3)
             assert proc.stdin is not None and proc.stdout is not None
+            # busybox's shell asks the terminal for its cursor position (ESC [6n) and
+            # waits for the answer before it reads a line: give it one, then the line.
+            proc.stdin.write(b"\x1b[1;1R\r")
+            proc.stdin.flush()
+            time.sleep(2)
             proc.stdin.write(typed.encode())
             proc.stdin.flush()
             deadline = time.monotonic() + timeout
