@@ -249,17 +249,20 @@ def _initrd_key(version: str) -> str:
     return h.hexdigest()[:12]
 
 
-def _build_initrd(deb: Path, version: str, out: Path, work: Path) -> list[str]:
-    """Unpack the kernel .deb, assemble the initramfs in ``out``; return the optional modules in it."""
-    tree, root = work / "deb", work / "root"
+def unpack_modules(deb: Path, version: str, tree: Path) -> Path:
+    """Unpack the kernel .deb into ``tree``; its module directory, with modules.dep."""
     _run(["dpkg-deb", "-x", str(deb), str(tree)])
     mod_src = tree / "lib" / "modules" / version
     if not (mod_src / "modules.dep").exists():
         # Debian generates modules.dep in postinst, which never runs for an unpacked .deb.
         _run([str(BUSYBOX), "depmod", "-b", str(tree), version])
-    files, available = _module_closure(mod_src, REQUIRED_MODULES, OPTIONAL_MODULES)
-    for d in ("bin", "etc/acpi/PWRF", "proc", "sys", "dev", "tmp", "run", "var/log"):
-        (root / d).mkdir(parents=True, exist_ok=True)
+    return mod_src
+
+
+def fill_initramfs(root: Path, mod_src: Path, version: str, files: list[str],
+                   boot_modules: tuple[str, ...]) -> None:
+    """Copy the module ``files`` (and their index) and busybox with its applet links into
+    ``root``; /etc/hvl-modules lists what /init loads at every boot."""
     mod_dst = root / "lib" / "modules" / version
     for rel in files:
         (mod_dst / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +276,17 @@ def _build_initrd(deb: Path, version: str, out: Path, work: Path) -> list[str]:
     for applet in _run([str(BUSYBOX), "--list"]).stdout.split():
         if applet != "busybox":
             (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "hvl-modules").write_text("\n".join(REQUIRED_MODULES) + "\n")
+    (root / "etc" / "hvl-modules").write_text("\n".join(boot_modules) + "\n")
+
+
+def _build_initrd(deb: Path, version: str, out: Path, work: Path) -> list[str]:
+    """Unpack the kernel .deb, assemble the initramfs in ``out``; return the optional modules in it."""
+    tree, root = work / "deb", work / "root"
+    mod_src = unpack_modules(deb, version, tree)
+    files, available = _module_closure(mod_src, REQUIRED_MODULES, OPTIONAL_MODULES)
+    for d in ("bin", "etc/acpi/PWRF", "proc", "sys", "dev", "tmp", "run", "var/log"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    fill_initramfs(root, mod_src, version, files, REQUIRED_MODULES)
     for path, text in ((root / "init", INIT_SCRIPT), (root / "etc/acpi/PWRF/00000080", ACPI_POWER_SCRIPT)):
         path.write_text(text)
         path.chmod(0o755)

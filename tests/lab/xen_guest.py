@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.guest import (BUSYBOX, GuestImage, _ensure_kernel, _locked, _module_closure,
-                       _newc_archive, _run)
+                       _newc_archive, fill_initramfs, unpack_modules)
 from lab.iso import build_boot_iso
 
 log = logging.getLogger(__name__)
@@ -95,27 +95,11 @@ def _key(version: str) -> str:
 
 def _build_initrd(deb: Path, version: str, out: Path, work: Path) -> None:
     tree, root = work / "deb", work / "root"
-    _run(["dpkg-deb", "-x", str(deb), str(tree)])
-    mod_src = tree / "lib" / "modules" / version
-    if not (mod_src / "modules.dep").exists():
-        _run([str(BUSYBOX), "depmod", "-b", str(tree), version])
+    mod_src = unpack_modules(deb, version, tree)
     files, _ = _module_closure(mod_src, MODULES, ())
     for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    mod_dst = root / "lib" / "modules" / version
-    for rel in files:
-        (mod_dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(mod_src / rel, mod_dst / rel)
-    for extra in ("modules.builtin", "modules.order", "modules.builtin.modinfo"):
-        if (mod_src / extra).exists():
-            shutil.copyfile(mod_src / extra, mod_dst / extra)
-    _run([str(BUSYBOX), "depmod", "-b", str(root), version])
-    shutil.copyfile(BUSYBOX, root / "bin" / "busybox")
-    (root / "bin" / "busybox").chmod(0o755)
-    for applet in _run([str(BUSYBOX), "--list"]).stdout.split():
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "hvl-modules").write_text("\n".join(MODULES) + "\n")
+    fill_initramfs(root, mod_src, version, files, MODULES)
     scripts = {root / "init": INIT_SCRIPT,
                root / "sbin/poweroff": POWER_SCRIPT.format(word="POWEROFF", cmd="poweroff"),
                root / "sbin/reboot": POWER_SCRIPT.format(word="REBOOT", cmd="reboot")}
