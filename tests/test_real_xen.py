@@ -111,6 +111,14 @@ def start(xen: XenLab, inst: Instance, started: list[Instance]) -> None:
     xen.call(inst.hv, "StartInstance", inst.rpc, inst.block_devices(), False)
 
 
+def started_pv(xen: XenLab, ganeti: Any, started: list[Instance], name: str,
+               **hvparams: Any) -> tuple[Instance, str]:
+    """A PV instance started and ready; its console so far."""
+    inst = pv(ganeti, name, **hvparams)
+    start(xen, inst, started)
+    return inst, xen.wait_console(inst.name, "HVL-READY", timeout=PV_BOOT)
+
+
 def pv(ganeti: Any, name: str, **hvparams: Any) -> Instance:
     hvp = {"kernel_path": str(DOM0_KERNEL), "initrd_path": str(DOM0_INITRD),
            "root_path": "", "kernel_args": PV_ARGS}
@@ -155,9 +163,8 @@ def xen_hvm_params() -> dict[str, Any]:
 # -- PV --------------------------------------------------------------------------------
 def test_pv_start_info_balloon_scheduler_and_soft_stop(xen: XenLab, ganeti: Any,
                                                         instances: list[Instance]) -> None:
-    inst = pv(ganeti, "pv-life.tier6.test", cpu_mask="0", cpu_cap=50, cpu_weight=512)
-    start(xen, inst, instances)
-    text = xen.wait_console(inst.name, "HVL-READY", timeout=PV_BOOT)
+    inst, text = started_pv(xen, ganeti, instances, "pv-life.tier6.test", cpu_mask="0",
+                            cpu_cap=50, cpu_weight=512)
     assert is_ready_line(text, "PV"), text[-2000:]
     dev = xen.last_dev(inst.name)
     assert dev["blk"] == "sda" or dev["blk"].startswith("xvd"), dev
@@ -205,9 +212,7 @@ def test_pv_start_info_balloon_scheduler_and_soft_stop(xen: XenLab, ganeti: Any,
 
 def test_pv_console_reboot_and_user_poweroff(xen: XenLab, ganeti: Any,
                                              instances: list[Instance]) -> None:
-    inst = pv(ganeti, "pv-cons.tier6.test")
-    start(xen, inst, instances)
-    xen.wait_console(inst.name, "HVL-READY", timeout=PV_BOOT)
+    inst, _ = started_pv(xen, ganeti, instances, "pv-cons.tier6.test")
 
     # Console: the command Ganeti runs over ssh on the primary node, typed into.
     node = ganeti[1].Node(name="xendom0", uuid=_uuid("node", "xendom0"), ndparams={})
@@ -241,9 +246,7 @@ def test_pv_console_reboot_and_user_poweroff(xen: XenLab, ganeti: Any,
 
 def test_pv_hotplug_disks_and_vif(xen: XenLab, ganeti: Any,
                                   instances: list[Instance]) -> None:
-    inst = pv(ganeti, "pv-hot.tier6.test")
-    start(xen, inst, instances)
-    xen.wait_console(inst.name, "HVL-READY", timeout=PV_BOOT)
+    inst, _ = started_pv(xen, ganeti, instances, "pv-hot.tier6.test")
     base = xen.last_dev(inst.name)
     xen.call(PVM, "VerifyHotplugSupport", inst.rpc, "hotadd", "disk")
     xen.call(PVM, "VerifyHotplugSupport", inst.rpc, "hotadd", "nic")
