@@ -20,7 +20,7 @@ from lxml import etree
 from hvlibvirt import (config, connection, constants as C, domains, helper_command, kvm_node,
                        migration, params as P, qemu_conf)
 from hvlibvirt.base import BaseHypervisor
-from hvlibvirt import hotplug
+from hvlibvirt import hotplug, hotplug_rules
 from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain,
                                   controllers, disks, identity, inputs, nics)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
@@ -80,7 +80,7 @@ class KVMHypervisor(BaseHypervisor):
         """Where to keep each instance's serial console output (``<dir>/<instance>.serial``,
         written by virtlogd): constructor keyword, else env HVLIBVIRT_SERIAL_LOG_DIR,
         else the configuration file, else nowhere."""
-        log_dir = (self._serial_log_dir or os.environ.get("HVLIBVIRT_SERIAL_LOG_DIR")
+        log_dir = (self._serial_log_dir or config.getenv("HVLIBVIRT_SERIAL_LOG_DIR")
                    or config.value(self.HV_NAME, "serial_log_dir"))
         return _check_log_dir(log_dir) if log_dir is not None else None
 
@@ -332,7 +332,7 @@ class KVMHypervisor(BaseHypervisor):
         """``_hotplug_target`` after the checks of VerifyHotplugSupport, in one read of
         the live domain."""
         dom, root, live, hvp = self._hotplug_target(instance, action, dev_type)
-        reason = _hotplug_refusal(root, hvp, action, dev_type)
+        reason = hotplug_rules.refusal(root, hvp, action, dev_type)
         if reason is None and action == C.HOTPLUG_ACTION_ADD and \
                 dev_type == C.HOTPLUG_TARGET_DISK:
             bus = disks.DISK_KINDS[hvp[C.HV_DISK_TYPE]][1]
@@ -429,7 +429,7 @@ class KVMHypervisor(BaseHypervisor):
             added = "ua-scsi0"
             etree.SubElement(controller, "alias", name=added)
             hotplug.attach(dom, controller, f"{what} (its SCSI controller)")
-        addresses.scsi_drive(elem, model, _free_scsi_id(root, model), what)
+        addresses.scsi_drive(elem, model, hotplug_rules.free_scsi_id(root, model), what)
         return elem, added
 
     def _undo_controller(self, dom: libvirt.virDomain, alias: str | None) -> None:
@@ -601,35 +601,3 @@ def _check_log_dir(path: str) -> str:
 
 _DOMCAPS_DISK_BUSES: dict[tuple[Any, ...], frozenset[str]] = {}
 _PLATFORM_SLOTS = range(addresses.PIIX3_SLOT, max(addresses.CDROM_SLOTS) + 1)
-
-
-def _free_scsi_id(root: etree._Element, model: str) -> int:
-    """The lowest SCSI id not used on controller 0 (one id per device, as at start)."""
-    field = "unit" if model in ("lsilogic", "dc390") else "target"
-    used = {int(a.get(field)) for a in root.xpath(
-        "devices/disk[target/@bus='scsi']/address[@type='drive' and @controller='0']")}
-    return next(i for i in range(1024) if i not in used)
-
-
-def _hotplug_refusal(root: etree._Element, hvp: Mapping[str, Any], action: str,
-                     dev_type: str) -> str | None:
-    """Why this hotplug cannot work on this running domain, or None."""
-    if dev_type == C.HOTPLUG_TARGET_DISK:
-        if action == C.HOTPLUG_ACTION_MODIFY:
-            return "Disks cannot be modified while the instance runs (only added, removed " \
-                   "or resized)"
-        if hvp[C.HV_DISK_TYPE] not in disks.DISK_KINDS or \
-                hvp[C.HV_DISK_TYPE] == C.HT_DISK_IDE:
-            return f"disk_type {hvp[C.HV_DISK_TYPE]!r} disks cannot be hot-plugged"
-        on_pci = hvp[C.HV_DISK_TYPE] == C.HT_DISK_PARAVIRTUAL or not root.xpath(
-            "devices/controller[@type='scsi' and @index='0']")
-    else:
-        on_pci = True
-    if on_pci and action == C.HOTPLUG_ACTION_ADD:
-        if "q35" in (root.find("os/type").get("machine") or ""):
-            return "PCI hotplug on a q35 machine needs PCIe root ports, which hvlibvirt " \
-                   "does not add"
-        if root.find("features/acpi") is None:
-            return "PCI hotplug needs ACPI, which this instance runs without (acpi=false)"
-    return None
-

@@ -6,7 +6,7 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
-from hvlibvirt.kvm import _free_scsi_id, _hotplug_refusal
+from hvlibvirt.hotplug_rules import free_scsi_id, refusal
 
 ADD, DEL, MOD = C.HOTPLUG_ACTION_ADD, C.HOTPLUG_ACTION_REMOVE, C.HOTPLUG_ACTION_MODIFY
 HV = dict(C.HVC_DEFAULTS[C.HT_KVM])
@@ -43,12 +43,12 @@ def domain(acpi: bool = True, machine: str = "pc-i440fx-7.2", scsi: str | None =
      "needs ACPI"),
 ])
 def test_hotplug_refusals(root, hv, action, kind, reason) -> None:
-    found = _hotplug_refusal(root, hv, action, kind)
+    found = refusal(root, hv, action, kind)
     assert (found is None) if reason is None else (reason in found)
 
 
 def test_free_scsi_id_per_controller_model() -> None:
     root = domain(scsi="virtio-scsi", scsi_disks=(("0", "0"), ("1", "0"), ("3", "0")))
-    assert _free_scsi_id(root, "virtio-scsi") == 2
+    assert free_scsi_id(root, "virtio-scsi") == 2
     root = domain(scsi="lsilogic", scsi_disks=(("0", "0"), ("0", "1")))
-    assert _free_scsi_id(root, "lsilogic") == 2
+    assert free_scsi_id(root, "lsilogic") == 2
