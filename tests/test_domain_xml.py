@@ -61,6 +61,30 @@ def test_identical_inputs_give_identical_bytes() -> None:
     assert render(inst, block) == render(copy.deepcopy(inst), copy.deepcopy(block))
 
 
+def test_remembered_trees_follow_every_change_and_are_copies() -> None:
+    # build_domain remembers its trees (domain_xml.memo): a remembered tree must be the
+    # one a fresh build gives, change with any nested field, and be the caller's own.
+    inst, block = make_instance()
+    options = StartupOptions(target=KVM, startup_memory=200)
+    fresh = render(copy.deepcopy(inst), copy.deepcopy(block))
+    trees = [build_domain(inst, block, inst.hvparams, options) for _ in range(3)]
+    assert {to_string(t) for t in trees} == {fresh}
+    assert len({id(t) for t in trees}) == 3
+    trees[2].find("name").text = "changed"
+    assert to_string(build_domain(inst, block, inst.hvparams, options)) == fresh
+    inst.nics[1].nicparams[C.NIC_LINK] = "br9"
+    block[0][0].mode = C.DISK_RDONLY
+    inst.hvparams[C.HV_ACPI] = 1  # == True, but recorded as an int: not True's tree
+    changed = render(inst, block)
+    assert "br9" in changed and "<readonly/>" in changed and 'name="acpi" type="int"' in changed
+    assert changed == render(copy.deepcopy(inst), copy.deepcopy(block))
+    del block[1][0].mode  # the class default, rw: remembered after two renders
+    assert render(inst, block) == render(inst, block)
+    block[1][0].mode = None  # what a getattr default tells from missing: still an error
+    with pytest.raises(HypervisorError, match="mode of disk 1"):
+        render(inst, block)
+
+
 def test_pci_slots_start_at_the_reservation_disks_first() -> None:
     inst, block = make_instance(n_disks=2, n_nics=2)
     live = parse_domain(render(inst, block))

@@ -4,7 +4,8 @@ No libvirt calls and no I/O here. ``builder`` assembles a domain from an instanc
 block devices, hvparams and ``StartupOptions``; one module per element kind does the
 rest (``disks``, ``nics``, ``graphics``, ``cpu``, ``channels``, ``controllers``), with
 ``addresses`` for PCI/SCSI/IDE placement, ``identity`` for aliases and input checks,
-``metadata`` for our namespace, and ``parser`` for reading live XML back.
+``metadata`` for our namespace, ``parser`` for reading live XML back, and ``memo`` for
+remembering the finished trees of the two domain builders.
 """
 
 from hvlibvirt.domain_xml.builder import build_domain, redacted, to_string

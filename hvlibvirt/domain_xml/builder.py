@@ -16,7 +16,7 @@ from lxml import etree
 
 from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import (addresses, channels, controllers, cpu, disks, graphics,
-                                  identity, inputs, metadata, nics)
+                                  identity, inputs, memo, metadata, nics)
 from hvlibvirt.domain_xml.inputs import BlockDevice
 from hvlibvirt.domain_xml.options import StartupOptions
 from hvlibvirt.errors import HypervisorError
@@ -250,6 +250,7 @@ def finish_metadata(meta_elem: etree._Element, instance: Any, hypervisor: str,
         devices=device_ids)))
 
 
+@memo.remembered
 def build_domain(instance: Any, block_devices: Sequence[BlockDevice],
                  hvparams: Mapping[str, Any], options: StartupOptions) -> etree._Element:
     """The ``<domain>`` tree for ``instance`` with ``hvparams`` (a full KVM dict)."""
