@@ -13,7 +13,10 @@ until the call returns, for three sides, interleaved round by round, on real TCG
   enable``, its URI read from a config file (HVLIBVIRT_CONFIG) as on a node, guests on a
   private libvirtd.
 * ``raw``:       libvirt-python doing the same work by hand: open the connection and make
-  the calls the answer needs (the floor for anything built on libvirt).
+  the calls the answer needs, telling our domains by a metadata read each; "raw without
+  ownership" leaves that out (the floor for anything built on libvirt). hvlibvirt tells
+  them by its ownership marks on the node (``hvlibvirt.ownership``), which its own
+  earlier calls wrote, as on a node that has run for a while.
 
 Each side has a parent process (a "runner") that imported what noded imports
 (``ganeti.server.noded``) and holds no connection. At N = 1, 10 and 50 instances per side
@@ -192,8 +195,11 @@ class Runner:
         conn = libvirt.open(args["uri"])
         _KEEP.append(conn)  # closed at exit, as hvlibvirt's cached one (no CLOSE RPC timed)
         if call == "ListInstances":
-            return [d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                    if ours(d)]
+            running = (libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+                       | libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING
+                       | libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED
+                       | libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER)
+            return [d.name() for d in conn.listAllDomains(running) if ours(d)]
         if call == "GetInstanceInfo":
             dom = conn.lookupByName(args["name"])
             return ours(dom) and (dom.name(), dom.ID(), dom.info())
@@ -227,16 +233,25 @@ class Runner:
 
     # -- the fork ------------------------------------------------------------------------
     def forked(self, who: str, call: str, args: dict[str, Any]) -> dict[str, Any]:
+        """The call in a fresh child, like noded's request handler: one call and exit."""
+        def once() -> dict[str, Any]:
+            work = self.call(who, call, args)
+            start = time.perf_counter()
+            result = work()
+            return {"seconds": time.perf_counter() - start, "result": repr(result)[:200]}
+        return self.in_child(once)
+
+    @staticmethod
+    def in_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``work()``'s reply, computed in a forked child, so that nothing it imports or
+        caches reaches this runner (noded's parent never makes a hypervisor call)."""
         read_end, write_end = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: like noded's request handler, one call and exit
+        if pid == 0:
             os.close(read_end)
             reply: dict[str, Any]
             try:
-                work = self.call(who, call, args)
-                start = time.perf_counter()
-                result = work()
-                reply = {"seconds": time.perf_counter() - start, "result": repr(result)[:200]}
+                reply = work()
             except BaseException as err:  # noqa: BLE001 - report, never hang the parent
                 reply = {"error": f"{type(err).__name__}: {err}"}
             os.write(write_end, json.dumps(reply).encode())
@@ -250,7 +265,10 @@ class Runner:
         return json.loads(b"".join(chunks))
 
     def inline(self, who: str, call: str, args: dict[str, Any], runs: int) -> dict[str, Any]:
-        """The call in this (long-lived) process: connection kept between runs."""
+        """The call ``runs`` times in one long-lived child: connection kept between runs."""
+        return self.in_child(lambda: self._repeated(who, call, args, runs))
+
+    def _repeated(self, who: str, call: str, args: dict[str, Any], runs: int) -> dict[str, Any]:
         import libvirt
 
         if who.startswith("raw"):
@@ -392,6 +410,28 @@ class Fleet:
         self.specs.clear()
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def wait_idle(idle_share: float = 0.8, quiet_s: int = 3, limit_s: float = 120) -> float:
+    """Wait until the host's CPUs have been at least ``idle_share`` idle for ``quiet_s``
+    whole seconds in a row (booting TCG guests done), at least 10 s, at most ``limit_s``;
+    the seconds waited. A fixed sleep let the N=1 round time guests still booting."""
+    start = time.monotonic()
+    time.sleep(10)
+    quiet, before = 0, _cpu_times()
+    while quiet < quiet_s and time.monotonic() - start < limit_s:
+        time.sleep(1)
+        now = _cpu_times()
+        idle, total = now[0] - before[0], now[1] - before[1]
+        quiet = quiet + 1 if total and idle / total >= idle_share else 0
+        before = now
+    return time.monotonic() - start
+
+
 def summary(samples: list[float]) -> tuple[float, float, float]:
     return statistics.median(samples), min(samples), max(samples)
 
@@ -445,15 +485,47 @@ def count_rpcs(counter: RunnerProcess, log: Path, fleet: Fleet, uri: str) -> Non
         line = f"  {call:<22}"
         for who in ("hvlibvirt", "raw"):
             spec = absent if call == "StopInstance(stopped)" else fleet.specs[0]
-            before = log.stat().st_size if log.exists() else 0
-            timed(counter, who, call, {"name": spec["name"], "spec": spec, "uri": uri})
-            with log.open(encoding="utf-8", errors="replace") as f:
-                f.seek(before)
-                sent = [(int(p), int(n)) for p, n in _TX.findall(f.read())]
-            names = [PROCEDURES.get(n, f"proc {n}") if p == REMOTE_PROGRAM else "KEEPALIVE"
-                     for p, n in sent]
-            line += f" | {who} {len(sent):2d}: {describe_rpcs(names)}"
+            names = rpcs_sent(counter, log, who, call,
+                              {"name": spec["name"], "spec": spec, "uri": uri})
+            line += f" | {who} {len(names):2d}: {describe_rpcs(names)}"
         print(line, flush=True)
+
+
+def count_start_rpcs(counter: RunnerProcess, log: Path, fleet: Fleet, uri: str) -> None:
+    """The RPCs of one StartInstance (a paused guest, stopped right after), hvlibvirt
+    against raw defineXML + create of the XML hvlibvirt renders."""
+    line = f"  {'StartInstance':<22}"
+    for who in ("hvlibvirt", "raw"):
+        spec = fleet.spec(97, paused=True)
+        spec["name"] = f"rpcs-{who}.bench.test"
+        args = {"spec": spec, "uri": uri, "xml": _rendered_xml(spec, uri)}
+        names = rpcs_sent(counter, log, who, "StartInstance", args)
+        timed(counter, who, "ForceStop", args)
+        line += f" | {who} {len(names):2d}: {describe_rpcs(names)}"
+    print(line, flush=True)
+
+
+def rpcs_sent(counter: RunnerProcess, log: Path, who: str, call: str,
+              args: dict[str, Any]) -> list[str]:
+    """The libvirt procedures one call sent, read from the counter's client log."""
+    before = log.stat().st_size if log.exists() else 0
+    timed(counter, who, call, args)
+    with log.open(encoding="utf-8", errors="replace") as f:
+        f.seek(before)
+        sent = [(int(p), int(n)) for p, n in _TX.findall(f.read())]
+    return [PROCEDURES.get(n, f"proc {n}") if p == REMOTE_PROGRAM else "KEEPALIVE"
+            for p, n in sent]
+
+
+def _rendered_xml(spec: dict[str, Any], uri: str) -> str:
+    """The domain XML hvlibvirt renders for ``spec`` (what raw defines)."""
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, GANETI_MODULES)
+    from hvlibvirt.domain_xml import to_string
+    from hvlibvirt.kvm import KVMHypervisor
+
+    inst, block = _instance_objects(spec)
+    return to_string(KVMHypervisor(uri=uri)._build_domain(inst, block, spec["memory"]))
 
 
 def describe_rpcs(names: list[str]) -> str:
@@ -467,10 +539,6 @@ def measure_start(rounds: int, runners: dict[str, RunnerProcess], fleets: dict[s
                   uri: str) -> None:
     """StartInstance's return time (a booting guest, stopped right after) for the three
     sides; raw defines and creates the XML hvlibvirt renders for the same instance."""
-    sys.path.insert(0, str(ROOT))
-    from hvlibvirt.domain_xml import to_string
-    from hvlibvirt.kvm import KVMHypervisor
-
     samples: dict[str, list[float]] = {"ganeti": [], "hvlibvirt": [], "raw": []}
     for index in range(rounds):
         order = list(samples)
@@ -482,10 +550,7 @@ def measure_start(rounds: int, runners: dict[str, RunnerProcess], fleets: dict[s
             spec["name"] = f"start-{who}-{index}.bench.test"
             args: dict[str, Any] = {"spec": spec, "uri": uri}
             if who == "raw":
-                sys.path.insert(0, GANETI_MODULES)
-                inst, block = _instance_objects(spec)
-                hv = KVMHypervisor(uri=uri)
-                args["xml"] = to_string(hv._build_domain(inst, block, spec["memory"]))
+                args["xml"] = _rendered_xml(spec, uri)
             samples[who].append(timed(runner, who, "StartInstance", args))
             timed(runner, who, "ForceStop", args)
             time.sleep(0.5)
@@ -543,7 +608,9 @@ def main() -> None:
         conf = work / "hvlibvirt.conf"
         conf.write_text(f"[kvm]\nuri = {daemon.uri}\n", encoding="utf-8")
         log = work / "libvirt-client.log"
-        env = dict(os.environ, HVLIBVIRT_CONFIG=str(conf))
+        # Locks and ownership marks in the work directory, removed with it.
+        env = dict(os.environ, HVLIBVIRT_CONFIG=str(conf),
+                   HVLIBVIRT_LOCK_DIR=str(work / "run" / "locks"))
         count_env = dict(env, LIBVIRT_LOG_FILTERS="1:rpc.netclient",
                          LIBVIRT_LOG_OUTPUTS=f"1:file:{log}")
         runners = {"libvirt": RunnerProcess("libvirt", env),
@@ -558,12 +625,15 @@ def main() -> None:
                 runner.request(op="hvparams", hvparams=cluster)
             print("\nStartInstance, a fresh child each, guest stopped right after:", flush=True)
             measure_start(opts.start_rounds, runners, fleets, daemon.uri)
+            print("  libvirt RPCs of one StartInstance:", flush=True)
+            count_start_rpcs(counter, log, fleets["hvlibvirt"], daemon.uri)
             for count in counts:
                 print(f"\n{count} instance(s) per side; a fresh child per call "
                       f"({opts.rounds} rounds, median [min-max]):", flush=True)
                 fleets["ganeti"].grow(count)
                 fleets["hvlibvirt"].grow(count)
-                time.sleep(max(10, min(3 * count, 30)))  # booting guests settle
+                settled = wait_idle()
+                print(f"  (booting guests settled: host idle after {settled:.0f} s)", flush=True)
                 measure_calls(count, opts.rounds, runners, fleets, daemon.uri)
                 print(f"  libvirt RPCs per call (N={count}):", flush=True)
                 count_rpcs(counter, log, fleets["hvlibvirt"], daemon.uri)

@@ -13,7 +13,6 @@ Ganeti builds one per RPC, and ``hvlibvirt.connection`` caches per process.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -21,7 +20,8 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import config, connection, constants, domains, migration, node, params
+from hvlibvirt import (config, connection, constants, domains, migration, node, ownership,
+                       params)
 from hvlibvirt.domain_xml import identity, inputs, redacted, to_string
 from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
@@ -52,6 +52,14 @@ class HvInstanceState:
 InstanceInfo = domains.InstanceInfo
 
 
+def _still_active(dom: libvirt.virDomain) -> bool:
+    """Whether ``dom`` still runs; False when libvirt cannot say (it is going)."""
+    try:
+        return bool(dom.isActive())
+    except libvirt.libvirtError:
+        return False
+
+
 def _require_name(name: Any) -> str:
     """An instance name as Ganeti has them (a host name), or HypervisorError."""
     return identity.instance_name(name)
@@ -75,10 +83,12 @@ class BaseHypervisor(migration.MigrationMethods):
     DEFAULT_URI: ClassVar[str] = ""
 
     def __init__(self, uri: str | None = None, migration_uri: str | None = None) -> None:
-        # Never connect here: Ganeti constructs a hypervisor object for every call.
-        for what, value in (("libvirt URI", uri), ("migration URI template", migration_uri)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise HypervisorError(f"Invalid {what}: {value!r}")
+        # Never connect here: Ganeti constructs a hypervisor object for every call, and
+        # without arguments (the common case is not even looped over).
+        if uri is not None or migration_uri is not None:
+            for what, value in (("libvirt URI", uri), ("migration URI template", migration_uri)):
+                if value is not None and (not isinstance(value, str) or not value.strip()):
+                    raise HypervisorError(f"Invalid {what}: {value!r}")
         self._uri = uri
         self._migration_uri = migration_uri
 
@@ -86,14 +96,18 @@ class BaseHypervisor(migration.MigrationMethods):
     @property
     def uri(self) -> str:
         """The libvirt URI: constructor keyword, else the environment, else the node's
-        configuration file, else libvirt's default."""
-        return self._uri or self.configured_uri()
+        configuration file, else libvirt's default. Resolved once per object: Ganeti
+        builds one per RPC, and a call asks for it several times (each lookup reads the
+        environment and stats the file, ~0.1 ms in noded's fresh child)."""
+        if self._uri is None:
+            self._uri = self.configured_uri()
+        return self._uri
 
     @classmethod
     def configured_uri(cls) -> str:
         """The URI without a constructor keyword (what classmethods and the helpers use):
         the environment, else the configuration file, else libvirt's default."""
-        return (os.environ.get(cls.URI_ENV) or config.value(cls.HV_NAME, "uri")
+        return (config.getenv(cls.URI_ENV) or config.value(cls.HV_NAME, "uri")
                 or cls.DEFAULT_URI)
 
     def _conn(self, events: bool = False) -> libvirt.virConnect:
@@ -113,7 +127,7 @@ class BaseHypervisor(migration.MigrationMethods):
     def _owned(self, name: str) -> libvirt.virDomain | None:
         """The domain for instance ``name`` if it exists and is ours, else None."""
         dom = self._lookup(name)
-        if dom is None or not domains.is_ours(self.uri, dom):
+        if dom is None or not ownership.is_ours(self.uri, dom):
             return None
         return dom
 
@@ -203,6 +217,8 @@ class BaseHypervisor(migration.MigrationMethods):
     # -- lifecycle ----------------------------------------------------------------
     #: seconds a soft reboot may take before the documented hard-reset fallback
     REBOOT_TIMEOUT: ClassVar[float] = 60.0
+    #: seconds CleanupInstance waits for a shut-off domain that is still being destroyed
+    DESTROY_SETTLE: ClassVar[float] = 30.0
 
     def StartInstance(self, instance: Any, block_devices: Sequence[Any],  # noqa: N802
                       startup_paused: bool) -> None:
@@ -212,7 +228,7 @@ class BaseHypervisor(migration.MigrationMethods):
         self.ValidateParameters(instance.hvparams)
         existing = self._lookup(name)
         if existing is not None:
-            if not domains.is_ours(self.uri, existing):
+            if not ownership.is_ours(self.uri, existing):
                 raise HypervisorError(f"Failed to start instance {name}: a domain of that "
                                       "name exists that hvlibvirt did not create")
             with connection.libvirt_errors("check the state", name):
@@ -240,13 +256,14 @@ class BaseHypervisor(migration.MigrationMethods):
         except HypervisorError:
             self._undo_start(dom, name)
             raise
+        ownership.remember(self.uri, dom)
 
     def _undo_start(self, dom: libvirt.virDomain, name: str) -> None:
         """Destroy and undefine what a failed start created. If libvirtd died under the
         start, its connection is dead: then through a new one (a restarted daemon may
         even have kept QEMU running), and if libvirtd is still away, the definition
         stays (the next start replaces it, CleanupInstance removes it)."""
-        domains.forget(self.uri, dom)
+        ownership.forget(self.uri, dom)
         for attempt in range(2):
             try:
                 if attempt:
@@ -351,6 +368,14 @@ class BaseHypervisor(migration.MigrationMethods):
                 return False
             time.sleep(_STATE_POLL)
 
+    def _being_destroyed(self, dom: libvirt.virDomain) -> bool:
+        """True once a domain already shut off (its guest powered off) is also inactive.
+        libxl's driver marks the domain shut off at the guest's power-off, then destroys
+        it, seconds later on a loaded node; Ganeti may clean up in between."""
+        if dom.state()[0] != libvirt.VIR_DOMAIN_SHUTOFF:
+            return False
+        return self._wait_inactive(dom, self.DESTROY_SETTLE)
+
     def CleanupInstance(self, instance_name: str) -> None:  # noqa: N802
         """Remove every trace of a stopped instance (its libvirt definition)."""
         name = _require_name(instance_name)
@@ -358,9 +383,9 @@ class BaseHypervisor(migration.MigrationMethods):
         if dom is None:
             return
         with connection.libvirt_errors("clean up", name):
-            if dom.isActive():
+            if dom.isActive() and not self._being_destroyed(dom):
                 raise HypervisorError(f"Cannot cleanup a live instance: {name}")
-            domains.forget(self.uri, dom)
+            ownership.forget(self.uri, dom)
             dom.undefine()
 
     def RebootInstance(self, instance: Any) -> None:  # noqa: N802
@@ -407,9 +432,9 @@ class BaseHypervisor(migration.MigrationMethods):
     def ListInstances(self, hvparams: Mapping[str, Any] | None = None) -> list[str]:  # noqa: N802
         """Names of the running instances (domains this library created)."""
         with connection.libvirt_errors("list domains"):
-            active = connection.call(self.uri, lambda conn: conn.listAllDomains(
-                libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE))
-            return sorted(d.name() for d in active if domains.is_ours(self.uri, d))
+            running = connection.call(self.uri, lambda conn: conn.listAllDomains(
+                domains.LIST_RUNNING))
+            return sorted(d.name() for d in running if ownership.is_ours(self.uri, d))
 
     def GetInstanceInfo(self, instance_name: str,  # noqa: N802
                         hvparams: Mapping[str, Any] | None = None) -> InstanceInfo | None:
@@ -421,7 +446,9 @@ class BaseHypervisor(migration.MigrationMethods):
         try:
             return domains.instance_info(self.uri, dom)
         except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN or not _still_active(dom):
+                # Gone, or going: libxl fails its info of a domain it is destroying
+                # ("libxl_domain_info failed", tier 6's HVM stop): not running.
                 return None
             raise HypervisorError(f"Failed to get info of instance {instance_name}: "
                                   f"{err}") from err

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import configparser
 import os
-import threading
+from collections.abc import Mapping
 
 from hvlibvirt import constants
 from hvlibvirt.errors import HypervisorError
@@ -45,13 +45,20 @@ KEYS = {
 }
 SECTIONS = frozenset(constants.HYPER_TYPES)
 
-_lock = threading.Lock()
+# Where the HVLIBVIRT_* environment settings are read: os.environ, or from preload() on
+# a plain copy of it (see there).
+_environ: Mapping[str, str] = os.environ
 _cache: dict[str, tuple[tuple[int, int, int], dict[str, dict[str, str]]]] = {}
+
+
+def getenv(name: str) -> str | None:
+    """The environment variable ``name`` as hvlibvirt sees it (None if unset)."""
+    return _environ.get(name)
 
 
 def path() -> str:
     """The configuration file in force for this process."""
-    return os.environ.get(PATH_ENV) or DEFAULT_PATH
+    return getenv(PATH_ENV) or DEFAULT_PATH
 
 
 def value(hypervisor: str, key: str) -> str | None:
@@ -62,7 +69,14 @@ def value(hypervisor: str, key: str) -> str | None:
 def preload() -> None:
     """Read the file now, in a parent that will fork (Ganeti's node daemon, when its
     hypervisor map is imported): its children then find it parsed and only stat it.
-    Problems are left for the first real lookup to report."""
+    Problems are left for the first real lookup to report.
+
+    The environment is copied too, and read from the copy from now on: a forked child
+    inherits its parent's environment unchanged (Ganeti 3.0's modules read os.environ
+    and never change it), and in a fresh child a plain dict answers ~0.06 ms
+    sooner per variable than os.environ, which encodes and decodes every lookup."""
+    global _environ
+    _environ = dict(os.environ)
     try:
         _read(path())
     except HypervisorError:
@@ -79,13 +93,13 @@ def _read(file: str) -> dict[str, dict[str, str]]:
     except OSError as err:
         raise HypervisorError(f"Cannot read {file}: {err.strerror}") from None
     stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-    with _lock:
-        cached = _cache.get(file)
+    # No lock: one dict operation each, atomic under the GIL; two threads that race
+    # both parse. (noded's fresh child pays for every line it runs for the first time.)
+    cached = _cache.get(file)
     if cached is not None and cached[0] == stamp:
         return cached[1]
     parsed = _parse(file)
-    with _lock:
-        _cache[file] = (stamp, parsed)
+    _cache[file] = (stamp, parsed)
     return parsed
 
 

@@ -50,6 +50,13 @@ def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
     """libvirt prints every error to stderr by default; we raise them instead."""
 
 
+def prepare_for_fork() -> None:
+    """Work a forking parent (noded) does once so that each child need not: libvirt's
+    error handler is process state that fork copies (~0.06 ms per child otherwise)."""
+    with _lock:
+        _silence_libvirt_locked()
+
+
 def _silence_libvirt_locked() -> None:
     global _silenced
     if not _silenced:

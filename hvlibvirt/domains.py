@@ -1,16 +1,15 @@
 """What libvirt knows about the domains this library created.
 
-Ownership (a domain is an instance only if it carries our metadata), metadata reads
-and updates, and the Ganeti info tuple, with the per-call cost kept down: Ganeti's node
-daemon asks for instance info constantly, from a fresh process each time, so ownership
-is one metadata round trip whose answer is not parsed, and the info one
-``virDomainGetInfo`` round trip, which never reaches QEMU.
+Metadata reads and updates, and the Ganeti info tuple, with the per-call cost kept
+down: Ganeti's node daemon asks for instance info constantly, from a fresh process each
+time, so the info is one ``virDomainGetInfo`` round trip, which never reaches QEMU, and
+ownership (a domain is an instance only if it carries our metadata) is mostly a stat
+(``hvlibvirt.ownership``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import libvirt
@@ -18,6 +17,7 @@ import libvirt
 from hvlibvirt import constants, locks
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.errors import HypervisorError
+from hvlibvirt.ownership import is_ours
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,15 @@ _ACTIVE_STATES = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCK
                             libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_SHUTDOWN,
                             libvirt.VIR_DOMAIN_PMSUSPENDED})
 
+# listAllDomains flags for "running" as Ganeti means it: active and not yet marked shut
+# off. libxl marks a domain its guest powered off SHUTOFF before it has destroyed it, and
+# ACTIVE alone would still list it meanwhile (tier 6). Flag groups are ANDed: one RPC.
+LIST_RUNNING = (libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE | libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING
+                | libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED | libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER)
+
 # Ganeti reports a guest's own power-off for KVM only with the user_shutdown hvparam;
 # for Xen always.
 _USER_SHUTDOWN_GATES = {constants.HT_KVM: constants.HV_KVM_USER_SHUTDOWN}
-
-_owned_lock = threading.Lock()
-_owned: dict[tuple[str, str], bool] = {}  # (uri, domain uuid) -> carries our metadata
 
 
 def _metadata_xml(dom: libvirt.virDomain, live: bool = True) -> str | None:
@@ -79,42 +82,6 @@ def update_metadata(dom: libvirt.virDomain, change: Callable[[InstanceMetadata],
         if meta is not None and change(meta):
             write_metadata(dom, meta)
         return meta
-
-
-def is_ours(uri: str, dom: libvirt.virDomain) -> bool:
-    """Whether ``dom`` was created by this library: it carries our metadata element.
-
-    One small RPC, nothing parsed (a fresh process per Ganeti RPC asks this for every
-    domain it lists); remembered per domain UUID for long-lived processes. The listing
-    itself cannot tell: it returns names, UUIDs and ids only, and the domain UUID stays
-    Ganeti's instance UUID (the guest's SMBIOS UUID, as under Ganeti's own KVM).
-    """
-    key = (uri, dom.UUIDString())
-    with _owned_lock:
-        known = _owned.get(key)
-    if known is None:
-        try:
-            dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE,
-                         libvirt.VIR_DOMAIN_AFFECT_CURRENT)
-            known = True
-        except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                # Gone since it was listed: remember nothing, the uuid may come back
-                # (an instance is redefined under its uuid at every start).
-                return False
-            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                raise HypervisorError(f"Failed to read metadata of {dom.name()}: "
-                                      f"{err}") from err
-            known = False
-        with _owned_lock:
-            _owned[key] = known
-    return known
-
-
-def forget(uri: str, dom: libvirt.virDomain) -> None:
-    """Drop the cached ownership of a domain that is being undefined."""
-    with _owned_lock:
-        _owned.pop((uri, dom.UUIDString()), None)
 
 
 def is_active_state(state: int) -> bool:

@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from hvlibvirt import config
 from hvlibvirt.errors import HypervisorError
 
 DIR_ENV = "HVLIBVIRT_LOCK_DIR"
@@ -53,13 +54,13 @@ _POLL = (0.002, 0.05)  # first and longest pause between attempts on a held file
 
 def lock_dir() -> str:
     """The directory of this process's lock files (see the module docstring)."""
-    explicit = os.environ.get(DIR_ENV)
+    explicit = config.getenv(DIR_ENV)
     if explicit:
         return explicit
     if os.geteuid() == 0:
         return ROOT_DIR
     # libvirt's session daemon falls back the same way without XDG_RUNTIME_DIR.
-    base = (os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_CACHE_HOME")
+    base = (config.getenv("XDG_RUNTIME_DIR") or config.getenv("XDG_CACHE_HOME")
             or os.path.expanduser("~/.cache"))
     return os.path.join(base, "hvlibvirt", "locks")
 

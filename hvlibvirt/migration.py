@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import config, connection, constants as C, domains, helper_command
+from hvlibvirt import config, connection, constants as C, domains, helper_command, ownership
 from hvlibvirt.domain_xml import identity
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import MigrationStatus, new_migration_status
@@ -224,7 +224,7 @@ class MigrationMethods:
     def migration_uri_template(self) -> str:
         """Constructor keyword, else HVLIBVIRT_MIGRATION_URI, else the configuration
         file's ``migration_uri``, else the class default."""
-        return (self._migration_uri or os.environ.get("HVLIBVIRT_MIGRATION_URI")
+        return (self._migration_uri or config.getenv("HVLIBVIRT_MIGRATION_URI")
                 or config.value(self.HV_NAME, "migration_uri") or self.MIGRATION_URI_TEMPLATE)
 
     def _target_uri(self, target: str) -> str:
@@ -351,7 +351,7 @@ class MigrationMethods:
                 if dom.isActive():
                     raise HypervisorError(f"Migration of {name} was reported successful but "
                                           "the instance still runs on the source")
-                domains.forget(self.uri, dom)
+                ownership.forget(self.uri, dom)
                 dom.undefine()
                 return
             self._abort_job(dom)
@@ -415,7 +415,7 @@ class MigrationMethods:
             if domains.is_active_state(state) and not incoming:
                 raise HypervisorError(f"Instance {name} runs here although its migration "
                                       "was reported failed; refusing to destroy it")
-            domains.forget(self.uri, dom)
+            ownership.forget(self.uri, dom)
             try:
                 if dom.isActive():
                     dom.destroy()

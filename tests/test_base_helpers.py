@@ -452,6 +452,43 @@ def test_uri_resolution_order(cls, env, default, monkeypatch, tmp_path):
     assert cls(uri=None).uri == "test:///from-env"
 
 
+def test_uri_is_resolved_once_per_object(monkeypatch, tmp_path):
+    """Ganeti builds an object per RPC; one call reads the environment and the file once."""
+    monkeypatch.setenv("HVLIBVIRT_CONFIG", str(tmp_path / "absent.conf"))
+    monkeypatch.setenv("HVLIBVIRT_KVM_URI", "test:///first")
+    hv = KVMHypervisor()
+    assert hv.uri == "test:///first"
+    monkeypatch.setenv("HVLIBVIRT_KVM_URI", "test:///second")
+    assert hv.uri == "test:///first"
+    assert KVMHypervisor().uri == "test:///second"
+
+
+def test_serve_readies_what_forked_children_share(monkeypatch, tmp_path):
+    """noded's parent silences libvirt's stderr printer once, copies the environment and
+    finds the ownership mark directory; its children inherit all three."""
+    from hvlibvirt import config, connection, ownership
+    from hvlibvirt.ganeti import serve
+
+    monkeypatch.setattr(config, "_environ", config._environ)  # serve() pins a copy
+    monkeypatch.setattr(connection, "_silenced", False)
+    calls = []
+    monkeypatch.setattr(connection.libvirt, "registerErrorHandler",
+                        lambda handler, ctx: calls.append(handler))
+    monkeypatch.setattr(ownership, "_mark_dirs", {})
+    monkeypatch.setattr(ownership, "mark_root", lambda: str(tmp_path / "owned"))
+    monkeypatch.setenv("HVLIBVIRT_KVM_URI", "qemu+unix:///system?socket=/x")
+    hv_map: dict[str, type] = {}
+    serve(hv_map, iter(["kvm"]))
+    assert hv_map == {"kvm": KVMHypervisor}
+    assert calls == [connection._ignore_libvirt_error] and connection._silenced
+    # Where the children look for ownership marks, found once.
+    marks = ownership._mark_dirs["qemu+unix:///system?socket=/x"]
+    assert marks is not None and os.path.isdir(marks)
+    # The environment as it was: noded's children inherit it unchanged.
+    monkeypatch.setenv("HVLIBVIRT_KVM_URI", "test:///after-serve")
+    assert KVMHypervisor().uri != "test:///after-serve"
+
+
 def test_uri_env_of_the_other_hypervisor_is_ignored(monkeypatch, tmp_path):
     monkeypatch.setenv("HVLIBVIRT_CONFIG", str(tmp_path / "absent.conf"))
     monkeypatch.setenv("HVLIBVIRT_XEN_URI", "xen:///elsewhere")

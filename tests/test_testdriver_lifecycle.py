@@ -124,6 +124,38 @@ def test_cleanup_refuses_a_running_instance(hv: KVMHypervisor) -> None:
     assert hv.GetInstanceInfo("tdl-live") is not None
 
 
+class _BeingDestroyed:
+    """A domain as libxl's driver shows it after the guest's power-off: already shut
+    off, still active until the destroy that follows (a few polls later here)."""
+
+    def __init__(self, dom: libvirt.virDomain):
+        self.dom, self.polls = dom, 0
+
+    def state(self) -> list[int]:
+        return [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN]
+
+    def isActive(self) -> int:  # noqa: N802
+        self.polls += 1
+        if self.polls == 3:
+            self.dom.destroy()
+        return self.dom.isActive()
+
+    def __getattr__(self, name: str):
+        return getattr(self.dom, name)
+
+
+def test_cleanup_waits_for_a_powered_off_domain_being_destroyed(
+        hv: KVMHypervisor, monkeypatch: pytest.MonkeyPatch) -> None:
+    inst, block = make_instance("tdl-dying")
+    hv.StartInstance(inst, block, False)
+    dying = _BeingDestroyed(connection.get(URI).lookupByName("tdl-dying"))
+    monkeypatch.setattr(hv, "_owned", lambda name: dying)
+    hv.CleanupInstance("tdl-dying")
+    assert dying.polls >= 3
+    with pytest.raises(libvirt.libvirtError):
+        connection.get(URI).lookupByName("tdl-dying")
+
+
 def test_failed_start_leaves_nothing_behind(hv: KVMHypervisor) -> None:
     # The test driver offers no KVM, so kvm_flag=enabled must fail before anything is
     # defined.
