@@ -63,6 +63,17 @@ def test_serial_log_parses_dev_lines_and_times_out_with_tail(tmp_path: Path) -> 
 
 
 @pytest.mark.real
+def test_xen_console_reports_are_found_after_the_shell_prompt() -> None:
+    """busybox's prompt ends in a cursor query and no newline; a report follows on its line."""
+    from lab.xen_tier import XenLab
+
+    text = ("HVL-DEV blk=xvda net=eth0,lo mem=223256\nHVL-READY hv=xen guest_type=PV\n"
+            "/ # \x1b[6nHVL-DEV blk=xvda net=eth0,lo mem=124952\nHVL-DEV blk=xvda,xv")
+    lab = XenLab.__new__(XenLab)
+    lab.console = lambda _name: text  # type: ignore[method-assign]
+    assert lab.last_dev("g") == {"blk": "xvda", "net": "eth0,lo", "mem": "124952"}
+
+
 def test_a_device_whose_size_the_guest_could_not_read_is_listed_without_a_size() -> None:
     """The guest lists a disk being hot-removed but its size file is already gone."""
     dev = parse_dev("blk=vda,vdb net=eth0,lo mem=94780 size=vda:131072,vdb:")

@@ -168,13 +168,16 @@ def test_non_live_migration_pauses_the_guest(boot: Callable[..., Running], pair)
     dst.AcceptInstance(run.inst, src.MigrationInfo(run.inst), net.b.ip)
     src.MigrateInstance("cluster", run.inst, net.b.ip, False)
     during = []  # guest state while memory is being transferred
-    status = src.GetMigrationStatus(run.inst)
-    while status.status == C.HV_MIGRATION_ACTIVE:
+    while True:
+        # The state first, then the status: a state read after an "active" poll can
+        # already be the shut-off of a migration that ended in between (CI, 2026-12-02).
         state = run.dom.state()[0]
+        status = src.GetMigrationStatus(run.inst)
+        if status.status != C.HV_MIGRATION_ACTIVE:
+            break
         if status.transferred_ram:
             during.append(state)
         time.sleep(0.05)
-        status = src.GetMigrationStatus(run.inst)
     assert during and all(s == libvirt.VIR_DOMAIN_PAUSED for s in during), sorted(set(during))
     assert src.GetMigrationStatus(run.inst).status == C.HV_MIGRATION_COMPLETED
     dst.FinalizeMigrationDst(run.inst, "", True)

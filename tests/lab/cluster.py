@@ -473,6 +473,12 @@ class Cluster:
         existing = node.run(["cat", "/root/.ssh/authorized_keys"], check=False).stdout
         node.write("/root/.ssh/authorized_keys", existing + key, "0600")
         self.gnt("gnt-node", "add", "--no-ssh-key-check", node.fqdn)
+        # The master's daemons send the cluster's files to the new node after the job
+        # ended; a verify before they arrive reports them missing (CI, 2026-12-02, with
+        # two nested Xen hosts booting beside: rapi.pem not yet on gntb).
+        self._wait(lambda: node.run(["test", "-e", "/var/lib/ganeti/rapi.pem"],
+                                    check=False).returncode == 0,
+                   120, f"Ganeti to copy rapi.pem to {node.fqdn}")
 
     @staticmethod
     def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -569,6 +569,11 @@ class LibvirtDaemon:
             time.sleep(0.02)
         return pid
 
+    def libvirtd_running(self) -> bool:
+        """Whether this daemon's libvirtd process is alive."""
+        pid = _read_pid(self.workdir / "libvirtd.pid")
+        return pid is not None and _alive(pid) and self._owns(pid)
+
     def restart_libvirtd(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start libvirtd again after ``kill_libvirtd``: the subreaper runs it (SIGUSR1),
         so it has the same namespaces and parent; wait until it answers."""

@@ -217,9 +217,11 @@ def boot_files(root: Path) -> tuple[Path, Path, Path]:
     return xen, kernel, initrd
 
 
-def make_image(root: Path, package: Path, authorized_key: str, out: Path) -> None:
+def make_image(root: Path, package: Path, authorized_key: str, out: Path,
+               files: dict[str, tuple[str, int]] | None = None) -> None:
     """A fresh dom0 disk at ``out``: the tree, this session's hvlibvirt package in
-    /opt/hvlibvirt, the node script and the host's ssh key."""
+    /opt/hvlibvirt, the node script, the host's ssh key and ``files`` (path relative to
+    the root -> (content, mode): this host's identity in a pair of dom0s)."""
     with tempfile.TemporaryDirectory(dir=out.parent) as extra:
         overlay = Path(extra)
         shutil.copytree(package, overlay / "opt/hvlibvirt/hvlibvirt",
@@ -229,13 +231,19 @@ def make_image(root: Path, package: Path, authorized_key: str, out: Path) -> Non
         ssh.mkdir(parents=True, mode=0o700)
         (ssh / "authorized_keys").write_text(authorized_key)
         (ssh / "authorized_keys").chmod(0o600)
+        for rel, (text, mode) in (files or {}).items():
+            path = overlay / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(mode)
         out.unlink(missing_ok=True)
         with open(out, "wb") as f:
             f.truncate(6 << 30)
         # mkfs -d copies one tree: stage the tree's top level and the overlay side by side
         # through a bind-free merge (hard links keep it cheap).
+        tops = sorted(str(p) for p in overlay.iterdir())
         staging = overlay / "staging"
         _run(["cp", "-al", str(root), str(staging)])
-        _run(["cp", "-a", "--remove-destination", f"{overlay}/opt", f"{overlay}/root",
-              f"{staging}/"])
+        # Replaced, not written through: the staged files are hard links into the cache.
+        _run(["cp", "-a", "--remove-destination", *tops, f"{staging}/"])
         _run(["mkfs.ext4", "-q", "-F", "-L", "xendom0", "-d", str(staging), str(out)])

@@ -16,12 +16,13 @@ import re
 import select
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.xen_vm import Dom0, Dom0Error
+from lab.xen_vm import Dom0, Dom0Error, PeerLink
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +43,65 @@ class NodeError(Exception):
 class XenLab:
     """The session's nested Xen host, replaced by a fresh one after a known fault."""
 
-    def __init__(self, cache_dir: Path, package: Path):
-        self.cache_dir, self.package = cache_dir, package
+    def __init__(self, cache_dir: Path, package: Path,
+                 link: tuple[PeerLink, int] | None = None):
+        """``link``: this host's end of a pair (see ``PeerLink``)."""
+        self.cache_dir, self.package, self.link = cache_dir, package, link
+        self.host = PeerLink.hostname(link[1] if link else 1)  # for the summary
         self.dom0: Dom0 | None = None
         self.retries: list[str] = []
+        self.console_retypes: list[str] = []  # console_session's second tries
         self.boots: list[float] = []
+        # Fault lines in each dom0's logs when it is stopped: a passing run's count too.
+        self.fault_lines: list[str] = []
+        self._booted = threading.Event()
+        self._booted.set()
+        self._released = threading.Event()
+        self._boot_error: BaseException | None = None
         LABS.append(self)
 
     def start(self) -> None:
-        self.dom0 = Dom0(self.cache_dir, self.package)
-        self.dom0.start()
-        self.boots.append(self.dom0.boot_seconds)
+        dom0 = Dom0(self.cache_dir, self.package, link=self.link)
+        dom0.start()
+        self.dom0 = dom0
+        self.boots.append(dom0.boot_seconds)
+
+    def start_in_background(self) -> None:
+        """Build and boot the first dom0 in a thread, while the other tiers run (a boot
+        is minutes of one core under TCG); ``ready()`` waits for it. The thread lives
+        until ``stop()``: QEMU's parent-death signal follows the thread that forked it."""
+        self._booted.clear()
+        threading.Thread(target=self._boot_and_hold, name="tier6-dom0", daemon=True).start()
+
+    def _boot_and_hold(self) -> None:
+        try:
+            self.start()
+        except BaseException as err:  # handed to ready(), in the test's thread
+            self._boot_error = err
+        finally:
+            self._booted.set()
+        self._released.wait()
+
+    def ready(self) -> None:
+        """Wait for a background boot; raise what it raised."""
+        self._booted.wait()
+        if self._boot_error is not None:
+            err, self._boot_error = self._boot_error, None
+            raise err
 
     def attach(self, port: str, run_dir: str) -> None:
         """Use a dom0 that ``python -m lab.xen_vm`` booted, with this hvlibvirt."""
         self.dom0 = Dom0.attached(self.cache_dir, self.package, int(port), Path(run_dir))
 
     def stop(self) -> None:
+        self._booted.wait()
         if self.dom0 is not None:
+            qemu = self.dom0.qemu
+            if qemu is None or qemu.poll() is None:  # attached, or still running
+                self.fault_lines.extend(self.dom0.faults())
             self.dom0.stop()
             self.dom0 = None
+        self._released.set()
 
     def replace(self) -> None:
         self.stop()
@@ -116,10 +156,12 @@ class XenLab:
         return text
 
     def last_dev(self, name: str) -> dict[str, str]:
-        """The guest's latest HVL-DEV report as a dict (blk, net, mem)."""
-        lines = [ln for ln in self.console(name).splitlines() if ln.startswith("HVL-DEV ")]
-        assert lines, f"{name}: no HVL-DEV line yet"
-        return dict(field.split("=", 1) for field in lines[-1].split()[1:])
+        """The guest's latest complete HVL-DEV report as a dict (blk, net, mem). A report
+        need not start its line: the console shell's prompt (and its cursor query) ends
+        without a newline, and a report printed after it shares the prompt's line."""
+        reports = _DEV_REPORT.findall(self.console(name))
+        assert reports, f"{name}: no HVL-DEV line yet"
+        return dict(field.split("=", 1) for field in reports[-1].split())
 
     def wait_dev(self, name: str, check: Callable[[dict[str, str]], bool],
                  timeout: float = 60) -> dict[str, str]:
@@ -131,11 +173,30 @@ class XenLab:
             time.sleep(2)
 
     def console_session(self, argv: list[str], typed: str, expect: str,
-                        timeout: float = 60) -> str:
+                        timeout: float = 60, attempts: int = 3) -> str:
         """Run a console command (Ganeti's InstanceConsole command) in dom0 on a pty,
-        type ``typed`` once it is attached, and read until ``expect`` appears."""
+        type ``typed`` once it is attached, and read until ``expect`` appears.
+
+        A nested dom0 under load can take longer to start the command than the pause
+        before typing allows, and what reaches the guest's shell before its prompt is
+        gone: without an answer the line is typed again on a new session, at most
+        ``attempts`` times, each noted in ``console_retypes`` (printed in the summary).
+        The text of every session is returned, so a failing check shows all of them."""
         assert self.dom0 is not None
         command = " ".join(shlex.quote(a) for a in argv)
+        texts = []
+        for attempt in range(1, attempts + 1):
+            out = self._one_console_session(command, typed, expect, timeout / attempts)
+            texts.append(f"--- console session {attempt} ---\n{out}")
+            if expect in out:
+                break
+            self.console_retypes.append(f"{typed.strip()!r}: no {expect!r} in session "
+                                        f"{attempt}")
+        return "\n".join(texts)
+
+    def _one_console_session(self, command: str, typed: str, expect: str,
+                             timeout: float) -> str:
+        assert self.dom0 is not None
         proc = subprocess.Popen([*self.dom0.ssh_argv("-tt"), command], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = b""
@@ -188,6 +249,9 @@ class XenLab:
         if self.dom0.qemu is not None and self.dom0.qemu.poll() is not None:
             return [f"the nested QEMU exited ({self.dom0.qemu.returncode})"]
         return [ln for ln in self.dom0.faults() if ln not in before]
+
+
+_DEV_REPORT = re.compile(r"HVL-DEV ([^\n]*)\n")
 
 
 def is_ready_line(text: str, guest_type: str) -> bool:

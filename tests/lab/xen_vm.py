@@ -37,6 +37,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,62 @@ class Dom0Error(RuntimeError):
     """dom0 did not boot, or stopped answering."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
+PEER_NET = "10.79.0"  # the link between the two dom0s of a pair
+
+
+@dataclass(frozen=True)
+class PeerLink:
+    """A pair of dom0s joined by a second NIC each: QEMU's UDP socket network, one
+    loopback port per end, so either may boot first. Host ``index`` (1 or 2) is
+    ``xendom{index - 1}`` at ``10.79.0.<index>``; both have the pair's root key, so each
+    libvirtd reaches the other over ``xen+ssh://`` (what a migration needs)."""
+
+    ports: tuple[int, int]
+    private_key: str
+    public_key: str
+
+    @classmethod
+    def new(cls) -> PeerLink:
+        with tempfile.TemporaryDirectory(dir="/var/tmp", prefix=RUN_PREFIX + "key-") as tmp:
+            key = Path(tmp) / "id_ed25519"
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                            "hvl-tier6-pair", "-f", str(key)], check=True)
+            return cls((_free_port("udp"), _free_port("udp")), key.read_text(),
+                       key.with_suffix(".pub").read_text())
+
+    @staticmethod
+    def address(index: int) -> str:
+        return f"{PEER_NET}.{index}"
+
+    @staticmethod
+    def hostname(index: int) -> str:
+        return f"xendom{index - 1}"
+
+    def qemu_args(self, index: int) -> list[str]:
+        local, remote = self.ports if index == 1 else self.ports[::-1]
+        return ["-netdev", f"socket,id=n1,udp=127.0.0.1:{remote},localaddr=127.0.0.1:{local}",
+                "-device", f"virtio-net-pci,netdev=n1,mac=52:54:00:79:00:0{index}",
+                "-uuid", f"00000000-0000-4000-8000-00000000790{index}"]
+
+    def files(self, index: int, host_key: str) -> dict[str, tuple[str, int]]:
+        """This end's identity, written into its dom0 image."""
+        hosts = "".join(f"{self.address(i)} {self.hostname(i)}\n" for i in (1, 2))
+        return {
+            "etc/hostname": (self.hostname(index) + "\n", 0o644),
+            "etc/hosts": (f"127.0.0.1 localhost\n{hosts}", 0o644),
+            # Sorted before the image's DHCP match of every NIC: this one is static.
+            "etc/systemd/network/05-peer.network": (
+                f"[Match]\nMACAddress=52:54:00:79:00:0{index}\n[Network]\n"
+                f"Address={self.address(index)}/24\n", 0o644),
+            "root/.ssh/authorized_keys": (host_key + self.public_key, 0o600),
+            "root/.ssh/id_ed25519": (self.private_key, 0o600),
+            "root/.ssh/config": ("Host xendom* 10.79.0.*\n  StrictHostKeyChecking no\n"
+                                 "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n", 0o600),
+        }
+
+
+def _free_port(kind: str = "tcp") -> int:
+    with socket.socket(type=socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -89,8 +144,11 @@ def _die_with_parent() -> None:
 class Dom0:
     """One booted nested Xen host. Use as a context manager, or start()/stop()."""
 
-    def __init__(self, cache_dir: Path, package: Path, run_root: Path = Path("/var/tmp")):
+    def __init__(self, cache_dir: Path, package: Path, run_root: Path = Path("/var/tmp"),
+                 link: tuple[PeerLink, int] | None = None):
+        """``link``: this dom0's end (1 or 2) of a pair's link."""
         self.cache_dir, self.package, self.run_root = cache_dir, package, run_root
+        self.link = link
         self.dir: Path | None = None
         self.qemu: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -122,8 +180,9 @@ class Dom0:
         key = self.dir / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hvl-tier6",
                         "-f", str(key)], check=True)
-        make_image(rootfs, self.package, key.with_suffix(".pub").read_text(),
-                   self.dir / "dom0.img")
+        host_key = key.with_suffix(".pub").read_text()
+        files = self.link[0].files(self.link[1], host_key) if self.link else None
+        make_image(rootfs, self.package, host_key, self.dir / "dom0.img", files)
         xen, kernel, initrd = boot_files(rootfs)
         # QEMU's multiboot loader takes the ELF32 image, not Debian's gzipped one.
         (self.dir / "xen").write_bytes(gzip.decompress(xen.read_bytes()))
@@ -136,6 +195,7 @@ class Dom0:
                 "-drive", f"file={self.dir / 'dom0.img'},if=virtio,format=raw,cache=unsafe",
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
                 "-device", "virtio-net-pci,netdev=n0",
+                *(self.link[0].qemu_args(self.link[1]) if self.link else ()),
                 "-serial", f"file:{self.serial_path}"]
         t0 = time.monotonic()
         self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
@@ -272,18 +332,29 @@ def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 def main() -> None:
-    """Boot a dom0 and keep it until interrupted, for HVLIBVIRT_XEN_ATTACH."""
+    """Boot a dom0 (``--pair``: two, linked) and keep it until one stops, for
+    HVLIBVIRT_XEN_ATTACH (and HVLIBVIRT_XEN_PEER_ATTACH)."""
     import hvlibvirt
     from lab.guest import default_cache_dir
 
+    import sys
+
     logging.basicConfig(level=logging.INFO)
-    with Dom0(default_cache_dir(), Path(hvlibvirt.__file__).resolve().parent) as dom0:
-        print(f"export HVLIBVIRT_XEN_ATTACH={dom0.port}:{dom0.dir}", flush=True)
-        try:
-            while dom0.qemu is not None and dom0.qemu.poll() is None:
-                time.sleep(5)
-        except KeyboardInterrupt:
-            pass
+    package = Path(hvlibvirt.__file__).resolve().parent
+    link = PeerLink.new() if "--pair" in sys.argv[1:] else None
+    dom0s = [Dom0(default_cache_dir(), package, link=(link, i) if link else None)
+             for i in ((1, 2) if link else (1,))]
+    try:
+        for dom0, var in zip(dom0s, ("HVLIBVIRT_XEN_ATTACH", "HVLIBVIRT_XEN_PEER_ATTACH")):
+            dom0.start()
+            print(f"export {var}={dom0.port}:{dom0.dir}", flush=True)
+        while all(d.qemu is not None and d.qemu.poll() is None for d in dom0s):
+            time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for dom0 in dom0s:
+            dom0.stop()
 
 
 if __name__ == "__main__":
