@@ -204,7 +204,7 @@ def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:
         raise
 
 
-_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*$")  # a host name or an IP address
+_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*\Z")  # a host name or an IP address
 
 
 def _set_target(meta: domains.InstanceMetadata, target: str | None) -> bool:

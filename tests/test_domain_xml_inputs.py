@@ -28,7 +28,9 @@ def test_unknown_disk_template(template) -> None:
     rejects_block("dev_type of disk 0", [(disk(dev_type=template), "/dev/x", None)])
 
 
-@pytest.mark.parametrize("uuid", [None, "", "not-a-uuid-at-all", "932df160-7a22-4067"])
+@pytest.mark.parametrize("uuid", [None, "", "not-a-uuid-at-all", "932df160-7a22-4067",
+                                  # a regex's "$" would take a trailing newline
+                                  "932df160-7a22-4067-9f6d-3e0a0b1c2d3e\n"])
 def test_missing_or_bad_disk_uuid(uuid) -> None:
     bad = disk(dev_type=C.DT_PLAIN)
     bad.uuid = uuid
@@ -36,7 +38,8 @@ def test_missing_or_bad_disk_uuid(uuid) -> None:
 
 
 @pytest.mark.parametrize("mac", ["", None, "zz:00:00:00:00:01", "aa:00:00:00:01",
-                                 "aa-00-00-00-00-01", "01:00:5e:00:00:01"])
+                                 "aa-00-00-00-00-01", "01:00:5e:00:00:01",
+                                 "aa:00:00:00:00:01\n"])
 def test_bad_mac(mac) -> None:
     rejects("mac of NIC 0", nics=[nic(0, mac=mac)])
 
@@ -53,7 +56,7 @@ def test_bad_nic_mode_or_link(mode: str, link: str) -> None:
     rejects("of NIC 0", nics=[nic(0, mode=mode, link=link)])
 
 
-@pytest.mark.parametrize("vlan", [".abc", "5000", ".0", ":", "100:", "1.2"])
+@pytest.mark.parametrize("vlan", [".abc", "5000", ".0", ":", "100:", "1.2", "100\n"])
 def test_bad_vlan(vlan: str) -> None:
     bad = nic(0)
     bad.nicparams[C.NIC_VLAN] = vlan
@@ -76,7 +79,7 @@ def test_more_devices_than_free_pci_slots() -> None:
 
 
 @pytest.mark.parametrize("name", ["a'b", "in<st>", "x y", "", None, "-lead", "a" * 300,
-                                  "evil\nname"])
+                                  "evil\nname", "inst1.example.com\n"])
 def test_hostile_instance_names(name) -> None:
     inst, block = instance()
     inst.name = name

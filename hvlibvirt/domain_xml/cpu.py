@@ -11,8 +11,8 @@ from lxml import etree
 from hvlibvirt import constants as C, params
 from hvlibvirt.errors import HypervisorError
 
-_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_FEATURE = re.compile(r"^([+-]?)([A-Za-z0-9_.-]+)(?:=(on|off|true|false))?$")
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_FEATURE = re.compile(r"^([+-]?)([A-Za-z0-9_.-]+)(?:=(on|off|true|false))?\Z")
 
 
 MAX_HOST_CPUS = 16384  # libvirt's VIR_DOMAIN_CPUMASK_LEN: a cpuset cannot name more
@@ -128,7 +128,7 @@ _LIBXL_TO_LIBVIRT_FLAGS = {
     "lahfsahf": "lahf_lm", "cmplegacy": "cmp_legacy", "ffxsr": "fxsr_opt",
     "page1gb": "pdpe1gb", "ibrsb": "spec-ctrl",
 }
-_XL_FLAG = re.compile(r"^([a-z0-9_.-]+)=([01])$")
+_XL_FLAG = re.compile(r"^([a-z0-9_.-]+)=([01])\Z")
 
 
 def xen_cpuid(value: str) -> etree._Element | None:

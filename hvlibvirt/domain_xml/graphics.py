@@ -23,8 +23,8 @@ SOUND_MODELS = {"hda": "ich6", "ich6": "ich6", "intel-hda": "ich6", "ich9": "ich
                 "usb": "usb", "usb-audio": "usb"}
 _PCI_SOUND = frozenset({"ich6", "ich9", "ac97", "es1370"})
 _USB_INPUTS = frozenset({"tablet", "mouse", "keyboard"})
-_USB_HOST_ID = re.compile(r"^host:([0-9a-fA-F]{4}):([0-9a-fA-F]{4})$")
-_USB_HOST_ADDR = re.compile(r"^host:(\d+)\.(\d+)$")
+_USB_HOST_ID = re.compile(r"^host:([0-9a-fA-F]{4}):([0-9a-fA-F]{4})\Z")
+_USB_HOST_ADDR = re.compile(r"^host:(\d+)\.(\d+)\Z")
 
 
 def _listen(graphics: etree._Element, listen: Listen) -> None:

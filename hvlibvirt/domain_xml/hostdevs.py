@@ -9,8 +9,8 @@ from lxml import etree
 from hvlibvirt.errors import HypervisorError
 
 # xl's PCI BDF: [DDDD:]BB:DD.F, optionally followed by ,permissive=0|1
-_BDF = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
-_OPTION = re.compile(r"^permissive=([01])$")
+_BDF = re.compile(r"^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])\Z")
+_OPTION = re.compile(r"^permissive=([01])\Z")
 
 
 def pci_hostdevs(value: str) -> list[etree._Element]:

@@ -13,10 +13,10 @@ from typing import Any
 from hvlibvirt.errors import HypervisorError
 
 _UUID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4})-[0-9a-fA-F]{4}-"
-                   r"[0-9a-fA-F]{12}$")
+                   r"[0-9a-fA-F]{12}\Z")
 # Ganeti instance names are host names.
-_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253})$")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253})\Z")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
 # Control characters, and what XML cannot carry at all (surrogates, U+FFFE, U+FFFF).
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 

@@ -23,7 +23,7 @@ from hvlibvirt.errors import HypervisorError
 # Not one of Ganeti's nicparams: an hvlibvirt extension to take a NIC's link down
 # (hot-modifiable) without removing it.
 NIC_LINK_STATE = "link_state"
-_VLAN = re.compile(r"^(?:\.?(\d+))?((?::\d+)*)$")
+_VLAN = re.compile(r"^(?:\.?(\d+))?((?::\d+)*)\Z")
 _MAX_VLAN = 4094
 
 
