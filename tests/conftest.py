@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import libvirt
 import pytest
 
-from lab.daemon import (LabLeakError, LabNetwork, LibvirtDaemon, find_leftovers, host_mountpoints,
-                        missing_prerequisites)
+from lab.daemon import LibvirtDaemon, find_leftovers, missing_prerequisites
+from lab.errors import LabLeakError
 from lab.guest import GuestImage, build_guest, default_cache_dir
 from lab import unavailable
 from lab.instances import Running
+from lab.mountpoints import host_mountpoints
+from lab.netns import LabNetwork
 
 if TYPE_CHECKING:
     from lab.cluster import Cluster

@@ -11,9 +11,10 @@ import libvirt
 import pytest
 from lxml import etree
 
-from lab.daemon import LabNetwork, LibvirtDaemon
+from lab.daemon import LibvirtDaemon
 from lab.domain import guest_domain_xml
 from lab.guest import GuestImage
+from lab.netns import LabNetwork
 from lab.serial import SerialLog, SerialTimeout, parse_dev
 
 log = logging.getLogger(__name__)

@@ -39,8 +39,9 @@ from hvlibvirt.domain_xml import metadata as md
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from lab.console import ConsoleCapture
-from lab.daemon import LabNetwork, LibvirtDaemon
+from lab.daemon import LibvirtDaemon
 from lab.instances import BOOT, READY, Running, make_instance
+from lab.netns import LabNetwork
 from lab.serial import SerialLog
 
 pytestmark = pytest.mark.real

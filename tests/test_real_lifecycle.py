@@ -20,8 +20,9 @@ from hvlibvirt import connection, constants as C
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
-from lab.daemon import LabNetwork, LibvirtDaemon
+from lab.daemon import LibvirtDaemon
 from lab.instances import BOOT, READY, Running, Shutdown, ganeti_shutdown
+from lab.netns import LabNetwork
 
 pytestmark = pytest.mark.real
 

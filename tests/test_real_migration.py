@@ -27,8 +27,8 @@ from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from lab.console import ConsoleCapture
-from lab.daemon import LabNetwork
 from lab.instances import BOOT, READY, Running
+from lab.netns import LabNetwork
 
 pytestmark = pytest.mark.real
 

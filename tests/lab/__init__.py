@@ -7,10 +7,15 @@ What it provides (the pytest fixtures wrapping it live in tests/conftest.py):
   devices, NICs, memory and disk sizes on the serial console (``HVL-DEV``), announces
   ``HVL-READY`` and powers off on the ACPI power button (``HVL-ACPI-POWEROFF``).
   Cached in $HVLIBVIRT_TEST_CACHE or /var/cache/hvlibvirt-tests.
-* ``daemon``: ``LabNetwork`` (two network namespaces, a veth pair 10.77.0.1 <-> .2,
-  bridge hvlbr0 in each) and ``LibvirtDaemon`` (a privileged libvirtd + virtlogd
-  without systemd in private mount/UTS namespaces, under a child subreaper), with a
-  teardown that verifies nothing is left behind.
+* ``netns``: ``LabNetwork`` (two network namespaces, a veth pair 10.77.0.1 <-> .2,
+  bridge hvlbr0 in each).
+* ``daemon``: ``LibvirtDaemon`` (a privileged libvirtd + virtlogd without systemd in
+  private mount/UTS namespaces, under a child subreaper), with a teardown that
+  verifies nothing is left behind (``find_leftovers``).
+* ``mountpoints``: ``HostMountpoints`` (host mount-point directories shared by
+  concurrent sessions, removed by the last one) and ``host_mountpoints``.
+* ``procs``: /proc helpers (processes in a netns or referencing a path, kill and wait).
+* ``errors``: ``LabError`` and ``LabLeakError``.
 * ``serial``: ``SerialLog`` - read the console log and wait for patterns / device states.
 * ``domain``: ``guest_domain_xml`` - minimal direct-kernel-boot domain XML (TCG).
 * ``subreaper``: the PR_SET_CHILD_SUBREAPER launcher the daemons run under.

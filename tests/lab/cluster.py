@@ -36,19 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cluster_node import NODE_ENV, OVERLAID, PRIVATE, ClusterError, ClusterNode, ConsoleSession
-from .daemon import (
-    HostMountpoints,
-    LabError,
-    LabLeakError,
-    LabNetwork,
-    describe,
-    host_mountpoints,
-    kill_and_wait,
-    missing_prerequisites,
-    pids_in_netns,
-    pids_referencing,
-)
+from .daemon import missing_prerequisites
+from .errors import LabError, LabLeakError
 from .guest import GuestImage, build_guest, default_cache_dir
+from .mountpoints import HostMountpoints, host_mountpoints
+from .netns import LabNetwork
+from .procs import describe, kill_and_wait, pids_in_netns, pids_referencing
 from .serial import SerialLog
 
 log = logging.getLogger(__name__)

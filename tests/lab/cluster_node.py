@@ -31,16 +31,9 @@ from pathlib import Path
 
 import libvirt
 
-from .daemon import (
-    QEMU_GROUP_LINE,
-    QEMU_PASSWD_LINE,
-    QEMU_USER,
-    LabError,
-    describe,
-    kill_and_wait,
-    pids_in_netns,
-    pids_referencing,
-)
+from .daemon import QEMU_GROUP_LINE, QEMU_PASSWD_LINE, QEMU_USER
+from .errors import LabError
+from .procs import describe, kill_and_wait, pids_in_netns, pids_referencing
 
 log = logging.getLogger(__name__)
 

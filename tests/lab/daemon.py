@@ -12,8 +12,19 @@ The host's /etc and libvirt state are never written; the only host change is cre
 missing mount-point directories, which are removed again when the last harness
 session on the machine is done with them.
 
-``LabNetwork`` provides two network namespaces joined by a veth pair (one per daemon,
-so two daemons look like two hosts for migration) and a bridge in each.
+The pieces it builds on live in their own modules:
+
+* ``netns``: ``LabNetwork``, two network namespaces joined by a veth pair (one per
+  daemon, so two daemons look like two hosts for migration) and a bridge in each;
+* ``mountpoints``: ``HostMountpoints`` (the shared, reference-counted mount-point
+  directories), ``LIBVIRT_DIRS`` and ``host_mountpoints``;
+* ``procs``: the /proc helpers (``pids_in_netns``, ``pids_referencing``, ``describe``,
+  ``kill_and_wait``) and ``_run``;
+* ``errors``: ``LabError`` and ``LabLeakError``.
+
+This module keeps ``LibvirtDaemon``, ``missing_prerequisites``, ``find_leftovers``,
+``standalone_lab`` and the atexit safety net that stops daemons and networks a run
+left behind.
 """
 
 from __future__ import annotations
@@ -25,7 +36,6 @@ import glob
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -35,44 +45,28 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
 from lxml import etree
 
+from .errors import LabError, LabLeakError
 from .guest import default_cache_dir
+from .mountpoints import _MOUNTPOINTS, LIBVIRT_DIRS, host_mountpoints
+from .netns import _LIVE_NETWORKS, LabNetwork
+from .procs import _alive, _all_pids, _cmdline, _ns_id, _run, describe, kill_and_wait, pids_referencing
 
 log = logging.getLogger(__name__)
 
-# work-dir subdirectory -> host path it is bind-mounted over inside the daemon's namespace
-LIBVIRT_DIRS = {
-    "etc": "/etc/libvirt",
-    "run": "/run/libvirt",
-    "lib": "/var/lib/libvirt",
-    "cache": "/var/cache/libvirt",
-    "log": "/var/log/libvirt",
-}
 REQUIRED_TOOLS = ("libvirtd", "virtlogd", "qemu-system-x86_64", "ip", "unshare", "nsenter", "mount",
                   "apt-get", "apt-cache", "dpkg-deb")
 SUBREAPER = Path(__file__).with_name("subreaper.py")
-BRIDGE = "hvlbr0"
-DEFAULT_SUBNET = "10.77.0"
-NETNS_PREFIX = "hvl"
 START_TIMEOUT_S = 30.0
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 QEMU_USER = "libvirt-qemu"
 QEMU_PASSWD_LINE = f"{QEMU_USER}:x:64055:64055:Libvirt Qemu,,,:/var/lib/libvirt:/usr/sbin/nologin\n"
 QEMU_GROUP_LINE = f"{QEMU_USER}:x:64055:\n"
 DAEMON_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-
-
-class LabError(RuntimeError):
-    """The lab could not be set up."""
-
-
-class LabLeakError(LabError):
-    """Teardown found processes, namespaces or mounts that should be gone (they were killed/removed)."""
 
 
 def missing_prerequisites() -> list[str]:
@@ -90,288 +84,11 @@ def missing_prerequisites() -> list[str]:
     return problems
 
 
-# ------------------------------------------------------------------------------ /proc helpers
-
-def _all_pids() -> list[int]:
-    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def _ns_id(pid: int, kind: str) -> tuple[int, int] | None:
-    """Identity of a process's namespace of ``kind`` (net, mnt, ...), None if it is gone."""
-    try:
-        st = os.stat(f"/proc/{pid}/ns/{kind}")
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _alive(pid: int) -> bool:
-    """True unless the process is gone or a zombie (a zombie no longer holds anything)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def describe(pid: int) -> str:
-    """'pid: cmdline' for leak reports."""
-    return f"{pid}: {_cmdline(pid)[:300]}"
-
-
-def pids_in_netns(netns: str) -> list[int]:
-    """Live processes whose network namespace is the named one."""
-    try:
-        st = os.stat(f"/run/netns/{netns}")
-    except OSError:
-        return []
-    target = (st.st_dev, st.st_ino)
-    return [p for p in _all_pids() if _ns_id(p, "net") == target and _alive(p)]
-
-
-def pids_referencing(path: Path | str) -> list[int]:
-    """Live processes (other than us) whose command line mentions ``path``."""
-    needle, me = str(path), os.getpid()
-    return [p for p in _all_pids() if p != me and needle in _cmdline(p) and _alive(p)]
-
-
-def kill_and_wait(pids: Iterable[int], timeout: float = 10.0) -> list[int]:
-    """SIGTERM, then SIGKILL after ``timeout``; return the pids still alive after that."""
-    pending = [p for p in pids if _alive(p)]
-    for sig, wait_s in ((signal.SIGTERM, timeout), (signal.SIGKILL, 3.0)):
-        for pid in pending:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while pending and time.monotonic() < deadline:
-            time.sleep(0.05)
-            pending = [p for p in pending if _alive(p)]
-        if not pending:
-            return []
-    return pending
-
-
-def host_mountpoints() -> set[str]:
-    """Mount points visible in our (the host's) mount namespace."""
-    with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
-        return {line.split()[1].replace("\\040", " ") for line in f if line.strip()}
-
-
-def _run(argv: list[str], check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise LabError(f"{argv!r} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc
-
-
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(missing)"
-
-
-# ------------------------------------------------------------------------------ host mount points
-
-class HostMountpoints:
-    """Create missing mount points (by default /run/libvirt, /var/lib/libvirt, ...), and remove them later.
-
-    They exist on the host filesystem, so concurrent harness sessions share them: each
-    session holds a shared flock while it uses them, and the last one out removes the
-    ones a harness created (recorded in the state dir). ``rmdir`` of a directory that is
-    a mount point in another session's namespace would detach that session's mounts,
-    hence the locking.
-    """
-
-    def __init__(self, targets: Iterable[str] = tuple(LIBVIRT_DIRS.values()), name: str = "mountpoints") -> None:
-        self.targets = tuple(targets)
-        self.name = name  # prefix of the lock and record files in the state dir
-        self._guard = threading.Lock()
-        self._users = 0
-        self._held: int | None = None  # fd holding LOCK_SH on the "users" file
-        self._state_dir: Path | None = None
-
-    @contextlib.contextmanager
-    def _mutex(self) -> Iterator[None]:
-        assert self._state_dir is not None
-        fd = os.open(self._state_dir / f"{self.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _record(self) -> Path:
-        assert self._state_dir is not None
-        return self._state_dir / f"created-{self.name}.json"
-
-    def acquire(self, state_dir: Path) -> None:
-        with self._guard:
-            self._users += 1
-            if self._users > 1:
-                return
-            state_dir.mkdir(parents=True, exist_ok=True)
-            self._state_dir = state_dir
-            with self._mutex():
-                # Take the shared lock before creating anything so a finishing session
-                # (which checks for users under the same mutex) cannot remove them under us.
-                self._held = os.open(state_dir / f"{self.name}.users", os.O_RDWR | os.O_CREAT, 0o644)
-                fcntl.flock(self._held, fcntl.LOCK_SH)
-                record = self._record()
-                created = set(json.loads(record.read_text())) if record.exists() else set()
-                for target in self.targets:
-                    if not os.path.isdir(target):
-                        os.makedirs(target)
-                        created.add(target)
-                        log.info("created host mount point %s (removed at teardown)", target)
-                record.write_text(json.dumps(sorted(created)))
-
-    def release(self) -> None:
-        with self._guard:
-            if self._users == 0:
-                return
-            self._users -= 1
-            if self._users > 0 or self._held is None:
-                return
-            os.close(self._held)  # drops our LOCK_SH
-            self._held = None
-            with self._mutex():
-                probe = os.open(self._state_dir / f"{self.name}.users", os.O_RDWR | os.O_CREAT, 0o644)  # type: ignore[operator]
-                try:
-                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    log.info("another harness session still uses the libvirt mount points; leaving them")
-                    return
-                finally:
-                    os.close(probe)
-                record = self._record()
-                created = json.loads(record.read_text()) if record.exists() else []
-                # deepest first, in case one is nested in another
-                for target in sorted(created, key=len, reverse=True):
-                    try:
-                        os.rmdir(target)
-                        log.info("removed host mount point %s", target)
-                    except FileNotFoundError:
-                        pass
-                    except OSError as e:  # not empty: someone else (e.g. a libvirt install) uses it now
-                        log.warning("left %s in place: %s", target, e)
-                record.unlink(missing_ok=True)
-
-    def created_and_present(self, state_dir: Path) -> list[str]:
-        """Recorded mount points that still exist (for the leak check)."""
-        record = state_dir / f"created-{self.name}.json"
-        if not record.exists():
-            return []
-        return [p for p in json.loads(record.read_text()) if os.path.isdir(p)]
-
-
-_MOUNTPOINTS = HostMountpoints()
-
-
-# ------------------------------------------------------------------------------ network
-
-@dataclass(frozen=True)
-class NetnsEnd:
-    """One side of the lab network: a namespace, its veth and its address."""
-
-    netns: str
-    ip: str
-    veth: str
-
-
-class LabNetwork:
-    """Two network namespaces joined by a veth pair, with lo up and bridge ``hvlbr0`` in each.
-
-    Names carry the owning pid (``hvl-a-<pid>``), so concurrent sessions do not clash
-    and namespaces of crashed sessions are recognisable and cleaned up by ``setup``.
-    """
-
-    def __init__(self, subnet: str = DEFAULT_SUBNET, tag: str | None = None) -> None:
-        tag = tag or str(os.getpid())
-        self.subnet = subnet
-        self.a = NetnsEnd(f"{NETNS_PREFIX}-a-{tag}", f"{subnet}.1", "hvl-va")
-        self.b = NetnsEnd(f"{NETNS_PREFIX}-b-{tag}", f"{subnet}.2", "hvl-vb")
-        self.bridge = BRIDGE
-        self._created: list[str] = []
-
-    @property
-    def namespaces(self) -> tuple[str, str]:
-        return self.a.netns, self.b.netns
-
-    @staticmethod
-    def list_netns() -> list[str]:
-        out = _run(["ip", "netns", "list"]).stdout
-        return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-    @classmethod
-    def cleanup_stale(cls) -> list[str]:
-        """Delete ``hvl-[ab]-<pid>`` namespaces whose owning process is gone (and kill their processes)."""
-        removed = []
-        for ns in cls.list_netns():
-            m = re.fullmatch(rf"{NETNS_PREFIX}-[ab]-(\d+)", ns)
-            if not m or _alive(int(m.group(1))):
-                continue
-            stragglers = pids_in_netns(ns)
-            if stragglers:
-                log.warning("stale netns %s: killing %s", ns, [describe(p) for p in stragglers])
-                kill_and_wait(stragglers, 5)
-            _run(["ip", "netns", "del", ns], check=False)
-            removed.append(ns)
-        if removed:
-            log.warning("removed stale lab namespaces %s", removed)
-        return removed
-
-    def setup(self) -> None:
-        """Create both namespaces, the veth pair, addresses and bridges."""
-        self.cleanup_stale()
-        _LIVE_NETWORKS.add(self)
-        for end in (self.a, self.b):
-            _run(["ip", "netns", "add", end.netns])
-            self._created.append(end.netns)
-            _run(["ip", "-n", end.netns, "link", "set", "lo", "up"])
-        # Both ends are created directly inside their namespaces: nothing appears on the host.
-        _run(["ip", "link", "add", self.a.veth, "netns", self.a.netns, "type", "veth",
-              "peer", "name", self.b.veth, "netns", self.b.netns])
-        for end in (self.a, self.b):
-            _run(["ip", "-n", end.netns, "addr", "add", f"{end.ip}/24", "dev", end.veth])
-            _run(["ip", "-n", end.netns, "link", "set", end.veth, "up"])
-            _run(["ip", "-n", end.netns, "link", "add", self.bridge, "type", "bridge"])
-            _run(["ip", "-n", end.netns, "link", "set", self.bridge, "up"])
-
-    def run(self, netns: str, argv: list[str], check: bool = True,
-            timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """Run a command inside one of the namespaces."""
-        return _run(["ip", "netns", "exec", netns, *argv], check=check, timeout=timeout)
-
-    def ping(self, from_netns: str, ip: str) -> bool:
-        """One ICMP echo (busybox ping: the host may not have iputils)."""
-        return self.run(from_netns, ["/bin/busybox", "ping", "-c", "1", "-W", "2", ip], check=False).returncode == 0
-
-    def teardown(self) -> None:
-        """Kill anything left in the namespaces (reported as a leak) and delete them."""
-        leaks: list[str] = []
-        for ns in self._created:
-            stragglers = pids_in_netns(ns)
-            if stragglers:
-                leaks += [f"netns {ns}: {describe(p)}" for p in stragglers]
-                kill_and_wait(stragglers, 5)
-            _run(["ip", "netns", "del", ns], check=False)
-        remaining = [ns for ns in self._created if ns in self.list_netns()]
-        leaks += [f"netns {ns} still exists" for ns in remaining]
-        self._created = remaining
-        _LIVE_NETWORKS.discard(self)
-        if leaks:
-            for leak in leaks:
-                log.error("LAB LEAK: %s", leak)
-            raise LabLeakError("lab network teardown found leftovers:\n  " + "\n  ".join(leaks))
 
 
 # ------------------------------------------------------------------------------ daemon
@@ -730,7 +447,6 @@ def find_leftovers(workdir: Path, netns_names: Iterable[str], baseline_mounts: s
 
 # Safety net for runs that never reach the fixture finalizers (e.g. a crash in a hook).
 _LIVE_DAEMONS: set[LibvirtDaemon] = set()
-_LIVE_NETWORKS: set[LabNetwork] = set()
 
 
 @atexit.register
