@@ -50,6 +50,12 @@ _END_STATUS = {libvirt.VIR_DOMAIN_JOB_COMPLETED: C.HV_MIGRATION_COMPLETED,
                libvirt.VIR_DOMAIN_JOB_CANCELLED: C.HV_MIGRATION_CANCELLED}
 START_TIMEOUT = 60.0  # seconds for the helper to get the job going
 _START_POLL = 0.05  # seconds between job checks while it starts
+# Seconds a running job may show no data moved before MigrateInstance returns anyway.
+# libvirt reports the job from its first phase, before it has reached the target: a
+# migration the target refused at once (its socket missing) was seen running for one
+# poll in CI (2026-12-02, a loaded host), and its error then reached only the node's log.
+# Data moving means the target has accepted; libxl reports no figures, hence the limit.
+START_GRACE = 2.0
 
 
 def capabilities(value: str) -> list[str]:
@@ -94,8 +100,9 @@ def flags_and_params(hvparams: Mapping[str, Any], target: str, live: bool
 
 def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[str, Any],
           dom: libvirt.virDomain) -> None:
-    """Run the migration in a detached helper and return once libvirt reports the job
-    (or the helper already finished successfully).
+    """Run the migration in a detached helper and return once libvirt's job moves data
+    (or has run START_GRACE seconds without saying; or the helper already succeeded),
+    so that a target's refusal is raised here, with libvirt's reason.
 
     The helper's output comes back through a pipe that is read only if it exits while
     we wait; once we return, the outcome is libvirt's job statistics (no files).
@@ -106,8 +113,9 @@ def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[st
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + START_TIMEOUT
+    running_since = None  # when libvirt first reported the job
     try:
-        while time.monotonic() < deadline:
+        while (now := time.monotonic()) < deadline:
             if helper.poll() is not None:
                 if helper.returncode == 0:
                     return  # it was quick: already done
@@ -115,10 +123,16 @@ def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[st
                 raise HypervisorError(f"Migration of {name} to {dest_uri} failed: "
                                       f"{message or f'exit code {helper.returncode}'}")
             try:
-                if dom.jobStats(0).get("type") in _ACTIVE_JOBS:
-                    return
+                stats = dom.jobStats(0)
             except libvirt.libvirtError:
-                pass  # the job may be between phases
+                stats = {}  # the job may be between phases
+            if stats.get("type") in _ACTIVE_JOBS:
+                if stats.get(libvirt.VIR_DOMAIN_JOB_MEMORY_PROCESSED) or \
+                        stats.get(libvirt.VIR_DOMAIN_JOB_DATA_PROCESSED):
+                    return
+                running_since = running_since if running_since is not None else now
+                if now - running_since >= START_GRACE:
+                    return
             time.sleep(_START_POLL)
         raise HypervisorError(f"Migration of {name} to {dest_uri} did not start within "
                               f"{START_TIMEOUT:.0f}s")
