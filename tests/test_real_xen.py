@@ -347,12 +347,18 @@ def migrate(xen: XenLab, xen_peer: XenLab, inst: Instance, live: bool) -> tuple[
     """Ganeti's sequence (cmdlib's TLMigrateInstance) up to the finalize calls:
     MigrationInfo on the source, AcceptInstance on the target, MigrateInstance, then
     GetMigrationStatus polled on the source until it is no longer active. The migration
-    info and the final status."""
+    info and the final status ("failed" too if MigrateInstance raised: it does when the
+    migration fails within its first seconds, and Ganeti then recovers the same way)."""
     target = PeerLink.address(2)
     migration_info = xen.call(PVM, "MigrationInfo", inst.rpc)
     xen_peer.call(PVM, "AcceptInstance", inst.rpc, migration_info, target)
     started = time.monotonic()
-    xen.call(PVM, "MigrateInstance", "cluster.tier6.test", inst.rpc, target, live)
+    try:
+        xen.call(PVM, "MigrateInstance", "cluster.tier6.test", inst.rpc, target, live)
+    except NodeError as err:
+        log.info("%s migration to xendom1 failed at once: %s", "live" if live else
+                 "non-live", str(err)[:300])
+        return migration_info, "failed"
     status = "active"
     while status == "active" and time.monotonic() - started < MIGRATION_WAIT:
         time.sleep(2)
