@@ -33,7 +33,7 @@ import libvirt
 
 from .daemon import QEMU_GROUP_LINE, QEMU_PASSWD_LINE, QEMU_USER
 from .errors import LabError
-from .procs import describe, kill_and_wait, pids_in_netns, pids_referencing
+from .procs import _alive, describe, kill_and_wait, pids_in_netns, pids_referencing
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class ClusterNode:
     def _running(self, pidfile: str) -> int | None:
         """The live pid a node's pidfile names, if any."""
         pid = _read_pid(self.host_path(pidfile))
-        return pid if pid is not None and _pid_alive(pid) else None
+        return pid if pid is not None and _alive(pid) else None
 
     def _wait_pidfile(self, pidfile: str, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -489,13 +489,6 @@ def _read_pid(path: Path) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
