@@ -25,7 +25,6 @@ from hvlibvirt import (config, connection, constants, domains, migration, node, 
 from hvlibvirt.domain_xml import identity, inputs, redacted, to_string
 from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
-from hvlibvirt.events import DomainEventWaiter
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.objects import InstanceConsole
 
@@ -215,8 +214,6 @@ class BaseHypervisor(migration.MigrationMethods):
         raise HypervisorError(f"{self.HV_NAME}: building domains is not implemented")
 
     # -- lifecycle ----------------------------------------------------------------
-    #: seconds a soft reboot may take before the documented hard-reset fallback
-    REBOOT_TIMEOUT: ClassVar[float] = 60.0
     #: seconds CleanupInstance waits for a shut-off domain that is still being destroyed
     DESTROY_SETTLE: ClassVar[float] = 30.0
 
@@ -296,7 +293,9 @@ class BaseHypervisor(migration.MigrationMethods):
         first: Ganeti's InstanceShutdown calls again every 5 s until its own timeout,
         so a guest that missed a press (still booting) gets the next one on Ganeti's
         schedule, and only then the forced fallback. A stopped or unknown instance is
-        not an error.
+        not an error. Every call marks the stop, a stopped instance's too: Ganeti starts
+        an instance its guest shut down (SHUTDOWN with user_shutdown) by stopping it
+        first, and waits until it no longer reports SHUTDOWN.
         """
         if force and timeout is not None:
             raise HypervisorError("A forced stop cannot have a timeout")
@@ -305,9 +304,9 @@ class BaseHypervisor(migration.MigrationMethods):
         if dom is None:
             return
         with connection.libvirt_errors("check the state", name):
+            self._mark_stop_requested(dom)
             if not dom.isActive():
                 return
-            self._mark_stop_requested(dom)
         hvparams = getattr(instance, "hvparams", None) or {}
         if force or not self._can_soft_stop(hvparams):
             with connection.libvirt_errors("destroy", name):
@@ -389,44 +388,32 @@ class BaseHypervisor(migration.MigrationMethods):
             dom.undefine()
 
     def RebootInstance(self, instance: Any) -> None:  # noqa: N802
-        """Soft reboot, verified by libvirt's REBOOT event.
-
-        With ``reboot_behavior=exit`` the instance stops instead. If the guest does not
-        reboot within ``REBOOT_TIMEOUT`` seconds (it ignores the ACPI button), it is
-        hard-reset, and the fallback is logged.
-        """
+        """Reboot the running instance the way Ganeti's own hypervisor for it does
+        (``_reboot``). A domain whose guest may not reboot (``<on_reboot>destroy``,
+        reboot_behavior=exit: QEMU turns a reset into a power-off, libxl destroys a
+        rebooted guest) is started again from its definition instead, so that the
+        instance runs afterwards, as after Ganeti's KVM reboot."""
         name = _require_name(getattr(instance, "name", None))
-        self._conn(events=True)  # the REBOOT event
         dom = self._owned(name)
-        with connection.libvirt_errors("check the state", name):
+        with connection.libvirt_errors("reboot", name):
             if dom is None or not dom.isActive():
                 raise HypervisorError(f"Failed to reboot instance {name}: not running")
-        hvparams = getattr(instance, "hvparams", None) or {}
-        if hvparams.get(constants.HV_REBOOT_BEHAVIOR) == constants.INSTANCE_REBOOT_EXIT:
-            self.StopInstance(instance)
-            if not self._wait_inactive(dom, self.REBOOT_TIMEOUT):
-                self.StopInstance(instance, force=True)
-            return
-        self._reboot(dom, name, hvparams)
+            if parse_tree(dom.XMLDesc(0)).findtext("on_reboot") == "destroy":
+                self._restart(dom, instance)
+            else:
+                self._reboot(dom, instance)
 
-    def _reboot(self, dom: libvirt.virDomain, name: str, hvparams: Mapping[str, Any]) -> None:
-        """The soft reboot, its confirmation and the fallback (KVM's: ACPI, the REBOOT
-        event, a reset)."""
-        with DomainEventWaiter(dom, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT) as rebooted:
-            with connection.libvirt_errors("reboot", name):
-                try:
-                    dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
-                except libvirt.libvirtError as err:
-                    if err.get_error_code() not in (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
-                                                    libvirt.VIR_ERR_INVALID_ARG):
-                        raise
-                    dom.reboot(0)
-            if rebooted.wait(self.REBOOT_TIMEOUT) is not None:
-                return
-        log.warning("Instance %s did not reboot within %.0fs of the ACPI request; "
-                    "resetting it", name, self.REBOOT_TIMEOUT)
-        with connection.libvirt_errors("reset", name):
-            dom.reset()
+    def _reboot(self, dom: libvirt.virDomain, instance: Any) -> None:
+        """KVM's reboot: at once and without asking the guest, as Ganeti's KVM reboots
+        (it stops QEMU and starts it again); a reset keeps QEMU, its devices and the
+        domain's id."""
+        dom.reset()
+
+    def _restart(self, dom: libvirt.virDomain, instance: Any) -> None:
+        """Destroy the running domain and start it again from its definition."""
+        self._destroy(dom)
+        dom.create()
+        self._after_start(dom, instance)
 
     # -- listing and info ------------------------------------------------------------
     def ListInstances(self, hvparams: Mapping[str, Any] | None = None) -> list[str]:  # noqa: N802

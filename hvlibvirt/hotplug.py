@@ -221,12 +221,16 @@ def unrecord(dom: libvirt.virDomain, alias: str) -> None:
         log.warning("Forgetting %s on %s failed: %s", alias, dom.name(), err)
 
 
-def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None:
-    """Add a device to our metadata (live and persistent). KVM records a hot-add before
-    it attaches the device: the metadata is the only place that keeps the device's full
-    uuid, which ``settle`` needs to complete an add libvirtd's death interrupted."""
+def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str,
+           index: int | None = None) -> None:
+    """Add a device to our metadata (live and persistent), last or at ``index`` of the
+    device order. KVM records a hot-add before it attaches the device: the metadata is
+    the only place that keeps the device's full uuid, which ``settle`` needs to complete
+    an add libvirtd's death interrupted."""
     def add(meta: domains.InstanceMetadata) -> bool:
-        meta.devices = [d for d in meta.devices if d[2] != alias] + [(kind, dev_uuid, alias)]
+        meta.devices = [d for d in meta.devices if d[2] != alias]
+        meta.devices.insert(len(meta.devices) if index is None else index,
+                            (kind, dev_uuid, alias))
         return True
 
     if domains.update_metadata(dom, add) is None:
@@ -240,6 +244,64 @@ def record_or_undo(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str)
     except HypervisorError as err:  # a metadata write or its lock failed
         detach_now(dom, alias)
         forget(dom, alias)
+        if isinstance(err, HotplugError):
+            raise
+        raise HotplugError(str(err)) from err
+
+
+def replace(dom: libvirt.virDomain, kind: str, dev_uuid: str, new: etree._Element,
+            timeout: float, what: str) -> None:
+    """Swap the device carrying ``new``'s alias for ``new``, as Ganeti's KVM modifies a
+    NIC: a confirmed removal, then a recorded and confirmed add. Should the add fail,
+    the old device goes back as the persistent definition holds it (same alias and
+    address); the HotplugError then says whether it did."""
+    alias = new.find("alias").get("name")
+    old = _defined_element(dom, alias)
+    meta = domains.read_metadata(dom)
+    index = next((i for i, d in enumerate(meta.devices) if d[2] == alias), None) \
+        if meta is not None else None
+    remove(dom, alias, timeout, what)
+    try:
+        _add(dom, kind, dev_uuid, new, index, what)
+    except HotplugError as err:
+        if old is None:
+            raise HotplugError(f"{err}; the old device was not in the persistent "
+                               "definition, so the instance runs without it") from err
+        try:
+            _add(dom, kind, dev_uuid, old, index, f"{what} (putting the old device back)")
+        except HotplugError as back:
+            raise HotplugError(f"{err}; putting the old device back failed too ({back}): "
+                               "the instance runs without it") from err
+        raise HotplugError(f"{err}; the old device is back as it was") from err
+
+
+def _defined_element(dom: libvirt.virDomain, alias: str) -> etree._Element | None:
+    """The device carrying ``alias`` as the persistent definition holds it (no live-only
+    parts such as the tap name libvirt generated)."""
+    try:
+        if not dom.isPersistent():
+            return None
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    except libvirt.libvirtError as err:
+        raise HotplugError(f"Failed to read the definition of {dom.name()}: "
+                           f"{err.get_error_message()}") from err
+    return device_element(parse_tree(xml), alias)
+
+
+def _add(dom: libvirt.virDomain, kind: str, dev_uuid: str, elem: etree._Element,
+         index: int | None, what: str) -> None:
+    """Record (at ``index``), then attach ``elem`` (see ``record``); the record goes if
+    the attach fails."""
+    alias = elem.find("alias").get("name")
+    record(dom, kind, dev_uuid, alias, index)
+    try:
+        attach(dom, elem, what)
+    except libvirt.libvirtError as err:
+        unrecord(dom, alias)
+        raise HotplugError(f"{what}: libvirt refused the device: "
+                           f"{err.get_error_message()}") from err
+    except HypervisorError as err:
+        unrecord(dom, alias)
         if isinstance(err, HotplugError):
             raise
         raise HotplugError(str(err)) from err

@@ -476,32 +476,49 @@ class KVMHypervisor(BaseHypervisor):
 
     def HotModDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> None:
-        """Change a NIC in place: bridge, VLAN (openvswitch) or link state, where the
-        QEMU driver can apply it live. A new MAC or mode needs remove + add."""
+        """Change a NIC: in place where the QEMU driver applies the change live (bridge,
+        link state), else as Ganeti's KVM does (a new MAC or mode, or what libvirt
+        cannot change live): a confirmed hot-remove and a hot-add of the changed NIC at
+        the same PCI slot, the old NIC put back should the add fail."""
         what = f"hot-modify of {dev_type} {getattr(device, 'uuid', '?')}"
+        self._conn(events=True)  # DEVICE_REMOVED, should the NIC be replaced
         with hotplug.instance_lock(self.uri, instance.name):
-            dom, root, _live, hvp = self._checked_target(instance, C.HOTPLUG_ACTION_MODIFY,
-                                                         dev_type)
-            alias = alias_of(dev_type, getattr(device, "uuid", None))
+            dom, root, live, hvp = self._checked_target(instance, C.HOTPLUG_ACTION_MODIFY,
+                                                        dev_type)
+            try:
+                alias = alias_of(dev_type, getattr(device, "uuid", None))
+                new = nics.interface(device, seq, hvp, self._linux_bridge_vlans())
+            except HypervisorError as err:
+                raise HotplugError(f"{what}: {err}") from None
+            hotplug.settle(dom, root, live)
             old = hotplug.device_element(root, alias)
             if old is None:
                 raise HotplugError(f"Cannot find NIC with UUID {device.uuid} in instance "
                                    f"{instance.name}")
-            try:
-                new = nics.interface(device, seq, hvp, self._linux_bridge_vlans())
-            except HypervisorError as err:
-                raise HotplugError(f"{what}: {err}") from None
-            if new.find("mac").get("address") != old.find("mac").get("address"):
-                raise HotplugError(f"{what}: a NIC's MAC cannot change while the instance "
-                                   "runs; remove and add the NIC instead")
-            if new.get("type") != old.get("type"):
-                raise HotplugError(f"{what}: changing the NIC mode needs remove and add")
             new.append(copy.deepcopy(old.find("address")))
-            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
-            if dom.isPersistent():
-                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
-            with connection.libvirt_errors("change the NIC", instance.name, HotplugError):
-                dom.updateDeviceFlags(etree.tostring(new, encoding="unicode"), flags)
+            if new.find("mac").get("address") == old.find("mac").get("address") and \
+                    new.get("type") == old.get("type") and self._update_nic(dom, new, what):
+                return
+            # A replacement adds a device: refused before the old one goes, if it must be.
+            reason = hotplug_rules.refusal(root, hvp, C.HOTPLUG_ACTION_ADD, dev_type)
+            if reason:
+                raise HotplugError(f"{what} needs the NIC removed and added again: {reason}")
+            hotplug.replace(dom, dev_type, device.uuid, new, self.HOTPLUG_TIMEOUT, what)
+
+    @staticmethod
+    def _update_nic(dom: libvirt.virDomain, new: etree._Element, what: str) -> bool:
+        """Apply ``new`` to the NIC in place (live and persistent, or neither); False if
+        the QEMU driver cannot change that live (the caller replaces the NIC)."""
+        try:
+            dom.updateDeviceFlags(etree.tostring(new, encoding="unicode"),
+                                  libvirt.VIR_DOMAIN_AFFECT_LIVE
+                                  | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_OPERATION_UNSUPPORTED:
+                return False
+            raise HotplugError(f"{what}: libvirt refused the change: "
+                               f"{err.get_error_message()}") from err
+        return True
 
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> None:  # noqa: N802
         """Tell the running guest its disk is now ``new_size`` bytes (grow only)."""

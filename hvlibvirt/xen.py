@@ -124,23 +124,22 @@ class XenHypervisor(BaseHypervisor):
     def _shutdown(dom: libvirt.virDomain) -> None:
         dom.shutdown()  # libxl's default: paravirtual first, then ACPI
 
-    def _reboot(self, dom: libvirt.virDomain, name: str, hvparams: Mapping[str, Any]) -> None:
+    #: seconds a rebooted guest may take to get its new domain ID before the fallback
+    REBOOT_TIMEOUT: ClassVar[float] = 60.0
+
+    def _reboot(self, dom: libvirt.virDomain, instance: Any) -> None:
         """Soft reboot through Xen's control interface, verified the way Ganeti does:
         libxl rebuilds a rebooted guest, so its domain ID changes. If that does not
         happen within ``REBOOT_TIMEOUT`` seconds, the instance is destroyed and started
         again from its definition (logged)."""
-        with connection.libvirt_errors("reboot", name):
-            old_id = dom.ID()
-            dom.reboot(0)
+        name, old_id = dom.name(), dom.ID()
+        dom.reboot(0)
         if self._wait_new_id(name, old_id, self.REBOOT_TIMEOUT):
-            self._apply_cap(self._owned(name), hvparams)
+            self._after_start(self._lookup(name) or dom, instance)
             return
         log.warning("Instance %s kept domain ID %d for %.0fs after the reboot request; "
                     "destroying and starting it again", name, old_id, self.REBOOT_TIMEOUT)
-        with connection.libvirt_errors("restart", name):
-            self._destroy(dom)
-            dom.create()
-        self._apply_cap(dom, hvparams)
+        self._restart(dom, instance)
 
     def _wait_new_id(self, name: str, old_id: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -261,9 +260,9 @@ class XenHypervisor(BaseHypervisor):
             raise HotplugError(f"Cannot hotplug a {dev_type!r}: only disks and NICs")
         if action not in C.HOTPLUG_ALL_ACTIONS:
             raise HotplugError(f"Unknown hotplug action {action!r}")
-        if action == C.HOTPLUG_ACTION_MODIFY:
-            raise HotplugError(f"libxl cannot change a {dev_type} of a running guest; "
-                               "remove it and add it again")
+        if action == C.HOTPLUG_ACTION_MODIFY and dev_type == C.HOTPLUG_TARGET_DISK:
+            raise HotplugError("Disks cannot be modified while the instance runs (only "
+                               "added or removed)")
         if dev_type == C.HOTPLUG_TARGET_DISK and self.HVM and \
                 instance.hvparams.get(C.HV_DISK_TYPE) != C.HT_DISK_PARAVIRTUAL:
             raise HotplugError("libxl hot-plugs paravirtual (bus xen) disks only; this "
@@ -350,7 +349,24 @@ class XenHypervisor(BaseHypervisor):
 
     def HotModDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> None:
-        self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY, dev_type)
+        """Change a vif as Ganeti's KVM changes a NIC (libxl changes none in place): a
+        confirmed hot-remove and a hot-add of the changed vif, the old one put back
+        should the add fail."""
+        what = f"hot-modify of {dev_type} {getattr(device, 'uuid', '?')}"
+        self._conn(events=True)  # DEVICE_REMOVED
+        with hotplug.instance_lock(self.uri, instance.name):
+            dom, root, _live = self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY,
+                                                    dev_type)
+            try:
+                alias = alias_of(dev_type, getattr(device, "uuid", None))
+                new = self._hotplug_element(root, instance.hvparams, dev_type, device,
+                                            extra, seq, what)
+            except HypervisorError as err:
+                raise HotplugError(f"{what}: {err}") from None
+            if hotplug.device_element(root, alias) is None:
+                raise HotplugError(f"Cannot find NIC with UUID {device.uuid} in instance "
+                                   f"{instance.name}")
+            hotplug.replace(dom, dev_type, device.uuid, new, self.HOTPLUG_TIMEOUT, what)
 
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> None:  # noqa: N802
         raise HotplugError("libxl cannot tell a running guest that its disk grew (libvirt's"

@@ -34,11 +34,10 @@ def test_start_info_pinning_reboot_and_soft_stop(boot: Callable[..., Running]) -
     # cpu_mask "0:1": vCPU 0 on host CPU 0, vCPU 1 on host CPU 1, in the live domain.
     assert [list(p[:2]) for p in run.dom.vcpuPinInfo(0)] == [[True, False], [False, True]]
 
-    run.hv.REBOOT_TIMEOUT = 30.0
     started = time.monotonic()
     run.hv.RebootInstance(run.inst)
+    assert time.monotonic() - started < 5, "the reboot waited for the guest"
     run.serial.wait(f"{READY}(.|\\n)*{READY}", BOOT)  # booted a second time
-    assert time.monotonic() - started < 30, "the reboot fell back to a hard reset"
 
     assert ganeti_shutdown(run.hv, run.inst, 30) == Shutdown(presses=1, forced=False)
     assert not run.dom.isActive()

@@ -236,24 +236,47 @@ def test_our_soft_stop_is_not_a_user_shutdown(hv: KVMHypervisor) -> None:
     assert hv.GetInstanceInfo("tdl-oursd")[4] == HvInstanceState.SHUTDOWN
 
 
-def test_reboot_falls_back_to_a_reset_when_unconfirmed(hv: KVMHypervisor, caplog) -> None:
-    # The test driver reboots without a REBOOT event: the documented fallback applies.
+def test_reboot_is_a_reset_at_once(hv: KVMHypervisor, caplog) -> None:
+    """As Ganeti's KVM reboots (stop and start QEMU), without waiting for the guest: the
+    domain keeps running under the same id, and nothing falls back to anything."""
     inst, block = make_instance("tdl-reboot")
     hv.StartInstance(inst, block, False)
-    hv.REBOOT_TIMEOUT = 0.2
+    before = hv.GetInstanceInfo("tdl-reboot")
     hv.RebootInstance(inst)
-    assert "did not reboot within" in caplog.text
-    assert hv.GetInstanceInfo("tdl-reboot")[4] == HvInstanceState.RUNNING
+    after = hv.GetInstanceInfo("tdl-reboot")
+    assert after[4] == HvInstanceState.RUNNING and after[1] == before[1]
+    assert "reboot" not in caplog.text
 
 
-def test_reboot_behaviour_exit_stops_the_instance(hv: KVMHypervisor) -> None:
+def test_reboot_behaviour_exit_restarts_the_instance(hv: KVMHypervisor) -> None:
+    """reboot_behavior=exit governs the guest's own reboots; Ganeti's reboot leaves the
+    instance running, as with Ganeti's KVM (a new domain, started from its definition)."""
     inst, block = make_instance("tdl-exit", reboot_behavior="exit")
     hv.StartInstance(inst, block, False)
-    hv.REBOOT_TIMEOUT = 2
+    before = hv.GetInstanceInfo("tdl-exit")[1]
     hv.RebootInstance(inst)
-    assert hv.GetInstanceInfo("tdl-exit") is None
+    after = hv.GetInstanceInfo("tdl-exit")
+    assert after[4] == HvInstanceState.RUNNING and after[1] != before
+    hv.StopInstance(inst, force=True)
     with pytest.raises(HypervisorError, match="not running"):
         hv.RebootInstance(inst)
+
+
+def test_a_user_shut_down_instance_starts_the_way_ganeti_starts_it(hv: KVMHypervisor
+                                                                   ) -> None:
+    """Ganeti starts a SHUTDOWN (USER_down) instance by stopping it until it no longer
+    reports SHUTDOWN, then starting it: StopInstance marks even a stopped domain."""
+    inst, block = make_instance("tdl-userdown", user_shutdown=True)
+    hv.StartInstance(inst, block, False)
+    connection.get(URI).lookupByName("tdl-userdown").shutdown()
+    assert hv.GetInstanceInfo("tdl-userdown")[4] == HvInstanceState.SHUTDOWN
+    hv.StopInstance(inst, retry=False, timeout=120)
+    assert hv.GetInstanceInfo("tdl-userdown") is None
+    assert [i[0] for i in hv.GetAllInstancesInfo()] == []
+    hv.StartInstance(inst, block, False)
+    assert hv.GetInstanceInfo("tdl-userdown")[4] == HvInstanceState.RUNNING
+    connection.get(URI).lookupByName("tdl-userdown").shutdown()  # the marker went too
+    assert hv.GetInstanceInfo("tdl-userdown")[4] == HvInstanceState.SHUTDOWN
 
 
 def test_hotplug_supported_needs_a_running_instance(hv: KVMHypervisor) -> None:

@@ -15,7 +15,7 @@ import pytest
 from lxml import etree
 
 import hvlibvirt
-from hvlibvirt import connection, constants as C, migration
+from hvlibvirt import connection, constants as C, domains, migration
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.domain_xml import to_string
 from hvlibvirt.domain_xml.identity import device_alias
@@ -363,14 +363,18 @@ def test_reboot_without_a_new_domain_id_restarts_the_domain(files: dict[str, str
     assert "destroying and starting it again" in caplog.text
 
 
-def test_reboot_behavior_exit_stops_the_instance(files: dict[str, str],
-                                                 cleanup: None) -> None:
+def test_reboot_behavior_exit_restarts_the_instance(files: dict[str, str],
+                                                    cleanup: None) -> None:
+    """libxl destroys a guest that reboots with on_reboot=destroy; Ganeti's reboot
+    starts it again from its definition instead of asking the guest."""
     hv = XenHvmHypervisor(uri=URI)
     inst, block = make(C.HT_XEN_HVM, files, name="exit",
                        reboot_behavior=C.INSTANCE_REBOOT_EXIT)
     hv.StartInstance(inst, block, False)
+    before = hv.GetInstanceInfo(inst.name)[1]
     hv.RebootInstance(inst)
-    assert hv.GetInstanceInfo(inst.name) is None
+    after = hv.GetInstanceInfo(inst.name)
+    assert after[4] == HvInstanceState.RUNNING and after[1] != before
 
 
 def test_cpu_cap_the_driver_cannot_set_undoes_the_start(files: dict[str, str],
@@ -489,8 +493,9 @@ def test_hotplug_refusals(files: dict[str, str], cleanup: None) -> None:
     with pytest.raises(HotplugError, match="paravirtual .*disk_type is 'ioemu'"):
         hv.VerifyHotplugSupport(inst, C.HOTPLUG_ACTION_ADD, C.HOTPLUG_TARGET_DISK)
     hv.VerifyHotplugSupport(inst, C.HOTPLUG_ACTION_ADD, C.HOTPLUG_TARGET_NIC)
-    with pytest.raises(HotplugError, match="cannot change a nic"):
-        hv.VerifyHotplugSupport(inst, C.HOTPLUG_ACTION_MODIFY, C.HOTPLUG_TARGET_NIC)
+    hv.VerifyHotplugSupport(inst, C.HOTPLUG_ACTION_MODIFY, C.HOTPLUG_TARGET_NIC)
+    with pytest.raises(HotplugError, match="Disks cannot be modified"):
+        hv.VerifyHotplugSupport(inst, C.HOTPLUG_ACTION_MODIFY, C.HOTPLUG_TARGET_DISK)
     with pytest.raises(HotplugError, match="no block resize"):
         hv.ResizeDisk(inst, inst.disks_info[0], 1 << 30)
     stopped, _ = make(C.HT_XEN_PVM, files, name="down")
@@ -614,6 +619,62 @@ def test_hotplug_add_and_remove_on_libxl_semantics(files: dict[str, str],
         assert len(tree.findall("devices/interface")) == 1
     assert disk.uuid not in etree.tostring(fake.live, encoding="unicode")
     assert all(c.startswith(("attach", "detach")) for c in fake.calls)
+
+
+def _fake_libxl(hv: XenPvmHypervisor, inst: Any, block: Any, monkeypatch: Any
+                ) -> FakeLibxlDomain:
+    fake = FakeLibxlDomain(rendered(C.HT_XEN_PVM, inst, block))
+    monkeypatch.setattr(hv, "_owned", lambda name: fake)
+    monkeypatch.setattr(hv, "_conn", lambda events=False: connection.get(URI))
+    monkeypatch.setattr("hvlibvirt.hotplug.DomainEventWaiter", _NoEvents)
+    return fake
+
+
+def _vifs(tree: etree._Element) -> list[tuple[str, str]]:
+    return [(i.find("mac").get("address"), i.find("source").get("bridge"))
+            for i in tree.findall("devices/interface")]
+
+
+def test_nic_modify_replaces_the_vif(files: dict[str, str], monkeypatch: Any) -> None:
+    """A new MAC and bridge (Ganeti's `modify --net N:modify,mac=...`): the vif is
+    removed and the changed one added, live, persistent and in our metadata."""
+    hv = XenPvmHypervisor(uri=URI)
+    inst, block = make(C.HT_XEN_PVM, files, name="fake-mod")
+    fake = _fake_libxl(hv, inst, block, monkeypatch)
+    nic = inst.nics[0]
+    old_mac = nic.mac
+    nic.mac, nic.nicparams = "aa:00:00:00:99:02", dict(nic.nicparams, link="br7")
+    hv.HotModDevice(inst, C.HOTPLUG_TARGET_NIC, nic, None, 0)
+    for tree in (fake.live, fake.config):
+        assert _vifs(tree) == [("aa:00:00:00:99:02", "br7")]
+        assert tree.xpath("devices/interface/alias/@name") == [device_alias("nic", nic.uuid)]
+    assert nic.uuid in etree.tostring(fake.live, encoding="unicode")
+    assert fake.calls == [f"detach {libvirt.VIR_DOMAIN_AFFECT_LIVE}",
+                          f"detach {libvirt.VIR_DOMAIN_AFFECT_CONFIG}",
+                          f"attach {libvirt.VIR_DOMAIN_AFFECT_LIVE}",
+                          f"attach {libvirt.VIR_DOMAIN_AFFECT_CONFIG}"]
+    assert old_mac not in etree.tostring(fake.live, encoding="unicode")
+
+
+def test_nic_modify_the_driver_refuses_puts_the_old_vif_back(files: dict[str, str],
+                                                             monkeypatch: Any) -> None:
+    hv = XenPvmHypervisor(uri=URI)
+    inst, block = make(C.HT_XEN_PVM, files, name="fake-back")
+    fake = _fake_libxl(hv, inst, block, monkeypatch)
+    before = (_vifs(fake.live), _vifs(fake.config), domains.read_metadata(fake))
+    attach = fake.attachDeviceFlags
+
+    def refuse_the_new_mac(xml: str, flags: int) -> None:
+        if "aa:00:00:00:99:03" in xml:
+            raise libvirt.libvirtError("no such bridge")
+        attach(xml, flags)
+
+    monkeypatch.setattr(fake, "attachDeviceFlags", refuse_the_new_mac)
+    nic = copy.deepcopy(inst.nics[0])
+    nic.mac = "aa:00:00:00:99:03"
+    with pytest.raises(HotplugError, match="refused the device.*old device is back"):
+        hv.HotModDevice(inst, C.HOTPLUG_TARGET_NIC, nic, None, 0)
+    assert (_vifs(fake.live), _vifs(fake.config), domains.read_metadata(fake)) == before
 
 
 class _NoEvents:
