@@ -12,12 +12,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.ganeti.node import PACKAGE, GanetiNode
+from hvlibvirt.kvm import KVMHypervisor
 from lab import unavailable
 
 SHARE = "/usr/share/ganeti/3.0"
@@ -36,8 +38,18 @@ def root(tmp_path: Path, ganeti) -> Path:
     return tmp_path
 
 
-def _node(root: Path) -> GanetiNode:
-    return GanetiNode(root=str(root), share=SHARE)
+@pytest.fixture(autouse=True)
+def _test_driver_libvirt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """disable (and a narrowing enable) ask libvirt which instances run: the test
+    driver, never this machine's libvirtd."""
+    for env in ("HVLIBVIRT_KVM_URI", "HVLIBVIRT_XEN_URI"):
+        monkeypatch.setenv(env, "test:///default")
+
+
+def _node(root: Path, **kwargs) -> GanetiNode:
+    """The private root's Ganeti; this interpreter (which imports this checkout's
+    hvlibvirt) stands for Ganeti's."""
+    return GanetiNode(root=str(root), share=SHARE, python=sys.executable, **kwargs)
 
 
 def _digest(path: Path) -> str:
@@ -69,7 +81,7 @@ def test_enable_serves_kvm_and_disable_gives_ganeti_its_file_back(root: Path) ->
     assert node.status().served == () and "Ganeti's own" in node.status().describe()
     assert _map_in_fresh_ganeti(root)["kvm"] == "ganeti.hypervisor.hv_kvm.KVMHypervisor"
 
-    assert node.enable(["kvm"]) is True
+    assert node.enable(["kvm"]).changed is True
     assert f"diversion of {MODULE} to {MODULE}.distrib by {PACKAGE}" in _diversions(root)
     assert _digest(root / (MODULE + ".distrib").lstrip("/")) == original
     assert node.status().served == ("kvm",)
@@ -78,23 +90,23 @@ def test_enable_serves_kvm_and_disable_gives_ganeti_its_file_back(root: Path) ->
     assert served["xen-pvm"] == "ganeti.hypervisor.hv_xen.XenPvmHypervisor"
     assert served["fake"] == "ganeti.hypervisor.hv_fake.FakeHypervisor"
 
-    assert node.enable(["kvm"]) is False                    # idempotent
-    assert node.disable() is True
+    assert node.enable(["kvm"]).changed is False                    # idempotent
+    assert node.disable().changed is True
     assert _digest(root / MODULE.lstrip("/")) == original   # byte for byte
     assert not (root / (MODULE + ".distrib").lstrip("/")).exists()
     assert _diversions(root) == ""
-    assert node.disable() is False
+    assert node.disable().changed is False
     assert _map_in_fresh_ganeti(root)["kvm"] == "ganeti.hypervisor.hv_kvm.KVMHypervisor"
 
 
 def test_enable_more_hypervisors_then_fewer(root: Path) -> None:
     node = _node(root)
-    assert node.enable(["kvm", "xen-pvm", "xen-hvm"]) is True
+    assert node.enable(["kvm", "xen-pvm", "xen-hvm"]).changed is True
     served = _map_in_fresh_ganeti(root)
     assert (served["kvm"], served["xen-pvm"], served["xen-hvm"]) == (
         "hvlibvirt.kvm.KVMHypervisor", "hvlibvirt.xen.XenPvmHypervisor",
         "hvlibvirt.xen.XenHvmHypervisor")
-    assert node.enable(["xen-pvm"]) is True
+    assert node.enable(["xen-pvm"]).changed is True
     assert node.status().served == ("xen-pvm",)
     assert _map_in_fresh_ganeti(root)["kvm"] == "ganeti.hypervisor.hv_kvm.KVMHypervisor"
     assert _diversions(root).count("diversion of") == 1
@@ -194,3 +206,120 @@ def test_check_lists_what_hvlibvirt_would_refuse(tmp_path: Path) -> None:
                            "--config-data", str(path)], capture_output=True, text=True,
                           cwd=REPO, timeout=60, check=False)
     assert done.returncode == 1 and "Cannot read Ganeti's configuration" in done.stderr
+
+
+# ------------------------------------------------------------------------ refusals
+
+def _fake_qemu(name: str, argv0: str = "qemu-system-x86_64") -> subprocess.Popen:
+    """A process that looks like the QEMU hv_kvm starts for ``name`` (argv[0], -name)."""
+    return subprocess.Popen([argv0, "-c", "import time; time.sleep(60)", "-name", name],
+                            executable=sys.executable)
+
+
+def _pid_file(root: Path, name: str, pid: int) -> None:
+    pid_dir = root / "var/run/ganeti/kvm-hypervisor/pid"
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    (pid_dir / name).write_text(f"{pid}\n")
+
+
+def test_enable_refuses_while_ganetis_kvm_instances_run(root: Path) -> None:
+    node = _node(root)
+    qemu, other = _fake_qemu("inst1.example.com"), _fake_qemu("inst9.example.com")
+    try:
+        _pid_file(root, "inst1.example.com", qemu.pid)
+        _pid_file(root, "gone.example.com", 2 ** 22 + 1)                  # dead
+        _pid_file(root, "reused.example.com", os.getpid())                # not a QEMU
+        _pid_file(root, "renamed.example.com", other.pid)                 # another -name
+        with pytest.raises(HypervisorError) as refused:
+            node.enable(["kvm"])
+        message = str(refused.value)
+        assert message.startswith("Refusing to enable: instances run on this node: "
+                                  "inst1.example.com (Ganeti's kvm).")
+        assert "'hvlibvirt ganeti enable --force'" in message and "\n" not in message
+        assert _diversions(root) == ""
+        assert node.enable(["xen-pvm"]).changed                # kvm stays Ganeti's
+        assert node.enable(["xen-pvm", "kvm"], force=True).changed
+        assert node.status().served == ("xen-pvm", "kvm")
+    finally:
+        for proc in (qemu, other):
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def running_instance() -> Iterator[str]:
+    """An hvlibvirt instance running on libvirt's test driver (this process's)."""
+    from test_testdriver_lifecycle import make_instance
+
+    hv = KVMHypervisor(uri="test:///default")
+    inst, block = make_instance("tdl-switch.example.com")
+    hv.StartInstance(inst, block, False)
+    yield inst.name
+    hv.StopInstance(inst, force=True)
+    hv.CleanupInstance(inst.name)
+
+
+def test_disable_refuses_while_hvlibvirt_instances_run(root: Path,
+                                                       running_instance: str) -> None:
+    node = _node(root)
+    node.enable(["kvm"])
+    for action, override in ((node.disable, "disable"),
+                             (lambda: node.enable(["xen-pvm"]), "enable")):
+        with pytest.raises(HypervisorError) as refused:
+            action()
+        assert str(refused.value).startswith(
+            f"Refusing to {override}: instances run on this node: "
+            f"{running_instance} (kvm).")
+        assert f"'hvlibvirt ganeti {override} --force'" in str(refused.value)
+        assert node.status().served == ("kvm",)
+    assert node.enable(["kvm", "xen-pvm"]).changed           # hides nothing
+    assert node.disable(force=True).changed
+    assert _diversions(root) == ""
+
+
+def test_disable_refuses_when_libvirt_cannot_say(root: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    node = _node(root)
+    node.enable(["kvm"])
+    monkeypatch.setenv("HVLIBVIRT_KVM_URI", f"qemu+unix:///system?socket={root}/no-socket")
+    with pytest.raises(HypervisorError, match=r"^Refusing to disable: cannot ask libvirt "
+                       r"which instances run \(kvm: Failed to connect"):
+        node.disable()
+    assert node.disable(force=True).changed
+
+
+PRERM = REPO / "debian" / "python3-hvlibvirt.prerm"
+
+
+@pytest.mark.parametrize("args, env, diverted, calls, rc", [
+    (["remove"], {}, True, ["ganeti disable"], 0),
+    (["remove"], {"HVLIBVIRT_FORCE_DISABLE": "1"}, True, ["ganeti disable --force"], 0),
+    (["remove"], {"REFUSE": "1"}, True, ["ganeti disable"], 1),
+    (["remove"], {}, False, [], 0),
+    (["upgrade", "0.2.0"], {"REFUSE": "1"}, True, [], 0),
+    (["failed-upgrade", "0.2.0"], {"REFUSE": "1"}, True, [], 0),
+])
+def test_prerm_disables_on_removal_only(tmp_path: Path, args: list[str], env: dict,
+                                        diverted: bool, calls: list[str], rc: int) -> None:
+    """The package's prerm: removal runs disable (its refusal fails the removal with
+    disable's one line); an upgrade keeps hvlibvirt serving."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    diversion = f"diversion of {MODULE} to {MODULE}.distrib by {PACKAGE}"
+    (bin_dir / "dpkg-divert").write_text(f"#!/bin/sh\necho '{diversion if diverted else ''}'\n")
+    (bin_dir / "hvlibvirt").write_text(
+        f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n'
+        'if [ -n "$REFUSE" ] && [ "$3" != --force ]; then\n'
+        '    echo "error: Refusing to disable: instances run on this node" >&2; exit 1\n'
+        'fi\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    done = subprocess.run(["sh", str(PRERM), *args], capture_output=True, text=True,
+                          env=dict(env, PATH=f"{bin_dir}:/usr/bin:/bin"), timeout=60,
+                          check=False)
+    logged = tmp_path / "calls"
+    assert (done.returncode, logged.read_text().splitlines() if logged.exists() else []) == (
+        rc, calls), done.stderr
+    if rc:
+        assert done.stderr.splitlines() == [
+            "error: Refusing to disable: instances run on this node"]
