@@ -184,7 +184,7 @@ def ganeti_command(action: str, hypervisors: str, config_data: str, force: bool)
         print(status.describe())
         return 0 if status.served else 3
     outcome = node.enable(names, force) if action == "enable" else node.disable(force)
-    print(node.status().describe()
+    print(outcome.status.describe()
           + ("" if outcome.changed else "; nothing to change")
           + ("; ganeti-noded restarted" if outcome.noded_restarted else ""))
     return 0

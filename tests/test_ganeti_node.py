@@ -6,6 +6,8 @@ Ganeti or dpkg database; the tier-5 cluster tests do the real thing inside its n
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from hvlibvirt.errors import HypervisorError
-from hvlibvirt.ganeti.node import PACKAGE, GanetiNode
+from hvlibvirt import cli
+from hvlibvirt.ganeti import node as node_module
+from hvlibvirt.ganeti.node import PACKAGE, SERVABLE, GanetiNode
 from hvlibvirt.kvm import KVMHypervisor
 from lab import unavailable
 
@@ -323,3 +327,117 @@ def test_prerm_disables_on_removal_only(tmp_path: Path, args: list[str], env: di
     if rc:
         assert done.stderr.splitlines() == [
             "error: Refusing to disable: instances run on this node"]
+
+
+# ------------------------------------------------------------ a failure at every step
+
+class _Faults:
+    """Fails the ``fail_at``-th step the switch takes: each call of an os function of
+    hvlibvirt.ganeti.node that changes files, and each process it runs (dpkg-divert,
+    the import check, daemon-util)."""
+
+    CHANGING = ("link", "replace", "unlink", "open", "write", "fsync", "fchmod")
+
+    def __init__(self, fail_at: int) -> None:
+        self.fail_at, self.steps, self.failed = fail_at, 0, ""
+
+    def _fails(self, what: str) -> bool:
+        self.steps += 1
+        if self.steps == self.fail_at:
+            self.failed = what
+        return self.steps == self.fail_at
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        faults = self
+
+        class FaultyOs:
+            def __getattr__(self, name: str):
+                real = getattr(os, name)
+                if name not in _Faults.CHANGING:
+                    return real
+
+                def call(*args, **kwargs):
+                    if faults._fails(f"os.{name}{args}"):
+                        raise OSError(errno.EIO, "injected failure")
+                    return real(*args, **kwargs)
+                return call
+
+        class FaultySubprocess:
+            def __getattr__(self, name: str):
+                return getattr(subprocess, name)
+
+            @staticmethod
+            def run(argv, *args, **kwargs):
+                if faults._fails(" ".join(argv)):
+                    return subprocess.CompletedProcess(argv, 1, "", "injected failure\n")
+                return subprocess.run(argv, *args, **kwargs)
+
+        monkeypatch.setattr(node_module, "os", FaultyOs())
+        monkeypatch.setattr(node_module, "subprocess", FaultySubprocess())
+
+
+def _state(root: Path, original: str) -> tuple[str, ...]:
+    """What serves Ganeti here, checked to be one whole state: () for Ganeti's own
+    (its file live, no diversion, nothing beside), else the names hvlibvirt serves
+    (diverted, Ganeti's file intact beside); the map imports in a fresh Ganeti."""
+    live, distrib = root / MODULE.lstrip("/"), root / (MODULE + ".distrib").lstrip("/")
+    assert not Path(f"{live}.hvlibvirt-new").exists()
+    served = _map_in_fresh_ganeti(root)
+    if _diversions(root) == "":
+        assert not distrib.exists() and _digest(live) == original
+        assert all(c.startswith("ganeti.") for c in served.values()), served
+        return ()
+    names = _node(root).status().served
+    assert names and _digest(distrib) == original
+    assert [n for n in ("kvm", "xen-pvm", "xen-hvm")
+            if served[n].startswith("hvlibvirt.")] == sorted(names, key=SERVABLE.index)
+    return names
+
+
+@pytest.mark.parametrize("before, argv, after", [
+    ((), ["enable"], ("kvm",)),
+    (("kvm",), ["disable"], ()),
+    (("kvm",), ["enable", "--hypervisors", "kvm,xen-hvm"], ("kvm", "xen-hvm")),
+])
+def test_a_failure_at_any_step_leaves_one_whole_map_and_one_error_line(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], before: tuple[str, ...], argv: list[str],
+        after: tuple[str, ...]) -> None:
+    """``hvlibvirt ganeti ...`` with its n-th step failing, for every n: the command
+    prints one error line naming the failure, and Ganeti's map is the old one or, when
+    only noded's start failed, the new one."""
+    original = _digest(root / MODULE.lstrip("/"))
+    daemon_util = tmp_path / "daemon-util"
+    daemon_util.write_text("#!/bin/sh\nexit 0\n")   # noded runs; stop and start succeed
+    daemon_util.chmod(0o755)
+    monkeypatch.setattr(node_module, "GanetiNode", functools.partial(
+        GanetiNode, root=str(root), share=SHARE, python=sys.executable,
+        daemon_util=str(daemon_util)))
+    if before:
+        _node(root).enable(before)
+    capsys.readouterr()
+    fail_at = 0
+    while True:
+        fail_at += 1
+        faults = _Faults(fail_at)
+        with monkeypatch.context() as patch:
+            faults.install(patch)
+            rc = cli.main(["ganeti", *argv])
+        out, err = capsys.readouterr()
+        state = _state(root, original)
+        if not faults.failed:
+            assert (rc, state) == (0, after) and out.endswith("; ganeti-noded restarted\n")
+            break
+        if faults.failed.endswith("check ganeti-noded"):      # "noded does not run"
+            assert (rc, state, err) == (0, after, ""), faults.failed
+        else:
+            lines = err.splitlines()
+            assert rc == 1 and len(lines) == 1 and lines[0].startswith("error: "), err
+            assert "injected failure" in lines[0], (faults.failed, lines[0])
+            started = faults.failed.endswith("start ganeti-noded")
+            assert state == (after if started else before), (faults.failed, lines[0])
+        # back to where the command starts
+        if state != before:
+            node = _node(root)
+            node.disable() if not before else node.enable(before)
+    assert fail_at > 8

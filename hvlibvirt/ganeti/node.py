@@ -73,8 +73,9 @@ class Status:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What ``enable`` or ``disable`` did."""
+    """What ``enable`` or ``disable`` did, and what serves now."""
 
+    status: Status
     changed: bool
     noded_restarted: bool = False
 
@@ -141,7 +142,7 @@ class GanetiNode:
         if current.diverted_by not in (None, PACKAGE):
             raise HypervisorError(current.describe() + "; not touching it")
         if current.served == names:
-            return Outcome(False)
+            return Outcome(current, False)
         if not force:
             dropped = [n for n in current.served if n not in names]
             found, asked = running.hvlibvirt_instances(dropped) if dropped else ([], [])
@@ -162,14 +163,15 @@ class GanetiNode:
             previous = self._ours_or_missing()
             self._go_live(text, names)
             undo = (lambda: self._go_live(previous, None)) if previous is not None else None
-        return Outcome(True, self._restart_noded(undo))
+        now = Status(self.module, names, PACKAGE)
+        return Outcome(now, True, self._restart_noded(undo, now))
 
     def disable(self, force: bool = False) -> Outcome:
         """Give Ganeti its own file back (byte for byte, the same inode). Refused, unless
         ``force``, while hvlibvirt's instances run or libvirt cannot say."""
         current = self.status()
         if current.diverted_by is None:
-            return Outcome(False)
+            return Outcome(current, False)
         if current.diverted_by != PACKAGE:
             raise HypervisorError(current.describe() + "; not touching it")
         previous = self._ours_or_missing()
@@ -181,7 +183,8 @@ class GanetiNode:
                 raise HypervisorError(why)
         self._divert_out(check=True)
         undo = (lambda: self._divert_in(previous, None)) if previous is not None else None
-        return Outcome(True, self._restart_noded(undo))
+        now = Status(self.module, (), None)
+        return Outcome(now, True, self._restart_noded(undo, now))
 
     def _ours_or_missing(self) -> str | None:
         """The text of the live map, which must be hvlibvirt's (None if it is missing)."""
@@ -189,7 +192,7 @@ class GanetiNode:
             return None
         if not _served_by(self._live):
             raise HypervisorError(f"{self.module} is not the file hvlibvirt wrote; "
-                                  "remove it by hand, then run disable again")
+                                  "remove it by hand, then run this again")
         return _read(self._live)
 
     # -- the steps ---------------------------------------------------------------------
@@ -266,7 +269,7 @@ class GanetiNode:
         if names is not None:
             self._check_import(self._staged, names)
 
-    def _restart_noded(self, undo: Callable[[], None] | None) -> bool:
+    def _restart_noded(self, undo: Callable[[], None] | None, now: Status) -> bool:
         """Restart Ganeti's node daemon if it runs here; True if it was restarted. noded
         that cannot be stopped keeps the old map in memory: the switch is undone."""
         if not self.daemon_util:
@@ -276,13 +279,14 @@ class GanetiNode:
         stop = self._run([self.daemon_util, "stop", "ganeti-noded"])
         if stop.returncode != 0:
             err = HypervisorError(f"{self.daemon_util} stop ganeti-noded failed "
-                                  f"({_detail(stop)}): noded still runs the old map")
+                                  f"({_detail(stop)}); it still runs the old map, so the switch "
+                                  "is undone")
             raise _undone(err, [("undo the switch", undo)] if undo else []) from None
         start = self._run([self.daemon_util, "start", "ganeti-noded"])
         if start.returncode != 0:
             raise HypervisorError(f"{self.daemon_util} start ganeti-noded failed "
                                   f"({_detail(start)}) after the switch "
-                                  f"({self.status().describe()}): start it by hand")
+                                  f"({now.describe()}): start it by hand")
         return True
 
     # -- helpers ---------------------------------------------------------------------
