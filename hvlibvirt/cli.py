@@ -6,6 +6,7 @@
     hvlibvirt list [--uri URI]               GetAllInstancesInfo
     hvlibvirt console [--uri URI] NAME       the serial console (resumes a paused instance)
     hvlibvirt ganeti enable|disable|status   serve Ganeti's hypervisors from hvlibvirt
+                                             (--force: even while instances run)
 """
 
 from __future__ import annotations

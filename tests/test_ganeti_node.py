@@ -269,12 +269,13 @@ def test_disable_refuses_while_hvlibvirt_instances_run(root: Path,
     node.enable(["kvm"])
     for action, override in ((node.disable, "disable"),
                              (lambda: node.enable(["xen-pvm"]), "enable")):
+        command = override + (" --hypervisors xen-pvm" if override == "enable" else "")
         with pytest.raises(HypervisorError) as refused:
             action()
         assert str(refused.value).startswith(
             f"Refusing to {override}: instances run on this node: "
             f"{running_instance} (kvm).")
-        assert f"'hvlibvirt ganeti {override} --force'" in str(refused.value)
+        assert f"'hvlibvirt ganeti {command} --force'" in str(refused.value)
         assert node.status().served == ("kvm",)
     assert node.enable(["kvm", "xen-pvm"]).changed           # hides nothing
     assert node.disable(force=True).changed

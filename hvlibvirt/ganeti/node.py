@@ -148,7 +148,9 @@ class GanetiNode:
             found, asked = running.hvlibvirt_instances(dropped) if dropped else ([], [])
             if constants.HT_KVM in names and constants.HT_KVM not in current.served:
                 found = [f"{n} (Ganeti's kvm)" for n in self.running_ganeti_kvm()] + found
-            why = running.refusal("enable", "hvlibvirt ganeti enable --force", found, asked)
+            listed = "" if names == (constants.HT_KVM,) else f" --hypervisors {','.join(names)}"
+            why = running.refusal("enable", f"hvlibvirt ganeti enable{listed} --force", found,
+                                  asked)
             if why:
                 raise HypervisorError(why)
         text = _module_text(names, os.path.basename(self.diverted))

@@ -67,12 +67,11 @@ def hvlibvirt_instances(hypervisors: Iterable[str]) -> tuple[list[str], list[str
     running: list[str] = []
     unknown: list[str] = []
     for hv_name in hypervisors:
-        hv = get_hypervisor_class(hv_name)()
-        try:
-            running += [f"{name} ({hv_name})" for name in hv.ListInstances()]
+        try:  # a broken configuration file fails here too: libvirt cannot be asked
+            running += [f"{name} ({hv_name})"
+                        for name in get_hypervisor_class(hv_name)().ListInstances()]
         except HypervisorError as err:
-            where = "" if hv.uri in str(err) else f" at {hv.uri}"
-            unknown.append(f"{hv_name}{where}: {err}")
+            unknown.append(f"{hv_name}: {err}")
     return running, unknown
 
 
