@@ -6,6 +6,7 @@
     hvlibvirt list [--uri URI]               GetAllInstancesInfo
     hvlibvirt console [--uri URI] NAME       the serial console (resumes a paused instance)
     hvlibvirt ganeti enable|disable|status   serve Ganeti's hypervisors from hvlibvirt
+                                             (--force: even while instances run)
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def list_instances(hv_name: str, uri: str | None) -> int:
     return 0
 
 
-def ganeti_command(action: str, hypervisors: str, config_data: str) -> int:
+def ganeti_command(action: str, hypervisors: str, config_data: str, force: bool) -> int:
     """``hvlibvirt ganeti enable|disable|status|check`` on this node (see
     hvlibvirt.ganeti). ``status`` exits 0 when hvlibvirt serves Ganeti's hypervisors,
     3 when it does not; ``check`` exits 1 when hvlibvirt would refuse something."""
@@ -183,11 +184,10 @@ def ganeti_command(action: str, hypervisors: str, config_data: str) -> int:
         status = node.status()
         print(status.describe())
         return 0 if status.served else 3
-    changed = node.enable(names) if action == "enable" else node.disable()
-    restarted = changed and node.restart_noded()
-    print(node.status().describe()
-          + ("" if changed else "; nothing to change")
-          + ("; ganeti-noded restarted" if restarted else ""))
+    outcome = node.enable(names, force) if action == "enable" else node.disable(force)
+    print(outcome.status.describe()
+          + ("" if outcome.changed else "; nothing to change")
+          + ("; ganeti-noded restarted" if outcome.noded_restarted else ""))
     return 0
 
 
@@ -223,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_ganeti.add_argument("--hypervisors", default=constants.HT_KVM,
                           help="enable, check: comma-separated, from kvm,xen-pvm,xen-hvm "
                                "(default: kvm)")
+    p_ganeti.add_argument("--force", action="store_true",
+                          help="enable, disable: switch even while instances run that the "
+                               "switch hides from Ganeti (or libvirt cannot say)")
     p_ganeti.add_argument("--config-data", default="/var/lib/ganeti/config.data",
                           help="check: Ganeti's configuration file")
     p_helper = sub.add_parser("migration-helper")  # internal: started by MigrateInstance
@@ -241,13 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(hvparams_markdown(), end="")
             return 0
         if args.command == "ganeti":
-            return ganeti_command(args.action, args.hypervisors, args.config_data)
+            return ganeti_command(args.action, args.hypervisors, args.config_data,
+                                  args.force)
         if args.command == "migration-helper":
             from hvlibvirt import migration
             return migration.run_helper(args.spec)
         return list_instances(args.hypervisor, args.uri)
     except HypervisorError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).splitlines())}", file=sys.stderr)
         return 1
 
 

@@ -72,7 +72,7 @@ class KVMHypervisor(BaseHypervisor):
         ``serial_log_dir`` (see the property)."""
         super().__init__(uri, migration_uri)
         if serial_log_dir is not None:
-            _check_log_dir(serial_log_dir)
+            kvm_node.check_log_dir(serial_log_dir)
         self._serial_log_dir = serial_log_dir
 
     @property
@@ -82,7 +82,7 @@ class KVMHypervisor(BaseHypervisor):
         else the configuration file, else nowhere."""
         log_dir = (self._serial_log_dir or config.getenv("HVLIBVIRT_SERIAL_LOG_DIR")
                    or config.value(self.HV_NAME, "serial_log_dir"))
-        return _check_log_dir(log_dir) if log_dir is not None else None
+        return kvm_node.check_log_dir(log_dir) if log_dir is not None else None
 
     # -- parameters --------------------------------------------------------------
     @classmethod
@@ -583,6 +583,7 @@ class KVMHypervisor(BaseHypervisor):
         with connection.libvirt_errors("read the host capabilities"):
             caps = self._conn().getCapabilities()
         vnc, spice = hvp[C.HV_VNC_BIND_ADDRESS], hvp[C.HV_KVM_SPICE_BIND]
+        log_dir = self.serial_log_dir
         return StartupOptions(
             target=kvm_node.choose_target(hvp, kvm_node.offered_domain_types(caps), self.uri),
             startup_memory=startup_memory,
@@ -596,8 +597,7 @@ class KVMHypervisor(BaseHypervisor):
             if hvp[C.HV_SECURITY_MODEL] == C.HT_SM_USER else None,
             # Asked only when it matters (one RPC less for every other start).
             linux_bridge_vlans=self._linux_bridge_vlans() if _bridged_vlans(instance) else True,
-            serial_log=(f"{self.serial_log_dir}/{instance.name}.serial"
-                        if self.serial_log_dir else None))
+            serial_log=kvm_node.serial_log_file(log_dir, instance.name) if log_dir else None)
 
 
 def _bridged_vlans(instance: Any) -> bool:
@@ -607,13 +607,6 @@ def _bridged_vlans(instance: Any) -> bool:
         if nicparams.get(C.NIC_MODE) == C.NIC_MODE_BRIDGED and nicparams.get(C.NIC_VLAN):
             return True
     return False
-
-
-def _check_log_dir(path: str) -> str:
-    if not P.is_norm_abs_path(path):
-        raise HypervisorError(f"Invalid serial log directory {path!r}: an absolute path is "
-                              "expected")
-    return path
 
 
 _DOMCAPS_DISK_BUSES: dict[tuple[Any, ...], frozenset[str]] = {}

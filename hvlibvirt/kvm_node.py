@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import pwd
 import socket
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 import libvirt
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, params as P
+from hvlibvirt import connection, constants as C, params as P, trusted
 from hvlibvirt.domain_xml import GuestTarget, Listen, identity
 from hvlibvirt.errors import HypervisorError
 
@@ -173,3 +174,23 @@ def dac_label(user: str) -> str:
     except KeyError:
         raise HypervisorError(f"Parameter 'security_domain': unknown user {user!r}") from None
     return f"+{entry.pw_uid}:+{entry.pw_gid}"
+
+
+def check_log_dir(path: str) -> str:
+    """``path``, if it can name a serial log directory (the directory itself is checked
+    when an instance starts: it may be made later)."""
+    if not P.is_norm_abs_path(path):
+        raise HypervisorError(f"Invalid serial log directory {path!r}: an absolute path is "
+                              "expected")
+    return path
+
+
+def serial_log_file(log_dir: str, name: str) -> str:
+    """Instance ``name``'s serial log in ``log_dir``, which must be a trusted directory:
+    virtlogd writes the file as root. A missing one is made (mode 0700), as hvlibvirt's
+    other directories are: the directories above it are checked first."""
+    why = trusted.why_untrusted(log_dir, create=True)
+    if why:
+        raise HypervisorError(f"Failed to start instance {name}: serial log directory "
+                              f"{log_dir} is not safe for root's writes: {why}")
+    return os.path.join(log_dir, f"{name}.serial")

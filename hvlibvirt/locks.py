@@ -13,6 +13,8 @@ on a domain (its job lock) but has nothing that spans a read and a later write, 
   elsewhere (test harnesses). The kernel drops a flock when its holder dies, so a
   killed RPC never leaves an instance locked. Every process on a node must use the
   same directory and URI string for the same daemon (they read both the same way).
+  The directory must be trusted (``hvlibvirt.trusted``): root writes a pid into each
+  file, so nobody else may be able to swap it for a link.
 * The holder unlinks the file before it lets go, so no file outlives its hold (the
   directory holds only the locks held now, with the holder's pid in each); a waiter
   that wins the lock on an unlinked file sees that its inode is no longer the path's
@@ -41,7 +43,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from hvlibvirt import config
+from hvlibvirt import config, trusted
 from hvlibvirt.errors import HypervisorError
 
 DIR_ENV = "HVLIBVIRT_LOCK_DIR"
@@ -50,6 +52,7 @@ ROOT_DIR = "/run/hvlibvirt/locks"
 #: for the guest ~15 s), bounded so that a wedged holder gives an error, not a hung RPC
 TIMEOUTS = {"hotplug": 300.0, "meta": 60.0}
 _POLL = (0.002, 0.05)  # first and longest pause between attempts on a held file
+_checked_dirs: set[str] = set()  # lock directories found trusted by this process
 
 
 def lock_dir() -> str:
@@ -134,15 +137,11 @@ def _lock_file(path: str, deadline: float, name: str, kind: str,
                error: type[HypervisorError]) -> int:
     """Create-or-open ``path`` and flock it, until the locked inode is the path's."""
     pause = _POLL[0]
-    made_dir = False
+    _check_dir(os.path.dirname(path), name, error)
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except FileNotFoundError:
-            if not made_dir:
-                _make_dir(os.path.dirname(path), name, error)
-                made_dir = True
-                continue
             raise error(f"Instance {name}: its lock directory {os.path.dirname(path)} "
                         "vanished") from None
         except OSError as err:
@@ -185,13 +184,17 @@ def _unlock_file(path: str, fd: int) -> None:
         os.close(fd)
 
 
-def _make_dir(path: str, name: str, error: type[HypervisorError]) -> None:
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    except OSError as err:
-        raise error(f"Instance {name}: cannot create the lock directory {path}: "
-                    f"{err.strerror} (set {DIR_ENV} to a directory every process of this "
-                    "node can write)") from None
+def _check_dir(path: str, name: str, error: type[HypervisorError]) -> None:
+    """Make the lock directory if missing, and refuse one whose files another user could
+    redirect (root writes a pid into each). Once per process: only root or this user
+    could swap a directory that passed."""
+    if path in _checked_dirs:
+        return
+    why = trusted.why_untrusted(path, create=True)
+    if why:
+        raise error(f"Instance {name}: cannot use the lock directory {path}: {why} (set "
+                    f"{DIR_ENV} to a directory every process of this node can write)")
+    _checked_dirs.add(path)
 
 
 def _holder(path: str) -> str:

@@ -11,8 +11,9 @@ parsed) does. Its answer is remembered in two places:
   made ListInstances at 50 instances five times slower than Ganeti's own directory
   listing.
   ``<dir>`` sits next to the lock directory (``/run/hvlibvirt/owned`` for root, see
-  ``locks.lock_dir``), is created private, and is not trusted unless it belongs to this
-  user and nobody else may write to it; a mark that cannot be written is just not kept.
+  ``locks.lock_dir``), is created private, and is not used unless it is a trusted
+  directory (``hvlibvirt.trusted``: this user's, nobody else may write to it or swap
+  it); a mark that cannot be written is just not kept.
 
 A mark is removed when hvlibvirt undefines the domain (``forget``). It goes stale only
 if something else undefines an instance and then defines a foreign domain under the
@@ -24,12 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Iterable
 
 import libvirt
 
-from hvlibvirt import locks
+from hvlibvirt import locks, trusted
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.errors import HypervisorError
 
@@ -120,30 +120,12 @@ def _mark_dir(uri: str, create: bool = True) -> str | None:
         found: str | None = None
     else:
         found = os.path.join(mark_root(), uri_dir_name(uri))
-        if not _trusted(found, create):
+        if trusted.why_untrusted(found, create) is not None:
             if not create:
                 return None  # perhaps made later: ask again next time
             found = None
     _mark_dirs[uri] = found
     return found
-
-
-def _trusted(path: str, create: bool) -> bool:
-    """Whether ``path`` is a directory of this user's that nobody else may write to."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if not create:
-            return False
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            st = os.lstat(path)
-        except OSError:
-            return False
-    except OSError:
-        return False
-    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def _marked(marks: str, uuid: str) -> bool:
