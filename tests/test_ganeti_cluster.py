@@ -216,6 +216,55 @@ def test_nic_hotplug_add_and_remove(ganeti_cluster: Cluster, inst1: str) -> None
     console.wait_dev(lambda d: "eth1" not in d["net"], HOTPLUG_S, since=mark)
 
 
+def test_nic_hot_modify_replaces_the_nic(ganeti_cluster: Cluster, inst1: str) -> None:
+    """``modify --net N:modify,mac=... --hotplug --force``: the NIC is removed and added
+    again with the new MAC (as Ganeti's hv_kvm does it); Ganeti's configuration and the
+    live domain agree afterwards, and the guest has the NIC again."""
+    ensure_running(ganeti_cluster, inst1)
+    console, name = ganeti_cluster.serial_log("gnta", inst1), ganeti_cluster.fqdn(inst1)
+    mark = console.mark()
+    ganeti_cluster.gnt("gnt-instance", "modify", "--hotplug", "--net", "add", name)
+    console.wait_dev(lambda d: "eth1" in d["net"], HOTPLUG_S, since=mark)
+    mac = "aa:00:00:26:00:01"
+    mark = console.mark()
+    with step("gnt-instance modify --hotplug --force --net 1:modify,mac=..."):
+        done = ganeti_cluster.gnt("gnt-instance", "modify", "--hotplug", "--force", "--net",
+                                  f"1:modify,mac={mac}", name)
+    out = done.stdout + done.stderr
+    assert "hotplug:failed" not in out and "Could not hotplug" not in out, out
+    assert ganeti_cluster.instance_fields(inst1, "nic.mac/1") == [mac]
+    live = ganeti_cluster.virsh("gnta", "domiflist", name).stdout
+    assert mac in live, live
+    console.wait(r"net=eth0,lo .*\n(.|\n)*net=eth0,eth1,lo ", HOTPLUG_S, since=mark)
+    mark = console.mark()
+    ganeti_cluster.gnt("gnt-instance", "modify", "--hotplug", "--net", "1:remove", name)
+    console.wait_dev(lambda d: "eth1" not in d["net"], HOTPLUG_S, since=mark)
+
+
+def test_a_user_shut_down_instance_starts_again(ganeti_cluster: Cluster, inst1: str) -> None:
+    """user_shutdown=true, QEMU ends on SIGTERM: Ganeti shows USER_down, and
+    ``gnt-instance start`` (which shuts a USER_down instance down first) boots it."""
+    name = ganeti_cluster.fqdn(inst1)
+    ensure_running(ganeti_cluster, inst1)
+    ganeti_cluster.gnt("gnt-cluster", "modify", "--user-shutdown=yes")
+    ganeti_cluster.gnt("gnt-instance", "modify", "-H", "user_shutdown=true", name)
+    try:
+        ganeti_cluster.gnt("gnt-instance", "shutdown", name)
+        ensure_running(ganeti_cluster, inst1)  # the hvparam is in force from this start
+        ganeti_cluster.run("gnta", ["pkill", "-TERM", "-f", f"guest={name},"])
+        wait_for(lambda: state(ganeti_cluster, inst1)[1] == "USER_down", HOTPLUG_S,
+                 "USER_down")
+        console = ganeti_cluster.serial_log("gnta", inst1)
+        mark = console.mark()
+        with step("gnt-instance start (USER_down)"):
+            ganeti_cluster.gnt("gnt-instance", "start", name)
+        console.wait("HVL-READY", BOOT_S, since=mark)
+        assert state(ganeti_cluster, inst1)[1:] == ("running", "Y")
+    finally:
+        ganeti_cluster.gnt("gnt-instance", "modify", "-H", "user_shutdown=false", name)
+        ganeti_cluster.gnt("gnt-cluster", "modify", "--user-shutdown=no")
+
+
 def test_modify_memory_balloons_the_running_guest(ganeti_cluster: Cluster, inst1: str) -> None:
     ensure_running(ganeti_cluster, inst1)
     console, name = ganeti_cluster.serial_log("gnta", inst1), ganeti_cluster.fqdn(inst1)
