@@ -214,11 +214,16 @@ def settle(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain) -> No
 def unrecord(dom: libvirt.virDomain, alias: str) -> None:
     """Drop the record of a device whose hot-add failed, as far as libvirtd still answers
     (if it died, the next hotplug call settles the device). ``attach`` never leaves a
-    failed device in the persistent definition, so there is nothing to detach there."""
-    try:
-        _drop_record(dom, alias)
-    except (HypervisorError, libvirt.libvirtError) as err:
-        log.warning("Forgetting %s on %s failed: %s", alias, dom.name(), err)
+    failed device in the persistent definition, so there is nothing to detach there.
+    Asked twice: dropping is idempotent, and a record left behind disagrees with the
+    live domain until the next hotplug call."""
+    for _attempt in range(2):
+        try:
+            _drop_record(dom, alias)
+            return
+        except (HypervisorError, libvirt.libvirtError) as err:
+            reason = err
+    log.warning("Forgetting %s on %s failed: %s", alias, dom.name(), reason)
 
 
 def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None:
