@@ -254,10 +254,10 @@ class BaseHypervisor(migration.MigrationMethods):
                                   f"{err.get_error_message()}") from err
         try:
             self._after_start(dom, instance)
-        except HypervisorError:
+            ownership.remember(self.uri, dom)
+        except (HypervisorError, libvirt.libvirtError):  # the guard converts the latter
             self._undo_start(dom, name)
             raise
-        ownership.remember(self.uri, dom)
 
     def _undo_start(self, dom: libvirt.virDomain, name: str) -> None:
         """Destroy and undefine what a failed start created. If libvirtd died under the

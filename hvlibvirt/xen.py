@@ -179,10 +179,11 @@ class XenHypervisor(BaseHypervisor):
         for dom in active:
             try:
                 _state, _max, mem_kib, vcpus, _cpu = dom.info()
+                dom0 = dom.ID() == 0 or dom.name() == DOM0_NAME
             except libvirt.libvirtError:
                 continue  # it went away meanwhile
             used += mem_kib // 1024
-            if dom.ID() == 0 or dom.name() == DOM0_NAME:
+            if dom0:
                 dom0_mem, dom0_cpus = mem_kib // 1024, vcpus
         return {
             "memory_total": mem_mib,
