@@ -302,7 +302,8 @@ def test_libvirt_failing_at_every_call(hv_name: str, index: int, faults: Faults,
             if case.method == "StartInstance" and raised is not None:
                 assert after is None, f"{where}: a refused start left a domain; calls {calls}"
             if case.method in HOTPLUG_METHODS and raised is not None:
-                assert after == before, f"{where}: a refused hotplug changed the domain; calls {calls}"
+                assert after == before, \
+                    f"{where}: a refused hotplug changed the domain; calls {calls}"
             fail_at += 1
     finally:
         _remove(raw, inst.name)
