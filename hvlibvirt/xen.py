@@ -290,6 +290,7 @@ class XenHypervisor(BaseHypervisor):
         what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
         with hotplug.instance_lock(self.uri, instance.name):
             dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_ADD, dev_type)
+            hotplug.settle(dom, root, live)
             try:
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
                 if alias in live.devices:
@@ -334,8 +335,11 @@ class XenHypervisor(BaseHypervisor):
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
             except HypervisorError as err:
                 raise HotplugError(str(err)) from None
+            hotplug.settle(dom, root, live)
             elem = hotplug.device_element(root, alias)
             if elem is None:
+                if live.meta is not None and alias in (d[2] for d in live.meta.devices):
+                    return {"alias": alias}  # an earlier removal completed; settle forgot it
                 raise HotplugError(f"Cannot find {dev_type} with UUID {device.uuid} in "
                                    f"instance {instance.name}")
             where = {"alias": alias}
