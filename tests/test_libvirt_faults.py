@@ -28,8 +28,11 @@ from typing import Any
 
 import libvirt
 import pytest
+from lxml import etree
 
-from hvlibvirt import constants as C, interface, migration, ownership
+from hvlibvirt import constants as C, hotplug, interface, migration, ownership
+from hvlibvirt.domain_xml import metadata
+from hvlibvirt.domain_xml.identity import device_alias
 from hvlibvirt.base import BaseHypervisor, HvInstanceState
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.interface import HOTPLUG_METHODS
@@ -38,6 +41,7 @@ from hvlibvirt.objects import NIC, Disk
 from hvlibvirt.xen import XenHvmHypervisor, XenPvmHypervisor
 from test_testdriver_lifecycle import make_instance
 from test_xen import files as files  # noqa: F401 - the fixture Xen instances need
+from test_xen import FakeLibxlDomain, _NoEvents
 from test_xen import make as make_xen
 
 URI = "test:///default"
@@ -343,3 +347,119 @@ def test_a_converted_error_names_the_method_the_instance_and_libvirts_message(
     finally:
         faults.disarm()
         _remove(raw, inst.name)
+
+
+# -- hotplug with attach semantics ---------------------------------------------------------
+class FakeQemuDomain(FakeLibxlDomain):
+    """The libxl stand-in with detach by alias, as QEMU's driver has it."""
+
+    def detachDeviceAlias(self, alias: str, flags: int) -> None:  # noqa: N802
+        devices = self._tree(flags).find("devices")
+        for dev in devices.xpath("*[alias/@name=$a]", a=alias):
+            devices.remove(dev)
+            return
+        raise libvirt.libvirtError(f"no device with alias {alias}")
+
+
+def _where(fake: FakeLibxlDomain, alias: str) -> tuple[bool, bool, bool, bool]:
+    """Whether ``alias`` is in the live devices, the persistent ones, and the live and
+    persistent metadata."""
+    def recorded(tree: etree._Element) -> bool:
+        meta = metadata.find(tree)
+        return meta is not None and alias in [d[2] for d in metadata.parse(meta).devices]
+
+    return (bool(fake.live.xpath("devices/*[alias/@name=$a]", a=alias)),
+            bool(fake.config.xpath("devices/*[alias/@name=$a]", a=alias)),
+            recorded(fake.live), recorded(fake.config))
+
+
+def _snapshot(fake: FakeLibxlDomain) -> list[Any]:
+    """The stand-in's live and persistent XML without our metadata, and the metadata
+    parsed (a metadata write serialises it anew, as libvirt does)."""
+    found = []
+    for tree in (fake.live, fake.config):
+        tree = copy.deepcopy(tree)
+        meta = metadata.find(tree)
+        found.append(metadata.parse(meta) if meta is not None else None)
+        if meta is not None:
+            meta.getparent().remove(meta)
+        found.append(etree.tostring(tree))
+    return found
+
+
+HOTPLUG_KINDS = [("kvm", C.HOTPLUG_TARGET_NIC), ("kvm", C.HOTPLUG_TARGET_DISK),
+                 ("xen-pvm", C.HOTPLUG_TARGET_NIC), ("xen-pvm", C.HOTPLUG_TARGET_DISK),
+                 ("xen-hvm", C.HOTPLUG_TARGET_NIC)]
+
+
+@pytest.mark.parametrize("action", ["add", "remove"])
+@pytest.mark.parametrize("hv_name,dev_type", HOTPLUG_KINDS)
+def test_hotplug_with_attach_semantics_failing_at_every_call(
+        hv_name: str, dev_type: str, action: str, faults: Faults, raw: libvirt.virConnect,
+        files: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test driver cannot attach: a stand-in domain with the drivers' attach and
+    detach semantics on its live and persistent XML (started from a test-driver domain's
+    own XML) takes its place, its calls counted and failed like libvirt's. Whatever call
+    fails, the device ends up in the live domain, the definition and our metadata, or
+    in none of them; and a refused hot-add changes nothing."""
+    hv = HYPERVISORS[hv_name](uri=URI)
+    hv.HOTPLUG_TIMEOUT = 0.1
+    inst, block = _instance(hv_name, files, {})
+    device = _nic() if dev_type == C.HOTPLUG_TARGET_NIC else Disk(size=64)
+    extra = ("/dev/fake-new", None) if dev_type == C.HOTPLUG_TARGET_DISK else None
+    alias = device_alias(dev_type, device.uuid)
+    monkeypatch.setattr(hotplug, "DomainEventWaiter", _NoEvents)  # detaches are at once
+    _remove(raw, inst.name)
+    hv.StartInstance(inst, block, False)
+    xml = raw.lookupByName(inst.name).XMLDesc(0)
+    _remove(raw, inst.name)
+    try:
+        fail_at, total = 0, None
+        while total is None or fail_at <= total:
+            fake = FakeQemuDomain(xml)
+            for name in ("_lookup", "_owned"):
+                monkeypatch.setattr(hv, name, lambda _name, fake=fake: fake)
+            if action == "remove":
+                hv.HotAddDevice(inst, dev_type, device, extra, 1)
+            for name in [n for n in dir(fake) if not n.startswith("_") and n != "connect"]:
+                if callable(getattr(fake, name)):
+                    setattr(fake, name, _counted(faults, name, getattr(fake, name)))
+            before = _snapshot(fake)
+            where = f"{hv_name} hot-{action} of a {dev_type}, failing at call {fail_at or 'none'}"
+            faults.arm(fail_at or None)
+            try:
+                if action == "add":
+                    hv.HotAddDevice(inst, dev_type, device, extra, 1)
+                else:
+                    hv.HotDelDevice(inst, dev_type, device, extra, 1)
+                raised = None
+            except Exception as err:  # noqa: BLE001 - the type is what is checked
+                raised = err
+            finally:
+                faults.disarm()
+            if total is None:
+                total = len(faults.calls)
+                assert raised is None, f"{where}: {raised}"
+            calls = faults.calls
+            assert raised is None or isinstance(raised, HotplugError), \
+                f"{where}: raised {type(raised).__name__}: {raised}; calls {calls}"
+            state = _where(fake, alias)
+            if action == "remove" and raised is not None and state[2:] == (True, True):
+                # Recorded still, so the next hotplug call settles it: try one.
+                faults.disarm()
+                hv.HotDelDevice(inst, dev_type, device, extra, 1)
+                state = _where(fake, alias)
+            assert state in ((True,) * 4, (False,) * 4), \
+                f"{where}: live, definition, metadata disagree: {state}; calls {calls}"
+            if raised is not None and action == "add":
+                assert _snapshot(fake) == before, f"{where}: a refused hot-add changed the domain; {raised}; calls {calls}"
+            fail_at += 1
+    finally:
+        _remove(raw, inst.name)
+
+
+def _counted(faults: Faults, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        faults.hit(f"stand-in.{name}")
+        return func(*args, **kwargs)
+    return call
