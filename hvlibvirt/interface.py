@@ -43,19 +43,21 @@ _INSTANCE_ARGS = ("instance", "instance_name", "name")
 
 
 def guard(cls: type) -> None:
-    """Wrap the methods of ``METHODS`` that ``cls`` defines or inherits unwrapped (a
-    mixin's); an override calling ``super()`` is wrapped too, which is harmless."""
+    """Wrap, where it is defined (``cls`` or a base: BaseHypervisor, the migration
+    mixin), each method of ``METHODS`` that ``cls`` has and that is not wrapped yet; an
+    override calling ``super()`` runs two wrappers, which is harmless."""
     for name in METHODS:
-        raw = next((k.__dict__[name] for k in cls.__mro__ if name in k.__dict__), None)
-        if raw is None:
+        owner = next((k for k in cls.__mro__ if name in k.__dict__), None)
+        if owner is None or owner is object:
             continue
+        raw = owner.__dict__[name]
         kind = type(raw) if isinstance(raw, (classmethod, staticmethod)) else None
         func = raw.__func__ if kind else raw
         if not callable(func) or getattr(func, _MARK, False):
             continue
         error = HotplugError if name in HOTPLUG_METHODS else HypervisorError
         wrapped = _guarded(func, name, error)
-        setattr(cls, name, kind(wrapped) if kind else wrapped)
+        setattr(owner, name, kind(wrapped) if kind else wrapped)
 
 
 def _guarded(func: Callable[..., Any], method: str, error: type[HypervisorError]
