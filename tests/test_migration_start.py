@@ -132,6 +132,17 @@ def _zombie_children() -> list[int]:
     return mine
 
 
+def _helper_seen(name: str) -> int:
+    """The pid of the one helper of ``name``. The kernel sets a new program's command
+    line just after Popen has seen its exec succeed (a real job moves data long after
+    that), hence the wait."""
+    deadline = time.monotonic() + 5
+    while not migration.helper_pids(URI, name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (pid,) = migration.helper_pids(URI, name)
+    return pid
+
+
 def test_the_timeout_leaves_no_helper(helper: Callable[[str], None],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[int] = []
@@ -164,8 +175,8 @@ def test_finalize_after_a_failure_kills_a_lingering_helper(
     """A helper still running once MigrateInstance returned (its job moving data), then
     Ganeti aborts: FinalizeMigrationSource(success=False) ends it."""
     helper(SLEEPER)
-    start(ScriptedJob(MOVING))
-    (pid,) = migration.helper_pids(URI, "inst1")
+    start(ScriptedJob(MOVING))  # at once: the job is scripted
+    pid = _helper_seen("inst1")
     hv = KVMHypervisor(uri=URI)
     hv.FinalizeMigrationSource(Instance(name="inst1"), False, True)  # no such domain here
     assert migration.helper_pids(URI, "inst1") == []
@@ -190,7 +201,7 @@ def test_finalize_kills_a_helper_another_process_started(
         out = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True,
                              check=True, timeout=30).stdout
         pid = int(out)
-        assert migration.helper_pids(URI, "inst2") == [pid]
+        assert _helper_seen("inst2") == pid
         assert migration.helper_pids(URI, "inst1") == []  # another instance's: untouched
         KVMHypervisor(uri=URI).FinalizeMigrationSource(Instance(name="inst2"), False, True)
         assert migration.helper_pids(URI, "inst2") == []
