@@ -1,12 +1,13 @@
 """Ganeti's interface methods, and the one mechanism that keeps libvirt's errors inside.
 
-``guard`` wraps every method named in ``METHODS`` that a hypervisor class defines (once,
-when the class is created: ``BaseHypervisor.__init_subclass__``), so that a
-``libvirtError`` raised at any libvirt call within it, in its cleanup and logging paths
-too, leaves it as a ``HypervisorError`` naming the method, the instance and libvirt's
-message. Ganeti's node daemon catches only ``HypervisorError`` around these calls, and
-its hotplug RPCs only ``HotplugError``: the hotplug methods raise that, for our own
-errors too. Errors the code raises itself pass unchanged, with their precise messages.
+``guard`` wraps every method named in ``METHODS`` where it is defined (once, when the
+first hypervisor class having it is created: ``BaseHypervisor.__init_subclass__``), so
+that a ``libvirtError`` raised at any libvirt call within it, in its cleanup and logging
+paths too, leaves it as a ``HypervisorError`` naming the method, the instance and
+libvirt's message. Ganeti's node daemon catches only ``HypervisorError`` around these
+calls, and its hotplug RPCs only ``HotplugError``: the hotplug methods raise that, for
+our own errors too. Errors the code raises itself pass unchanged, with their precise
+messages.
 
 The success path pays one function frame and a ``try``; the instance name is worked out
 from the arguments only when an error is converted.
