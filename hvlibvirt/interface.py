@@ -4,10 +4,10 @@
 first hypervisor class having it is created: ``BaseHypervisor.__init_subclass__``), so
 that a ``libvirtError`` raised at any libvirt call within it, in its cleanup and logging
 paths too, leaves it as a ``HypervisorError`` naming the method, the instance and
-libvirt's message. Ganeti's node daemon catches only ``HypervisorError`` around these
-calls, and its hotplug RPCs only ``HotplugError``: the hotplug methods raise that, for
-our own errors too. Errors the code raises itself pass unchanged, with their precise
-messages.
+libvirt's message (an ``OSError`` likewise). Ganeti's node daemon catches only
+``HypervisorError`` around these calls, and its hotplug RPCs only ``HotplugError``: the
+hotplug methods raise that, for our own errors too. Errors the code raises itself pass
+unchanged, with their precise messages.
 
 The success path pays one function frame and a ``try``; the instance name is worked out
 from the arguments only when an error is converted.
@@ -69,10 +69,10 @@ def _guarded(func: Callable[..., Any], method: str, error: type[HypervisorError]
             return func(*args, **kwargs)
         except libvirt.libvirtError as err:
             connection.drop_dead()
-            instance = _instance_name(func, args, kwargs)
-            subject = f" for instance {instance}" if instance else ""
-            raise error(f"{method} failed{subject}: libvirt: "
+            raise error(f"{method} failed{_subject(func, args, kwargs)}: libvirt: "
                         f"{err.get_error_message() or err}") from err
+        except OSError as err:  # this node's files and processes (/proc, a helper)
+            raise error(f"{method} failed{_subject(func, args, kwargs)}: {err}") from err
         except HypervisorError as err:
             if isinstance(err, error):
                 raise
@@ -82,16 +82,17 @@ def _guarded(func: Callable[..., Any], method: str, error: type[HypervisorError]
     return guarded
 
 
-def _instance_name(func: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> str | None:
-    """The instance a call was about, from its arguments (error path only)."""
+def _subject(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> str:
+    """" for instance NAME" after the instance a call was about, from its arguments
+    (error path only); "" when it has none."""
     try:
         bound = inspect.signature(func).bind_partial(*args, **kwargs).arguments
     except (TypeError, ValueError):
-        return None
+        return ""
     for key in _INSTANCE_ARGS:
         value = bound.get(key)
         name = value if isinstance(value, str) else getattr(value, "name", None)
         if isinstance(name, str) and name:
-            return name
-    return None
+            return f" for instance {name}"
+    return ""

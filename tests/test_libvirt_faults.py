@@ -30,7 +30,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from hvlibvirt import constants as C, hotplug, interface, migration, ownership
+from hvlibvirt import constants as C, hotplug, interface, migration, node, ownership
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.domain_xml.identity import device_alias
 from hvlibvirt.base import BaseHypervisor, HvInstanceState
@@ -463,3 +463,13 @@ def _counted(faults: Faults, name: str, func: Callable[..., Any]) -> Callable[..
         faults.hit(f"stand-in.{name}")
         return func(*args, **kwargs)
     return call
+
+
+def test_an_os_error_is_converted_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This node's files fail too (/proc unreadable): still our error, naming the call."""
+    def unreadable(*_args: Any) -> None:
+        raise PermissionError(13, "Permission denied", "/proc/meminfo")
+
+    monkeypatch.setattr(node, "linux_node_info", unreadable)
+    with pytest.raises(HypervisorError, match="GetNodeInfo failed: .*Permission denied"):
+        KVMHypervisor(uri=URI).GetNodeInfo()
