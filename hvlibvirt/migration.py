@@ -116,9 +116,12 @@ def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[st
     """
     spec = json.dumps({"source": source_uri, "name": name, "dest": dest_uri,
                        "flags": flags, "params": params})
-    helper = subprocess.Popen(helper_command(HELPER_COMMAND, spec),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        helper = subprocess.Popen(helper_command(HELPER_COMMAND, spec),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as err:
+        raise HypervisorError(f"Migration of {name}: cannot start its helper: {err}") from err
     try:
         _wait_started(helper, name, dest_uri, dom)
     except BaseException:

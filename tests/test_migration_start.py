@@ -221,3 +221,10 @@ def test_no_zombies_after_many_migrations(helper: Callable[[str], None]) -> None
         time.sleep(0.05)
     assert migration.helper_pids(URI, "inst1") == []  # they all ended ...
     assert _zombie_children() == []  # ... and were reaped
+
+
+def test_a_helper_that_cannot_start_is_our_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(migration, "helper_command",
+                        lambda *args: ["/nonexistent/python3", *args])
+    with pytest.raises(HypervisorError, match="inst1: cannot start its helper"):
+        start(ScriptedJob({}))
