@@ -162,8 +162,7 @@ def test_the_timeout_leaves_no_helper(helper: Callable[[str], None],
     assert migration.helper_pids(URI, "inst1") == []
 
 
-def test_a_failed_helper_is_reaped(helper: Callable[[str], None],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_helper_is_reaped(helper: Callable[[str], None]) -> None:
     helper("import sys; print('refused'); sys.exit(1)")
     with pytest.raises(HypervisorError, match="refused"):
         start(ScriptedJob({}))
@@ -186,8 +185,7 @@ def test_finalize_after_a_failure_kills_a_lingering_helper(
     assert _state(pid) is None
 
 
-def test_finalize_kills_a_helper_another_process_started(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finalize_kills_a_helper_another_process_started() -> None:
     """Ganeti finalizes from another process than the one that migrated (noded forks a
     child per call): the helper is not this process's child, and still found."""
     libc = ctypes.CDLL(None, use_errno=True)
