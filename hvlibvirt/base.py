@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import (config, connection, constants, domains, migration, node, ownership,
-                       params)
+from hvlibvirt import (config, connection, constants, domains, interface, migration, node,
+                       ownership, params)
 from hvlibvirt.domain_xml import identity, inputs, redacted, to_string
 from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
@@ -31,6 +31,7 @@ from hvlibvirt.objects import InstanceConsole
 log = logging.getLogger(__name__)
 
 _STATE_POLL = 0.05  # seconds between domain state polls while waiting
+InstanceInfo = domains.InstanceInfo
 
 
 class HvInstanceState:
@@ -48,9 +49,6 @@ class HvInstanceState:
         return state == HvInstanceState.SHUTDOWN
 
 
-InstanceInfo = domains.InstanceInfo
-
-
 def _still_active(dom: libvirt.virDomain) -> bool:
     """Whether ``dom`` still runs; False when libvirt cannot say (it is going)."""
     try:
@@ -59,9 +57,7 @@ def _still_active(dom: libvirt.virDomain) -> bool:
         return False
 
 
-def _require_name(name: Any) -> str:
-    """An instance name as Ganeti has them (a host name), or HypervisorError."""
-    return identity.instance_name(name)
+_require_name = identity.instance_name  # a Ganeti instance name, or HypervisorError
 
 
 class BaseHypervisor(migration.MigrationMethods):
@@ -90,6 +86,11 @@ class BaseHypervisor(migration.MigrationMethods):
                     raise HypervisorError(f"Invalid {what}: {value!r}")
         self._uri = uri
         self._migration_uri = migration_uri
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each interface method turns libvirt's errors into ours (``interface``)."""
+        super().__init_subclass__(**kwargs)
+        interface.guard(cls)
 
     # -- connection --------------------------------------------------------------
     @property
@@ -250,10 +251,10 @@ class BaseHypervisor(migration.MigrationMethods):
                                   f"{err.get_error_message()}") from err
         try:
             self._after_start(dom, instance)
-        except HypervisorError:
+            ownership.remember(self.uri, dom)
+        except (HypervisorError, libvirt.libvirtError):  # the guard converts the latter
             self._undo_start(dom, name)
             raise
-        ownership.remember(self.uri, dom)
 
     def _undo_start(self, dom: libvirt.virDomain, name: str) -> None:
         """Destroy and undefine what a failed start created. If libvirtd died under the
@@ -584,4 +585,3 @@ class BaseHypervisor(migration.MigrationMethods):
 
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> Any:  # noqa: N802
         raise HotplugError("Disk resize is not supported by this hypervisor")
-

@@ -62,9 +62,9 @@ def read_metadata(dom: libvirt.virDomain, live: bool = True
 def write_metadata(dom: libvirt.virDomain, meta: metadata.InstanceMetadata) -> None:
     """Replace our metadata in the live and the persistent definition."""
     flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    if dom.isActive():
-        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
     try:
+        if dom.isActive():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
         dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.to_libvirt(meta),
                         metadata.PREFIX, metadata.NAMESPACE, flags)
     except libvirt.libvirtError as err:
@@ -77,7 +77,11 @@ def update_metadata(dom: libvirt.virDomain, change: Callable[[InstanceMetadata],
     metadata under the instance's ``meta`` lock: other processes of the node update it
     too, and a write replaces the whole element. None if the domain has none."""
     # The URI as libvirt formats it (no round trip), so that every caller keys alike.
-    with locks.hold(dom.connect().getURI(), dom.name(), "meta"):
+    try:
+        uri, name = dom.connect().getURI(), dom.name()
+    except libvirt.libvirtError as err:
+        raise HypervisorError(f"Failed to update metadata: {err}") from err
+    with locks.hold(uri, name, "meta"):
         meta = read_metadata(dom)
         if meta is not None and change(meta):
             write_metadata(dom, meta)

@@ -63,29 +63,35 @@ def attach(dom: libvirt.virDomain, elem: etree._Element, what: str) -> None:
     """Attach ``elem`` live, confirm it, then add it to the persistent definition.
 
     Raises ``libvirt.libvirtError`` for a refused live attach (the caller may retry
-    with another address) and HotplugError for anything after it, having undone the
-    live attach.
+    with another address) and HotplugError for anything after it, whatever failed
+    (libvirt included), having undone the live attach.
     """
     xml = etree.tostring(elem, encoding="unicode")
     alias = elem.find("alias").get("name")
     dom.attachDeviceFlags(xml, _LIVE)
-    _root, live = live_state(dom)
-    if alias not in live.devices:
-        raise HotplugError(f"{what}: libvirt accepted the device but it is not in the "
-                           "live domain")
-    expected = elem.find("address")
-    if expected is not None and live.devices[alias].address.get("slot", expected.get("slot")) \
-            != expected.get("slot"):
+    try:
+        _root, live = live_state(dom)
+        if alias not in live.devices:
+            raise HotplugError(f"{what}: libvirt accepted the device but it is not in the "
+                               "live domain")
+        expected = elem.find("address")
+        if expected is not None and \
+                live.devices[alias].address.get("slot", expected.get("slot")) \
+                != expected.get("slot"):
+            raise HotplugError(f"{what}: the device landed at another PCI slot than "
+                               f"{expected.get('slot')}")
+        if dom.isPersistent():
+            try:
+                dom.attachDeviceFlags(xml, _CONFIG)
+            except libvirt.libvirtError as err:
+                raise HotplugError(f"{what}: the persistent definition refused the device: "
+                                   f"{err.get_error_message()}") from err
+    except (HypervisorError, libvirt.libvirtError) as err:
         detach_now(dom, alias)
-        raise HotplugError(f"{what}: the device landed at another PCI slot than "
-                           f"{expected.get('slot')}")
-    if dom.isPersistent():
-        try:
-            dom.attachDeviceFlags(xml, _CONFIG)
-        except libvirt.libvirtError as err:
-            detach_now(dom, alias)
-            raise HotplugError(f"{what}: the persistent definition refused the device: "
-                               f"{err.get_error_message()}") from err
+        if isinstance(err, HotplugError):
+            raise
+        reason = err.get_error_message() if isinstance(err, libvirt.libvirtError) else err
+        raise HotplugError(f"{what}: {reason}") from err
 
 
 def detach(dom: libvirt.virDomain, alias: str, flags: int) -> None:
@@ -147,22 +153,28 @@ def remove(dom: libvirt.virDomain, alias: str, timeout: float,
 
 
 def forget(dom: libvirt.virDomain, alias: str) -> None:
-    """Drop a removed device from the persistent definition and from our metadata."""
+    """Drop a removed device from the persistent definition, then from our metadata.
+    While the definition still has it, the record stays (and HotplugError is raised):
+    the record is what makes ``settle`` try again."""
     if dom.isPersistent():
         try:
             detach(dom, alias, _CONFIG)
         except libvirt.libvirtError as err:
-            if err.get_error_code() != libvirt.VIR_ERR_DEVICE_MISSING:
-                log.warning("Removing %s from the definition of %s failed: %s", alias,
-                            dom.name(), err)
+            if err.get_error_code() != libvirt.VIR_ERR_DEVICE_MISSING and \
+                    device_element(parse_tree(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)),
+                                   alias) is not None:
+                raise HotplugError(f"Removing {alias} from the definition of {dom.name()} "
+                                   f"failed: {err.get_error_message()}") from err
     _drop_record(dom, alias)
 
 
 def _drop_record(dom: libvirt.virDomain, alias: str) -> None:
     def drop(meta: domains.InstanceMetadata) -> bool:
-        meta.devices = [d for d in meta.devices if d[2] != alias]
-        meta.pending_unplug = [a for a in meta.pending_unplug if a != alias]
-        return True
+        devices = [d for d in meta.devices if d[2] != alias]
+        pending = [a for a in meta.pending_unplug if a != alias]
+        changed = (devices, pending) != (meta.devices, meta.pending_unplug)
+        meta.devices, meta.pending_unplug = devices, pending
+        return changed
 
     domains.update_metadata(dom, drop)
 
@@ -214,11 +226,16 @@ def settle(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain) -> No
 def unrecord(dom: libvirt.virDomain, alias: str) -> None:
     """Drop the record of a device whose hot-add failed, as far as libvirtd still answers
     (if it died, the next hotplug call settles the device). ``attach`` never leaves a
-    failed device in the persistent definition, so there is nothing to detach there."""
-    try:
-        _drop_record(dom, alias)
-    except (HypervisorError, libvirt.libvirtError) as err:
-        log.warning("Forgetting %s on %s failed: %s", alias, dom.name(), err)
+    failed device in the persistent definition, so there is nothing to detach there.
+    Asked twice: dropping is idempotent, and a record left behind disagrees with the
+    live domain until the next hotplug call."""
+    for _attempt in range(2):
+        try:
+            _drop_record(dom, alias)
+            return
+        except (HypervisorError, libvirt.libvirtError) as err:
+            reason = err
+    log.warning("Forgetting %s on %s failed: %s", alias, dom.name(), reason)
 
 
 def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str,
@@ -241,7 +258,7 @@ def record_or_undo(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str)
     """``record`` a device just attached; if that fails, take the device away again."""
     try:
         record(dom, kind, dev_uuid, alias)
-    except HypervisorError as err:  # a metadata write or its lock failed
+    except (HypervisorError, libvirt.libvirtError) as err:  # a metadata write or its lock
         detach_now(dom, alias)
         forget(dom, alias)
         if isinstance(err, HotplugError):

@@ -438,7 +438,7 @@ class KVMHypervisor(BaseHypervisor):
         try:
             hotplug.remove(dom, alias, self.HOTPLUG_TIMEOUT,
                            "undoing the SCSI controller")
-        except HotplugError as err:
+        except (HypervisorError, libvirt.libvirtError) as err:  # the add's error is raised
             log.warning("%s: %s", dom.name(), err)
 
     def _free_memory(self, hvparams: Mapping[str, Any]) -> int:

@@ -16,7 +16,9 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -56,6 +58,8 @@ _START_POLL = 0.05  # seconds between job checks while it starts
 # poll in CI (2026-12-02, a loaded host), and its error then reached only the node's log.
 # Data moving means the target has accepted; libxl reports no figures, hence the limit.
 START_GRACE = 2.0
+HELPER_COMMAND = "migration-helper"  # the hvlibvirt subcommand; it names helpers in /proc
+HELPER_STOP_TIMEOUT = 10.0  # seconds for killed helpers to be gone
 
 
 def capabilities(value: str) -> list[str]:
@@ -105,39 +109,113 @@ def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[st
     so that a target's refusal is raised here, with libvirt's reason.
 
     The helper's output comes back through a pipe that is read only if it exits while
-    we wait; once we return, the outcome is libvirt's job statistics (no files).
+    we wait; once we return, the outcome is libvirt's job statistics (no files). On
+    every failure the helper is gone when this raises: killed (a job it may just have
+    started is aborted) and reaped. One that runs on after the return is reaped by a
+    thread the moment it ends, so a long-lived caller collects no zombies.
     """
     spec = json.dumps({"source": source_uri, "name": name, "dest": dest_uri,
                        "flags": flags, "params": params})
-    helper = subprocess.Popen(helper_command("migration-helper", spec),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + START_TIMEOUT
-    running_since = None  # when libvirt first reported the job
     try:
-        while (now := time.monotonic()) < deadline:
-            if helper.poll() is not None:
-                if helper.returncode == 0:
-                    return  # it was quick: already done
-                message = helper.stdout.read().decode(errors="replace").strip()
-                raise HypervisorError(f"Migration of {name} to {dest_uri} failed: "
-                                      f"{message or f'exit code {helper.returncode}'}")
-            try:
-                stats = dom.jobStats(0)
-            except libvirt.libvirtError:
-                stats = {}  # the job may be between phases
-            if stats.get("type") in _ACTIVE_JOBS:
-                if stats.get(libvirt.VIR_DOMAIN_JOB_MEMORY_PROCESSED) or \
-                        stats.get(libvirt.VIR_DOMAIN_JOB_DATA_PROCESSED):
-                    return
-                running_since = running_since if running_since is not None else now
-                if now - running_since >= START_GRACE:
-                    return
-            time.sleep(_START_POLL)
-        raise HypervisorError(f"Migration of {name} to {dest_uri} did not start within "
-                              f"{START_TIMEOUT:.0f}s")
+        helper = subprocess.Popen(helper_command(HELPER_COMMAND, spec),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as err:
+        raise HypervisorError(f"Migration of {name}: cannot start its helper: {err}") from err
+    try:
+        _wait_started(helper, name, dest_uri, dom)
+    except BaseException:
+        if helper.poll() is None:
+            _kill(helper.pid)
+            helper.wait()
+            with contextlib.suppress(libvirt.libvirtError):  # FinalizeMigrationSource retries
+                if dom.jobStats(0).get("type") in _ACTIVE_JOBS:
+                    dom.abortJob()
+        raise
     finally:
         helper.stdout.close()
+    if helper.returncode is None:
+        threading.Thread(target=helper.wait, name=f"reap-migration-helper-{helper.pid}",
+                         daemon=True).start()
+
+
+def _wait_started(helper: subprocess.Popen[bytes], name: str, dest_uri: str,
+                  dom: libvirt.virDomain) -> None:
+    """Return once the job moves data (see ``start``); raise if the helper failed or
+    nothing started within START_TIMEOUT."""
+    deadline = time.monotonic() + START_TIMEOUT
+    running_since = None  # when libvirt first reported the job
+    while (now := time.monotonic()) < deadline:
+        if helper.poll() is not None:
+            if helper.returncode == 0:
+                return  # it was quick: already done
+            message = helper.stdout.read().decode(errors="replace").strip()
+            raise HypervisorError(f"Migration of {name} to {dest_uri} failed: "
+                                  f"{message or f'exit code {helper.returncode}'}")
+        try:
+            stats = dom.jobStats(0)
+        except libvirt.libvirtError:
+            stats = {}  # the job may be between phases
+        if stats.get("type") in _ACTIVE_JOBS:
+            if stats.get(libvirt.VIR_DOMAIN_JOB_MEMORY_PROCESSED) or \
+                    stats.get(libvirt.VIR_DOMAIN_JOB_DATA_PROCESSED):
+                return
+            running_since = running_since if running_since is not None else now
+            if now - running_since >= START_GRACE:
+                return
+        time.sleep(_START_POLL)
+    raise HypervisorError(f"Migration of {name} to {dest_uri} did not start within "
+                          f"{START_TIMEOUT:.0f}s")
+
+
+def stop_helpers(source_uri: str, name: str, timeout: float = HELPER_STOP_TIMEOUT) -> None:
+    """Kill every migration helper of ``name`` at ``source_uri`` (of this user, started by
+    any process: Ganeti finalizes from another process than the one that migrated) and
+    wait until none runs. Found by their command line, which carries the migration's
+    spec (see ``helper_pids``)."""
+    deadline = time.monotonic() + timeout
+    while pids := helper_pids(source_uri, name):
+        if time.monotonic() >= deadline:
+            raise HypervisorError(f"The migration helper of {name} (pid "
+                                  f"{', '.join(map(str, pids))}) did not end")
+        for pid in pids:
+            _kill(pid)
+        time.sleep(_START_POLL)
+
+
+def helper_pids(source_uri: str, name: str) -> list[int]:
+    """Pids of this user's running migration helpers of ``name`` at ``source_uri``.
+
+    The command line is the record: it names the instance and the URI exactly (the JSON
+    spec), so a reused pid is never mistaken for a helper, nothing needs writing when a
+    helper starts (no runtime files, no extra RPC on the migration's path), and a helper
+    whose starter died is found too. Ended helpers (zombies) have no command line."""
+    found, me, own = [], os.geteuid(), os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == own:
+            continue
+        try:
+            if entry.stat().st_uid != me:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+            spec = json.loads(argv[argv.index(HELPER_COMMAND.encode()) + 1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if isinstance(spec, dict) and spec.get("source") == source_uri \
+                and spec.get("name") == name:
+            found.append(int(entry.name))
+    return found
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL a helper and its process group (it leads one, see ``start``: an ssh to a
+    remote source URI would be in it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
 
 
 def run_helper(spec_json: str) -> int:
@@ -355,8 +433,11 @@ class MigrationMethods:
     def FinalizeMigrationSource(self, instance: Any, success: bool, live: bool) -> None:  # noqa: N802
         """Success: drop the source definition. Failure: make sure the instance runs
         here (abort the job, resume a paused guest); if it in fact runs on the target,
-        say so instead of pretending."""
+        say so instead of pretending. A failure first ends every migration helper of the
+        instance (it could otherwise still start the migration Ganeti gave up on)."""
         name = identity.instance_name(getattr(instance, "name", None))
+        if not success:
+            stop_helpers(self.uri, name)
         dom = self._owned(name)
         if dom is None:
             return

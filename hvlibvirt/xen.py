@@ -178,10 +178,11 @@ class XenHypervisor(BaseHypervisor):
         for dom in active:
             try:
                 _state, _max, mem_kib, vcpus, _cpu = dom.info()
+                dom0 = dom.ID() == 0 or dom.name() == DOM0_NAME
             except libvirt.libvirtError:
                 continue  # it went away meanwhile
             used += mem_kib // 1024
-            if dom.ID() == 0 or dom.name() == DOM0_NAME:
+            if dom0:
                 dom0_mem, dom0_cpus = mem_kib // 1024, vcpus
         return {
             "memory_total": mem_mib,
@@ -288,6 +289,7 @@ class XenHypervisor(BaseHypervisor):
         what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
         with hotplug.instance_lock(self.uri, instance.name):
             dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_ADD, dev_type)
+            hotplug.settle(dom, root, live)
             try:
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
                 if alias in live.devices:
@@ -332,8 +334,11 @@ class XenHypervisor(BaseHypervisor):
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
             except HypervisorError as err:
                 raise HotplugError(str(err)) from None
+            hotplug.settle(dom, root, live)
             elem = hotplug.device_element(root, alias)
             if elem is None:
+                if live.meta is not None and alias in (d[2] for d in live.meta.devices):
+                    return {"alias": alias}  # an earlier removal completed; settle forgot it
                 raise HotplugError(f"Cannot find {dev_type} with UUID {device.uuid} in "
                                    f"instance {instance.name}")
             where = {"alias": alias}

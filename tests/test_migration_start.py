@@ -3,10 +3,14 @@
 A real helper process (a stand-in script) and a domain whose job statistics are
 scripted: libvirt reports the job before it has reached the target, so a refusal by
 the target must still be raised, with its reason, rather than left to the node's log.
+The helper never outlives a failure (it would still migrate after Ganeti gave up), and
+a long-lived caller collects no zombies.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import subprocess
 import sys
 import time
@@ -18,6 +22,8 @@ import pytest
 
 from hvlibvirt import migration
 from hvlibvirt.errors import HypervisorError
+from hvlibvirt.kvm import KVMHypervisor
+from hvlibvirt.objects import Instance
 
 RUNNING = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "time_elapsed": 5}
 MOVING = dict(RUNNING, memory_processed=4096)
@@ -48,8 +54,9 @@ def helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
     monkeypatch.setattr(subprocess, "Popen", popen)
 
     def use(code: str) -> None:
+        # The helper's own arguments follow (they name the instance in its command line).
         monkeypatch.setattr(migration, "helper_command",
-                            lambda *_args: [sys.executable, "-c", code])
+                            lambda *args: [sys.executable, "-c", code, *args])
     yield use
     for process in started:
         process.kill()
@@ -96,4 +103,126 @@ def test_a_job_that_never_shows_times_out(helper: Callable[[str], None],
     helper("import time; time.sleep(30)")
     monkeypatch.setattr(migration, "START_TIMEOUT", 0.3)
     with pytest.raises(HypervisorError, match="did not start within"):
+        start(ScriptedJob({}))
+
+
+URI = "test:///default"
+SLEEPER = "import time; time.sleep(30)"
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter of ``pid`` (Z: a zombie), None once it is reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _zombie_children() -> list[int]:
+    mine = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            mine.append(int(entry))
+    return mine
+
+
+def _helper_seen(name: str) -> int:
+    """The pid of the one helper of ``name``. The kernel sets a new program's command
+    line just after Popen has seen its exec succeed (a real job moves data long after
+    that), hence the wait."""
+    deadline = time.monotonic() + 5
+    while not migration.helper_pids(URI, name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (pid,) = migration.helper_pids(URI, name)
+    return pid
+
+
+def test_the_timeout_leaves_no_helper(helper: Callable[[str], None],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[int] = []
+    real = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process = real(*args, **kwargs)
+        started.append(process.pid)
+        return process
+
+    helper(SLEEPER)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(migration, "START_TIMEOUT", 0.3)
+    with pytest.raises(HypervisorError, match="did not start within"):
+        start(ScriptedJob({}))
+    assert _state(started[0]) is None  # killed and reaped
+    assert migration.helper_pids(URI, "inst1") == []
+
+
+def test_a_failed_helper_is_reaped(helper: Callable[[str], None]) -> None:
+    helper("import sys; print('refused'); sys.exit(1)")
+    with pytest.raises(HypervisorError, match="refused"):
+        start(ScriptedJob({}))
+    assert _zombie_children() == []
+
+
+def test_finalize_after_a_failure_kills_a_lingering_helper(
+        helper: Callable[[str], None]) -> None:
+    """A helper still running once MigrateInstance returned (its job moving data), then
+    Ganeti aborts: FinalizeMigrationSource(success=False) ends it."""
+    helper(SLEEPER)
+    start(ScriptedJob(MOVING))  # at once: the job is scripted
+    pid = _helper_seen("inst1")
+    hv = KVMHypervisor(uri=URI)
+    hv.FinalizeMigrationSource(Instance(name="inst1"), False, True)  # no such domain here
+    assert migration.helper_pids(URI, "inst1") == []
+    deadline = time.monotonic() + 5
+    while _state(pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the reaper thread collects it
+    assert _state(pid) is None
+
+
+def test_finalize_kills_a_helper_another_process_started() -> None:
+    """Ganeti finalizes from another process than the one that migrated (noded forks a
+    child per call): the helper is not this process's child, and still found."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_child_subreaper = 36  # orphans come to us, so that the test can reap them
+    starter = ("import json, subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+               f"{SLEEPER!r}, 'migration-helper', json.dumps({{'source': {URI!r}, "
+               "'name': 'inst2', 'dest': 'x'})], start_new_session=True, "
+               "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid)")
+    assert libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) == 0
+    try:
+        out = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True,
+                             check=True, timeout=30).stdout
+        pid = int(out)
+        assert _helper_seen("inst2") == pid
+        assert migration.helper_pids(URI, "inst1") == []  # another instance's: untouched
+        KVMHypervisor(uri=URI).FinalizeMigrationSource(Instance(name="inst2"), False, True)
+        assert migration.helper_pids(URI, "inst2") == []
+        os.waitpid(pid, 0)
+    finally:
+        libc.prctl(pr_set_child_subreaper, 0, 0, 0, 0)
+
+
+def test_no_zombies_after_many_migrations(helper: Callable[[str], None]) -> None:
+    """Helpers that end after MigrateInstance returned are reaped as they end."""
+    helper("import time; time.sleep(0.1)")
+    for _ in range(8):
+        start(ScriptedJob(MOVING))
+    deadline = time.monotonic() + 10
+    while (migration.helper_pids(URI, "inst1") or _zombie_children()) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert migration.helper_pids(URI, "inst1") == []  # they all ended ...
+    assert _zombie_children() == []  # ... and were reaped
+
+
+def test_a_helper_that_cannot_start_is_our_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(migration, "helper_command",
+                        lambda *args: ["/nonexistent/python3", *args])
+    with pytest.raises(HypervisorError, match="inst1: cannot start its helper"):
         start(ScriptedJob({}))
