@@ -336,28 +336,13 @@ class KVMHypervisor(BaseHypervisor):
         if reason is None and action == C.HOTPLUG_ACTION_ADD and \
                 dev_type == C.HOTPLUG_TARGET_DISK:
             bus = disks.DISK_KINDS[hvp[C.HV_DISK_TYPE]][1]
-            buses = self._disk_buses(root)
+            buses = kvm_node.disk_buses(self._conn(), self.uri, root)
             if buses is not None and bus not in buses:
                 reason = (f"this emulator and machine offer no {bus} disk bus (domain "
                           f"capabilities list {', '.join(sorted(buses))})")
         if reason:
             raise HotplugError(reason)
         return dom, root, live, hvp
-
-    def _disk_buses(self, root: etree._Element) -> frozenset[str] | None:
-        """Disk buses libvirt's domain capabilities offer for this running domain (cached
-        per emulator, machine and type); None when the driver cannot say."""
-        type_elem = root.find("os/type")
-        key = (self.uri, root.findtext("devices/emulator"), type_elem.get("arch"),
-               type_elem.get("machine"), root.get("type"))
-        if key not in _DOMCAPS_DISK_BUSES:
-            try:
-                caps = etree.fromstring(self._conn().getDomainCapabilities(*key[1:], 0).encode())
-                _DOMCAPS_DISK_BUSES[key] = frozenset(
-                    caps.xpath("devices/disk/enum[@name='bus']/value/text()"))
-            except libvirt.libvirtError:
-                return None
-        return _DOMCAPS_DISK_BUSES[key]
 
     def HotAddDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> None:
@@ -609,5 +594,4 @@ def _bridged_vlans(instance: Any) -> bool:
     return False
 
 
-_DOMCAPS_DISK_BUSES: dict[tuple[Any, ...], frozenset[str]] = {}
 _PLATFORM_SLOTS = range(addresses.PIIX3_SLOT, max(addresses.CDROM_SLOTS) + 1)

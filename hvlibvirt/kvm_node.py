@@ -194,3 +194,23 @@ def serial_log_file(log_dir: str, name: str) -> str:
         raise HypervisorError(f"Failed to start instance {name}: serial log directory "
                               f"{log_dir} is not safe for root's writes: {why}")
     return os.path.join(log_dir, f"{name}.serial")
+
+
+def disk_buses(conn: libvirt.virConnect, uri: str, root: etree._Element
+               ) -> frozenset[str] | None:
+    """Disk buses libvirt's domain capabilities offer for the running domain ``root``
+    (cached per process, emulator, machine and type); None when the driver cannot say."""
+    type_elem = root.find("os/type")
+    key = (uri, root.findtext("devices/emulator"), type_elem.get("arch"),
+           type_elem.get("machine"), root.get("type"))
+    if key not in _DOMCAPS_DISK_BUSES:
+        try:
+            caps = etree.fromstring(conn.getDomainCapabilities(*key[1:], 0).encode())
+        except libvirt.libvirtError:
+            return None
+        _DOMCAPS_DISK_BUSES[key] = frozenset(
+            caps.xpath("devices/disk/enum[@name='bus']/value/text()"))
+    return _DOMCAPS_DISK_BUSES[key]
+
+
+_DOMCAPS_DISK_BUSES: dict[tuple[Any, ...], frozenset[str]] = {}
