@@ -82,6 +82,7 @@ class _Entry:
     depth: int = 0
     fd: int = -1
     path: str = ""
+    users: int = 0  # threads holding or waiting for it (under _guard): 0 drops the entry
 
 
 _guard = threading.Lock()
@@ -112,25 +113,38 @@ def hold(uri: str, name: str, kind: str,
         entry = _entries.get(key)
         if entry is None or entry.pid != os.getpid():
             entry = _entries[key] = _Entry(threading.RLock(), os.getpid())
-    if not entry.thread_lock.acquire(timeout=timeout):
-        raise error(f"Instance {name}: another operation in this process holds its "
-                    f"{kind} lock for more than {timeout:.0f}s")
+        entry.users += 1
     try:
-        if entry.depth == 0:
-            entry.path = lock_path(uri, str(name), kind)
-            entry.fd = _lock_file(entry.path, deadline, name, kind, error)
-        entry.depth += 1
-    except BaseException:
-        entry.thread_lock.release()
-        raise
-    try:
-        yield
+        if not entry.thread_lock.acquire(timeout=timeout):
+            raise error(f"Instance {name}: another operation in this process holds its "
+                        f"{kind} lock for more than {timeout:.0f}s")
+        try:
+            if entry.depth == 0:
+                entry.path = lock_path(uri, str(name), kind)
+                entry.fd = _lock_file(entry.path, deadline, name, kind, error)
+            entry.depth += 1
+        except BaseException:
+            entry.thread_lock.release()
+            raise
+        try:
+            yield
+        finally:
+            entry.depth -= 1
+            if entry.depth == 0 and entry.pid == os.getpid():
+                _unlock_file(entry.path, entry.fd)
+                entry.fd = -1
+            entry.thread_lock.release()
     finally:
-        entry.depth -= 1
-        if entry.depth == 0 and entry.pid == os.getpid():
-            _unlock_file(entry.path, entry.fd)
-            entry.fd = -1
-        entry.thread_lock.release()
+        _release(key, entry)
+
+
+def _release(key: tuple[str, str, str], entry: _Entry) -> None:
+    """One thread less for ``entry``; the last one drops it, so that a long-lived
+    process keeps no entry per instance it ever locked."""
+    with _guard:
+        entry.users -= 1
+        if entry.users == 0 and _entries.get(key) is entry:
+            del _entries[key]
 
 
 def _lock_file(path: str, deadline: float, name: str, kind: str,

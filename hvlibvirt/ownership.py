@@ -34,6 +34,9 @@ from hvlibvirt.domain_xml import metadata
 from hvlibvirt.errors import HypervisorError
 
 _known: dict[tuple[str, str], bool] = {}  # (uri, domain uuid) -> carries our metadata
+# A long-lived caller meets ever new uuids (an instance gets a new domain at each start):
+# past this many the oldest answer goes, and is asked again should it be needed.
+KNOWN_MAX = 4096
 _mark_dirs: dict[str, str | None] = {}  # uri -> its trusted mark directory, None: none
 # URI characters a directory name shows as they are; the rest become "_" (a digest of
 # the exact URI keeps the names apart). A table made at import: noded's parent has it.
@@ -69,14 +72,23 @@ def is_ours(uri: str, dom: libvirt.virDomain) -> bool:
             known = False
         if known and marks is not None:
             _mark(marks, uuid)
-    _known[key] = known
+    _remember(key, known)
     return known
+
+
+def _remember(key: tuple[str, str], known: bool) -> None:
+    _known[key] = known
+    while len(_known) > KNOWN_MAX:
+        try:
+            del _known[next(iter(_known))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread took it first
+            break
 
 
 def remember(uri: str, dom: libvirt.virDomain) -> None:
     """Record a domain hvlibvirt has just defined as ours (no read needed)."""
     uuid = dom.UUIDString()
-    _known[(uri, uuid)] = True
+    _remember((uri, uuid), True)
     marks = _mark_dir(uri)
     if marks is not None:
         _mark(marks, uuid)

@@ -128,3 +128,19 @@ def test_an_unusable_lock_dir_is_a_hypervisor_error(monkeypatch: pytest.MonkeyPa
     with pytest.raises(HotplugError, match="lock"):
         with locks.hold(URI, "inst4", "hotplug", HotplugError):
             pass
+
+
+def test_a_long_lived_process_keeps_no_entry_per_instance() -> None:
+    """Many instances locked in turn, from two threads, re-entered: nothing stays."""
+    def worker(start: int) -> None:
+        for index in range(start, start + 200):
+            with locks.hold(URI, f"inst{index}", "meta"), locks.hold(URI, f"inst{index}", "meta"):
+                pass
+
+    threads = [threading.Thread(target=worker, args=(n * 200,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert locks._entries == {}
+    assert not os.listdir(locks.lock_dir())

@@ -141,3 +141,15 @@ def test_a_uri_directory_name_is_readable_and_exact() -> None:
     assert name.startswith("qemu_ssh___root_node1_system_keyfile__a_b.") and "/" not in name
     assert name != ownership.uri_dir_name("qemu+ssh://root@node1/system?keyfile=/a_b")
     assert "/" not in ownership.uri_dir_name("qemu:///syst\u00e9m")
+
+
+def test_what_is_remembered_is_bounded(marks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-lived caller meets ever new uuids: the oldest answers go first."""
+    monkeypatch.setattr(ownership, "KNOWN_MAX", 8)
+    doms = [FakeDomain(f"6a3b1c2d-0000-4000-8000-{n:012x}",
+                       error=libvirt.VIR_ERR_NO_DOMAIN_METADATA) for n in range(20)]
+    for dom in doms:
+        assert not ownership.is_ours(URI, dom)
+    assert len(ownership._known) == 8
+    assert (URI, doms[-1].uuid) in ownership._known and (URI, doms[0].uuid) not in ownership._known
+    assert not ownership.is_ours(URI, doms[0]) and doms[0].reads == 2  # asked again
