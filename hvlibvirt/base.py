@@ -27,6 +27,7 @@ from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.events import DomainEventWaiter
 from hvlibvirt.errors import HotplugError, HypervisorError
+from hvlibvirt.ganeti import facts
 from hvlibvirt.objects import InstanceConsole
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,14 @@ class BaseHypervisor(migration.MigrationMethods):
     """Ganeti's abstract hypervisor interface with the shared libvirt machinery
     (migration's share is ``migration.MigrationMethods``)."""
 
-    #: hvparam name -> five-tuple check (see ``hvlibvirt.params``)
-    PARAMETERS: ClassVar[dict[str, params.Check]] = {}
-    #: the parameter table ``PARAMETERS`` is derived from (XML mapping, refusals)
+    #: the parameter table (XML mapping, refusals, per-version changes), and the Ganeti
+    #: followed: PARAMETERS (name -> five-tuple, see ``params``), DEFAULTS and TYPES
+    #: are the table as that Ganeti has it
     TABLE: ClassVar[dict[str, params.HvParam]] = {}
+    GANETI: ClassVar[facts.Ganeti] = facts.running()
+    PARAMETERS: ClassVar[dict[str, params.Check]] = {}
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    TYPES: ClassVar[dict[str, str]] = {}
     ANCILLARY_FILES: ClassVar[list[str]] = []
     ANCILLARY_FILES_OPT: ClassVar[list[str]] = []
     CAN_MIGRATE: ClassVar[bool] = False
@@ -81,6 +86,17 @@ class BaseHypervisor(migration.MigrationMethods):
     HV_NAME: ClassVar[str] = ""
     URI_ENV: ClassVar[str] = ""
     DEFAULT_URI: ClassVar[str] = ""
+
+    def __init_subclass__(cls, ganeti: facts.Ganeti | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if ganeti is not None or cls.TABLE is not getattr(cls.__mro__[1], "TABLE", None):
+            facts.follow(cls, ganeti or cls.GANETI)
+
+    @classmethod
+    def following(cls, ganeti: facts.Ganeti) -> type:
+        """This class with the hvparams and node arithmetic of ``ganeti`` instead of the
+        running one's (to judge another cluster's instances)."""
+        return facts.following(cls, ganeti)
 
     def __init__(self, uri: str | None = None, migration_uri: str | None = None) -> None:
         # Never connect here: Ganeti constructs a hypervisor object for every call, and
@@ -147,7 +163,7 @@ class BaseHypervisor(migration.MigrationMethods):
 
         Subclasses extend this (cross-parameter rules) and call it first.
         """
-        params.check_syntax(cls.PARAMETERS, hvparams)
+        params.check_syntax(cls.PARAMETERS, hvparams, cls.TYPES)
 
     @classmethod
     def ValidateParameters(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
@@ -182,12 +198,12 @@ class BaseHypervisor(migration.MigrationMethods):
         """None for no problems, else the problems joined with '; '."""
         return "; ".join(msgs) if msgs else None
 
-    @staticmethod
-    def GetLinuxNodeInfo(meminfo: str | None = None, cpuinfo: str | None = None  # noqa: N802
+    @classmethod
+    def GetLinuxNodeInfo(cls, meminfo: str | None = None, cpuinfo: str | None = None  # noqa: N802
                          ) -> dict[str, int]:
-        """This machine's memory (MiB) and CPUs as Ganeti reports them: ``memory_free``
-        is MemFree + Buffers + Cached, ``memory_dom0`` is Active (see ``node``)."""
-        return node.linux_node_info(meminfo, cpuinfo)
+        """This machine's memory (MiB) and CPUs as the followed Ganeti reports them
+        (its memory arithmetic: see ``node``)."""
+        return node.linux_node_info(meminfo, cpuinfo, cls.GANETI.version)
 
     @classmethod
     def LinuxPowercycle(cls) -> None:  # noqa: N802

@@ -55,7 +55,6 @@ class KVMHypervisor(BaseHypervisor):
     CAN_MIGRATE = True
 
     TABLE = KVM_PARAMS
-    PARAMETERS: ClassVar[dict[str, P.Check]] = P.checks_of(KVM_PARAMS)
 
     @staticmethod
     def VersionsSafeForMigration(src: Any, target: Any) -> bool:  # noqa: N802
@@ -133,7 +132,7 @@ class KVMHypervisor(BaseHypervisor):
                             "migration")
         if not hvp.get(C.HV_VHOST_NET):
             warnings.append("vhost_net is off: virtio NICs are served from QEMU's userspace")
-        if hvp.get(C.HV_MIGRATION_BANDWIDTH) == C.HVC_DEFAULTS[C.HT_KVM][
+        if hvp.get(C.HV_MIGRATION_BANDWIDTH) == cls.DEFAULTS[
                 C.HV_MIGRATION_BANDWIDTH]:
             warnings.append("migration_bandwidth is the default 32 MiB/s, which is slow for "
                             "most networks")
@@ -246,7 +245,7 @@ class KVMHypervisor(BaseHypervisor):
         problems = super()._verify_problems(hvparams)
         if problems or not hvparams:
             return problems
-        hvparams = {**C.HVC_DEFAULTS[C.HT_KVM], **hvparams}  # Ganeti's are filled; others may not be
+        hvparams = {**self.DEFAULTS, **hvparams}  # Ganeti's are filled; others may not be
         emulator = hvparams.get(C.HV_KVM_PATH)
         if not emulator or not os.path.isfile(emulator):
             problems.append(f"kvm_path {emulator!r} does not exist")

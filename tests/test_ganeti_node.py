@@ -159,6 +159,7 @@ def test_status_of_this_machine_changes_nothing() -> None:
 def test_check_lists_what_hvlibvirt_would_refuse(tmp_path: Path) -> None:
     """``hvlibvirt ganeti check`` fills hvparams as Ganeti does (cluster, OS, instance)."""
     config_data = {
+        "version": 3000000,
         "cluster": {"hvparams": {"kvm": {"kernel_path": "", "disk_type": "paravirtual"}},
                     "os_hvp": {"debootstrap": {"kvm": {"nic_type": "ne2k_isa"}}}},
         "instances": {
