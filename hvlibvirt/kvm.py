@@ -282,7 +282,7 @@ class KVMHypervisor(BaseHypervisor):
             link = (nic.nicparams or {}).get(C.NIC_LINK)
             if source is None or not link or source.get("bridge") == link:
                 continue
-            source.set("bridge", link)
+            source.set("bridge", identity.interface_name(link, f"link of NIC {nic.uuid}"))
             with connection.libvirt_errors("move a NIC to another bridge", instance.name):
                 dom.updateDeviceFlags(etree.tostring(elem, encoding="unicode"),
                                       libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -565,8 +565,10 @@ class KVMHypervisor(BaseHypervisor):
         with connection.libvirt_errors("read the host capabilities"):
             caps = self._conn().getCapabilities()
         vnc, spice = hvp[C.HV_VNC_BIND_ADDRESS], hvp[C.HV_KVM_SPICE_BIND]
+        target = kvm_node.choose_target(hvp, kvm_node.offered_domain_types(caps), self.uri)
+        kvm_node.check_machine(caps, target)
         return StartupOptions(
-            target=kvm_node.choose_target(hvp, kvm_node.offered_domain_types(caps), self.uri),
+            target=target,
             startup_memory=startup_memory,
             vnc_listen=kvm_node.vnc_listen(vnc, instance.name) if vnc else None,
             spice_listen=Listen(address=kvm_node.resolve_bind(

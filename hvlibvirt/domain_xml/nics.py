@@ -72,7 +72,8 @@ def _connected(nic: Any, what: str, linux_bridge_vlans: bool) -> etree._Element:
     mac = getattr(nic, "mac", None)
     etree.SubElement(elem, "mac", address=identity.mac_address(mac, f"mac of {what}"))
     if mode != C.NIC_MODE_ROUTED:
-        etree.SubElement(elem, "source", bridge=identity.plain_text(link, f"link of {what}"))
+        etree.SubElement(elem, "source", bridge=identity.interface_name(link,
+                                                                          f"link of {what}"))
     if mode == C.NIC_MODE_OVS:
         etree.SubElement(elem, "virtualport", type="openvswitch")
     if vlan:
