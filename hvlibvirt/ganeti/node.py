@@ -3,7 +3,7 @@ from hvlibvirt, and give Ganeti its own back.
 
 Ganeti's ``ganeti/hypervisor/__init__.py`` (in the version directory that
 ``/usr/share/ganeti/default`` leads to) is diverted with ``dpkg-divert --rename`` to
-``__init__.py.distrib``, so dpkg knows, ``apt-get install --reinstall ganeti-3.0``
+``__init__.py.distrib``, so dpkg knows, ``apt-get install --reinstall ganeti-3.x``
 writes Ganeti's new copy there, and ``disable`` moves the very same file back. In its
 place goes a module written here (``_module_text``) that runs Ganeti's file unchanged
 and then points the chosen map entries at hvlibvirt's classes. Before anything is
@@ -98,7 +98,8 @@ class GanetiNode:
         if added:
             if _served_by(self._host(self.module)):
                 raise HypervisorError(f"{self.module} is hvlibvirt's but dpkg has no "
-                                      "diversion for it; reinstall ganeti-3.0 first")
+                                      "diversion for it; reinstall Ganeti's package "
+                                      "(ganeti-3.x) first")
             self._dpkg_divert("--package", PACKAGE, "--rename", "--divert", self.diverted,
                               "--add", self.module)
         previous = None if added else _read(self._host(self.module))
