@@ -22,7 +22,7 @@ from lxml import etree
 
 from hvlibvirt import (config, connection, constants, domains, migration, node, ownership,
                        params)
-from hvlibvirt.domain_xml import identity, inputs, redacted, to_string
+from hvlibvirt.domain_xml import identity, inputs, nics, redacted, to_string
 from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.events import DomainEventWaiter
@@ -265,8 +265,9 @@ class BaseHypervisor(migration.MigrationMethods):
         except libvirt.libvirtError as err:
             # Leave nothing behind: a definition that never ran is not an instance.
             self._undo_start(dom, name)
-            raise HypervisorError(f"Failed to start instance {name}: "
-                                  f"{err.get_error_message()}") from err
+            message = err.get_error_message()
+            raise HypervisorError(f"Failed to start instance {name}: {message}"
+                                  f"{nics.blamed_link(root, message)}") from err
         try:
             self._after_start(dom, instance)
         except HypervisorError:

@@ -150,3 +150,18 @@ def test_with_the_interface_driver_libvirt_answers(sys_class_net: Path) -> None:
     missing = _Conn(libvirt.VIR_ERR_NO_INTERFACE, "Interface not found")
     assert hv._bridge_problem(missing, "br0") == "bridge br0 does not exist here"
     assert "not a network interface name" in hv._bridge_problem(NO_DRIVER, "\u00fcber")
+
+
+def test_a_start_failure_quoting_a_bridge_names_the_nic() -> None:
+    from lxml import etree
+
+    from hvlibvirt.domain_xml import nics
+
+    root = etree.fromstring(
+        "<domain><devices><interface type='bridge'><source bridge='br0'/>"
+        "<alias name='ua-nic-1'/></interface><interface type='bridge'>"
+        "<source bridge='br9'/><alias name='ua-nic-2'/></interface>"
+        "<interface type='ethernet'/></devices></domain>")
+    assert nics.blamed_link(root, "Cannot get interface MTU on 'br9': No such device") == \
+        " (the link of ua-nic-2: is there a bridge br9 on this node?)"
+    assert nics.blamed_link(root, "internal error: something else") == ""
