@@ -44,12 +44,12 @@ create() {
 
 checkout() {
   local dest="$root/srv/hvlibvirt"
-  rm -rf "$dest"
+  # A fresh copy, but the root's own .venv stays (setup.sh built it for Debian 13).
   mkdir -p "$dest"
+  find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
   (cd "$here" && git ls-files -z --cached --others --exclude-standard \
     | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
     | tar --null -T - -cf -) | tar -xf - -C "$dest"
-  # git inside needs the history only for build-deb.sh's file list: a plain copy works.
   echo "$dest"
 }
 
