@@ -22,10 +22,11 @@ from lxml import etree
 
 from hvlibvirt import (config, connection, constants, domains, interface, migration, node,
                        ownership, params)
-from hvlibvirt.domain_xml import identity, inputs, redacted, to_string
+from hvlibvirt.domain_xml import identity, inputs, nics, redacted, to_string
 from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
+from hvlibvirt.ganeti import facts
 from hvlibvirt.objects import InstanceConsole
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,14 @@ class BaseHypervisor(migration.MigrationMethods):
     """Ganeti's abstract hypervisor interface with the shared libvirt machinery
     (migration's share is ``migration.MigrationMethods``)."""
 
-    #: hvparam name -> five-tuple check (see ``hvlibvirt.params``)
-    PARAMETERS: ClassVar[dict[str, params.Check]] = {}
-    #: the parameter table ``PARAMETERS`` is derived from (XML mapping, refusals)
+    #: the parameter table (XML mapping, refusals, per-version changes), and the Ganeti
+    #: followed: PARAMETERS (name -> five-tuple, see ``params``), DEFAULTS and TYPES
+    #: are the table as that Ganeti has it
     TABLE: ClassVar[dict[str, params.HvParam]] = {}
+    GANETI: ClassVar[facts.Ganeti] = facts.running()
+    PARAMETERS: ClassVar[dict[str, params.Check]] = {}
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    TYPES: ClassVar[dict[str, str]] = {}
     ANCILLARY_FILES: ClassVar[list[str]] = []
     ANCILLARY_FILES_OPT: ClassVar[list[str]] = []
     CAN_MIGRATE: ClassVar[bool] = False
@@ -76,6 +81,17 @@ class BaseHypervisor(migration.MigrationMethods):
     HV_NAME: ClassVar[str] = ""
     URI_ENV: ClassVar[str] = ""
     DEFAULT_URI: ClassVar[str] = ""
+
+    def __init_subclass__(cls, ganeti: facts.Ganeti | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if ganeti is not None or cls.TABLE is not getattr(cls.__mro__[1], "TABLE", None):
+            facts.follow(cls, ganeti or cls.GANETI)
+
+    @classmethod
+    def following(cls, ganeti: facts.Ganeti) -> type:
+        """This class with the hvparams and node arithmetic of ``ganeti`` instead of the
+        running one's (to judge another cluster's instances)."""
+        return facts.following(cls, ganeti)
 
     def __init__(self, uri: str | None = None, migration_uri: str | None = None) -> None:
         # Never connect here: Ganeti constructs a hypervisor object for every call, and
@@ -147,7 +163,7 @@ class BaseHypervisor(migration.MigrationMethods):
 
         Subclasses extend this (cross-parameter rules) and call it first.
         """
-        params.check_syntax(cls.PARAMETERS, hvparams)
+        params.check_syntax(cls.PARAMETERS, hvparams, cls.TYPES)
 
     @classmethod
     def ValidateParameters(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
@@ -182,12 +198,12 @@ class BaseHypervisor(migration.MigrationMethods):
         """None for no problems, else the problems joined with '; '."""
         return "; ".join(msgs) if msgs else None
 
-    @staticmethod
-    def GetLinuxNodeInfo(meminfo: str | None = None, cpuinfo: str | None = None  # noqa: N802
+    @classmethod
+    def GetLinuxNodeInfo(cls, meminfo: str | None = None, cpuinfo: str | None = None  # noqa: N802
                          ) -> dict[str, int]:
-        """This machine's memory (MiB) and CPUs as Ganeti reports them: ``memory_free``
-        is MemFree + Buffers + Cached, ``memory_dom0`` is Active (see ``node``)."""
-        return node.linux_node_info(meminfo, cpuinfo)
+        """This machine's memory (MiB) and CPUs as the followed Ganeti reports them
+        (its memory arithmetic: see ``node``)."""
+        return node.linux_node_info(meminfo, cpuinfo, cls.GANETI.version)
 
     @classmethod
     def LinuxPowercycle(cls) -> None:  # noqa: N802
@@ -247,8 +263,9 @@ class BaseHypervisor(migration.MigrationMethods):
         except libvirt.libvirtError as err:
             # Leave nothing behind: a definition that never ran is not an instance.
             self._undo_start(dom, name)
-            raise HypervisorError(f"Failed to start instance {name}: "
-                                  f"{err.get_error_message()}") from err
+            message = err.get_error_message()
+            raise HypervisorError(f"Failed to start instance {name}: {message}"
+                                  f"{nics.blamed_link(root, message)}") from err
         try:
             self._after_start(dom, instance)
             ownership.remember(self.uri, dom)

@@ -118,9 +118,12 @@ def hvparams_markdown() -> str:
         "",
         "Generated from `hvlibvirt/kvm_params.py` and `hvlibvirt/xen_params.py` by",
         "`hvlibvirt hvparams-doc`; a test checks that this file and the code agree. Every",
-        "one of Ganeti's hvparams (65 KVM, 18 Xen PVM, 25 Xen HVM) either shapes the",
-        "libvirt domain XML, shapes runtime behaviour, or has values that",
-        "`CheckParameterSyntax` refuses with the reason given here.",
+        "one of Ganeti's hvparams (65 KVM, 18 Xen PVM, 25 Xen HVM; Ganeti 3.1 drops",
+        "`xen_cmd`) either shapes the libvirt domain XML, shapes runtime behaviour, or",
+        "has values that `CheckParameterSyntax` refuses with the reason given here.",
+        "Defaults are Ganeti 3.0's (what hvlibvirt follows standalone), with what later",
+        "versions changed in brackets; inside Ganeti, the running Ganeti's own names,",
+        "defaults and valid values apply.",
     ]
     for title, hv_name, table in (("KVM (`kvm`, libvirt's QEMU driver)", constants.HT_KVM,
                                    KVM_PARAMS),
@@ -129,7 +132,7 @@ def hvparams_markdown() -> str:
                                   ("Xen HVM (`xen-hvm`, libvirt's libxl driver)",
                                    constants.HT_XEN_HVM, XEN_HVM_PARAMS)):
         lines += ["", f"## {title}", "",
-                  "| parameter | Ganeti 3.0 default | what hvlibvirt does with it | "
+                  "| parameter | default | what hvlibvirt does with it | "
                   "refused values |", "|---|---|---|---|"]
         defaults = constants.HVC_DEFAULTS[hv_name]
         for name in sorted(table):
@@ -140,14 +143,17 @@ def hvparams_markdown() -> str:
                 does = f"runtime: {entry.runtime}"
             else:
                 does = "nothing beyond the default: every other value is refused"
-            lines.append(f"| `{name}` | `{defaults[name]!r}` | {cell(does)} | "
+            default = f"`{defaults[name]!r}`"
+            if entry.since:
+                default += f" ({cell(entry.changes_doc())})"
+            lines.append(f"| `{name}` | {default} | {cell(does)} | "
                          f"{cell(entry.refused) if entry.refused else ''} |")
     return "\n".join(lines) + "\n"
 
 
 def check_params(hv_name: str, overrides: Sequence[str]) -> int:
     hv_class = get_hypervisor_class(hv_name)
-    hvparams = dict(constants.HVC_DEFAULTS[hv_name])
+    hvparams = dict(hv_class.DEFAULTS)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:

@@ -3,7 +3,9 @@
 Everything here mirrors a Ganeti 3.0 constant of the same name (``ganeti.constants``),
 so code written against Ganeti reads the same against hvlibvirt. ``HVC_DEFAULTS`` for
 our three hypervisors equals Ganeti 3.0's, key for key and value for value; a test
-checks it against Ganeti's own module when that is available.
+checks it against Ganeti's own module when that is available. What later Ganeti
+versions changed is in the hvparam tables' ``since`` entries, and inside Ganeti the
+running Ganeti's own values are followed (``hvlibvirt.ganeti.facts``).
 """
 
 from __future__ import annotations
@@ -124,8 +126,8 @@ HT_KVM_VALID_DISK_TYPES: Final = (HT_DISK_IDE, "mtd", HT_DISK_PARAVIRTUAL, "pfla
 HT_KVM_VALID_SCSI_CONTROLLER_TYPES: Final = ("lsi", "megasas", "virtio-scsi-pci", "dc390")
 HT_VALID_DISCARD_TYPES: Final = ("default", "ignore", "unmap")
 HT_VALID_CACHE_TYPES: Final = ("default", "none", "writeback", "writethrough")
-# io_uring is accepted by later Ganeti and by libvirt 9.0 (<driver io='io_uring'>).
-HT_KVM_VALID_AIO_TYPES: Final = ("threads", "native", "io_uring")
+HT_KVM_VALID_AIO_TYPES: Final = ("threads", "native")
+HT_KVM_AIO_IO_URING: Final = "io_uring"  # valid from Ganeti 3.1 on
 HT_KVM_VALID_MOUSE_TYPES: Final = ("mouse", "tablet")
 HT_SM_NONE: Final = "none"
 HT_SM_USER: Final = "user"

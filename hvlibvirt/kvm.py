@@ -55,7 +55,6 @@ class KVMHypervisor(BaseHypervisor):
     CAN_MIGRATE = True
 
     TABLE = KVM_PARAMS
-    PARAMETERS: ClassVar[dict[str, P.Check]] = P.checks_of(KVM_PARAMS)
 
     @staticmethod
     def VersionsSafeForMigration(src: Any, target: Any) -> bool:  # noqa: N802
@@ -133,7 +132,7 @@ class KVMHypervisor(BaseHypervisor):
                             "migration")
         if not hvp.get(C.HV_VHOST_NET):
             warnings.append("vhost_net is off: virtio NICs are served from QEMU's userspace")
-        if hvp.get(C.HV_MIGRATION_BANDWIDTH) == C.HVC_DEFAULTS[C.HT_KVM][
+        if hvp.get(C.HV_MIGRATION_BANDWIDTH) == cls.DEFAULTS[
                 C.HV_MIGRATION_BANDWIDTH]:
             warnings.append("migration_bandwidth is the default 32 MiB/s, which is slow for "
                             "most networks")
@@ -246,7 +245,7 @@ class KVMHypervisor(BaseHypervisor):
         problems = super()._verify_problems(hvparams)
         if problems or not hvparams:
             return problems
-        hvparams = {**C.HVC_DEFAULTS[C.HT_KVM], **hvparams}  # Ganeti's are filled; others may not be
+        hvparams = {**self.DEFAULTS, **hvparams}  # Ganeti's are filled; others may not be
         emulator = hvparams.get(C.HV_KVM_PATH)
         if not emulator or not os.path.isfile(emulator):
             problems.append(f"kvm_path {emulator!r} does not exist")
@@ -283,7 +282,7 @@ class KVMHypervisor(BaseHypervisor):
             link = (nic.nicparams or {}).get(C.NIC_LINK)
             if source is None or not link or source.get("bridge") == link:
                 continue
-            source.set("bridge", link)
+            source.set("bridge", identity.interface_name(link, f"link of NIC {nic.uuid}"))
             with connection.libvirt_errors("move a NIC to another bridge", instance.name):
                 dom.updateDeviceFlags(etree.tostring(elem, encoding="unicode"),
                                       libvirt.VIR_DOMAIN_AFFECT_LIVE
@@ -569,8 +568,10 @@ class KVMHypervisor(BaseHypervisor):
             caps = self._conn().getCapabilities()
         vnc, spice = hvp[C.HV_VNC_BIND_ADDRESS], hvp[C.HV_KVM_SPICE_BIND]
         log_dir = self.serial_log_dir
+        target = kvm_node.choose_target(hvp, kvm_node.offered_domain_types(caps), self.uri)
+        kvm_node.check_machine(caps, target)
         return StartupOptions(
-            target=kvm_node.choose_target(hvp, kvm_node.offered_domain_types(caps), self.uri),
+            target=target,
             startup_memory=startup_memory,
             vnc_listen=kvm_node.vnc_listen(vnc, instance.name) if vnc else None,
             spice_listen=Listen(address=kvm_node.resolve_bind(

@@ -44,6 +44,32 @@ def offered_domain_types(capabilities_xml: str) -> dict[str, list[str]]:
     return arches
 
 
+def check_machine(capabilities_xml: str, target: GuestTarget) -> None:
+    """Refuse a ``machine_version`` the host's emulator for the target's arch does not
+    offer (QEMU drops old machine types: 10.0 has no pc-i440fx-2.3), naming the
+    parameter before libvirt refuses the definition in its own words. Capabilities
+    list the default emulator's machines only: another ``kvm_path`` is not judged, nor
+    is a driver that lists none (libvirt's test driver)."""
+    if not target.machine:
+        return
+    caps = etree.fromstring(capabilities_xml.encode())
+    for guest in caps.iterfind("guest"):
+        arch = guest.find("arch")
+        if guest.findtext("os_type") != "hvm" or arch is None \
+                or arch.get("name") != target.arch:
+            continue
+        emulator = arch.findtext("emulator") or ""
+        offered = {m.text for m in arch.iter("machine")} | {
+            m.get("canonical") for m in arch.iter("machine") if m.get("canonical")}
+        if not offered or os.path.realpath(emulator) != os.path.realpath(target.emulator or ""):
+            return
+        if target.machine not in offered:
+            raise HypervisorError(
+                f"Parameter 'machine_version' is {target.machine!r}, a machine type "
+                f"{emulator} does not offer (it offers {', '.join(sorted(offered))})")
+        return
+
+
 def choose_target(hvparams: Mapping[str, Any], arches: Mapping[str, Sequence[str]],
                   uri: str = "libvirt") -> GuestTarget:
     """Domain type, arch, machine and emulator for these hvparams on this host.

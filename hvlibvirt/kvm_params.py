@@ -181,10 +181,17 @@ KVM_PARAMS: dict[str, HvParam] = {
                                  "shared-storage templates other than rbd always get none)",
                              example={C.HV_DISK_CACHE: "writethrough"}),
     C.HV_KVM_DISK_AIO: HvParam(P.param_in_set(False, C.HT_KVM_VALID_AIO_TYPES),
-                               xml="<driver io=...> on kernel-space disks",
+                               xml="<driver io=...> on kernel-space disks (io_uring from "
+                                   "Ganeti 3.1 on)",
+                               valid="HT_KVM_VALID_AIO_TYPES",
+                               since={(3, 1): P.Since(values=(*C.HT_KVM_VALID_AIO_TYPES,
+                                                              C.HT_KVM_AIO_IO_URING))},
                                example={C.HV_KVM_DISK_AIO: "native", C.HV_DISK_CACHE: "none"}),
     C.HV_DISK_DISCARD: HvParam(P.param_in_set(False, C.HT_VALID_DISCARD_TYPES),
                                xml="<driver discard=...> (default: left out)",
+                               valid="HT_VALID_DISCARD_TYPES",
+                               since={(3, 1): P.Since(default="ignore",
+                                                      values=("ignore", "unmap"))},
                                example={C.HV_DISK_DISCARD: "unmap"}),
     C.HV_KVM_PCI_RESERVATIONS: HvParam(
         P.int_range_check(False, 0, C.QEMU_PCI_SLOTS, "The number of PCI slots managed by QEMU"),
@@ -199,7 +206,8 @@ KVM_PARAMS: dict[str, HvParam] = {
                    "which QEMU rejects for it", lambda v: v == "ne2k_isa"),
         example={C.HV_NIC_TYPE: "e1000"}),
     C.HV_VHOST_NET: HvParam(P.NO_CHECK, xml="<driver name='vhost'> (false: name='qemu') on "
-                            "virtio NICs", example={C.HV_VHOST_NET: True}),
+                            "virtio NICs", since={(3, 1): P.Since(default=True)},
+                            example={C.HV_VHOST_NET: True}),
     C.HV_VIRTIO_NET_QUEUES: HvParam(P.OPT_VIRTIO_NET_QUEUES_CHECK,
                                     xml="<driver queues=N> on virtio NICs (N > 1)",
                                     example={C.HV_VIRTIO_NET_QUEUES: 4}),

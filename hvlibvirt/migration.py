@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -50,6 +51,7 @@ _ACTIVE_JOBS = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED
 _END_STATUS = {libvirt.VIR_DOMAIN_JOB_COMPLETED: C.HV_MIGRATION_COMPLETED,
                libvirt.VIR_DOMAIN_JOB_FAILED: C.HV_MIGRATION_FAILED,
                libvirt.VIR_DOMAIN_JOB_CANCELLED: C.HV_MIGRATION_CANCELLED}
+SYS_CLASS_NET = "/sys/class/net"  # this machine's network interfaces, bridges included
 START_TIMEOUT = 60.0  # seconds for the helper to get the job going
 _START_POLL = 0.05  # seconds between job checks while it starts
 # Seconds a running job may show no data moved before MigrateInstance returns anyway.
@@ -352,11 +354,9 @@ class MigrationMethods:
         if existing is not None and existing.isActive():
             problems.append("a domain of that name already runs here")
         for bridge in sorted(set(root.xpath("devices/interface[@type='bridge']/source/@bridge"))):
-            try:
-                conn.interfaceLookupByName(bridge)
-            except libvirt.libvirtError as err:
-                if err.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
-                    problems.append(f"bridge {bridge} does not exist here")
+            problem = self._bridge_problem(conn, bridge)
+            if problem:
+                problems.append(problem)
         for path in root.xpath("devices/disk/source/@file | devices/disk/source/@dev"):
             if not os.path.exists(path):
                 problems.append(f"disk {path} does not exist here")
@@ -365,6 +365,30 @@ class MigrationMethods:
         if needed > free:
             problems.append(f"it needs {needed} MiB but {free} MiB are free")
         return problems
+
+    def _bridge_problem(self, conn: libvirt.virConnect, bridge: str) -> str | None:
+        """Why ``bridge`` cannot take the incoming instance's NIC here, or None.
+
+        libvirt's interface driver answers where it is installed (Debian 13 packages it
+        apart: libvirt-daemon-driver-interface); without it a local libvirt's bridges
+        are this machine's, read from sysfs, and a remote one cannot be checked."""
+        try:
+            identity.interface_name(bridge, "bridge in the migration info")
+        except HypervisorError as err:
+            return str(err)
+        try:
+            conn.interfaceLookupByName(bridge)
+            return None
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
+                return f"bridge {bridge} does not exist here"
+            cause = err.get_error_message()
+        if urllib.parse.urlsplit(self.uri).netloc:
+            return (f"cannot check that bridge {bridge} exists at {self.uri}: {cause} "
+                    "(install libvirt-daemon-driver-interface there)")
+        if not os.path.isdir(os.path.join(SYS_CLASS_NET, bridge)):
+            return f"bridge {bridge} does not exist here"
+        return None
 
     def MigrateInstance(self, cluster_name: str, instance: Any, target: str,  # noqa: N802
                         live: bool) -> None:

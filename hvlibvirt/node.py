@@ -3,8 +3,10 @@ powercycle.
 
 KVM nodes report these whether or not libvirtd answers: Ganeti's node_info and
 node_verify RPCs call GetNodeInfo unguarded, so a daemon problem must not hide the
-node's memory and CPUs. The arithmetic is Ganeti's: ``memory_free`` is MemFree +
-Buffers + Cached and ``memory_dom0`` is Active (each in MiB, each rounded down).
+node's memory and CPUs. The arithmetic is that of the Ganeti followed (each figure in
+MiB, each field rounded down): up to 3.0 ``memory_free`` is MemFree + Buffers + Cached
+and ``memory_dom0`` is Active; from 3.1 on ``memory_free`` is MemAvailable and
+``memory_dom0`` is MemTotal - ``memory_free``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Callable
 
 from hvlibvirt.errors import HypervisorError
 
@@ -24,16 +27,37 @@ SYSRQ_TRIGGER = "/proc/sysrq-trigger"
 REBOOT_COMMAND = ("reboot", "-n", "-f")
 
 
-def linux_node_info(meminfo: str | None = None, cpuinfo: str | None = None) -> dict[str, int]:
-    """Ganeti's ``GetLinuxNodeInfo`` keys (memory in MiB) from /proc-format files
-    (``MEMINFO`` and ``CPUINFO``, looked up at call time, unless given)."""
+def _cache_counts_as_free(fields: dict[str, int], total: int) -> tuple[int, int]:
+    return sum(fields[key] // 1024 for key in ("MemFree", "Buffers", "Cached")), \
+        fields["Active"] // 1024
+
+
+def _available_is_free(fields: dict[str, int], total: int) -> tuple[int, int]:
+    free = fields["MemAvailable"] // 1024
+    return free, total - free
+
+
+#: (memory_free, memory_dom0) in MiB from /proc/meminfo's fields (kB) and MemTotal
+#: (MiB), by the Ganeti version that introduced the arithmetic
+MEMORY_ARITHMETIC: dict[tuple[int, int], Callable[[dict[str, int], int], tuple[int, int]]] = {
+    (3, 0): _cache_counts_as_free,
+    (3, 1): _available_is_free,
+}
+
+
+def linux_node_info(meminfo: str | None = None, cpuinfo: str | None = None,
+                    ganeti: tuple[int, int] = (3, 0)) -> dict[str, int]:
+    """Ganeti's ``GetLinuxNodeInfo`` keys (memory in MiB, by Ganeti version ``ganeti``'s
+    arithmetic) from /proc-format files (``MEMINFO`` and ``CPUINFO``, looked up at call
+    time, unless given)."""
     meminfo = meminfo or MEMINFO
     cpuinfo = cpuinfo or CPUINFO
+    arithmetic = MEMORY_ARITHMETIC[max(v for v in MEMORY_ARITHMETIC
+                                       if v <= max(ganeti, min(MEMORY_ARITHMETIC)))]
     try:
         fields = _read_meminfo(meminfo)
         total = fields["MemTotal"] // 1024
-        free = sum(fields[key] // 1024 for key in ("MemFree", "Buffers", "Cached"))
-        dom0 = fields["Active"] // 1024
+        free, dom0 = arithmetic(fields, total)
         cpu_total, sockets = _read_cpuinfo(cpuinfo)
     except (OSError, UnicodeDecodeError) as err:
         raise HypervisorError(f"Failed to read node information: {err}") from None

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from hvlibvirt import constants
 from hvlibvirt.errors import HypervisorError
@@ -170,12 +170,15 @@ def _type_ok(vtype: str, value: Any) -> bool:
     return isinstance(value, str)
 
 
-def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> None:
+def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any],
+                 types: Mapping[str, str] | None = None) -> None:
     """Ganeti's CheckParameterSyntax rules over a full hvparams dict.
 
     Unknown keys, missing keys, values of the wrong type, missing required values and
-    failed syntax checks all raise HypervisorError naming the parameter.
+    failed syntax checks all raise HypervisorError naming the parameter. ``types`` are
+    the value types of the Ganeti followed (hvlibvirt's copy of 3.0's by default).
     """
+    types = constants.HVS_PARAMETER_TYPES if types is None else types
     if not isinstance(hvparams, Mapping):
         raise HypervisorError(f"hvparams must be a dict, not {type(hvparams).__name__}")
     for key in sorted(set(hvparams) - set(parameters), key=repr):
@@ -184,7 +187,7 @@ def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -
         raise HypervisorError(f"Parameter '{key}' is missing")
     for name, (required, check_fn, errstr, _, _) in sorted(parameters.items()):
         value = hvparams[name]
-        vtype = constants.HVS_PARAMETER_TYPES.get(name, constants.VTYPE_STRING)
+        vtype = types.get(name, constants.VTYPE_STRING)
         if is_unspecified(value):
             if required:
                 raise HypervisorError(
@@ -226,6 +229,21 @@ def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> 
 
 # -- parameter tables ------------------------------------------------------------------
 Refusal = Callable[[Any, Mapping[str, Any]], "str | None"]
+#: a Ganeti version, (major, minor)
+Version = tuple[int, int]
+#: the Ganeti whose hvparams hvlibvirt's constants hold and the tables start from
+BASE_VERSION: Final[Version] = (3, 0)
+_SAME: Final = object()
+
+
+@dataclass(frozen=True)
+class Since:
+    """What a Ganeti version changed about one hvparam, from that version on: its
+    default, its valid values (for a membership check), or its removal."""
+
+    default: Any = _SAME
+    values: tuple[Any, ...] | None = None
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,6 +254,9 @@ class HvParam:
     behaviour instead) describes it. ``refuse(value, hvparams)`` returns why a value
     cannot be honoured (``refused`` says which values, for the docs). ``example`` is a
     set of hvparam overrides under which this parameter must change the XML (tests).
+    ``valid`` names Ganeti's constant listing the values a membership check accepts
+    (read from the installed Ganeti where there is one); ``since`` says what later
+    Ganeti versions changed (Ganeti 3.0's facts are in ``constants``).
     """
 
     check: Check
@@ -244,6 +265,47 @@ class HvParam:
     refuse: Refusal | None = None
     refused: str = ""
     example: Mapping[str, Any] | None = None
+    valid: str = ""
+    since: Mapping[Version, Since] | None = None
+
+    def _changes(self, version: Version) -> list[Since]:
+        return [change for since, change in sorted((self.since or {}).items())
+                if since <= version]
+
+    def present_in(self, version: Version) -> bool:
+        """Whether Ganeti ``version`` has this hvparam."""
+        return not any(change.removed for change in self._changes(version))
+
+    def default_in(self, version: Version, base: Any) -> Any:
+        """Its default in Ganeti ``version``; ``base`` is Ganeti 3.0's."""
+        for change in self._changes(version):
+            if change.default is not _SAME:
+                base = change.default
+        return base
+
+    def values_in(self, version: Version) -> tuple[Any, ...]:
+        """The values its membership check accepts in Ganeti ``version``."""
+        values = tuple(getattr(constants, self.valid))
+        for change in self._changes(version):
+            if change.values is not None:
+                values = change.values
+        return values
+
+    def changes_doc(self) -> str:
+        """What later Ganeti versions changed, for the docs ('' when nothing)."""
+        notes = []
+        for (major, minor), change in sorted((self.since or {}).items()):
+            what = ["removed"] if change.removed else []
+            if change.default is not _SAME:
+                what.append(f"default `{change.default!r}`")
+            if change.values is not None:
+                what.append(f"values {', '.join(map(str, change.values))}")
+            notes.append(f"Ganeti {major}.{minor}: {', '.join(what)}")
+        return "; ".join(notes)
+
+    def with_values(self, values: Collection[Any]) -> Check:
+        """Its check accepting ``values`` (a membership check's required flag kept)."""
+        return param_in_set(self.check[0], tuple(values))
 
 
 def checks_of(table: Mapping[str, HvParam]) -> dict[str, Check]:

@@ -383,7 +383,6 @@ class XenPvmHypervisor(XenHypervisor):
 
     HV_NAME = C.HT_XEN_PVM
     TABLE = XEN_PVM_PARAMS
-    PARAMETERS: ClassVar[dict[str, P.Check]] = P.checks_of(XEN_PVM_PARAMS)
 
     @classmethod
     def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
@@ -398,7 +397,6 @@ class XenHvmHypervisor(XenHypervisor):
 
     HV_NAME = C.HT_XEN_HVM
     TABLE = XEN_HVM_PARAMS
-    PARAMETERS: ClassVar[dict[str, P.Check]] = P.checks_of(XEN_HVM_PARAMS)
     HVM = True
     OS_TYPE = "hvm"
     # Ganeti's master copies the cluster's VNC password file to every node.

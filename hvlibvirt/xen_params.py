@@ -37,7 +37,8 @@ def _weight_check(upper: int) -> P.Check:
 
 _XEN_CMD = HvParam(P.param_in_set(True, C.KNOWN_XEN_COMMANDS),
                    runtime="accepted and ignored: libvirt's libxl driver replaces both "
-                           "toolstacks (xm and xl)")
+                           "toolstacks (xm and xl); gone in Ganeti 3.1",
+                   valid="KNOWN_XEN_COMMANDS", since={(3, 1): P.Since(removed=True)})
 _MIGRATION_PORT = HvParam(P.REQ_NET_PORT_CHECK,
                           runtime="migration data goes to tcp://<target>:<port> (libvirt's "
                                   "migration URI parameter)")

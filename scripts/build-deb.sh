@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build dist/python3-hvlibvirt_<version>_all.deb from this checkout with Debian's own
-# tools (debhelper, dh-python/pybuild). Run as root on Debian 12: it installs its build
-# dependencies. The build happens in a copy under build/ (removed afterwards), so the
+# tools (debhelper, dh-python/pybuild). Run as root on Debian 12 or 13: it installs its
+# build dependencies. The build happens in a copy under build/ (removed afterwards), so the
 # checkout and /tmp stay clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # Python first on PATH (pyenv, a venv) would build against the wrong interpreter.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-BUILD_DEPS=(dpkg-dev debhelper dh-python python3-all python3-setuptools
+# build-essential: dpkg-buildpackage checks for it (a minimal Debian 13 lacks it).
+BUILD_DEPS=(build-essential dpkg-dev debhelper dh-python python3-all python3-setuptools
             pybuild-plugin-pyproject)
 missing=()
 for pkg in "${BUILD_DEPS[@]}"; do

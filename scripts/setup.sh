@@ -1,8 +1,36 @@
 #!/usr/bin/env bash
-# Install what hvlibvirt needs on Debian 12 (run as root): Debian packages, a venv in
-# .venv with the package and its test tools. Safe to run again; it skips what is there.
+# Install what hvlibvirt needs on Debian 12 or 13 (run as root): Debian packages, a venv
+# in .venv with the package and its test tools. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+installed() {
+  dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+# Whether this release's package lists carry a package (or it is installed).
+available() {
+  installed "$1" || [ -n "$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^  Candidate: //p' \
+    | grep -v '^(none)$')" ]
+}
+
+# The tests download the guest kernel and Ganeti's modules with apt-get download,
+# and the choices below read the package lists: fetch them when there are none.
+if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+  apt-get update -qq
+fi
+
+# Ganeti: 3.0 where the release has it (Debian 12), else 3.1 (Debian 13).
+ganeti=
+for version in 3.0 3.1; do
+  if available "ganeti-haskell-$version"; then
+    ganeti=$version
+    break
+  fi
+done
+if [ -z "$ganeti" ]; then
+  echo "setup.sh: this release has neither ganeti-haskell-3.0 nor ganeti-haskell-3.1" >&2
+  exit 1
+fi
 
 PACKAGES=(
   # build libvirt-python against the distribution's libvirt
@@ -12,24 +40,27 @@ PACKAGES=(
   busybox-static iproute2 util-linux kmod
   # a bootable ISO of the lab guest, for booting from a cdrom (tests/lab/iso.py)
   xorriso isolinux syslinux-common
-  # the Ganeti cluster tier: Ganeti 3.0 nodes running hvlibvirt from its Debian package
+  # the Ganeti cluster tier: Ganeti nodes running hvlibvirt from its Debian package
   # (Debian's python3 with its libvirt, lxml and psutil), reached over ssh
-  ganeti ganeti-haskell-3.0 openssh-server socat python3-libvirt python3-lxml python3-psutil
+  ganeti "ganeti-$ganeti" "ganeti-haskell-$ganeti" openssh-server socat python3-libvirt python3-lxml
+  python3-psutil
   # the Xen tier: a Debian dom0 debootstrapped into the test cache, booted as an ext4 image
   # under QEMU; the libxl CPU shim compiled with gcc; ssh into dom0
   debootstrap e2fsprogs openssh-client
 )
+# What Debian 13 packages apart (Debian 12 has it in the packages above): SPICE graphics
+# and the qxl video model, libvirt's interface driver (bridges checked through libvirt),
+# and the compilers dpkg-buildpackage wants for the Debian package.
+for pkg in qemu-system-modules-spice libvirt-daemon-driver-interface build-essential; do
+  if available "$pkg"; then
+    PACKAGES+=("$pkg")
+  fi
+done
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' \
-    || missing+=("$pkg")
+  installed "$pkg" || missing+=("$pkg")
 done
-# The tests download the guest kernel and Ganeti's modules with apt-get download,
-# which needs package lists even when every package above is installed.
-if [ ${#missing[@]} -gt 0 ] || ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
-  apt-get update -qq
-fi
 if [ ${#missing[@]} -gt 0 ]; then
   # Packages must not start their daemons here (Ganeti's noded, sshd, libvirtd): the
   # tests start private ones. Debian's policy-rc.d convention says so to invoke-rc.d.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -228,25 +227,32 @@ def frozen_meminfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # ------------------------------------------------------------------------------ Ganeti
 
+def _ganeti_share(version: str) -> Path:
+    from lab.ganeti_modules import ModulesUnavailable, ganeti_share
+
+    try:
+        return ganeti_share(version, default_cache_dir())
+    except ModulesUnavailable as err:
+        unavailable(f"cannot fetch Ganeti {version}'s modules: {err}")
+
+
+@pytest.fixture(scope="session")
+def ganeti31_share() -> Path:
+    """The directory holding Ganeti 3.1's ``ganeti`` package (from the Debian package
+    ganeti-3.1: Debian 13's, or bookworm-backports' on Debian 12), for child
+    interpreters: one process cannot import two Ganetis."""
+    return _ganeti_share("3.1")
+
+
 @pytest.fixture(scope="session")
 def ganeti():
     """Ganeti 3.0's own ``constants`` and ``objects`` modules.
 
-    They come from the Debian package ganeti-3.0, downloaded and unpacked (never
-    installed) into the test cache. Outside CI a machine without apt skips; in CI the
-    tests must run.
+    They come from the Debian package ganeti-3.0 (bookworm's, also on Debian 13),
+    downloaded and unpacked (never installed) into the test cache. Outside CI a machine
+    without apt skips; in CI the tests must run.
     """
-    work = default_cache_dir() / "ganeti-3.0"
-    modules = work / "usr/share/ganeti/3.0"
-    if not (modules / "ganeti").is_dir():
-        work.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["apt-get", "download", "ganeti-3.0"], cwd=work, check=True,
-                           capture_output=True, timeout=300)
-            (deb,) = work.glob("ganeti-3.0_*.deb")
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(work)], check=True, timeout=120)
-        except (OSError, subprocess.SubprocessError, ValueError) as err:
-            unavailable(f"cannot fetch Ganeti 3.0's modules: {err}")
+    modules = _ganeti_share("3.0")
     sys.path.insert(0, str(modules))
     try:
         from ganeti import constants, objects

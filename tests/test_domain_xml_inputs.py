@@ -105,19 +105,22 @@ def test_block_devices_must_be_triples() -> None:
 
 def test_hostile_strings_do_not_change_the_structure() -> None:
     kernel_args = "ro' /><evil attr='x'/><cmdline>&amp; \"quoted\""
-    bridge = "br0'/><source bridge='evil"
     inst, block = instance({C.HV_KERNEL_ARGS: kernel_args,
-                            C.HV_KVM_EXTRA: "-smbios 'type=1,product=<evil/>'"},
-                           nics=[nic(0, link=bridge)])
+                            C.HV_KVM_EXTRA: "-smbios 'type=1,product=<evil/>'"})
     block[0] = (block[0][0], "/srv/disk'\"<evil/>.img", None)
     root = etree.fromstring(render(inst, block).encode())
     assert not list(root.iter("evil"))
     assert root.findtext("os/cmdline") == f"root=/dev/vda1 {kernel_args} console=ttyS0,38400"
-    assert root.find("devices/interface/source").get("bridge") == bridge
     assert root.find("devices/disk/source").get("dev") == "/srv/disk'\"<evil/>.img"
     args = [a.get("value") for a in root.iter("{http://libvirt.org/schemas/domain/qemu/1.0}arg")]
     assert args == ["-smbios", "type=1,product=<evil/>"]
-    assert len(root.findall("devices/interface")) == 1 and len(root.findall("os")) == 1
+    assert len(root.findall("os")) == 1
+
+
+def test_a_bridge_that_is_no_interface_name_is_refused() -> None:
+    inst, block = instance({}, nics=[nic(0, link="br0'/><source bridge='evil")])
+    with pytest.raises(HypervisorError, match="link of NIC 0"):
+        render(inst, block)
 
 
 def test_control_characters_in_kernel_args_are_refused() -> None:

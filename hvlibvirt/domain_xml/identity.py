@@ -77,6 +77,22 @@ def plain_text(value: Any, what: str) -> str:
     return value
 
 
+# A network interface name as Linux takes it (at most 15 bytes, not '.' or '..'),
+# narrowed to the characters interface names use: libvirt passes bridge names to ip,
+# tc and ovs-vsctl (a leading '-' would read as an option), and libvirt 11 answers an
+# unusual one with "Cannot get interface MTU", naming no field.
+_IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+@-]{0,14}\Z")
+
+
+def interface_name(value: Any, what: str) -> str:
+    """A network interface (bridge) name, or HypervisorError naming ``what``."""
+    if not isinstance(value, str) or not _IFNAME.match(value):
+        raise HypervisorError(f"Invalid {what}: {value!r} is not a network interface name "
+                              "(1-15 characters of A-Z a-z 0-9 _ . + @ -, not starting "
+                              "with . + @ or -)")
+    return value
+
+
 def absolute_path(value: Any, what: str) -> str:
     path = plain_text(value, what)
     if not path.startswith("/"):

@@ -72,7 +72,8 @@ def _connected(nic: Any, what: str, linux_bridge_vlans: bool) -> etree._Element:
     mac = getattr(nic, "mac", None)
     etree.SubElement(elem, "mac", address=identity.mac_address(mac, f"mac of {what}"))
     if mode != C.NIC_MODE_ROUTED:
-        etree.SubElement(elem, "source", bridge=identity.plain_text(link, f"link of {what}"))
+        etree.SubElement(elem, "source", bridge=identity.interface_name(link,
+                                                                          f"link of {what}"))
     if mode == C.NIC_MODE_OVS:
         etree.SubElement(elem, "virtualport", type="openvswitch")
     if vlan:
@@ -153,3 +154,16 @@ def xen_interface(nic: Any, index: int, model: str | None, script: str | None
         etree.SubElement(elem, "model", type=model)
     etree.SubElement(elem, "alias", name=alias)
     return elem
+
+
+def blamed_link(root: etree._Element, message: str) -> str:
+    """Which NIC libvirt's failure ``message`` is about, when it quotes one's bridge and
+    nothing else (libvirt 11: "Cannot get interface MTU on 'br9'"); '' otherwise."""
+    for elem in root.iterfind("devices/interface"):
+        bridge = elem.find("source").get("bridge") if elem.find("source") is not None else None
+        if bridge and f"'{bridge}'" in message:
+            alias = elem.find("alias")
+            nic = alias.get("name") if alias is not None else "a NIC"
+            return f" (the link of {nic}: is there a bridge {bridge} on this node?)"
+    return ""
+

@@ -3,7 +3,7 @@ from hvlibvirt, and give Ganeti its own back.
 
 Ganeti's ``ganeti/hypervisor/__init__.py`` (in the version directory that
 ``/usr/share/ganeti/default`` leads to) is diverted with dpkg to ``__init__.py.distrib``,
-so dpkg knows, ``apt-get install --reinstall ganeti-3.0`` writes Ganeti's new copy there,
+so dpkg knows, ``apt-get install --reinstall ganeti-3.x`` writes Ganeti's new copy there,
 and ``disable`` gives the very same file back. In its place goes a module written here
 (``_module_text``) that runs Ganeti's file unchanged and then points the chosen map
 entries at hvlibvirt's classes. noded, which imported the old map when it started, is
@@ -158,7 +158,8 @@ class GanetiNode:
         if current.diverted_by is None:
             if _served_by(self._live):
                 raise HypervisorError(f"{self.module} is hvlibvirt's but dpkg has no "
-                                      "diversion for it; reinstall ganeti-3.0 first")
+                                      "diversion for it; reinstall Ganeti's package "
+                                      "(ganeti-3.x) first")
             self._divert_in(text, names)
             undo = self._divert_out
         else:

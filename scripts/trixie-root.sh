@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# A Debian 13 (trixie) root on a Debian 12 host, for running hvlibvirt's setup, demo and
+# tests there without touching the host (run as root):
+#
+#   scripts/trixie-root.sh create           debootstrap the root (once; kept as a cache)
+#   scripts/trixie-root.sh checkout         copy this checkout to /srv/hvlibvirt in it
+#   scripts/trixie-root.sh run CMD [ARG...]  run CMD inside, in /srv/hvlibvirt
+#   scripts/trixie-root.sh remove           delete the root
+#
+# The root is $HVLIBVIRT_TRIXIE_ROOT, else trixie/ in the test cache
+# ($HVLIBVIRT_TEST_CACHE, else /var/cache/hvlibvirt-tests): never under /tmp or the
+# checkout. "run" enters it in a private mount namespace by pivot_root (a bare chroot
+# would let a setns into a child namespace escape to the host's /), with its own /proc,
+# a private tmpfs on /run (so the lab's network-namespace clean-up sees only the root's
+# own namespaces) and a clean environment. Every mount goes with the namespace.
+set -euo pipefail
+cache=${HVLIBVIRT_TEST_CACHE:-/var/cache/hvlibvirt-tests}
+root=${HVLIBVIRT_TRIXIE_ROOT:-$cache/trixie}
+mirror=${HVLIBVIRT_TRIXIE_MIRROR:-http://deb.debian.org/debian}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+case $root in
+  /tmp/*|/tmp|"$here"|"$here"/*) echo "refusing root $root: not under /tmp or the checkout" >&2
+                                exit 2 ;;
+esac
+
+create() {
+  if [ -x "$root/usr/bin/apt-get" ]; then
+    echo "$root exists"
+    return
+  fi
+  mkdir -p "$(dirname "$root")"
+  debootstrap --variant=minbase --include=ca-certificates trixie "$root" "$mirror"
+  # Packages installed inside must not start services (Debian's policy-rc.d convention).
+  printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
+  chmod 755 "$root/usr/sbin/policy-rc.d"
+  # The host's extra certificate authorities, for pip and apt behind the same egress.
+  if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    run_inside update-ca-certificates >/dev/null
+  fi
+  echo "$root"
+}
+
+checkout() {
+  local dest="$root/srv/hvlibvirt"
+  # A fresh copy, but the root's own .venv stays (setup.sh built it for Debian 13).
+  mkdir -p "$dest"
+  find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+  (cd "$here" && git ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+    | tar --null -T - -cf -) | tar -xf - -C "$dest"
+  echo "$dest"
+}
+
+run_inside() {
+  [ -x "$root/usr/bin/env" ] || { echo "no root at $root (run create)" >&2; exit 1; }
+  unshare --mount --propagation private --fork -- /bin/bash -euc '
+    root=$1; shift
+    mount --bind "$root" "$root"
+    mount -t proc proc "$root/proc"
+    mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
+    mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
+    mount -t tmpfs -o mode=755 tmpfs "$root/run"
+    mkdir -p "$root/.oldroot"
+    cd "$root"
+    pivot_root . .oldroot
+    workdir=/
+    [ -d /srv/hvlibvirt ] && workdir=/srv/hvlibvirt
+    exec chroot . /bin/sh -c "umount -l /.oldroot && cd $workdir && exec \"\$@\"" sh \
+      /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+      HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 "$@"
+  ' bash "$root" "$@"
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+  create) create ;;
+  checkout) checkout ;;
+  run) [ $# -gt 0 ] || set -- /bin/bash; run_inside "$@" ;;
+  remove) rm -rf --one-file-system "$root" ;;
+  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
+esac
