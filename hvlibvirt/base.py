@@ -83,7 +83,10 @@ class BaseHypervisor(migration.MigrationMethods):
     DEFAULT_URI: ClassVar[str] = ""
 
     def __init_subclass__(cls, ganeti: facts.Ganeti | None = None, **kwargs: Any) -> None:
+        """Each interface method turns libvirt's errors into ours (``interface``); a
+        class with its own table follows a Ganeti's hvparams (``facts``)."""
         super().__init_subclass__(**kwargs)
+        interface.guard(cls)
         if ganeti is not None or cls.TABLE is not getattr(cls.__mro__[1], "TABLE", None):
             facts.follow(cls, ganeti or cls.GANETI)
 
@@ -102,11 +105,6 @@ class BaseHypervisor(migration.MigrationMethods):
                     raise HypervisorError(f"Invalid {what}: {value!r}")
         self._uri = uri
         self._migration_uri = migration_uri
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Each interface method turns libvirt's errors into ours (``interface``)."""
-        super().__init_subclass__(**kwargs)
-        interface.guard(cls)
 
     # -- connection --------------------------------------------------------------
     @property
