@@ -154,7 +154,8 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_CPU_MASK: HvParam(P.OPT_MULTI_CPU_MASK_CHECK,
                            xml="<cputune>: one mask -> <vcpupin> for every vCPU plus "
                                "<emulatorpin>; one mask per vCPU -> <vcpupin> each (all: "
-                               "unpinned)", example={C.HV_CPU_MASK: "0"}),
+                               "unpinned). " + P.CPU_MASK_BOUNDS,
+                           example={C.HV_CPU_MASK: "0"}),
     C.HV_MEM_PATH: HvParam(P.OPT_DIR_CHECK,
                            xml="<memoryBacking><hugepages/><allocation mode='immediate'/>: "
                                "the directory must be the hugetlbfs mount libvirt is "
