@@ -81,6 +81,7 @@ def test_a_device_whose_size_the_guest_could_not_read_is_listed_without_a_size()
     assert dev["blk"] == ["vda", "vdb"] and dev["sizes"] == {"vda": 131072}
 
 
+@pytest.mark.real
 def test_guest_boots_and_acpi_power_button_shuts_it_off(
         libvirt_daemon: LibvirtDaemon, libvirt_daemon_conn: libvirt.virConnect, guest_image: GuestImage,
         serial_log: Callable[[str], SerialLog]) -> None:
