@@ -19,13 +19,11 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hvlibvirt import constants
+from hvlibvirt import constants, urls
 from hvlibvirt.errors import HypervisorError
 
 CheckFn = Callable[[Any], bool]
 Check = tuple[bool, CheckFn | None, str | None, CheckFn | None, str | None]
-
-_URL_RE = re.compile(r"^(https?|ftps?)://")
 
 
 # -- value predicates ---------------------------------------------------------------
@@ -35,8 +33,22 @@ def is_norm_abs_path(path: Any) -> bool:
 
 
 def is_url(value: Any) -> bool:
-    """True for an http(s) or ftp(s) URL."""
-    return isinstance(value, str) and bool(_URL_RE.match(value))
+    """True for an http(s) or ftp(s) URL the XML builder can express (see hvlibvirt.urls:
+    a host, a port in 1-65535, no credentials)."""
+    return urls.problem(value, urls.IMAGE_SCHEMES) is None
+
+
+def _file_or_url_problem(value: Any) -> str | None:
+    if is_norm_abs_path(value):
+        return None
+    if urls.looks_like_url(value):
+        return urls.problem(value, urls.IMAGE_SCHEMES)
+    return "neither an absolute normalized path nor a URL"
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, URL credentials hidden."""
+    return urls.redact(repr(value))
 
 
 _CPU_NUMBER = re.compile(r"^\s*([0-9]+)\s*\Z")
@@ -165,7 +177,7 @@ def _req(required: bool, body: tuple[CheckFn | None, str | None, CheckFn | None,
 
 _FILE = (is_norm_abs_path, "must be an absolute normalized path",
          os.path.isfile, "not found or not a file")
-_FILE_OR_URL = (lambda v: is_norm_abs_path(v) or is_url(v),
+_FILE_OR_URL = (Explained(_file_or_url_problem),
                 "must be an absolute normalized path or a URL",
                 lambda v: os.path.isfile(v) or is_url(v), "not found or not a file or URL")
 _DIR = (is_norm_abs_path, "must be an absolute normalized path",
@@ -261,11 +273,11 @@ def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -
         if not _type_ok(vtype, value):
             raise HypervisorError(
                 f"Parameter '{name}' must be of type {vtype}, not {type(value).__name__}"
-                f" (current value: {value!r})")
+                f" (current value: {shown(value)})")
         if isinstance(value, str) and _NOT_XML.search(value):
             raise HypervisorError(
                 f"Parameter '{name}' contains a NUL or control character, which libvirt's "
-                f"XML cannot carry (current value: {value!r})")
+                f"XML cannot carry (current value: {shown(value)})")
         if check_fn is None:
             continue
         if isinstance(check_fn, Explained):
@@ -275,7 +287,7 @@ def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -
             reason = None if check_fn(value) else errstr
         if reason:
             raise HypervisorError(f"Parameter '{name}' fails syntax check: {reason} "
-                                  f"(current value: {value!r})")
+                                  f"(current value: {shown(value)})")
 
 
 def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> None:
@@ -292,7 +304,7 @@ def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> 
             continue
         if check_fn is not None and not check_fn(value):
             raise HypervisorError(
-                f"Parameter '{name}' fails validation: {errstr} (current value: {value!r})")
+                f"Parameter '{name}' fails validation: {errstr} (current value: {shown(value)})")
 
 
 # -- parameter tables ------------------------------------------------------------------
@@ -329,7 +341,7 @@ def check_refusals(table: Mapping[str, HvParam], hvparams: Mapping[str, Any]) ->
             continue
         reason = entry.refuse(hvparams[name], hvparams)
         if reason:
-            raise HypervisorError(f"Parameter '{name}' value {hvparams[name]!r} is not "
+            raise HypervisorError(f"Parameter '{name}' value {shown(hvparams[name])} is not "
                                   f"supported: {reason}")
 
 
