@@ -5,23 +5,57 @@
     hvlibvirt hvparams-doc                   the hvparam tables (docs/hvparams.md)
     hvlibvirt list [--uri URI]               GetAllInstancesInfo
     hvlibvirt console [--uri URI] NAME       the serial console (resumes a paused instance)
-    hvlibvirt ganeti enable|disable|status   serve Ganeti's hypervisors from hvlibvirt
+    hvlibvirt ganeti enable|disable|status|check   serve Ganeti's hypervisors from hvlibvirt
                                              (--force: even while instances run)
+
+check-params takes each VALUE as the hvparam's type: true/false (also yes/no, on/off,
+1/0) for booleans, a decimal number for integers, the text as given for strings.
+
+Every error is one line on stderr; the library's log messages go there too only with -v
+(warnings) or -vv (everything). Exit status:
+    0  done
+    1  refused or failed: bad hvparams, libvirt unreachable or refusing, a file that
+       cannot be read; ganeti check: hvlibvirt would refuse something
+    2  bad command line: unknown subcommand, hypervisor or hvparam, a value not of the
+       hvparam's type, a missing or extra argument
+    3  ganeti status: Ganeti's own hypervisors serve this node
+    4  unexpected error (a bug in hvlibvirt: please report it)
+  130  interrupted
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
-from hvlibvirt import __version__, constants, get_hypervisor_class
+from hvlibvirt import __version__, constants, get_hypervisor_class, urls
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import NIC, Disk, Instance
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_SERVED, EXIT_BUG = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_INT = re.compile(r"^[+-]?[0-9]{1,30}\Z")
+
+
+class UsageError(Exception):
+    """The command line is wrong (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the usage is in --help) and raised, not exits,
+    so that main() decides the exit status."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def _say(step: str, detail: object = "") -> None:
@@ -151,17 +185,43 @@ def hvparams_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shown(text: str) -> str:
+    """``text`` quoted for a message: clipped, URL credentials hidden."""
+    shown = urls.redact(repr(text))
+    return shown if len(shown) <= 60 else f"{shown[:60]}..."
+
+
+def parse_value(hv_name: str, key: str, text: str) -> Any:
+    """``text`` as the value of hvparam ``key`` of ``hv_name``, by the hvparam's type in
+    the Ganeti hvlibvirt follows; UsageError for an unknown key or a value not of its
+    type."""
+    hv_class = get_hypervisor_class(hv_name)
+    if key not in hv_class.DEFAULTS:
+        raise UsageError(f"{hv_name} has no hvparam {_shown(key)} (hvlibvirt hvparams-doc "
+                         "lists them)")
+    vtype = hv_class.TYPES[key]
+    if vtype == constants.VTYPE_BOOL:
+        if text.strip().lower() in _TRUE + _FALSE:
+            return text.strip().lower() in _TRUE
+        raise UsageError(f"{key} is a boolean (true or false), not {_shown(text)}")
+    if vtype == constants.VTYPE_INT:
+        if _INT.match(text.strip()):
+            return int(text)
+        raise UsageError(f"{key} is an integer, not {_shown(text)}")
+    return text
+
+
 def check_params(hv_name: str, overrides: Sequence[str]) -> int:
     hv_class = get_hypervisor_class(hv_name)
     hvparams = dict(hv_class.DEFAULTS)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise HypervisorError(f"Expected KEY=VALUE, got {item!r}")
-        hvparams[key] = json.loads(value) if value[:1] in "0123456789-tfn[{\"" else value
+            raise UsageError(f"expected KEY=VALUE, got {_shown(item)}")
+        hvparams[key] = parse_value(hv_name, key, value)
     hv_class.CheckParameterSyntax(hvparams)
     print(f"{hv_name}: parameters accepted")
-    return 0
+    return EXIT_OK
 
 
 def list_instances(hv_name: str, uri: str | None) -> int:
@@ -176,20 +236,24 @@ def ganeti_command(action: str, hypervisors: str, config_data: str, force: bool)
     hvlibvirt.ganeti). ``status`` exits 0 when hvlibvirt serves Ganeti's hypervisors,
     3 when it does not; ``check`` exits 1 when hvlibvirt would refuse something."""
     names = tuple(n.strip() for n in hypervisors.split(",") if n.strip())
+    unknown = [n for n in names if n not in constants.HYPER_TYPES]
+    if unknown or not names:
+        raise UsageError(f"--hypervisors: {', '.join(map(_shown, unknown)) or 'none given'}"
+                         f" (expected some of {', '.join(sorted(constants.HYPER_TYPES))})")
     if action == "check":
         from hvlibvirt.ganeti.check import check
         found = check(config_data, names)
         for where, problem in found:
             print(f"{where}: {problem}")
         print(f"{len(found)} hvparam problem(s) for hvlibvirt in {config_data}")
-        return 1 if found else 0
+        return EXIT_FAILED if found else EXIT_OK
     from hvlibvirt.ganeti.node import GanetiNode
 
     node = GanetiNode()
     if action == "status":
         status = node.status()
         print(status.describe())
-        return 0 if status.served else 3
+        return EXIT_OK if status.served else EXIT_NOT_SERVED
     outcome = node.enable(names, force) if action == "enable" else node.disable(force)
     print(outcome.status.describe()
           + ("" if outcome.changed else "; nothing to change")
@@ -197,9 +261,11 @@ def ganeti_command(action: str, hypervisors: str, config_data: str, force: bool)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hvlibvirt", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hvlibvirt", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="show the library's warnings (-vv: all its log messages)")
     parser.add_argument("--version", action="version",
                         version=f"hvlibvirt {__version__} ({os.path.dirname(__file__)})")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,29 +302,81 @@ def main(argv: Sequence[str] | None = None) -> int:
                           help="check: Ganeti's configuration file")
     p_helper = sub.add_parser("migration-helper")  # internal: started by MigrateInstance
     p_helper.add_argument("spec")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        return demo(args.uri)
+    if args.command == "check-params":
+        return check_params(args.hypervisor, args.overrides)
+    if args.command == "console":
+        from hvlibvirt import console
+        uri = get_hypervisor_class(args.hypervisor)(uri=args.uri).uri
+        return console.attach(uri, args.instance)
+    if args.command == "hvparams-doc":
+        print(hvparams_markdown(), end="")
+        return EXIT_OK
+    if args.command == "ganeti":
+        return ganeti_command(args.action, args.hypervisors, args.config_data, args.force)
+    if args.command == "migration-helper":
+        from hvlibvirt import migration
+        try:
+            spec = json.loads(args.spec)
+        except ValueError:
+            spec = None
+        if not isinstance(spec, dict):
+            raise UsageError("migration-helper: SPEC is not a JSON object")
+        return migration.run_helper(args.spec)
+    return list_instances(args.hypervisor, args.uri)
+
+
+def _logging(verbosity: int) -> None:
+    """Library log records reach stderr only when asked for: without -v, an error is the
+    one line main() prints (Python would otherwise print warnings by itself)."""
+    root = logging.getLogger()
+    if verbosity:
+        logging.basicConfig(level=logging.WARNING if verbosity == 1 else logging.DEBUG,
+                            format="hvlibvirt: %(levelname)s: %(name)s: %(message)s")
+    elif not root.handlers:
+        root.addHandler(logging.NullHandler())
+
+
+def _fail(status: int, message: object) -> int:
+    """Say what went wrong in one line on stderr; return the exit status."""
+    text = " ".join(str(message).split()) or "(no message)"
     try:
-        if args.command == "demo":
-            return demo(args.uri)
-        if args.command == "check-params":
-            return check_params(args.hypervisor, args.overrides)
-        if args.command == "console":
-            from hvlibvirt import console
-            uri = get_hypervisor_class(args.hypervisor)(uri=args.uri).uri
-            return console.attach(uri, args.instance)
-        if args.command == "hvparams-doc":
-            print(hvparams_markdown(), end="")
-            return 0
-        if args.command == "ganeti":
-            return ganeti_command(args.action, args.hypervisors, args.config_data,
-                                  args.force)
-        if args.command == "migration-helper":
-            from hvlibvirt import migration
-            return migration.run_helper(args.spec)
-        return list_instances(args.hypervisor, args.uri)
+        print(f"hvlibvirt: error: {text}", file=sys.stderr, flush=True)
+    except OSError:
+        pass  # stderr is gone too: the status still tells
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``hvlibvirt`` command; returns the exit status (see the module docstring)."""
+    try:
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit as done:  # --help, --version
+            return done.code if isinstance(done.code, int) else EXIT_OK
+        _logging(args.verbose)
+        return _run(args)
+    except UsageError as err:
+        return _fail(EXIT_USAGE, err)
     except HypervisorError as err:
-        print(f"error: {' '.join(str(err).splitlines())}", file=sys.stderr)
-        return 1
+        return _fail(EXIT_FAILED, err)
+    except BrokenPipeError:
+        # The reader left (hvlibvirt list | head): nothing more to say, and Python must
+        # not complain about flushing stdout at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as err:
+        return _fail(EXIT_FAILED, err)
+    except KeyboardInterrupt:
+        return _fail(EXIT_INTERRUPTED, "interrupted")
+    except Exception as err:  # noqa: BLE001 - a bug: still one line, not a traceback
+        return _fail(EXIT_BUG, f"unexpected {type(err).__name__}: {err} (a bug in "
+                               "hvlibvirt; please report it)")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,9 @@ def get(uri: str, events: bool = False) -> libvirt.virConnect:
         if events:
             _ensure_event_loop_locked()
         _silence_libvirt_locked()
+        if not isinstance(uri, str) or "\x00" in uri:
+            # libvirt-python would raise ValueError/TypeError for these, not libvirtError.
+            raise HypervisorError(f"Failed to connect to {uri!r}: not a libvirt URI")
         try:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as err:

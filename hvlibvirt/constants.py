@@ -162,6 +162,13 @@ QEMU_DEFAULT_PCI_RESERVATIONS: Final = 12
 MAX_VIRTIO_NET_QUEUES: Final = 32
 VNC_BASE_PORT: Final = 5900
 
+# The highest host CPU number + 1 a cpu_mask may name: libvirt's cpuset limit
+# (VIR_DOMAIN_CPUMASK_LEN), above Linux's own NR_CPUS ceiling (8192 on x86_64).
+MAX_HOST_CPUS: Final = 16384
+# libvirt's vCPU ceiling (QEMU/KVM's and Xen's are lower and reported by libvirt); also
+# the most entries a per-vCPU cpu_mask can usefully have.
+MAX_VCPUS: Final = 4096
+
 CPU_PINNING_SEP: Final = ":"
 CPU_PINNING_ALL: Final = "all"
 CPU_PINNING_ALL_VAL: Final = -1

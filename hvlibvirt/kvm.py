@@ -590,7 +590,8 @@ def _bridged_vlans(instance: Any) -> bool:
     """Whether a NIC of ``instance`` asks for a VLAN on a Linux bridge."""
     for index, nic in enumerate(inputs.nic_list(instance)):
         nicparams = inputs.nicparams(nic, f"NIC {index}")
-        if nicparams.get(C.NIC_MODE) == C.NIC_MODE_BRIDGED and nicparams.get(C.NIC_VLAN):
+        vlan = nics.vlan_of(nicparams, f"NIC {index}")  # refused if not a string: no RPC
+        if nicparams.get(C.NIC_MODE) == C.NIC_MODE_BRIDGED and vlan:
             return True
     return False
 

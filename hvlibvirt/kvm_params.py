@@ -71,6 +71,9 @@ def _refuse_kvm_extra(value: str, _hvp: Mapping[str, Any]) -> str | None:
     return None
 
 
+_URL_RULES = ("A URL needs a host name, IPv4 or [IPv6] address and a port (if any) in "
+              "1-65535, and must not carry user:password@ (hvparams are kept in the domain's "
+              "metadata, which libvirt's read-only socket shows)")
 _HOST_WIDE_TLS = ("libvirt sets VNC TLS for every domain of a host, in qemu.conf; honoured "
                   "when this node's qemu.conf {} (checked on the node, before every start)")
 
@@ -116,11 +119,11 @@ KVM_PARAMS: dict[str, HvParam] = {
         "http/https/ftp/ftps network source: with boot_order=cdrom (no kernel_path) an IDE "
         "CD-ROM at hda whatever cdrom_disk_type says, as Ganeti does; else on "
         "cdrom_disk_type's bus (device cdrom; a read-only virtio disk at PCI slot 7 for "
-        "paravirtual)",
+        "paravirtual). " + _URL_RULES,
         example={C.HV_CDROM_IMAGE_PATH: "/srv/iso/install.iso"}),
     C.HV_KVM_CDROM2_IMAGE_PATH: HvParam(
         P.OPT_FILE_OR_URL_CHECK, xml="second cdrom, alias ua-cdrom2, on cdrom_disk_type's "
-        "bus even when cdrom 1 boots (virtio: PCI slot 8); never bootable",
+        "bus even when cdrom 1 boots (virtio: PCI slot 8); never bootable. " + _URL_RULES,
         example={C.HV_KVM_CDROM2_IMAGE_PATH: "https://mirror.example/tools.iso"}),
     C.HV_KVM_CDROM_DISK_TYPE: HvParam(
         P.param_in_set(False, C.HT_KVM_VALID_DISK_TYPES),
@@ -154,7 +157,8 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_CPU_MASK: HvParam(P.OPT_MULTI_CPU_MASK_CHECK,
                            xml="<cputune>: one mask -> <vcpupin> for every vCPU plus "
                                "<emulatorpin>; one mask per vCPU -> <vcpupin> each (all: "
-                               "unpinned)", example={C.HV_CPU_MASK: "0"}),
+                               "unpinned). " + P.CPU_MASK_BOUNDS,
+                           example={C.HV_CPU_MASK: "0"}),
     C.HV_MEM_PATH: HvParam(P.OPT_DIR_CHECK,
                            xml="<memoryBacking><hugepages/><allocation mode='immediate'/>: "
                                "the directory must be the hugetlbfs mount libvirt is "

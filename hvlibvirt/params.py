@@ -19,13 +19,11 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hvlibvirt import constants
+from hvlibvirt import constants, urls
 from hvlibvirt.errors import HypervisorError
 
 CheckFn = Callable[[Any], bool]
 Check = tuple[bool, CheckFn | None, str | None, CheckFn | None, str | None]
-
-_URL_RE = re.compile(r"^(https?|ftps?)://")
 
 
 # -- value predicates ---------------------------------------------------------------
@@ -35,63 +33,140 @@ def is_norm_abs_path(path: Any) -> bool:
 
 
 def is_url(value: Any) -> bool:
-    """True for an http(s) or ftp(s) URL."""
-    return isinstance(value, str) and bool(_URL_RE.match(value))
+    """True for an http(s) or ftp(s) URL the XML builder can express (see hvlibvirt.urls:
+    a host, a port in 1-65535, no credentials)."""
+    return urls.problem(value, urls.IMAGE_SCHEMES) is None
 
 
-def parse_cpu_mask(mask: str) -> list[int]:
-    """Parse ``"0-2,5"`` into ``[0, 1, 2, 5]``; raise ValueError when malformed.
+def _file_or_url_problem(value: Any) -> str | None:
+    if is_norm_abs_path(value):
+        return None
+    if urls.looks_like_url(value):
+        return urls.problem(value, urls.IMAGE_SCHEMES)
+    return "neither an absolute normalized path nor a URL"
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, URL credentials hidden."""
+    return urls.redact(repr(value))
+
+
+_CPU_NUMBER = re.compile(r"^\s*([0-9]+)\s*\Z")
+
+
+def _clip(text: str, size: int = 40) -> str:
+    """``text`` shortened for an error message (masks can be huge)."""
+    return text if len(text) <= size else f"{text[:size]}..."
+
+
+def _cpu_number(text: str, part: str) -> int:
+    match = _CPU_NUMBER.match(text)
+    if match is None:
+        raise ValueError(f"invalid CPU range {_clip(part)!r}")
+    digits = match.group(1).lstrip("0") or "0"
+    # Bounded as text first: a number with thousands of digits is not worth converting.
+    if len(digits) > len(str(constants.MAX_HOST_CPUS)) or \
+            int(digits) >= constants.MAX_HOST_CPUS:
+        raise ValueError(f"CPU {_clip(digits, 20)} is beyond the highest host CPU number "
+                         f"libvirt can pin to ({constants.MAX_HOST_CPUS - 1})")
+    return int(digits)
+
+
+def cpu_ranges(mask: str) -> list[tuple[int, int]]:
+    """Parse ``"0-2,5"`` into ``[(0, 2), (5, 5)]`` without expanding anything; raise
+    ValueError when malformed or naming a CPU at or above ``MAX_HOST_CPUS``.
 
     An empty mask gives an empty list.
     """
-    cpus: list[int] = []
+    if not isinstance(mask, str):
+        raise ValueError(f"a CPU mask is a string, not {type(mask).__name__}")
+    ranges: list[tuple[int, int]] = []
     if not mask:
-        return cpus
+        return ranges
     for part in mask.split(","):
         bounds = part.split("-")
-        if len(bounds) > 2 or not all(b.strip().isdigit() for b in bounds):
-            raise ValueError(f"invalid CPU range {part!r}")
-        lower, upper = int(bounds[0]), int(bounds[-1])
+        if len(bounds) > 2:
+            raise ValueError(f"invalid CPU range {_clip(part)!r}")
+        lower, upper = _cpu_number(bounds[0], part), _cpu_number(bounds[-1], part)
         if lower > upper:
-            raise ValueError(f"invalid CPU range {part!r}: {lower} > {upper}")
-        cpus.extend(range(lower, upper + 1))
-    return cpus
+            raise ValueError(f"invalid CPU range {_clip(part)!r}: {lower} > {upper}")
+        ranges.append((lower, upper))
+    return ranges
+
+
+def parse_cpu_mask(mask: str) -> list[int]:
+    """Parse ``"0-2,5"`` into ``[0, 1, 2, 5]``; raise ValueError when malformed (see
+    cpu_ranges). An empty mask gives an empty list."""
+    return [cpu for lower, upper in cpu_ranges(mask) for cpu in range(lower, upper + 1)]
+
+
+def multi_cpu_ranges(mask: str) -> list[list[tuple[int, int]] | None]:
+    """The entries of a multiple CPU mask as ranges (None for ``all``), checked without
+    expanding: at most ``MAX_VCPUS`` entries (one per vCPU), none empty. ValueError."""
+    if not isinstance(mask, str):
+        raise ValueError(f"a CPU mask is a string, not {type(mask).__name__}")
+    if not mask:
+        return []
+    entries = mask.split(constants.CPU_PINNING_SEP)
+    if len(entries) > constants.MAX_VCPUS:
+        raise ValueError(f"{len(entries)} entries, more than one per vCPU of the largest "
+                         f"instance ({constants.MAX_VCPUS} vCPUs)")
+    result: list[list[tuple[int, int]] | None] = []
+    for entry in entries:
+        entry = entry.strip()
+        if entry == constants.CPU_PINNING_ALL:
+            result.append(None)
+            continue
+        ranges = cpu_ranges(entry)
+        if not ranges:
+            raise ValueError(f"empty CPU mask entry in {_clip(mask)!r}")
+        result.append(ranges)
+    return result
 
 
 def parse_multi_cpu_mask(mask: str) -> list[list[int]]:
     """Parse ``"0-2,4:all:1,3"`` into ``[[0, 1, 2, 4], [-1], [1, 3]]``.
 
     Each ``:``-separated entry is ``all`` (``[-1]``) or a single CPU mask; entries are
-    deduplicated and sorted. An empty string gives ``[]``. Raises ValueError.
+    deduplicated and sorted. An empty string gives ``[]``. Raises ValueError, before
+    expanding anything (see multi_cpu_ranges).
     """
-    if not mask:
-        return []
-    result = []
-    for entry in mask.split(constants.CPU_PINNING_SEP):
-        entry = entry.strip()
-        if entry == constants.CPU_PINNING_ALL:
-            result.append(list(constants.CPU_PINNING_OFF))
-            continue
-        cpus = sorted(set(parse_cpu_mask(entry)))
-        if not cpus:
-            raise ValueError(f"empty CPU mask entry in {mask!r}")
-        result.append(cpus)
-    return result
+    return [list(constants.CPU_PINNING_OFF) if ranges is None else
+            sorted({cpu for lower, upper in ranges for cpu in range(lower, upper + 1)})
+            for ranges in multi_cpu_ranges(mask)]
 
 
-def _is_cpu_mask(value: Any) -> bool:
-    try:
-        return bool(parse_cpu_mask(value))
-    except (ValueError, AttributeError):
-        return False
+# For the hvparam tables' docs: what the cpu_mask syntax check bounds.
+CPU_MASK_BOUNDS = (f"CPU numbers 0-{constants.MAX_HOST_CPUS - 1} (libvirt's cpuset limit, "
+                   f"above Linux's NR_CPUS ceiling) and at most {constants.MAX_VCPUS} "
+                   "entries (libvirt's vCPU limit), checked before any range is expanded")
 
 
-def _is_multi_cpu_mask(value: Any) -> bool:
-    try:
-        parse_multi_cpu_mask(value)
-    except (ValueError, AttributeError):
-        return False
-    return True
+def _problem(parse: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+    """The ValueError message ``parse(value)`` raises, or None."""
+    def problem(value: Any) -> str | None:
+        try:
+            parse(value)
+        except ValueError as err:
+            return str(err)
+        return None
+    return problem
+
+
+def _cpu_mask_problem(value: Any) -> str | None:
+    return _problem(cpu_ranges)(value) or (None if value else "an empty CPU mask")
+
+
+class Explained:
+    """A syntax predicate that can also say why a value fails: ``problem(value)`` returns
+    the reason or None. check_syntax reports that reason; called, it is the plain
+    true/false predicate of Ganeti's check tuples."""
+
+    def __init__(self, problem: Callable[[Any], str | None]) -> None:
+        self.problem = problem
+
+    def __call__(self, value: Any) -> bool:
+        return self.problem(value) is None
 
 
 # -- check tuples ------------------------------------------------------------------------
@@ -102,14 +177,15 @@ def _req(required: bool, body: tuple[CheckFn | None, str | None, CheckFn | None,
 
 _FILE = (is_norm_abs_path, "must be an absolute normalized path",
          os.path.isfile, "not found or not a file")
-_FILE_OR_URL = (lambda v: is_norm_abs_path(v) or is_url(v),
+_FILE_OR_URL = (Explained(_file_or_url_problem),
                 "must be an absolute normalized path or a URL",
                 lambda v: os.path.isfile(v) or is_url(v), "not found or not a file or URL")
 _DIR = (is_norm_abs_path, "must be an absolute normalized path",
         os.path.isdir, "not found or not a directory")
-_CPU_MASK = (_is_cpu_mask, "CPU mask definition is not well-formed", None, None)
-_MULTI_CPU_MASK = (_is_multi_cpu_mask, "Multiple CPU mask definition is not well-formed",
-                   None, None)
+_CPU_MASK = (Explained(_cpu_mask_problem), "CPU mask definition is not well-formed",
+             None, None)
+_MULTI_CPU_MASK = (Explained(_problem(multi_cpu_ranges)),
+                   "Multiple CPU mask definition is not well-formed", None, None)
 _NET_PORT = (lambda v: 0 < v < 65535, "invalid port number (must be 1-65534)", None, None)
 _VIRTIO_NET_QUEUES = (lambda v: 0 < v <= constants.MAX_VIRTIO_NET_QUEUES,
                       f"invalid number of queues (must be 1-{constants.MAX_VIRTIO_NET_QUEUES})",
@@ -200,14 +276,21 @@ def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any],
         if not _type_ok(vtype, value):
             raise HypervisorError(
                 f"Parameter '{name}' must be of type {vtype}, not {type(value).__name__}"
-                f" (current value: {value!r})")
+                f" (current value: {shown(value)})")
         if isinstance(value, str) and _NOT_XML.search(value):
             raise HypervisorError(
                 f"Parameter '{name}' contains a NUL or control character, which libvirt's "
-                f"XML cannot carry (current value: {value!r})")
-        if check_fn is not None and not check_fn(value):
-            raise HypervisorError(
-                f"Parameter '{name}' fails syntax check: {errstr} (current value: {value!r})")
+                f"XML cannot carry (current value: {shown(value)})")
+        if check_fn is None:
+            continue
+        if isinstance(check_fn, Explained):
+            reason = check_fn.problem(value)
+            reason = reason and f"{errstr}: {reason}"
+        else:
+            reason = None if check_fn(value) else errstr
+        if reason:
+            raise HypervisorError(f"Parameter '{name}' fails syntax check: {reason} "
+                                  f"(current value: {shown(value)})")
 
 
 def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> None:
@@ -224,7 +307,7 @@ def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> 
             continue
         if check_fn is not None and not check_fn(value):
             raise HypervisorError(
-                f"Parameter '{name}' fails validation: {errstr} (current value: {value!r})")
+                f"Parameter '{name}' fails validation: {errstr} (current value: {shown(value)})")
 
 
 # -- parameter tables ------------------------------------------------------------------
@@ -320,7 +403,7 @@ def check_refusals(table: Mapping[str, HvParam], hvparams: Mapping[str, Any]) ->
             continue
         reason = entry.refuse(hvparams[name], hvparams)
         if reason:
-            raise HypervisorError(f"Parameter '{name}' value {hvparams[name]!r} is not "
+            raise HypervisorError(f"Parameter '{name}' value {shown(hvparams[name])} is not "
                                   f"supported: {reason}")
 
 

@@ -52,7 +52,8 @@ _CPU_MASK = HvParam(P.OPT_MULTI_CPU_MASK_CHECK,
                     xml="<cputune><vcpupin> for every vCPU (libxl reads per-vCPU pins only): "
                         "one mask pins all vCPUs to it, one mask per vCPU pins each, 'all' "
                         "leaves a vCPU unpinned (a mask list must have one entry per "
-                        "vCPU: checked at start, when vcpus is known)",
+                        "vCPU: checked at start, when vcpus is known). " +
+                        P.CPU_MASK_BOUNDS,
                     example={C.HV_CPU_MASK: "0-1"})
 _CPU_CAP = HvParam(P.OPT_NONNEGATIVE_INT_CHECK,
                    runtime="0: no cap. Otherwise setSchedulerParameters({'cap': N}) on the "

@@ -98,3 +98,52 @@ def twin(value: str) -> str:
     """``value`` with every character that could carry markup replaced by a plain letter
     (path separators kept): rendered in its place, it must give the same XML structure."""
     return re.sub(r"[^/A-Za-z0-9]", "a", value)
+
+
+# -- URLs (issue 23): what an hvparam that accepts a URL, or a drive URI, may be handed ----
+# The password every credential-carrying example uses: no message may contain it.
+PASSWORD = "S3cretPW"
+URL_HOSTS = ["h", "mirror.example", "Mirror.Example.", "1.2.3.4", "999.1.1.1", "1.2.3", "a..b",
+             "-a", "a-", "a_b", "xn--bcher-kva.example", "h\u00fcbner.example", "[::1]",
+             "[::ffff:1.2.3.4]", "[zz]", "[::1", "::1]", "::1", "[]", "[fe80::1%25eth0]",
+             "[v1.x]", "[::1]x", "", " ", "h\x00", "h\t", "a" * 64, ".".join(["a"] * 130)]
+URL_PORTS = ["", ":", ":0", ":1", ":80", ":65535", ":65536", ":99999", ":abc", ":-1", ":+80",
+             ":8\u0663", ":\u00b2", ": 80", ":080", ":00000000080", "::80"]
+URL_USERINFO = ["", "u@", f"u:{PASSWORD}@", f":{PASSWORD}@", "@", f"u:{PASSWORD}/x@",
+                f"u:{PASSWORD}?x@", f"u:{PASSWORD}#x@", f"u:{PASSWORD}@h@"]
+URL_TAILS = ["", "/", "/x.iso", "/a b.iso", "/x.iso?q=1#frag", "?q", "#f", "/%40x", "/a@b",
+             "/vol/dir/img", "/\u00fc.iso", "/<x>&'\"", "/x\r\n.iso"]
+URLS = ["http://h:99999/x.iso", "http://h:abc/x.iso", "http://[::1/x.iso", "https://[zz]/x.iso",
+        f"http://u:{PASSWORD}@h/x.iso", f"ftp://{PASSWORD}@h/", "http://", "http:///x",
+        "HTTP://h/x.iso", "file:///srv/x.iso", "http:/h/x.iso", "gluster://h:24007/vol/img",
+        "rbd:pool/img", "https://h/" + "a" * 5000, "http://" + "a" * 100_000]
+
+
+def urls(schemes: tuple[str, ...] = ("http", "https", "ftp", "ftps")
+         ) -> st.SearchStrategy[str]:
+    """URL-shaped strings: an accepted or a wrong scheme, credentials or not, and hosts,
+    ports and tails from the lists above or generated."""
+    scheme = st.sampled_from([*schemes, "HTTP", "file", "gopher", "h"])
+    host = st.one_of(st.sampled_from(URL_HOSTS), st.text(max_size=10))
+    port = st.one_of(st.sampled_from(URL_PORTS), st.integers(-5, 70000).map(lambda p: f":{p}"),
+                     st.text(max_size=6).map(lambda t: ":" + t))
+    userinfo = st.sampled_from(URL_USERINFO)
+    tail = st.one_of(st.sampled_from(URL_TAILS), st.text(max_size=12).map(lambda t: "/" + t))
+    return st.one_of(st.sampled_from(URLS),
+                     st.builds(lambda s, u, h, p, t: f"{s}://{u}{h}{p}{t}",
+                               scheme, userinfo, host, port, tail))
+
+
+def each_url(scheme: str = "http", argument: str = "value") -> Callable[[Any], Any]:
+    """Decorator: run a @given test on every fixed hostile URL, then on one URL of
+    ``scheme`` per host, port, credential and tail above."""
+    combos = (URLS + [f"{scheme}://{h}/vol/x.iso" for h in URL_HOSTS]
+              + [f"{scheme}://h{p}/vol/x.iso" for p in URL_PORTS]
+              + [f"{scheme}://{u}h/vol/x.iso" for u in URL_USERINFO]
+              + [f"{scheme}://h.example:990{t}" for t in URL_TAILS])
+
+    def decorate(test: Any) -> Any:
+        for value in reversed(combos):
+            test = example(**{argument: value})(test)
+        return test
+    return decorate

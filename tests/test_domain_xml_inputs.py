@@ -7,6 +7,7 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
+from hvlibvirt.domain_xml import nics
 from hvlibvirt.errors import HypervisorError
 from xmlcases import disk, instance, nic, render
 
@@ -187,3 +188,47 @@ def test_read_only_disks_are_marked() -> None:
     inst.disks_info[0].mode = C.DISK_RDONLY
     root = etree.fromstring(render(inst, block).encode())
     assert root.find("devices/disk/readonly") is not None
+
+
+NOT_STRINGS = [100, 0, -1, 2**70, 1.5, True, False, [], ["100"], [100, 200], {}, {"a": 1}, (),
+               b"100", bytearray(b"1")]
+
+
+@pytest.mark.parametrize("linux_bridge_vlans", [True, False])
+@pytest.mark.parametrize("mode", [C.NIC_MODE_BRIDGED, C.NIC_MODE_OVS, C.NIC_MODE_ROUTED])
+@pytest.mark.parametrize("vlan", NOT_STRINGS, ids=repr)
+def test_non_string_vlan_is_refused_whatever_libvirt_sets(vlan: object, mode: str,
+                                                          linux_bridge_vlans: bool) -> None:
+    """The answer does not depend on whether this libvirt sets VLANs on Linux bridges
+    (libvirt >= 11.1), which used to decide which refusal came first."""
+    bad = nic(0, mode=mode, link="" if mode == C.NIC_MODE_ROUTED else "br0")
+    bad.nicparams[C.NIC_VLAN] = vlan
+    with pytest.raises(HypervisorError, match=r"vlan of NIC 0.*strings"):
+        nics.interface(bad, 0, C.HVC_DEFAULTS[C.HT_KVM], linux_bridge_vlans)
+    with pytest.raises(HypervisorError, match=r"vlan of NIC 0.*strings"):
+        nics.xen_interface(bad, 0, nics.XEN_PV_MODEL, None)
+
+
+@pytest.mark.parametrize("vlan", NOT_STRINGS, ids=repr)
+def test_parse_vlan_refuses_non_strings(vlan: object) -> None:
+    with pytest.raises(HypervisorError, match="vlan of NIC 3"):
+        nics.parse_vlan(vlan, "vlan of NIC 3")  # type: ignore[arg-type]
+
+
+def test_kvm_refuses_a_non_string_vlan_before_asking_libvirt() -> None:
+    """StartInstance asks libvirt's version only for VLANs on Linux bridges; a VLAN that
+    is not a string is refused before that question (no connection is opened)."""
+    from hvlibvirt import kvm
+
+    bad = nic(0)
+    bad.nicparams[C.NIC_VLAN] = 100
+    inst, _ = instance(nics=[bad])
+    with pytest.raises(HypervisorError, match="vlan of NIC 0"):
+        kvm._bridged_vlans(inst)
+
+
+def test_an_unset_vlan_is_none_or_empty() -> None:
+    for unset in (None, ""):
+        ok = nic(0)
+        ok.nicparams[C.NIC_VLAN] = unset
+        assert nics.interface(ok, 0, C.HVC_DEFAULTS[C.HT_KVM], False).find("vlan") is None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import libvirt
 import pytest
@@ -28,7 +29,8 @@ from hypothesis import event, given, settings
 from lxml import etree
 
 import hostile
-from hvlibvirt import connection, constants as C, migration
+from hvlibvirt import connection, constants as C, migration, params as P, urls
+from hvlibvirt.domain_xml import disks
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.kvm_params import KVM_PARAMS
@@ -115,6 +117,7 @@ def make(hv_name: str, hvparams: dict[str, Any], nics: int = 1) -> tuple[Instanc
 def _named(err: Exception, tokens: tuple[str, ...]) -> None:
     assert type(err).__module__.startswith(("hvlibvirt", "ganeti")), repr(err)
     msg = str(err)
+    assert hostile.PASSWORD not in msg, f"a message quotes a URL's password: {msg!r}"
     assert any(t in msg for t in tokens), f"{msg!r} names none of {tokens}"
 
 
@@ -192,6 +195,71 @@ def test_hostile_hvparam(hv_name: str, param: str, env: Env) -> None:
     @given(value=hostile.values(env.files))
     def run(value: Any) -> None:
         check(hv_name, build, value, (f"'{param}'", param), env)
+
+    run()
+
+
+# -- URLs (issue 23) -------------------------------------------------------------------------
+URL_CHECKS = (P.REQ_FILE_OR_URL_CHECK, P.OPT_FILE_OR_URL_CHECK)
+URL_CASES = [(hv, name) for hv, (_cls, table) in sorted(HYPERVISORS.items())
+             for name, entry in sorted(table.items()) if entry.check in URL_CHECKS]
+
+
+def test_the_url_hvparams_are_the_kvm_cdroms() -> None:
+    assert set(URL_CASES) == {(C.HT_KVM, C.HV_CDROM_IMAGE_PATH),
+                              (C.HT_KVM, C.HV_KVM_CDROM2_IMAGE_PATH)}
+
+
+def _accepted_url(value: str, elem: etree._Element) -> None:
+    """What the builder made of an accepted URL agrees with urllib's reading of it."""
+    parts = urlsplit(value)  # the accepted ones never make urllib raise
+    assert parts.scheme in urls.IMAGE_SCHEMES and "@" not in value
+    source = elem.find("source")
+    host = source.find("host")
+    assert source.get("protocol") == parts.scheme
+    assert host.get("name") == parts.hostname
+    assert host.get("port") == str(parts.port or urls.IMAGE_SCHEMES[parts.scheme])
+    assert 1 <= int(host.get("port")) <= 65535
+    assert source.get("name").startswith(("/", "?")) and parts.path in source.get("name")
+
+
+@pytest.mark.parametrize("hv_name, param", URL_CASES)
+def test_hostile_url_hvparam(hv_name: str, param: str, env: Env) -> None:
+    """What CheckParameterSyntax accepts the builder expresses and libvirt stores; what
+    it refuses, it refuses naming the parameter and never quoting a password."""
+    cls = HYPERVISORS[hv_name][0]
+    context = env.context(hv_name, param)
+
+    @EXAMPLES
+    @hostile.each_url()
+    @given(value=hostile.urls())
+    def run(value: str) -> None:
+        hvparams = dict(context, **{param: value})
+        try:
+            cls.CheckParameterSyntax(hvparams)
+        except HypervisorError as err:
+            _named(err, (f"'{param}'",))
+            event("refused by CheckParameterSyntax")
+            return
+        _accepted_url(value, disks.cdrom(1, value, C.HT_DISK_IDE, "hda"))
+        assert attempt(hv_name, *make(hv_name, hvparams), (param,), env) is not None
+
+    run()
+
+
+def test_hostile_gluster_drive_uri(env: Env) -> None:
+    """A userspace disk's gluster URI: built or refused naming drive_uri, never another
+    exception, never quoting a password."""
+    context = env.context(C.HT_KVM)
+
+    @EXAMPLES
+    @hostile.each_url("gluster")
+    @given(value=hostile.urls(("gluster",)))
+    def run(value: str) -> None:
+        inst, block = make(C.HT_KVM, dict(context))
+        block[0][0].params = {C.LDP_ACCESS: C.DISK_USERSPACE}
+        block[0] = (block[0][0], None, value)
+        attempt(C.HT_KVM, inst, block, ("drive_uri",), env)
 
     run()
 

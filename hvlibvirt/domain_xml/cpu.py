@@ -15,10 +15,9 @@ _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _FEATURE = re.compile(r"^([+-]?)([A-Za-z0-9_.-]+)(?:=(on|off|true|false))?\Z")
 
 
-MAX_HOST_CPUS = 16384  # libvirt's VIR_DOMAIN_CPUMASK_LEN: a cpuset cannot name more
-
-
-def _cpuset(cpus: list[int]) -> str:
+def _cpuset(ranges: list[tuple[int, int]]) -> str:
+    """A libvirt cpuset naming every CPU of ``ranges`` once, in order."""
+    cpus = sorted({cpu for lower, upper in ranges for cpu in range(lower, upper + 1)})
     return ",".join(str(c) for c in cpus)
 
 
@@ -28,24 +27,22 @@ def vcpu(root: etree._Element, vcpus: int) -> None:
 
 def vcpu_pins(mask: str, vcpus: int) -> list[tuple[int, str]]:
     """cpu_mask as (vCPU, cpuset) pins: one mask pins every vCPU to it; one mask per vCPU
-    pins each, ``all`` leaving that vCPU unpinned. No pins for ``all`` or an empty mask."""
+    pins each, ``all`` leaving that vCPU unpinned. No pins for ``all`` or an empty mask.
+    The entry count is checked before any range is expanded."""
     try:
-        entries = params.parse_multi_cpu_mask(mask)
+        entries = params.multi_cpu_ranges(mask)
     except ValueError as err:
-        raise HypervisorError(f"Invalid cpu_mask {mask!r}: {err}") from None
-    if not entries or entries == [list(C.CPU_PINNING_OFF)]:
+        raise HypervisorError(f"Invalid cpu_mask {str(mask)[:40]!r}: {err}") from None
+    if not entries or entries == [None]:
         return []
-    highest = max((cpu for cpus in entries for cpu in cpus), default=0)
-    if highest >= MAX_HOST_CPUS:
-        raise HypervisorError(f"Invalid cpu_mask {mask[:40]!r}: CPU {highest} is beyond "
-                              f"libvirt's {MAX_HOST_CPUS} host CPUs")
     if len(entries) == 1:
         return [(index, _cpuset(entries[0])) for index in range(vcpus)]
     if len(entries) != vcpus:
-        raise HypervisorError(f"Invalid cpu_mask {mask!r}: it has {len(entries)} entries but "
-                              f"the instance has {vcpus} vCPUs (use one entry or one per vCPU)")
-    return [(index, _cpuset(cpus)) for index, cpus in enumerate(entries)
-            if cpus != list(C.CPU_PINNING_OFF)]
+        raise HypervisorError(f"Invalid cpu_mask {str(mask)[:40]!r}: it has {len(entries)} "
+                              f"entries but the instance has {vcpus} vCPUs (use one entry "
+                              "or one per vCPU)")
+    return [(index, _cpuset(ranges)) for index, ranges in enumerate(entries)
+            if ranges is not None]
 
 
 def cputune(hvparams: Mapping[str, Any], vcpus: int) -> etree._Element | None:
@@ -56,7 +53,7 @@ def cputune(hvparams: Mapping[str, Any], vcpus: int) -> etree._Element | None:
     tune = etree.Element("cputune")
     for index, cpuset in pins:
         etree.SubElement(tune, "vcpupin", vcpu=str(index), cpuset=cpuset)
-    if len(params.parse_multi_cpu_mask(hvparams[C.HV_CPU_MASK])) == 1:
+    if len(params.multi_cpu_ranges(hvparams[C.HV_CPU_MASK])) == 1:
         etree.SubElement(tune, "emulatorpin", cpuset=pins[0][1])
     return tune
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
-
 from lxml import etree
 
-from hvlibvirt import constants as C
+from hvlibvirt import constants as C, urls
 from hvlibvirt.domain_xml import addresses, identity, inputs
 from hvlibvirt.errors import HypervisorError
 
@@ -43,8 +41,6 @@ CDROM_KINDS = {
     "scsi-hd": ("cdrom", "scsi", "sd"),
 }
 CDROM_PARAMS = ((1, C.HV_CDROM_IMAGE_PATH), (2, C.HV_KVM_CDROM2_IMAGE_PATH))
-_URL_PORTS = {"http": 80, "https": 443, "ftp": 21, "ftps": 990}
-_GLUSTER_PORT = 24007
 
 
 def _driver(elem: etree._Element, hvparams: Mapping[str, Any], cache: str | None,
@@ -76,15 +72,17 @@ def _network_source(elem: etree._Element, uri: str, what: str) -> None:
             auth = etree.SubElement(source, "auth", username=value)
             etree.SubElement(auth, "secret", type="ceph", usage=f"client.{value} secret")
         return
-    parts = urlsplit(uri)
-    if parts.scheme == "gluster" and parts.hostname and parts.path.count("/") >= 2:
-        source = etree.SubElement(elem, "source", protocol="gluster",
-                                  name=parts.path.lstrip("/"))
-        etree.SubElement(source, "host", name=parts.hostname,
-                         port=str(parts.port or _GLUSTER_PORT), transport="tcp")
-        return
-    raise HypervisorError(f"Unsupported storage URI in {what}: {uri!r} (expected "
-                          "rbd:pool/image or gluster://host[:port]/volume/path)")
+    if urls.looks_like_url(uri):
+        url = urls.parse(uri, urls.GLUSTER_SCHEMES, what)
+        path = url.name.partition("?")[0]
+        if path.count("/") >= 2:
+            source = etree.SubElement(elem, "source", protocol="gluster",
+                                      name=path.lstrip("/"))
+            etree.SubElement(source, "host", name=url.host, port=str(url.port),
+                             transport="tcp")
+            return
+    raise HypervisorError(f"Unsupported storage URI in {what}: {urls.redact(repr(uri))} "
+                          "(expected rbd:pool/image or gluster://host[:port]/volume/path)")
 
 
 def _template_and_mode(disk_obj: Any, what: str) -> tuple[str, str]:
@@ -170,15 +168,11 @@ def cdrom(number: int, image: str, cdrom_type: str, target: str) -> etree._Eleme
     elem = etree.Element("disk", type="file", device=device)  # type settled below
     etree.SubElement(elem, "driver", name="qemu", type="raw")
     image = identity.plain_text(image, what)
-    parts = urlsplit(image)
-    if parts.scheme in _URL_PORTS:
-        if not parts.hostname:
-            raise HypervisorError(f"Invalid {what}: {image!r} has no host")
+    if urls.looks_like_url(image):
+        url = urls.parse(image, urls.IMAGE_SCHEMES, what)
         elem.set("type", "network")
-        name = parts.path + (f"?{parts.query}" if parts.query else "")
-        source = etree.SubElement(elem, "source", protocol=parts.scheme, name=name or "/")
-        etree.SubElement(source, "host", name=parts.hostname,
-                         port=str(parts.port or _URL_PORTS[parts.scheme]))
+        source = etree.SubElement(elem, "source", protocol=url.scheme, name=url.name)
+        etree.SubElement(source, "host", name=url.host, port=str(url.port))
     else:
         elem.set("type", "file")
         etree.SubElement(elem, "source", file=identity.absolute_path(image, what))

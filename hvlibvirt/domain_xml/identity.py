@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from hvlibvirt.errors import HypervisorError
+from hvlibvirt.urls import redact
 
 _UUID = re.compile(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4})-[0-9a-fA-F]{4}-"
                    r"[0-9a-fA-F]{12}\Z")
@@ -72,8 +73,8 @@ def has_control_characters(value: str) -> bool:
 def plain_text(value: Any, what: str) -> str:
     """A string without control characters (paths, arguments, names of things)."""
     if not isinstance(value, str) or has_control_characters(value):
-        raise HypervisorError(f"Invalid {what}: {value!r} (a string without control "
-                              "characters is expected)")
+        raise HypervisorError(f"Invalid {what}: {redact(repr(value))} (a string without "
+                              "control characters is expected)")
     return value
 
 
@@ -96,5 +97,6 @@ def interface_name(value: Any, what: str) -> str:
 def absolute_path(value: Any, what: str) -> str:
     path = plain_text(value, what)
     if not path.startswith("/"):
-        raise HypervisorError(f"Invalid {what}: {value!r} is not an absolute path")
+        raise HypervisorError(f"Invalid {what}: {redact(repr(value))} is not an absolute "
+                              "path")
     return path

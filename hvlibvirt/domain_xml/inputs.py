@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from hvlibvirt import constants as C
 from hvlibvirt.errors import HypervisorError
 
 BlockDevice = tuple[Any, "str | None", "str | None"]
-# libvirt's own ceiling (QEMU/KVM's and Xen's are lower and reported by libvirt); a
-# larger count would only make the builders write one pin per vCPU for nothing.
-MAX_VCPUS = 4096
+# A larger count would only make the builders write one pin per vCPU for nothing.
+MAX_VCPUS = C.MAX_VCPUS
 # libvirt keeps memory in bytes in a signed 64-bit integer (QEMU does too): 2**63 bytes.
 MAX_MEMORY_MIB = 2**43 - 1
 

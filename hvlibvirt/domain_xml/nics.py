@@ -27,8 +27,15 @@ _VLAN = re.compile(r"^(?:\.?(\d+))?((?::\d+)*)\Z")
 _MAX_VLAN = 4094
 
 
+def _not_a_string(value: Any, what: str) -> HypervisorError:
+    return HypervisorError(f"Invalid {what}: {repr(value)[:60]} is a {type(value).__name__}; "
+                           "Ganeti's VLANs are strings (.N, N, :N:M or .N:M)")
+
+
 def parse_vlan(value: str, what: str) -> tuple[int | None, list[int]]:
     """Ganeti's VLAN string -> (untagged VLAN or None, tagged VLANs)."""
+    if not isinstance(value, str):
+        raise _not_a_string(value, what)
     match = _VLAN.match(value)
     if not value or match is None:
         raise HypervisorError(f"Invalid {what}: {value!r} (expected .N, N, :N:M or .N:M)")
@@ -38,6 +45,17 @@ def parse_vlan(value: str, what: str) -> tuple[int | None, list[int]]:
         if not 1 <= vid <= _MAX_VLAN:
             raise HypervisorError(f"Invalid {what}: VLAN {vid} is outside 1-{_MAX_VLAN}")
     return untagged, tagged
+
+
+def vlan_of(nicparams: Mapping[str, Any], what: str) -> str:
+    """The NIC's vlan nicparam ("" for none), refused when not a string before anything
+    else looks at it (such as whether this libvirt sets VLANs on Linux bridges)."""
+    vlan = nicparams.get(C.NIC_VLAN)
+    if vlan is None:
+        return ""
+    if not isinstance(vlan, str):
+        raise _not_a_string(vlan, f"vlan of {what}")
+    return vlan
 
 
 def _vlan(elem: etree._Element, value: str, what: str) -> None:
@@ -59,7 +77,7 @@ def _connected(nic: Any, what: str, linux_bridge_vlans: bool) -> etree._Element:
     nicparams = inputs.nicparams(nic, what)
     mode = nicparams.get(C.NIC_MODE) or C.NIC_MODE_BRIDGED
     link = nicparams.get(C.NIC_LINK) or ""
-    vlan = nicparams.get(C.NIC_VLAN) or ""
+    vlan = vlan_of(nicparams, what)
     if mode in (C.NIC_MODE_BRIDGED, C.NIC_MODE_OVS):
         if not link:
             raise HypervisorError(f"Invalid link of {what}: {mode} mode needs a bridge name")
@@ -130,7 +148,7 @@ def xen_interface(nic: Any, index: int, model: str | None, script: str | None
     what = f"NIC {index}"
     alias = identity.device_alias("nic", getattr(nic, "uuid", None))
     nicparams = inputs.nicparams(nic, what)
-    vlan = nicparams.get(C.NIC_VLAN) or ""
+    vlan = vlan_of(nicparams, what)
     mode = nicparams.get(C.NIC_MODE) or C.NIC_MODE_BRIDGED
     if vlan and mode == C.NIC_MODE_BRIDGED:
         raise HypervisorError(f"Cannot honour the vlan of {what}: libxl sets VLANs on "
