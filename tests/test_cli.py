@@ -139,10 +139,10 @@ class _Node:
     def status(self) -> Any:
         raise HypervisorError("dpkg-divert said:\nsomething on two lines")
 
-    def enable(self, _names: Any) -> bool:
+    def enable(self, _names: Any, _force: bool) -> bool:
         raise HypervisorError("the module is someone else's; not touching it")
 
-    def disable(self) -> bool:
+    def disable(self, _force: bool) -> bool:
         raise OSError(13, "Permission denied", "/usr/share/ganeti/default")
 
 

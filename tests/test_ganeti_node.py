@@ -436,7 +436,7 @@ def test_a_failure_at_any_step_leaves_one_whole_map_and_one_error_line(
             assert (rc, state, err) == (0, after, ""), faults.failed
         else:
             lines = err.splitlines()
-            assert rc == 1 and len(lines) == 1 and lines[0].startswith("error: "), err
+            assert rc == 1 and len(lines) == 1 and lines[0].startswith("hvlibvirt: error: "), err
             assert "injected failure" in lines[0], (faults.failed, lines[0])
             started = faults.failed.endswith("start ganeti-noded")
             assert state == (after if started else before), (faults.failed, lines[0])
