@@ -360,17 +360,24 @@ class XenHypervisor(BaseHypervisor):
         what = f"hot-modify of {dev_type} {getattr(device, 'uuid', '?')}"
         self._conn(events=True)  # DEVICE_REMOVED
         with hotplug.instance_lock(self.uri, instance.name):
-            dom, root, _live = self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY,
-                                                    dev_type)
+            dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY,
+                                                   dev_type)
             try:
                 alias = alias_of(dev_type, getattr(device, "uuid", None))
                 new = self._hotplug_element(root, instance.hvparams, dev_type, device,
                                             extra, seq, what)
             except HypervisorError as err:
                 raise HotplugError(f"{what}: {err}") from None
-            if hotplug.device_element(root, alias) is None:
+            hotplug.settle(dom, root, live)
+            old = hotplug.device_element(root, alias)
+            if old is None:
                 raise HotplugError(f"Cannot find NIC with UUID {device.uuid} in instance "
                                    f"{instance.name}")
+            if old.xpath("model/@type") != new.xpath("model/@type"):
+                # The guest would get a netfront NIC in place of its emulated card.
+                raise HotplugError(f"{what}: libxl hot-plugs netfront NICs only, and this "
+                                   f"one is an emulated {old.find('model').get('type')}; "
+                                   "restart the instance to change it")
             hotplug.replace(dom, dev_type, device.uuid, new, self.HOTPLUG_TIMEOUT, what)
 
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> None:  # noqa: N802

@@ -621,9 +621,8 @@ def test_hotplug_add_and_remove_on_libxl_semantics(files: dict[str, str],
     assert all(c.startswith(("attach", "detach")) for c in fake.calls)
 
 
-def _fake_libxl(hv: XenPvmHypervisor, inst: Any, block: Any, monkeypatch: Any
-                ) -> FakeLibxlDomain:
-    fake = FakeLibxlDomain(rendered(C.HT_XEN_PVM, inst, block))
+def _fake_libxl(hv: Any, inst: Any, block: Any, monkeypatch: Any) -> FakeLibxlDomain:
+    fake = FakeLibxlDomain(rendered(hv.HV_NAME, inst, block))
     monkeypatch.setattr(hv, "_owned", lambda name: fake)
     monkeypatch.setattr(hv, "_conn", lambda events=False: connection.get(URI))
     monkeypatch.setattr("hvlibvirt.hotplug.DomainEventWaiter", _NoEvents)
@@ -675,6 +674,20 @@ def test_nic_modify_the_driver_refuses_puts_the_old_vif_back(files: dict[str, st
     with pytest.raises(HotplugError, match="refused the device.*old device is back"):
         hv.HotModDevice(inst, C.HOTPLUG_TARGET_NIC, nic, None, 0)
     assert (_vifs(fake.live), _vifs(fake.config), domains.read_metadata(fake)) == before
+
+
+def test_nic_modify_of_an_emulated_hvm_nic_is_refused_before_anything(
+        files: dict[str, str], monkeypatch: Any) -> None:
+    """libxl hot-plugs netfront only: replacing an emulated card would change what the
+    guest sees, so the modify is refused and nothing is removed."""
+    hv = XenHvmHypervisor(uri=URI)
+    inst, block = make(C.HT_XEN_HVM, files, name="fake-emu", nic_type="rtl8139")
+    fake = _fake_libxl(hv, inst, block, monkeypatch)
+    nic = copy.deepcopy(inst.nics[0])
+    nic.mac = "aa:00:00:00:99:04"
+    with pytest.raises(HotplugError, match="emulated rtl8139"):
+        hv.HotModDevice(inst, C.HOTPLUG_TARGET_NIC, nic, None, 0)
+    assert fake.calls == []
 
 
 class _NoEvents:
