@@ -251,7 +251,8 @@ def test_a_user_shut_down_instance_starts_again(ganeti_cluster: Cluster, inst1: 
     try:
         ganeti_cluster.gnt("gnt-instance", "shutdown", name)
         ensure_running(ganeti_cluster, inst1)  # the hvparam is in force from this start
-        ganeti_cluster.run("gnta", ["pkill", "-TERM", "-f", f"guest={name},"])
+        # "[g]": the pattern must not match the command line that runs pkill itself.
+        ganeti_cluster.run("gnta", ["pkill", "-TERM", "-f", f"[g]uest={name},"])
         wait_for(lambda: state(ganeti_cluster, inst1)[1] == "USER_down", HOTPLUG_S,
                  "USER_down")
         console = ganeti_cluster.serial_log("gnta", inst1)
