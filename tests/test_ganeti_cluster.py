@@ -106,9 +106,10 @@ def domains(cluster: Cluster, node: str) -> list[str]:
 
 def set_hvlibvirt(cluster: Cluster, action: str) -> None:
     """``hvlibvirt ganeti enable|disable`` on every node (job processes on the master and
-    noded everywhere load the hypervisor)."""
+    noded everywhere load the hypervisor). ``--force``: these steps switch with the
+    other module instances running, and switch back before anything touches them."""
     for node in cluster.nodes:
-        cluster.hvlibvirt_ganeti(node, action)
+        cluster.hvlibvirt_ganeti(node, action, "--force")
 
 
 # ------------------------------------------------------------------------------ the cluster
@@ -384,6 +385,17 @@ def test_blockdev_instance_boots_from_an_adopted_device(ganeti_cluster: Cluster)
 
 
 # ------------------------------------------------------------------------------ trouble
+
+def test_disable_is_refused_while_an_instance_runs(ganeti_cluster: Cluster, inst1: str) -> None:
+    """Ganeti's hv_kvm would not see the libvirt guest (its watcher could start a second
+    QEMU on the same disks): disable refuses, naming the instance, and changes nothing."""
+    ensure_running(ganeti_cluster, inst1)
+    done = ganeti_cluster.run("gnta", ["hvlibvirt", "ganeti", "disable"], check=False)
+    err = done.stderr.strip()
+    assert done.returncode == 1 and len(err.splitlines()) == 1, (done.returncode, err)
+    assert ganeti_cluster.fqdn(inst1) in err and "--force" in err, err
+    assert ganeti_cluster.hvlibvirt_ganeti("gnta", "status").startswith("hvlibvirt serves kvm")
+
 
 def test_a_start_the_node_refuses_is_ganetis_failed_start(ganeti_cluster: Cluster,
                                                           inst1: str) -> None:

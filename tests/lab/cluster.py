@@ -318,11 +318,12 @@ class Cluster:
         """The instance's serial console output on ``node`` (hvlibvirt's serial_log_dir)."""
         return SerialLog(self.node(node).host_path(f"{SERIAL_LOG_DIR}/{self.fqdn(instance)}.serial"))
 
-    def hvlibvirt_ganeti(self, node: str | ClusterNode, action: str) -> str:
-        """``hvlibvirt ganeti enable|disable|status`` in ``node``; its message. (status
-        exits non-zero while Ganeti's own hypervisors are active, like an init script's.)"""
-        return self.run(node, ["hvlibvirt", "ganeti", action], check=action != "status",
-                        timeout=120).stdout.strip()
+    def hvlibvirt_ganeti(self, node: str | ClusterNode, action: str, *options: str) -> str:
+        """``hvlibvirt ganeti enable|disable|status [OPTION...]`` in ``node``; its message.
+        (status exits non-zero while Ganeti's own hypervisors are active, like an init
+        script's.)"""
+        return self.run(node, ["hvlibvirt", "ganeti", action, *options],
+                        check=action != "status", timeout=120).stdout.strip()
 
     def restart_libvirtd(self, node: str | ClusterNode) -> None:
         self.node(node).restart_libvirtd()
