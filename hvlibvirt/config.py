@@ -13,6 +13,7 @@ One section per Ganeti hypervisor name; ``[DEFAULT]`` holds what they share::
     migration_uri = qemu+ssh://{target}/system
     serial_log_dir = /var/log/hvlibvirt
     qemu_conf = /etc/libvirt/qemu.conf
+    pcie_hotplug_ports = 4
 
     [xen-pvm]
     uri = xen:///system
@@ -42,6 +43,8 @@ KEYS = {
                       "<dir>/<instance>.serial",
     "qemu_conf": "KVM only: libvirt's QEMU driver configuration, read for the host-wide "
                  "settings some hvparams need (VNC TLS, QEMU's mount namespace)",
+    "pcie_hotplug_ports": "KVM only: how many free PCIe root ports a q35 instance gets at "
+                          "start, for hot-added disks and NICs (0-64, default 4)",
 }
 SECTIONS = frozenset(constants.HYPER_TYPES)
 
@@ -64,6 +67,21 @@ def path() -> str:
 def value(hypervisor: str, key: str) -> str | None:
     """The setting ``key`` for ``hypervisor`` (a Ganeti name such as 'kvm'), or None."""
     return _read(path()).get(hypervisor, {}).get(key) or None
+
+
+def integer(hypervisor: str, key: str, default: int, low: int, high: int) -> int:
+    """The setting ``key`` as an integer in [low, high], ``default`` when it is not set."""
+    text = value(hypervisor, key)
+    if text is None:
+        return default
+    try:
+        number = int(text)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise HypervisorError(f"{path()}: [{hypervisor}] {key} must be an integer from {low} "
+                              f"to {high}, not {text!r}")
+    return number
 
 
 def preload() -> None:
