@@ -67,6 +67,7 @@ def refusal(root: etree._Element, hvp: Mapping[str, Any], action: str,
         on_pci = True
     if on_pci and action == C.HOTPLUG_ACTION_ADD and root.find("features/acpi") is None:
         # On q35 too: from QEMU 6.1 on, q35's root ports are hot-plugged through ACPI
-        # by default, and their native PCIe hotplug is hidden from the guest meanwhile.
+        # and their native PCIe hotplug is hidden from the guest, so without ACPI a
+        # guest never sees a device hot-added behind a root port.
         return "PCI hotplug needs ACPI, which this instance runs without (acpi=false)"
     return None
