@@ -17,6 +17,7 @@ import libvirt
 import pytest
 from lxml import etree
 
+import golden_cases
 from hvlibvirt import connection, constants as C
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HotplugError
@@ -24,6 +25,7 @@ from hvlibvirt.objects import NIC
 from lab.console import ConsoleCapture
 from lab.instances import BOOT, READY, Running
 from test_real_cdrom_boot import SERIAL_SPEED, boot_iso  # noqa: F401 (a fixture)
+from test_real_define import EMULATOR, _create_paths, _kept_problems
 from test_real_migration import hypervisors, migrate
 
 pytestmark = pytest.mark.real
@@ -139,6 +141,24 @@ def test_hotplug_behind_root_ports(boot: Callable[..., Running], two_free_ports:
     assert bus(run.dom, nic_alias) is None
 
 
+def test_a_first_scsi_disk_brings_its_controller_behind_a_free_port(
+        boot: Callable[..., Running], two_free_ports: None) -> None:
+    run = boot("q35-scsi", machine_version="q35", disks=0, disk_type="scsi-hd",
+               scsi_controller_type="virtio-scsi-pci")
+    run.serial.wait(READY, BOOT)
+    disk, extra = run.new_disk(16)
+    mark = run.serial.mark()
+    run.hv.HotAddDevice(run.inst, DISK, disk, extra, 0)
+    assert bus(run.dom, "ua-scsi0") == "0x02"  # the NIC has port 1
+    address = tree(run.dom).xpath("devices/disk[alias/@name=$a]/address",
+                                  a=alias("disk", disk.uuid))[0]
+    assert (address.get("type"), address.get("controller")) == ("drive", "0")
+    run.serial.wait_dev(lambda d: "sda" in d["blk"], 30, mark)
+    mark = run.serial.mark()
+    run.hv.HotDelDevice(run.inst, DISK, disk, extra, 0)
+    run.serial.wait_dev(lambda d: "sda" not in d["blk"], 30, mark)
+
+
 def test_live_migration_keeps_every_port(boot: Callable[..., Running], two_free_ports: None,
                                          libvirt_daemon_pair, lab_network) -> None:
     a, b = libvirt_daemon_pair
@@ -204,3 +224,41 @@ def test_boot_from_an_iso_on_the_sata_cdrom(boot: Callable[..., Running],
     assert cdrom.find("address").get("controller") == "0"
     assert root.find("devices/controller[@type='sata']/address").get("slot") == "0x1f"
     print(f"q35 booted from the ISO to {READY} in {booted:.1f} s")
+
+
+def test_the_qemu_driver_keeps_every_q35_address(libvirt_daemon, tmp_path: Path) -> None:
+    """Every q35 golden case defines on the QEMU driver as generated: aliases, drive
+    addresses, and every PCI address on every bus (root ports and what is behind
+    them), with no controller libvirt added on its own."""
+    conn = libvirt_daemon.connect()
+    failures = {}
+    try:
+        for index, name in enumerate(n for n in golden_cases.KVM_NAMES if "q35" in n):
+            env = golden_cases.Env(root=str(tmp_path / f"c{index}"), domain_type="qemu",
+                                   emulator=EMULATOR)
+            case = golden_cases.build(name, env)
+            _create_paths(case)
+            xml = case.render()
+            try:
+                dom = conn.defineXML(xml)
+            except libvirt.libvirtError as err:
+                failures[name] = f"defineXML refused: {err.get_error_message()}"
+                continue
+            try:
+                defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            finally:
+                dom.undefine()
+            problems = _kept_problems(xml, defined)
+            ours, theirs = etree.fromstring(xml.encode()), etree.fromstring(defined.encode())
+            if _pci_addresses(ours) != _pci_addresses(theirs):
+                problems.append("PCI addresses differ: libvirt added or moved a device")
+            if problems:
+                failures[name] = "; ".join(problems)
+    finally:
+        conn.close()
+    assert not failures, failures
+
+
+def _pci_addresses(root: etree._Element) -> list[tuple[str, ...]]:
+    return sorted(tuple(address.get(key) for key in ("bus", "slot", "function"))
+                  for address in root.xpath("devices/*/address[@type='pci']"))
