@@ -46,6 +46,8 @@ KEYS = {
     "pcie_hotplug_ports": "KVM only: how many free PCIe root ports a q35 instance gets at "
                           "start, for hot-added disks and NICs (0-64, default 4)",
 }
+#: integer keys -> (lowest, highest) value
+INTEGER_KEYS = {"pcie_hotplug_ports": (0, 64)}
 SECTIONS = frozenset(constants.HYPER_TYPES)
 
 # Where the HVLIBVIRT_* environment settings are read: os.environ, or from preload() on
@@ -69,19 +71,10 @@ def value(hypervisor: str, key: str) -> str | None:
     return _read(path()).get(hypervisor, {}).get(key) or None
 
 
-def integer(hypervisor: str, key: str, default: int, low: int, high: int) -> int:
-    """The setting ``key`` as an integer in [low, high], ``default`` when it is not set."""
+def integer(hypervisor: str, key: str, default: int) -> int:
+    """The integer setting ``key`` (checked when the file is read), else ``default``."""
     text = value(hypervisor, key)
-    if text is None:
-        return default
-    try:
-        number = int(text)
-    except ValueError:
-        number = None
-    if number is None or not low <= number <= high:
-        raise HypervisorError(f"{path()}: [{hypervisor}] {key} must be an integer from {low} "
-                              f"to {high}, not {text!r}")
-    return number
+    return default if text is None else int(text)
 
 
 def preload() -> None:
@@ -140,7 +133,15 @@ def _parse(file: str) -> dict[str, dict[str, str]]:
             if not text.strip() or any(ord(c) < 32 for c in text):
                 raise HypervisorError(f"{file}: [{section}] {key} must be a non-empty "
                                       "single-line value")
+            if key in INTEGER_KEYS and not _within(text.strip(), *INTEGER_KEYS[key]):
+                low, high = INTEGER_KEYS[key]
+                raise HypervisorError(f"{file}: [{section}] {key} must be an integer from "
+                                      f"{low} to {high}, not {text.strip()!r}")
     # A missing section still inherits [DEFAULT].
     return {section: {k: v.strip() for k, v in (parser[section] if parser.has_section(section)
                                                  else parser.defaults()).items()}
             for section in sorted(SECTIONS)}
+
+
+def _within(text: str, low: int, high: int) -> bool:
+    return text.isascii() and text.isdigit() and low <= int(text) <= high

@@ -578,7 +578,7 @@ class KVMHypervisor(BaseHypervisor):
             linux_bridge_vlans=self._linux_bridge_vlans() if _bridged_vlans(instance) else True,
             serial_log=kvm_node.serial_log_file(log_dir, instance.name) if log_dir else None,
             pcie_hotplug_ports=config.integer(self.HV_NAME, pcie.HOTPLUG_PORTS_SETTING,
-                                              pcie.DEFAULT_HOTPLUG_PORTS, 0, 64))
+                                              pcie.DEFAULT_HOTPLUG_PORTS))
 
 
 def _bridged_vlans(instance: Any) -> bool:
@@ -588,4 +588,3 @@ def _bridged_vlans(instance: Any) -> bool:
         if nicparams.get(C.NIC_MODE) == C.NIC_MODE_BRIDGED and nicparams.get(C.NIC_VLAN):
             return True
     return False
-

@@ -208,12 +208,18 @@ def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text", ["-1", "65", "four", "4.0"])
+@pytest.mark.parametrize("text", ["-1", "65", "four", "4.0", "0x4"])
 def test_a_bad_setting_names_the_file_and_the_key(conf: Path, text: str) -> None:
-    conf.write_text(f"[kvm]\npcie_hotplug_ports = {text}\n")
-    with pytest.raises(HypervisorError, match=rf"\[kvm\] pcie_hotplug_ports must be an "
-                                              rf"integer from 0 to 64, not '{text}'"):
-        config.integer("kvm", "pcie_hotplug_ports", 4, 0, 64)
+    conf.write_text(f"[DEFAULT]\npcie_hotplug_ports = {text}\n")
+    with pytest.raises(HypervisorError, match=rf"{conf}: \[DEFAULT\] pcie_hotplug_ports must "
+                                              rf"be an integer from 0 to 64, not '{text}'"):
+        config.integer("kvm", "pcie_hotplug_ports", 4)
+
+
+def test_a_setting_in_range_is_read(conf: Path) -> None:
+    assert config.integer("kvm", "pcie_hotplug_ports", 4) == 4
+    conf.write_text("[kvm]\npcie_hotplug_ports = 64\n")
+    assert config.integer("kvm", "pcie_hotplug_ports", 4) == 64
 
 
 @pytest.fixture

@@ -34,6 +34,9 @@ REFUSED_DISK_TYPES = {
     "scsi-generic": "libvirt passes SCSI devices through as scsi-block (disk_type=scsi-block)"
                     " or as a host adapter <hostdev>, which a Ganeti disk path cannot name",
 }
+# q35 has no IDE controller: QEMU puts Ganeti's -drive if=ide on the ports of its
+# built-in AHCI controller, and libvirt refuses the ide bus there.
+SATA = "sata"
 # The kind of a cdrom (see cdrom_type) -> (device, bus, prefix).
 # libvirt refuses device='cdrom' on virtio, so a virtio cdrom is a read-only virtio disk.
 CDROM_KINDS = {
@@ -41,11 +44,8 @@ CDROM_KINDS = {
     C.HT_DISK_IDE: ("cdrom", "ide", "hd"),
     "scsi-cd": ("cdrom", "scsi", "sd"),
     "scsi-hd": ("cdrom", "scsi", "sd"),
-    "sata": ("cdrom", "sata", "sd"),  # what ide means on q35, see on_q35
+    SATA: ("cdrom", SATA, "sd"),  # what ide means on q35
 }
-# q35 has no IDE controller: QEMU puts Ganeti's -drive if=ide on the ports of its
-# built-in AHCI controller, and libvirt refuses the ide bus there.
-SATA = "sata"
 NO_Q35_FLOPPY = ("q35 machines have no floppy controller (QEMU gives them none); use a "
                  "cdrom image, or machine_version pc")
 CDROM_PARAMS = ((1, C.HV_CDROM_IMAGE_PATH), (2, C.HV_KVM_CDROM2_IMAGE_PATH))
