@@ -13,6 +13,7 @@ One section per Ganeti hypervisor name; ``[DEFAULT]`` holds what they share::
     migration_uri = qemu+ssh://{target}/system
     serial_log_dir = /var/log/hvlibvirt
     qemu_conf = /etc/libvirt/qemu.conf
+    pcie_hotplug_ports = 4
 
     [xen-pvm]
     uri = xen:///system
@@ -42,7 +43,11 @@ KEYS = {
                       "<dir>/<instance>.serial",
     "qemu_conf": "KVM only: libvirt's QEMU driver configuration, read for the host-wide "
                  "settings some hvparams need (VNC TLS, QEMU's mount namespace)",
+    "pcie_hotplug_ports": "KVM only: how many free PCIe root ports a q35 instance gets at "
+                          "start, for hot-added disks and NICs (0-64, default 4)",
 }
+#: integer keys -> (lowest, highest) value
+INTEGER_KEYS = {"pcie_hotplug_ports": (0, 64)}
 SECTIONS = frozenset(constants.HYPER_TYPES)
 
 # Where the HVLIBVIRT_* environment settings are read: os.environ, or from preload() on
@@ -64,6 +69,12 @@ def path() -> str:
 def value(hypervisor: str, key: str) -> str | None:
     """The setting ``key`` for ``hypervisor`` (a Ganeti name such as 'kvm'), or None."""
     return _read(path()).get(hypervisor, {}).get(key) or None
+
+
+def integer(hypervisor: str, key: str, default: int) -> int:
+    """The integer setting ``key`` (checked when the file is read), else ``default``."""
+    text = value(hypervisor, key)
+    return default if text is None else int(text)
 
 
 def preload() -> None:
@@ -122,7 +133,15 @@ def _parse(file: str) -> dict[str, dict[str, str]]:
             if not text.strip() or any(ord(c) < 32 for c in text):
                 raise HypervisorError(f"{file}: [{section}] {key} must be a non-empty "
                                       "single-line value")
+            if key in INTEGER_KEYS and not _within(text.strip(), *INTEGER_KEYS[key]):
+                low, high = INTEGER_KEYS[key]
+                raise HypervisorError(f"{file}: [{section}] {key} must be an integer from "
+                                      f"{low} to {high}, not {text.strip()!r}")
     # A missing section still inherits [DEFAULT].
     return {section: {k: v.strip() for k, v in (parser[section] if parser.has_section(section)
                                                  else parser.defaults()).items()}
             for section in sorted(SECTIONS)}
+
+
+def _within(text: str, low: int, high: int) -> bool:
+    return text.isascii() and text.isdigit() and low <= int(text) <= high

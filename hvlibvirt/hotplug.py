@@ -75,11 +75,12 @@ def attach(dom: libvirt.virDomain, elem: etree._Element, what: str) -> None:
             raise HotplugError(f"{what}: libvirt accepted the device but it is not in the "
                                "live domain")
         expected = elem.find("address")
-        if expected is not None and \
-                live.devices[alias].address.get("slot", expected.get("slot")) \
-                != expected.get("slot"):
+        landed = live.devices[alias].address
+        # On q35 the slot is always 0: the bus (the root port) says where it went.
+        if expected is not None and any(landed.get(key, expected.get(key)) != expected.get(key)
+                                        for key in ("bus", "slot")):
             raise HotplugError(f"{what}: the device landed at another PCI slot than "
-                               f"{expected.get('slot')}")
+                               f"{expected.get('bus')}:{expected.get('slot')}")
         if dom.isPersistent():
             try:
                 dom.attachDeviceFlags(xml, _CONFIG)

@@ -21,8 +21,8 @@ from hvlibvirt import (config, connection, constants as C, domains, helper_comma
                        migration, params as P, qemu_conf)
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug, hotplug_rules
-from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain,
-                                  controllers, disks, identity, inputs, nics)
+from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain, disks,
+                                  identity, inputs, nics, pcie)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm_params import KVM_PARAMS
@@ -147,12 +147,9 @@ class KVMHypervisor(BaseHypervisor):
         if spice and spice not in ("127.0.0.1", "::1") and not hvp.get(C.HV_KVM_SPICE_USE_TLS):
             warnings.append(f"SPICE listens on {spice} without spice_use_tls")
         machine = hvp.get(C.HV_KVM_MACHINE_VERSION, "")
-        if not machine or machine == "pc":
+        if (machine or "") in ("", "pc", "q35"):
             warnings.append("machine_version is not pinned: a QEMU upgrade changes the "
                             "guest's machine type at its next start")
-        elif machine.startswith("q35") or machine.startswith("pc-q35"):
-            warnings.append("q35 machines need PCIe root ports for hotplug, which hvlibvirt "
-                            "does not add")
         elif machine in ("none", "microvm", "isapc", "x-remote"):
             warnings.append(f"machine_version {machine!r} is not a PC machine hvlibvirt "
                             "supports")
@@ -388,11 +385,9 @@ class KVMHypervisor(BaseHypervisor):
                          seq: int, what: str) -> tuple[etree._Element, str | None]:
         """The device element with its address; the alias of a SCSI controller that
         had to be added first (to undo on failure), or None."""
-        slots = addresses.PciAllocator(hvp[C.HV_KVM_PCI_RESERVATIONS],
-                                       used=set(live.pci_slots) | set(_PLATFORM_SLOTS))
         if dev_type == C.HOTPLUG_TARGET_NIC:
             elem = nics.interface(device, seq, hvp, self._linux_bridge_vlans())
-            addresses.pci(elem, slots.take(what))
+            hotplug_rules.place_pci(root, live.pci_slots, hvp, elem, what)
             return elem, None
         try:
             link_name, drive_uri = inputs.disk_extra(extra, what)
@@ -404,14 +399,13 @@ class KVMHypervisor(BaseHypervisor):
                       if t not in used_targets)
         elem = disks.disk(device, link_name, drive_uri, seq, hvp, target)
         if bus == "virtio":
-            addresses.pci(elem, slots.take(what))
+            hotplug_rules.place_pci(root, live.pci_slots, hvp, elem, what)
             return elem, None
         model = addresses.SCSI_MODELS[hvp[C.HV_KVM_SCSI_CONTROLLER_TYPE]]
         added = None
         if not root.xpath("devices/controller[@type='scsi' and @index='0']"):
-            controller = controllers.scsi(model)
-            added = "ua-scsi0"
-            etree.SubElement(controller, "alias", name=added)
+            controller = hotplug_rules.scsi_controller(root, model, what)
+            added = hotplug_rules.SCSI_CONTROLLER_ALIAS
             hotplug.attach(dom, controller, f"{what} (its SCSI controller)")
         addresses.scsi_drive(elem, model, hotplug_rules.free_scsi_id(root, model), what)
         return elem, added
@@ -583,7 +577,9 @@ class KVMHypervisor(BaseHypervisor):
             if hvp[C.HV_SECURITY_MODEL] == C.HT_SM_USER else None,
             # Asked only when it matters (one RPC less for every other start).
             linux_bridge_vlans=self._linux_bridge_vlans() if _bridged_vlans(instance) else True,
-            serial_log=kvm_node.serial_log_file(log_dir, instance.name) if log_dir else None)
+            serial_log=kvm_node.serial_log_file(log_dir, instance.name) if log_dir else None,
+            pcie_hotplug_ports=config.integer(self.HV_NAME, pcie.HOTPLUG_PORTS_SETTING,
+                                              pcie.DEFAULT_HOTPLUG_PORTS))
 
 
 def _bridged_vlans(instance: Any) -> bool:
@@ -594,6 +590,3 @@ def _bridged_vlans(instance: Any) -> bool:
         if nicparams.get(C.NIC_MODE) == C.NIC_MODE_BRIDGED and vlan:
             return True
     return False
-
-
-_PLATFORM_SLOTS = range(addresses.PIIX3_SLOT, max(addresses.CDROM_SLOTS) + 1)

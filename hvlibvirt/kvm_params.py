@@ -102,7 +102,11 @@ KVM_PARAMS: dict[str, HvParam] = {
                        "power-button press; without ACPI a stop is a hard stop)",
                        example={C.HV_ACPI: False}),
     C.HV_KVM_MACHINE_VERSION: HvParam(P.NO_CHECK, xml="<os><type machine=...> (empty: "
-                                      "libvirt's default, 'pc' on x86_64)",
+                                      "libvirt's default, 'pc' on x86_64). q35 or pc-q35-X: "
+                                      "PCI Express, every disk and NIC behind a pcie-root-port "
+                                      "of its own, pcie_hotplug_ports (hvlibvirt.conf) free "
+                                      "ports for hot-adds, ICH9 USB, IDE as SATA on the "
+                                      "built-in AHCI controller, no floppy",
                                       example={C.HV_KVM_MACHINE_VERSION: "pc-i440fx-7.2"}),
     C.HV_KVM_FLAG: HvParam(P.param_in_set(False, C.HT_KVM_FLAG_VALUES),
                            xml="<domain type=...>: enabled -> kvm, disabled -> qemu (TCG), "
@@ -117,7 +121,8 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_CDROM_IMAGE_PATH: HvParam(
         P.OPT_FILE_OR_URL_CHECK, xml="read-only <disk>, alias ua-cdrom1, file or "
         "http/https/ftp/ftps network source: with boot_order=cdrom (no kernel_path) an IDE "
-        "CD-ROM at hda whatever cdrom_disk_type says, as Ganeti does; else on "
+        "CD-ROM at hda (on q35 a SATA CD-ROM at sda) whatever cdrom_disk_type says, as "
+        "Ganeti does; else on "
         "cdrom_disk_type's bus (device cdrom; a read-only virtio disk at PCI slot 7 for "
         "paravirtual). " + _URL_RULES,
         example={C.HV_CDROM_IMAGE_PATH: "/srv/iso/install.iso"}),
@@ -129,7 +134,9 @@ KVM_PARAMS: dict[str, HvParam] = {
         P.param_in_set(False, C.HT_KVM_VALID_DISK_TYPES),
         xml="bus of the cdroms: ide, virtio (paravirtual), scsi (scsi-cd/scsi-hd); empty "
             "-> disk_type; not the cdrom booted from, always IDE. IDE cdroms take the first "
-            "IDE units and IDE disks follow them, as QEMU numbers Ganeti's -drive options",
+            "IDE units and IDE disks follow them, as QEMU numbers Ganeti's -drive options. "
+            "On q35 (no IDE controller) ide means SATA: the ports of the built-in AHCI "
+            "controller, where QEMU puts Ganeti's if=ide drives there",
         refuse=_refuse_cdrom_type,
         refused="other disk types when a cdrom is configured: libvirt has no cdrom device "
                 "on those buses",
@@ -137,6 +144,8 @@ KVM_PARAMS: dict[str, HvParam] = {
                  C.HV_KVM_CDROM_DISK_TYPE: C.HT_DISK_IDE}),
     C.HV_KVM_FLOPPY_IMAGE_PATH: HvParam(
         P.OPT_FILE_CHECK, xml="<disk device='floppy'> on the fdc, alias ua-floppy1",
+        refuse=lambda v, hvp: disks.NO_Q35_FLOPPY if v and disks.on_q35(hvp) else None,
+        refused=f"an image on a q35 machine: {disks.NO_Q35_FLOPPY}",
         example={C.HV_KVM_FLOPPY_IMAGE_PATH: "/srv/floppy.img"}),
     # -- CPU and memory ----------------------------------------------------------------
     C.HV_CPU_TYPE: HvParam(P.NO_CHECK, xml="<cpu>: host -> host-passthrough; "
@@ -167,8 +176,8 @@ KVM_PARAMS: dict[str, HvParam] = {
     # -- disks -------------------------------------------------------------------------
     C.HV_DISK_TYPE: HvParam(
         P.param_in_set(True, C.HT_KVM_VALID_DISK_TYPES),
-        xml="<target bus=...>: paravirtual -> virtio (PCI), ide -> ide, scsi-hd -> scsi disk,"
-            " scsi-cd -> scsi cdrom, scsi-block -> device='lun'",
+        xml="<target bus=...>: paravirtual -> virtio (PCI), ide -> ide (sata on q35), "
+            "scsi-hd -> scsi disk, scsi-cd -> scsi cdrom, scsi-block -> device='lun'",
         refuse=_refuse_disk_type,
         refused="; ".join(f"{k}: {why}" for k, why in sorted(disks.REFUSED_DISK_TYPES.items()))
                 + "; scsi-block with a cdrom and an empty cdrom_disk_type: libvirt has no "

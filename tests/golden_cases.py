@@ -636,6 +636,70 @@ def diskless_minimal(s: _Shape) -> Case:
 
 
 
+# ------------------------------------------------------------------------------ q35
+
+@case
+def q35_virtio(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.disk(C.DT_DRBD8)
+    s.nic()
+    s.nic(C.NIC_MODE_ROUTED)
+    return s.build("machine_version pc-q35-7.2: pcie-root, each disk and NIC behind a "
+                   "pcie-root-port of its own (ports 1-4 at slot 12, functions 0-3), four "
+                   "free ports for hotplug, ICH9 USB at slot 0x1d, AHCI at 0x1f.2; VNC with "
+                   "a tablet, guest agent, sound at their fixed pcie.0 slots",
+                   s.hvparams(machine_version="pc-q35-7.2", vnc_bind_address="127.0.0.1",
+                              use_guest_agent=True, soundhw="hda"), network_port=11021)
+
+
+@case
+def q35_many_ports(s: _Shape) -> Case:
+    for template in (C.DT_PLAIN, C.DT_PLAIN, C.DT_FILE, C.DT_RBD):
+        s.disk(template)
+    for link in ("br0", "br1", "br2"):
+        s.nic(link=link)
+    return s.build("machine_version q35, 4 disks and 3 e1000 NICs: 7 device ports and 4 "
+                   "free ones fill slot 20 (multifunction) and start slot 21; kernel boot",
+                   s.hvparams(**kernel_boot(s), machine_version="q35", nic_type="e1000",
+                              kvm_pci_reservations=20))
+
+
+@case
+def q35_cdrom_boot(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.nic()
+    return s.build("q35 booting from cdrom: the boot cdrom a SATA CD-ROM on AHCI port 0 "
+                   "(q35 has no IDE), cdrom2 a virtio disk at its fixed pcie.0 slot",
+                   s.hvparams(machine_version="pc-q35-7.2", boot_order=C.HT_BO_CDROM,
+                              cdrom_disk_type=C.HT_DISK_PARAVIRTUAL,
+                              cdrom_image_path=s.file("iso/install.iso"),
+                              cdrom2_image_path=s.file("iso/drivers.iso")))
+
+
+@case
+def q35_ide_disks(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.disk(C.DT_FILE)
+    s.nic()
+    return s.build("q35 with disk_type ide: the cdrom and the disks on AHCI ports 0-2 "
+                   "(where QEMU puts -drive if=ide on q35), the NIC behind a root port",
+                   s.hvparams(machine_version="pc-q35-7.2", disk_type=C.HT_DISK_IDE,
+                              cdrom_image_path=s.file("iso/tools.iso")))
+
+
+@case
+def q35_scsi(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.disk(C.DT_PLAIN, mode=C.DISK_RDONLY)
+    s.nic()
+    return s.build("q35 with disk_type scsi-hd on virtio-scsi (controller at its pcie.0 "
+                   "slot) and cdrom_disk_type ide: a SATA cdrom (sda), SCSI disks sdb, sdc",
+                   s.hvparams(machine_version="pc-q35-7.2", disk_type="scsi-hd",
+                              scsi_controller_type="virtio-scsi-pci",
+                              cdrom_disk_type=C.HT_DISK_IDE,
+                              cdrom_image_path=s.file("iso/tools.iso")))
+
+
 # ------------------------------------------------------------------------- Xen (libxl)
 
 @case

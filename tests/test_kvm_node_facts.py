@@ -89,8 +89,9 @@ def test_assess_parameters_warns_like_ganeti() -> None:
     tuned = hv(cpu_type="Nehalem", vhost_net=True, migration_bandwidth=1000,
                machine_version="pc-i440fx-7.2")
     assert KVMHypervisor.AssessParameters(tuned) == []
-    assert any("q35" in w for w in KVMHypervisor.AssessParameters(
-        dict(tuned, machine_version="pc-q35-7.2")))
+    assert KVMHypervisor.AssessParameters(dict(tuned, machine_version="pc-q35-7.2")) == []
+    assert any("not pinned" in w for w in KVMHypervisor.AssessParameters(
+        dict(tuned, machine_version="q35")))
     assert any("SPICE listens" in w for w in KVMHypervisor.AssessParameters(
         dict(tuned, spice_bind="0.0.0.0")))
 

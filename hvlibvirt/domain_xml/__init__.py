@@ -3,9 +3,10 @@
 No libvirt calls and no I/O here. ``builder`` assembles a domain from an instance, its
 block devices, hvparams and ``StartupOptions``; one module per element kind does the
 rest (``disks``, ``nics``, ``graphics``, ``cpu``, ``channels``, ``controllers``), with
-``addresses`` for PCI/SCSI/IDE placement, ``identity`` for aliases and input checks,
-``metadata`` for our namespace, ``parser`` for reading live XML back, and ``memo`` for
-remembering the finished trees of the two domain builders.
+``addresses`` for PCI/SCSI/IDE/SATA placement, ``pcie`` for q35's root ports and their
+hotplug pool, ``identity`` for aliases and input checks, ``metadata`` for our
+namespace, ``parser`` for reading live XML back, and ``memo`` for remembering the
+finished trees of the two domain builders.
 """
 
 from hvlibvirt.domain_xml.builder import build_domain, redacted, to_string

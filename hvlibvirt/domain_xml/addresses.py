@@ -1,10 +1,12 @@
-"""Device addresses: PCI slots on bus 0, SCSI and IDE drive addresses.
+"""Device addresses: PCI slots, SCSI, IDE and SATA drive addresses.
 
 Every PCI device gets an explicit address so libvirt never picks one: the layout is
 the same on every node, after every restart and on a migration target. Devices the
 instance always or optionally has (video, balloon, controllers, virtio cdroms) sit at
 fixed slots inside the reserved range; disks and NICs take the first free slot at or
-after ``kvm_pci_reservations``, as Ganeti's bus manager does.
+after ``kvm_pci_reservations``, as Ganeti's bus manager does. On q35 the platform
+devices keep these bus-0 slots and disks and NICs sit behind PCIe root ports
+(``domain_xml.pcie``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ VIRTIO_SERIAL_SLOT = 5
 SOUND_SLOT = 6
 CDROM_SLOTS = (7, 8)  # virtio-blk cdroms (cdrom_image_path, cdrom2_image_path)
 ALWAYS_USED = frozenset({HOST_BRIDGE_SLOT, PIIX3_SLOT})
+# The slots the platform devices above may take, never given to disks or NICs.
+PLATFORM_SLOTS = range(PIIX3_SLOT, max(CDROM_SLOTS) + 1)
 
 # libvirt's SCSI controller models, keyed by Ganeti's scsi_controller_type.
 SCSI_MODELS = {"lsi": "lsilogic", "megasas": "lsisas1078", "virtio-scsi-pci": "virtio-scsi",
@@ -36,12 +40,20 @@ SCSI_MODELS = {"lsi": "lsilogic", "megasas": "lsisas1078", "virtio-scsi-pci": "v
 _UNIT_IS_SCSI_ID = frozenset({"lsilogic", "dc390"})
 _MAX_SCSI_ID = {"lsilogic": 7, "dc390": 7, "lsisas1078": 64, "virtio-scsi": 256}
 MAX_IDE_DEVICES = 4
+MAX_SATA_DEVICES = 6  # the ports of q35's built-in ICH9 AHCI controller
 
 
-def pci(parent: etree._Element, slot: int, function: int = 0) -> etree._Element:
-    """Append ``<address type='pci' .../>`` on bus 0 to ``parent``."""
-    return etree.SubElement(parent, "address", type="pci", domain="0x0000", bus="0x00",
-                            slot=f"0x{slot:02x}", function=f"0x{function:x}")
+def is_q35(machine: str | None) -> bool:
+    """Whether the machine type (machine_version: q35, pc-q35-X) is a q35 (PCI Express)."""
+    return "q35" in (machine or "")
+
+
+def pci(parent: etree._Element, slot: int, function: int = 0, bus: int = 0
+        ) -> etree._Element:
+    """Append ``<address type='pci' .../>`` to ``parent``."""
+    return etree.SubElement(parent, "address", type="pci", domain="0x0000",
+                            bus=f"0x{bus:02x}", slot=f"0x{slot:02x}",
+                            function=f"0x{function:x}")
 
 
 def drive(parent: etree._Element, bus: int, target: int, unit: int) -> etree._Element:
@@ -81,3 +93,11 @@ def ide_drive(parent: etree._Element, index: int, what: str) -> etree._Element:
         raise HypervisorError(f"Too many IDE devices at {what} (at most {MAX_IDE_DEVICES}: "
                               "two buses with two units each)")
     return drive(parent, bus=index // 2, target=0, unit=index % 2)
+
+
+def sata_drive(parent: etree._Element, index: int, what: str) -> etree._Element:
+    """Port ``index`` of the AHCI controller (libvirt's SATA address: the port is 'unit')."""
+    if index >= MAX_SATA_DEVICES:
+        raise HypervisorError(f"Too many SATA devices at {what} (at most {MAX_SATA_DEVICES}: "
+                              "the ports of q35's AHCI controller)")
+    return drive(parent, bus=0, target=0, unit=index)

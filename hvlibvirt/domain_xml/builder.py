@@ -16,7 +16,7 @@ from lxml import etree
 
 from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import (addresses, channels, controllers, cpu, disks, graphics,
-                                  identity, inputs, memo, metadata, nics)
+                                  identity, inputs, memo, metadata, nics, pcie)
 from hvlibvirt.domain_xml.inputs import BlockDevice
 from hvlibvirt.domain_xml.options import StartupOptions
 from hvlibvirt.errors import HypervisorError
@@ -61,9 +61,9 @@ class _Layout:
     """Guest device names and bus positions handed out while devices are added."""
 
     def __init__(self, hvparams: Mapping[str, Any]) -> None:
-        self.pci = addresses.PciAllocator(
-            hvparams[C.HV_KVM_PCI_RESERVATIONS],
-            used=range(addresses.PIIX3_SLOT, max(addresses.CDROM_SLOTS) + 1))
+        reservations = hvparams[C.HV_KVM_PCI_RESERVATIONS]
+        self.pci = addresses.PciAllocator(reservations, used=addresses.PLATFORM_SLOTS)
+        self.ports = pcie.RootPorts(reservations) if disks.on_q35(hvparams) else None
         self.scsi_model = addresses.SCSI_MODELS[hvparams[C.HV_KVM_SCSI_CONTROLLER_TYPE]]
         self.names: dict[str, int] = {}
         self.positions: dict[str, int] = {}
@@ -73,17 +73,29 @@ class _Layout:
         self.names[prefix] = index + 1
         return identity.target_name(prefix, index)
 
+    def pci_device(self, elem: etree._Element, what: str) -> None:
+        """A disk's or NIC's PCI address: behind a root port of its own on q35 (where
+        it can be hot-removed), else the next free slot of bus 0."""
+        if self.ports is not None:
+            pcie.behind(elem, self.ports.take(what))
+        else:
+            addresses.pci(elem, self.pci.take(what))
+
     def place(self, elem: etree._Element, bus: str, what: str,
               pci_slot: int | None = None) -> None:
         """Give a disk-like element its address on ``bus``."""
         position = self.positions.get(bus, 0)
         self.positions[bus] = position + 1
-        if bus == "virtio":
-            addresses.pci(elem, pci_slot if pci_slot is not None else self.pci.take(what))
+        if bus == "virtio" and pci_slot is not None:
+            addresses.pci(elem, pci_slot)
+        elif bus == "virtio":
+            self.pci_device(elem, what)
         elif bus == "scsi":
             addresses.scsi_drive(elem, self.scsi_model, position, what)
         elif bus == "ide":
             addresses.ide_drive(elem, position, what)
+        elif bus == disks.SATA:
+            addresses.sata_drive(elem, position, what)
 
 
 def _boot_first(elem: etree._Element | None) -> None:
@@ -112,11 +124,12 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
     cdroms = [(number, param, disks.cdrom_type(number, hvparams))
               for number, param in disks.CDROM_PARAMS if hvparams[param]]
     # Ganeti's command line has the cdroms' -drive options before the disks', and QEMU
-    # numbers IDE drives in that order: IDE cdroms take the first IDE units (hda...).
-    on_ide = [cd for cd in cdroms if disks.CDROM_KINDS[cd[2]][1] == "ide"]
+    # numbers IDE drives in that order: IDE cdroms take the first IDE units (hda...),
+    # on q35 the first AHCI ports.
+    on_ide = [cd for cd in cdroms if disks.CDROM_KINDS[cd[2]][1] in ("ide", disks.SATA)]
     for cd in on_ide:
         add_cdrom(*cd)
-    _, bus, prefix = disks.DISK_KINDS[hvparams[C.HV_DISK_TYPE]]
+    _, bus, prefix = disks.disk_kind(hvparams)
     for index, (disk_obj, link_name, drive_uri) in enumerate(
             inputs.block_devices(block_devices)):
         elem = disks.disk(disk_obj, link_name, drive_uri, index, hvparams, layout.target(prefix))
@@ -128,16 +141,12 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
         if cd not in on_ide:
             add_cdrom(*cd)
     if hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH]:
-        elem = disks.floppy(hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH])
+        elem = disks.floppy(hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH], hvparams)
         devs.append(elem)
         first[C.HT_BO_FLOPPY] = elem
     if "scsi" in layout.positions:
         devs.append(controllers.scsi(layout.scsi_model))
     return first, ids
-
-
-def _is_q35(options: StartupOptions) -> bool:
-    return "q35" in (options.target.machine or "")
 
 
 def _devices(root: etree._Element, instance: Any, block_devices: Sequence[BlockDevice],
@@ -151,14 +160,18 @@ def _devices(root: etree._Element, instance: Any, block_devices: Sequence[BlockD
     first, identity_list = _storage(devs, block_devices, hvparams, layout)
     for index, nic in enumerate(inputs.nic_list(instance)):
         elem = nics.interface(nic, index, hvparams, options.linux_bridge_vlans)
-        addresses.pci(elem, layout.pci.take(f"NIC {index}"))
+        layout.pci_device(elem, f"NIC {index}")
         devs.append(elem)
         first.setdefault(C.HT_BO_NETWORK, elem)
         identity_list.append(("nic", nic.uuid, elem.find("alias").get("name")))
     if not hvparams[C.HV_KERNEL_PATH]:
         _boot_first(first.get(hvparams[C.HV_BOOT_ORDER]))
 
-    if not _is_q35(options):  # q35 has no PIIX3; libvirt places its USB controller
+    if layout.ports is not None:
+        devs.extend(layout.ports.elements(options.pcie_hotplug_ports))
+        devs.extend(controllers.q35_usb())
+        devs.append(controllers.sata())
+    else:
         devs.append(controllers.usb())
     has_vnc, has_spice = options.vnc_listen is not None, options.spice_listen is not None
     devs.extend(graphics.inputs(hvparams, has_vnc))

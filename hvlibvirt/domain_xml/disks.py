@@ -32,6 +32,9 @@ REFUSED_DISK_TYPES = {
     "scsi-generic": "libvirt passes SCSI devices through as scsi-block (disk_type=scsi-block)"
                     " or as a host adapter <hostdev>, which a Ganeti disk path cannot name",
 }
+# q35 has no IDE controller: QEMU puts Ganeti's -drive if=ide on the ports of its
+# built-in AHCI controller, and libvirt refuses the ide bus there.
+SATA = "sata"
 # The kind of a cdrom (see cdrom_type) -> (device, bus, prefix).
 # libvirt refuses device='cdrom' on virtio, so a virtio cdrom is a read-only virtio disk.
 CDROM_KINDS = {
@@ -39,8 +42,23 @@ CDROM_KINDS = {
     C.HT_DISK_IDE: ("cdrom", "ide", "hd"),
     "scsi-cd": ("cdrom", "scsi", "sd"),
     "scsi-hd": ("cdrom", "scsi", "sd"),
+    SATA: ("cdrom", SATA, "sd"),  # what ide means on q35
 }
+NO_Q35_FLOPPY = ("q35 machines have no floppy controller (QEMU gives them none); use a "
+                 "cdrom image, or machine_version pc")
 CDROM_PARAMS = ((1, C.HV_CDROM_IMAGE_PATH), (2, C.HV_KVM_CDROM2_IMAGE_PATH))
+
+
+def on_q35(hvparams: Mapping[str, Any]) -> bool:
+    return addresses.is_q35(hvparams[C.HV_KVM_MACHINE_VERSION])
+
+
+def disk_kind(hvparams: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(device, bus, name prefix) of the instance disks: disk_type's, IDE as SATA on q35."""
+    device, bus, prefix = DISK_KINDS[hvparams[C.HV_DISK_TYPE]]
+    if bus == "ide" and on_q35(hvparams):
+        return device, SATA, "sd"
+    return device, bus, prefix
 
 
 def _driver(elem: etree._Element, hvparams: Mapping[str, Any], cache: str | None,
@@ -102,10 +120,10 @@ def disk(disk_obj: Any, link_name: str | None, drive_uri: str | None, index: int
     dev_uuid = getattr(disk_obj, "uuid", None)
     alias = identity.device_alias("disk", dev_uuid)
     template, mode = _template_and_mode(disk_obj, what)
-    device, bus, _ = DISK_KINDS[hvparams[C.HV_DISK_TYPE]]
-    if bus == "ide" and mode == C.DISK_RDONLY:
-        raise HypervisorError(f"{what} is read-only, which IDE hard disks cannot be "
-                              "(use disk_type paravirtual or scsi-hd)")
+    device, bus, _ = disk_kind(hvparams)
+    if bus in ("ide", SATA) and mode == C.DISK_RDONLY:
+        raise HypervisorError(f"{what} is read-only, which {bus.upper()} hard disks cannot "
+                              "be (use disk_type paravirtual or scsi-hd)")
     params = inputs.disk_params(disk_obj, what)
     userspace = params.get(C.LDP_ACCESS) == C.DISK_USERSPACE and drive_uri
     elem = etree.Element("disk", type="block", device=device)  # type settled below
@@ -146,13 +164,17 @@ def boots_from_cdrom(hvparams: Mapping[str, Any]) -> bool:
 def cdrom_type(number: int, hvparams: Mapping[str, Any]) -> str:
     """The disk type cdrom ``number`` goes on (a key of CDROM_KINDS): IDE for the cdrom
     the instance boots from, else cdrom_disk_type (disk_type when that is empty), as
-    Ganeti does. HypervisorError when that type has no cdrom device."""
+    Ganeti does; SATA where that is IDE on q35. HypervisorError when that type has no
+    cdrom device."""
+    ide = SATA if on_q35(hvparams) else C.HT_DISK_IDE
     if number == 1 and boots_from_cdrom(hvparams):
         # A BIOS boots an ISO El Torito-style from an ATAPI drive only; Ganeti's
         # -boot d puts that cdrom on if=ide whatever cdrom_disk_type says.
-        return C.HT_DISK_IDE
+        return ide
     kind = hvparams[C.HV_KVM_CDROM_DISK_TYPE] or hvparams[C.HV_DISK_TYPE]
-    if kind not in CDROM_KINDS:
+    if kind == C.HT_DISK_IDE:
+        return ide
+    if kind not in CDROM_KINDS or kind == SATA:
         source = ("cdrom_disk_type" if hvparams[C.HV_KVM_CDROM_DISK_TYPE] else
                   "disk_type, as cdrom_disk_type is empty")
         raise HypervisorError(f"{CDROM_PARAMS[number - 1][1]} would be on {kind!r} (from "
@@ -182,7 +204,9 @@ def cdrom(number: int, image: str, cdrom_type: str, target: str) -> etree._Eleme
     return elem
 
 
-def floppy(image: str) -> etree._Element:
+def floppy(image: str, hvparams: Mapping[str, Any]) -> etree._Element:
+    if on_q35(hvparams):
+        raise HypervisorError(f"Parameter 'floppy_image_path' is set, but {NO_Q35_FLOPPY}")
     elem = etree.Element("disk", type="file", device="floppy")
     etree.SubElement(elem, "driver", name="qemu", type="raw")
     etree.SubElement(elem, "source", file=identity.absolute_path(image, "floppy_image_path"))

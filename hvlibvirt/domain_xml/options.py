@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hvlibvirt.domain_xml.pcie import DEFAULT_HOTPLUG_PORTS
+
 
 @dataclass(frozen=True)
 class GuestTarget:
@@ -44,3 +46,5 @@ class StartupOptions:
     linux_bridge_vlans: bool = True
     # A file that keeps everything the serial console printed (virtlogd writes it).
     serial_log: str | None = None
+    # q35 only: empty PCIe root ports for hot-added disks and NICs (hvlibvirt.conf).
+    pcie_hotplug_ports: int = DEFAULT_HOTPLUG_PORTS
