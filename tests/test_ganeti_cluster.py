@@ -483,6 +483,26 @@ def test_watcher_restarts_a_killed_instance(ganeti_cluster: Cluster, inst1: str)
     assert state(ganeti_cluster, inst1)[1:] == ("running", "Y")
 
 
+@pytest.mark.parametrize("signal", ["TERM", "KILL"])
+def test_reboot_and_watcher_after_qemu_ends_on_a_signal(ganeti_cluster: Cluster, inst1: str,
+                                                        signal: str) -> None:
+    """QEMU ends on SIGTERM or SIGKILL (user_shutdown off): Ganeti shows ERROR_down;
+    ``gnt-instance reboot`` starts it, and after the next death the watcher does."""
+    name = ganeti_cluster.fqdn(inst1)
+    console = ganeti_cluster.serial_log("gnta", inst1)
+    for then in (["gnt-instance", "reboot", name], ["ganeti-watcher"]):
+        ensure_running(ganeti_cluster, inst1)
+        # "[g]": the pattern must not match the command line that runs pkill itself.
+        ganeti_cluster.run("gnta", ["pkill", f"-{signal}", "-f", f"[g]uest={name},"])
+        wait_for(lambda: state(ganeti_cluster, inst1)[1:] == ("ERROR_down", "N"), HOTPLUG_S,
+                 "ERROR_down")
+        mark = console.mark()
+        with step(f"SIG{signal}, then {then[0]} {' '.join(then[1:2])}"):
+            ganeti_cluster.run("gnta", then, timeout=300)
+        console.wait("HVL-READY", BOOT_S, since=mark)
+        assert state(ganeti_cluster, inst1)[1:] == ("running", "Y")
+
+
 def test_disable_gives_back_hv_kvm_which_starts_the_same_instance(ganeti_cluster: Cluster, inst1: str) -> None:
     name = ganeti_cluster.fqdn(inst1)
     ensure_running(ganeti_cluster, inst1)
