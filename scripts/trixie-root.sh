@@ -70,6 +70,9 @@ run_inside() {
     mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
     mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
     mount -t tmpfs -o mode=755 tmpfs "$root/run"
+    # What a booted system has in /run (systemd-tmpfiles makes it): /var/lock points to
+    # /run/lock, where libvirt locks the pty of a serial console.
+    mkdir -m 1777 "$root/run/lock"
     mkdir -p "$root/.oldroot"
     cd "$root"
     pivot_root . .oldroot
