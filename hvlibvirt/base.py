@@ -282,8 +282,8 @@ class BaseHypervisor(migration.MigrationMethods):
                 if attempt:
                     connection.drop_dead()
                     dom = self._conn().lookupByName(name)
-                if dom.isActive():
-                    dom.destroy()
+                if dom.isActive():  # a restarted libvirtd may end it meanwhile (_destroy)
+                    self._destroy(dom)
                 dom.undefine()
                 return
             except libvirt.libvirtError as err:

@@ -88,11 +88,18 @@ def attach(dom: libvirt.virDomain, elem: etree._Element, what: str) -> None:
                 raise HotplugError(f"{what}: the persistent definition refused the device: "
                                    f"{err.get_error_message()}") from err
     except (HypervisorError, libvirt.libvirtError) as err:
-        detach_now(dom, alias)
-        if isinstance(err, HotplugError):
+        undone = detach_now(dom, alias)
+        if isinstance(err, HotplugError) and undone:
             raise
-        reason = err.get_error_message() if isinstance(err, libvirt.libvirtError) else err
-        raise HotplugError(f"{what}: {reason}") from err
+        if isinstance(err, HotplugError):
+            message = str(err)
+        else:
+            reason = err.get_error_message() if isinstance(err, libvirt.libvirtError) else err
+            message = f"{what}: {reason}"
+        if not undone:
+            message += ("; taking it back out failed too, so the running instance may keep "
+                        "it until it stops")
+        raise HotplugError(message) from err
 
 
 def detach(dom: libvirt.virDomain, alias: str, flags: int) -> None:
@@ -112,12 +119,18 @@ def detach(dom: libvirt.virDomain, alias: str, flags: int) -> None:
     dom.detachDeviceFlags(etree.tostring(elem, encoding="unicode"), flags)
 
 
-def detach_now(dom: libvirt.virDomain, alias: str) -> None:
-    """Best-effort rollback of a device the guest has not started using."""
-    try:
-        detach(dom, alias, _LIVE)
-    except libvirt.libvirtError as err:
-        log.warning("Rolling back %s on %s failed: %s", alias, dom.name(), err)
+def detach_now(dom: libvirt.virDomain, alias: str) -> bool:
+    """Best-effort rollback of a device the guest has not started using; False when it
+    failed. Asked twice, as ``unrecord`` asks: the device is live only, in neither the
+    definition nor our metadata, so nothing would take it away later."""
+    for _attempt in range(2):
+        try:
+            detach(dom, alias, _LIVE)
+            return True
+        except libvirt.libvirtError as err:
+            reason = err
+    log.warning("Rolling back %s on %s failed: %s", alias, dom.name(), reason)
+    return False
 
 
 def remove(dom: libvirt.virDomain, alias: str, timeout: float,

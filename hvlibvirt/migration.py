@@ -533,7 +533,8 @@ class MigrationMethods:
                 libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
             if domains.is_active_state(state) and not incoming:
                 raise HypervisorError(f"Instance {name} runs here although its migration "
-                                      "was reported failed; refusing to destroy it")
+                                      "was reported failed; refusing to destroy it (libvirt "
+                                      f"state {state}, reason {reason})")
             ownership.forget(self.uri, dom)
             try:
                 if dom.isActive():

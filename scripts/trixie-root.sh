@@ -30,6 +30,12 @@ create() {
     return
   fi
   mkdir -p "$(dirname "$root")"
+  # Built beside the root and renamed into place when complete: an interrupted build
+  # (CI cancelled, mirror down) must not leave a half-made root that the check above
+  # would take for a cached one.
+  local final=$root
+  root=$final.partial
+  rm -rf --one-file-system "$root"
   debootstrap --variant=minbase --include=ca-certificates trixie "$root" "$mirror"
   # Packages installed inside must not start services (Debian's policy-rc.d convention).
   printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
@@ -39,6 +45,8 @@ create() {
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
     run_inside update-ca-certificates >/dev/null
   fi
+  mv "$root" "$final"
+  root=$final
   echo "$root"
 }
 
@@ -62,6 +70,9 @@ run_inside() {
     mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
     mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
     mount -t tmpfs -o mode=755 tmpfs "$root/run"
+    # What a booted system has in /run (systemd-tmpfiles makes it): /var/lock points to
+    # /run/lock, where libvirt locks the pty of a serial console.
+    mkdir -m 1777 "$root/run/lock"
     mkdir -p "$root/.oldroot"
     cd "$root"
     pivot_root . .oldroot
@@ -79,6 +90,6 @@ case $cmd in
   create) create ;;
   checkout) checkout ;;
   run) [ $# -gt 0 ] || set -- /bin/bash; run_inside "$@" ;;
-  remove) rm -rf --one-file-system "$root" ;;
+  remove) rm -rf --one-file-system "$root" "$root.partial" ;;
   *) sed -n '2,9p' "$0" >&2; exit 2 ;;
 esac

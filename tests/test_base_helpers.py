@@ -531,3 +531,37 @@ def test_get_hypervisor_class_unknown(name):
 def test_hypervisor_names_are_ganetis():
     assert (C.HT_KVM, C.HT_XEN_PVM, C.HT_XEN_HVM) == ("kvm", "xen-pvm", "xen-hvm")
     assert C.HYPER_TYPES == {"kvm", "xen-pvm", "xen-hvm"}
+
+
+class _EndedMeanwhile:
+    """A domain a restarted libvirtd ends between isActive() and destroy() (libvirt 11
+    reconnects to the QEMU of an interrupted start, then finds it gone)."""
+
+    def __init__(self) -> None:
+        self.active, self.undefined = True, False
+
+    def UUIDString(self) -> str:  # noqa: N802 - libvirt's names
+        return "5e1f0000-0000-4000-8000-000000000001"
+
+    def name(self) -> str:
+        return "ended"
+
+    def isActive(self) -> bool:  # noqa: N802
+        return self.active
+
+    def destroy(self) -> None:
+        self.active = False
+        message = "Requested operation is not valid: domain is not running"
+        err = libvirt.libvirtError(message)
+        err.err = (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_FROM_QEMU, message,
+                   libvirt.VIR_ERR_ERROR, None, None, None, 0, 0)
+        raise err
+
+    def undefine(self) -> None:
+        self.undefined = True
+
+
+def test_a_failed_start_is_undefined_when_the_domain_ended_meanwhile() -> None:
+    dom = _EndedMeanwhile()
+    KVMHypervisor(uri="test:///default")._undo_start(dom, dom.name())
+    assert dom.undefined

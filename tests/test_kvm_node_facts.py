@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import libvirt
 import pytest
+from lxml import etree
 
 from hvlibvirt import constants as C
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
-from hvlibvirt.kvm_node import (choose_target, dac_label, read_password, resolve_bind,
-                                vnc_listen, vnc_password)
+from hvlibvirt.kvm_node import (choose_target, dac_label, disk_buses, read_password,
+                                resolve_bind, vnc_listen, vnc_password)
 
 DEFAULTS = C.HVC_DEFAULTS[C.HT_KVM]
 
@@ -108,3 +110,36 @@ def test_host_cpu_needs_kvm() -> None:
     with pytest.raises(HypervisorError, match="'cpu_type' is 'host'.*'kvm_flag'"):
         KVMHypervisor.CheckParameterSyntax(hv(cpu_type="host", kvm_flag="disabled"))
     KVMHypervisor.CheckParameterSyntax(hv(cpu_type="host", kvm_flag="enabled"))
+
+
+class _Caps:
+    """A connection answering getDomainCapabilities with ``answer`` (an exception is raised)."""
+
+    def __init__(self, answer: str | Exception) -> None:
+        self.answer = answer
+
+    def getDomainCapabilities(self, *_args) -> str:  # noqa: N802 - libvirt's name
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize("devices,expected", [
+    # QEMU's driver: the buses it offers
+    ("<disk supported='yes'><enum name='bus'><value>virtio</value><value>scsi</value></enum>"
+     "</disk>", frozenset({"virtio", "scsi"})),
+    ("<disk supported='no'/>", frozenset()),  # no disks at all
+    # libvirt 11's test driver: an empty device list says nothing about disks
+    ("", None)], ids=["qemu", "no-disks", "test-driver"])
+def test_disk_buses_from_domain_capabilities(devices: str, expected) -> None:
+    # a machine of its own per case: the answers are cached per emulator and machine
+    root = etree.fromstring(f"<domain type='test'><name>d</name><os><type arch='x86_64' "
+                            f"machine='m-{len(devices)}'>hvm</type></os></domain>")
+    caps = f"<domainCapabilities><devices>{devices}</devices></domainCapabilities>"
+    assert disk_buses(_Caps(caps), "test:///caps", root) == expected
+
+
+def test_disk_buses_unknown_when_the_driver_has_no_domain_capabilities() -> None:
+    root = etree.fromstring("<domain type='test'><os><type arch='x86_64' machine='m-none'>hvm"
+                            "</type></os></domain>")
+    assert disk_buses(_Caps(libvirt.libvirtError("not supported")), "test:///none", root) is None

@@ -75,6 +75,35 @@ def test_xen_console_reports_are_found_after_the_shell_prompt() -> None:
     assert lab.last_dev("g") == {"blk": "xvda", "net": "eth0,lo", "mem": "124952"}
 
 
+def test_guest_modules_from_either_debian_kernel_layout(tmp_path: Path) -> None:
+    """Debian 12's kernel package: lib/modules, .ko; Debian 13's: usr/lib/modules, .ko.xz,
+    virtio_pci built in. The builder finds either tree, needs no file for a built-in
+    module (and refuses one that is neither), and puts modules uncompressed in the
+    initramfs."""
+    import lzma
+
+    from lab.guest import _copy_module, _module_closure, _modules_root
+
+    mods = tmp_path / "deb13" / "usr/lib/modules" / "6.12.0-cloud"
+    (mods / "kernel/drivers").mkdir(parents=True)
+    (mods / "modules.dep").write_text(
+        "kernel/drivers/virtio_blk.ko.xz:\n"
+        "kernel/drivers/sd_mod.ko.xz: kernel/drivers/scsi_mod.ko.xz\n"
+        "kernel/drivers/scsi_mod.ko.xz:\n")
+    (mods / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n")
+    (mods / "kernel/drivers/sd_mod.ko.xz").write_bytes(lzma.compress(b"\x7fELF sd_mod"))
+    assert _modules_root(tmp_path / "deb13") == mods.parent
+    files, optional = _module_closure(mods, ("virtio_pci", "sd_mod"), ("e1000",))
+    assert files == ["kernel/drivers/scsi_mod.ko.xz", "kernel/drivers/sd_mod.ko.xz"]
+    assert optional == []
+    with pytest.raises(RuntimeError, match="virtio_net"):
+        _module_closure(mods, ("virtio_net",), ())
+    _copy_module(mods / "kernel/drivers/sd_mod.ko.xz", tmp_path / "initramfs")
+    assert (tmp_path / "initramfs/sd_mod.ko").read_bytes() == b"\x7fELF sd_mod"
+    (tmp_path / "deb12/lib/modules").mkdir(parents=True)
+    assert _modules_root(tmp_path / "deb12") == tmp_path / "deb12/lib/modules"
+
+
 def test_a_device_whose_size_the_guest_could_not_read_is_listed_without_a_size() -> None:
     """The guest lists a disk being hot-removed but its size file is already gone."""
     dev = parse_dev("blk=vda,vdb net=eth0,lo mem=94780 size=vda:131072,vdb:")

@@ -7,12 +7,16 @@ a failure. The method must then succeed or raise our
 ``HypervisorError`` (``HotplugError`` for hotplug), carrying libvirt's message, within
 a bounded time; and what the next ListInstances/GetInstanceInfo reports must match
 libvirt's own view (read without faults), a refused start must leave no domain, and a
-refused hotplug must leave the live XML, the definition and our metadata as they were.
+refused hotplug must leave the live XML, the definition and our metadata as they were
+(a refused removal may have happened live: then the device must still be defined and
+recorded, so that the next hotplug call settles it).
 
-The test driver cannot attach, detach, resize or update devices, so every hotplug
-change ends refused here (the refusal paths, and everything before them, are what is
-covered); it sends no REBOOT event (the reboot's reset fallback runs) and has no
-migration (MigrateInstance's helper is a stand-in that fails).
+libvirt 9's test driver cannot attach, detach, resize or update devices, so every
+hotplug change ends refused there (the refusal paths, and everything before them, are
+what is covered); libvirt 11's attaches and detaches live but refuses the definition
+(AFFECT_CONFIG), so its hot-adds are undone and its removals left to settle. It sends
+no REBOOT event (the reboot's reset fallback runs) and has no migration
+(MigrateInstance's helper is a stand-in that fails).
 """
 
 from __future__ import annotations
@@ -234,6 +238,22 @@ def _libvirt_view(raw: libvirt.virConnect, name: str) -> tuple[str, str, bool] |
             bool(dom.isActive()))
 
 
+REMOVALS = ("HotDelDevice", "HotModDevice")  # cases removing the instance's first NIC
+
+
+def _left_to_settle(view: tuple[str, str, bool] | None, alias: str) -> bool:
+    """Whether ``alias`` is gone from the live domain but still in the definition and
+    our metadata: a removal done live whose definition update failed, which the next
+    hotplug call's ``settle`` finishes."""
+    if view is None:
+        return False
+    live, config = (etree.fromstring(xml.encode()) for xml in view[:2])
+    meta = metadata.find(live)
+    recorded = meta is not None and alias in [d[2] for d in metadata.parse(meta).devices]
+    return (recorded and not live.xpath("devices/*[alias/@name=$a]", a=alias)
+            and bool(config.xpath("devices/*[alias/@name=$a]", a=alias)))
+
+
 def _check_consistent(hv: BaseHypervisor, raw: libvirt.virConnect, name: str,
                       where: str) -> None:
     """What the library reports of ``name`` is what libvirt has."""
@@ -304,8 +324,9 @@ def test_libvirt_failing_at_every_call(hv_name: str, index: int, faults: Faults,
             after = _libvirt_view(raw, inst.name)
             if case.method == "StartInstance" and raised is not None:
                 assert after is None, f"{where}: a refused start left a domain; calls {calls}"
-            if case.method in HOTPLUG_METHODS and raised is not None:
-                assert after == before, \
+            if case.method in HOTPLUG_METHODS and raised is not None and after != before:
+                alias = device_alias(C.HOTPLUG_TARGET_NIC, inst.nics[0].uuid)
+                assert case.method in REMOVALS and _left_to_settle(after, alias), \
                     f"{where}: a refused hotplug changed the domain; calls {calls}"
             fail_at += 1
     finally:
@@ -358,6 +379,49 @@ class FakeQemuDomain(FakeLibxlDomain):
             devices.remove(dev)
             return
         raise libvirt.libvirtError(f"no device with alias {alias}")
+
+
+class _LiveOnlyDomain(FakeQemuDomain):
+    """libvirt 11's test driver: it attaches and detaches live but refuses the persistent
+    definition (AFFECT_CONFIG); its first ``detach_failures`` detaches fail."""
+
+    def __init__(self, xml: str, detach_failures: int) -> None:
+        super().__init__(xml)
+        self.detach_failures = detach_failures
+
+    @staticmethod
+    def _error(message: str) -> libvirt.libvirtError:
+        err = libvirt.libvirtError(message)
+        err.err = (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_NONE, message,
+                   libvirt.VIR_ERR_ERROR, None, None, None, 0, 0)
+        return err
+
+    def attachDeviceFlags(self, xml: str, flags: int) -> None:  # noqa: N802
+        if flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG:
+            raise self._error("unsupported flags (0x2)")
+        super().attachDeviceFlags(xml, flags)
+
+    def detachDeviceAlias(self, alias: str, flags: int) -> None:  # noqa: N802
+        if self.detach_failures:
+            self.detach_failures -= 1
+            raise self._error(INJECTED)
+        super().detachDeviceAlias(alias, flags)
+
+
+@pytest.mark.parametrize("detach_failures", [0, 1, 2])
+def test_a_live_attach_the_definition_refuses_is_taken_back(detach_failures: int) -> None:
+    """Undone even when its first detach fails (a device only live is in no record or
+    definition that would take it away later); when both fail, the error says that the
+    instance may keep it."""
+    dom = _LiveOnlyDomain("<domain type='kvm'><name>g</name><devices/></domain>",
+                          detach_failures)
+    nic = etree.fromstring("<interface type='bridge'><mac address='aa:00:00:00:77:09'/>"
+                           "<source bridge='br1'/><alias name='ua-nic-9'/></interface>")
+    with pytest.raises(HotplugError, match="persistent definition refused") as caught:
+        hotplug.attach(dom, nic, "hot-add of nic 9")
+    kept = detach_failures > 1
+    assert bool(dom.live.xpath("devices/*[alias/@name='ua-nic-9']")) == kept
+    assert ("may keep it until it stops" in str(caught.value)) == kept
 
 
 def _where(fake: FakeLibxlDomain, alias: str) -> tuple[bool, bool, bool, bool]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import glob
 import logging
 import os
 import re
@@ -69,10 +70,12 @@ IPOLICY_BOUNDS = ("min:disk-size=16,memory-size=64,cpu-count=1,disk-count=1,nic-
                   "spindle-use=12")
 REQUIRED_TOOLS = ("gnt-cluster", "sshd", "ssh-keygen", "socat", "losetup", "apt-get", "dpkg-divert")
 GNT_TIMEOUT_S = 300.0
-# Host paths a leaking node would write; the leak check compares them before and after.
+# Host paths a leaking node would write (the installed Ganeti's hypervisor map: 3.0 on
+# Debian 12, 3.1 on 13); the leak check compares them before and after.
 WATCHED_PATHS = ("/etc/ganeti", "/etc/hvlibvirt", "/etc/ssh", "/etc/hosts", "/etc/passwd", "/etc/group",
                  "/var/lib/ganeti", "/var/log/ganeti", "/srv", "/root/.ssh", "/run/ganeti", "/run/sshd.pid",
-                 "/var/lib/dpkg/diversions", "/usr/share/ganeti/3.0/ganeti/hypervisor",
+                 "/var/lib/dpkg/diversions",
+                 *sorted(glob.glob("/usr/share/ganeti/[0-9]*/ganeti/hypervisor")),
                  "/usr/lib/python3/dist-packages/hvlibvirt", "/usr/bin/hvlibvirt", "/var/log/hvlibvirt")
 
 _DEV_DISK_MOUNTPOINT = HostMountpoints((DEV_DISK,), "cluster-mountpoints")
@@ -177,6 +180,8 @@ def host_snapshot(paths: tuple[str, ...] = WATCHED_PATHS) -> dict[str, tuple[int
     for top in paths:
         if os.path.isdir(top) and not os.path.islink(top):
             for dirpath, dirnames, filenames in os.walk(top):
+                # Not the checkout (in /srv in the trixie root): the run writes caches there.
+                dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) != str(REPO)]
                 for name in dirnames + filenames:
                     full = os.path.join(dirpath, name)
                     snap[full] = _stat_sig(full)

@@ -27,6 +27,7 @@ import gzip
 import hashlib
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -46,6 +47,8 @@ BUSYBOX = Path("/bin/busybox")
 # Arguments the guest kernel needs; quiet keeps the serial log small and fast under TCG.
 KERNEL_CMDLINE = "console=ttyS0 quiet panic=-1"
 
+# Present at every boot: loaded by /init, unless the kernel has them built in (Debian 13's
+# cloud kernel builds virtio_pci and virtio_console in).
 REQUIRED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_balloon", "virtio_scsi",
                     "sd_mod", "virtio_console", "button", "evdev")
 # Shipped when the kernel has them (the cloud kernel has none of the NIC/LSI ones),
@@ -187,7 +190,7 @@ def _ensure_kernel(kdir: Path) -> tuple[Path, str, Path]:
         os.replace(debs[0], deb)
     with tempfile.TemporaryDirectory(dir=kdir) as tmp:
         _run(["dpkg-deb", "-x", str(deb), tmp])
-        versions = os.listdir(Path(tmp, "lib", "modules"))
+        versions = os.listdir(_modules_root(Path(tmp)))
         if len(versions) != 1:
             raise RuntimeError(f"{deb.name}: expected one module tree, found {versions}")
         version = versions[0]
@@ -199,18 +202,41 @@ def _ensure_kernel(kdir: Path) -> tuple[Path, str, Path]:
     return vmlinuz, version, deb
 
 
+def _modules_root(tree: Path) -> Path:
+    """The ``modules`` directory of an unpacked kernel package: lib/modules up to Debian 12,
+    usr/lib/modules from Debian 13 (merged /usr)."""
+    for candidate in (tree / "lib" / "modules", tree / "usr" / "lib" / "modules"):
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError(f"no lib/modules or usr/lib/modules in {tree}")
+
+
+def _module_name(path: str) -> str:
+    return re.sub(r"\.ko(\..*)?$", "", os.path.basename(path)).replace("-", "_")
+
+
+def builtin_modules(modules_dir: Path) -> set[str]:
+    """The modules this kernel has built in (its modules.builtin)."""
+    listing = modules_dir / "modules.builtin"
+    if not listing.exists():
+        return set()
+    return {_module_name(line) for line in listing.read_text().split()}
+
+
 def _module_closure(modules_dir: Path, required: tuple[str, ...],
                     optional: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """(module files relative to modules_dir incl. dependencies, optional modules available)."""
+    """(module files relative to modules_dir incl. dependencies, optional modules available).
+    A required module the kernel has built in needs no file."""
     deps: dict[str, tuple[str, list[str]]] = {}
     for line in (modules_dir / "modules.dep").read_text().splitlines():
         path, _, rest = line.partition(":")
-        name = re.sub(r"\.ko(\..*)?$", "", os.path.basename(path)).replace("-", "_")
-        deps[name] = (path, rest.split())
+        deps[_module_name(path)] = (path, rest.split())
     by_path = {path: name for name, (path, _) in deps.items()}
-    missing = [m for m in required if m not in deps]
+    builtin = builtin_modules(modules_dir)
+    missing = [m for m in required if m not in deps and m not in builtin]
     if missing:
-        raise RuntimeError(f"kernel lacks required modules {missing} (built in? check modules.builtin)")
+        raise RuntimeError(f"kernel lacks required modules {missing} (neither a file nor built in)")
+    required = tuple(m for m in required if m in deps)
     available = [m for m in optional if m in deps]
     skipped = [m for m in optional if m not in deps]
     if skipped:
@@ -252,21 +278,39 @@ def _initrd_key(version: str) -> str:
 def unpack_modules(deb: Path, version: str, tree: Path) -> Path:
     """Unpack the kernel .deb into ``tree``; its module directory, with modules.dep."""
     _run(["dpkg-deb", "-x", str(deb), str(tree)])
-    mod_src = tree / "lib" / "modules" / version
+    mod_src = _modules_root(tree) / version
     if not (mod_src / "modules.dep").exists():
         # Debian generates modules.dep in postinst, which never runs for an unpacked .deb.
+        # depmod -b reads <base>/lib/modules; a merged-/usr package (Debian 13) has only
+        # usr/lib, so lib points there as on the installed system.
+        if not (tree / "lib").exists():
+            (tree / "lib").symlink_to("usr/lib")
         _run([str(BUSYBOX), "depmod", "-b", str(tree), version])
     return mod_src
+
+
+def _copy_module(src: Path, dst_dir: Path) -> None:
+    """Copy a module into ``dst_dir``, uncompressed (Debian 13 ships .ko.xz): the guest's
+    busybox then needs no decompressor and TCG no time to unpack it at every boot."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    if src.suffix == ".xz":
+        (dst_dir / src.stem).write_bytes(lzma.decompress(src.read_bytes()))
+    elif src.suffix == ".gz":
+        (dst_dir / src.stem).write_bytes(gzip.decompress(src.read_bytes()))
+    elif src.suffix == ".ko":
+        shutil.copyfile(src, dst_dir / src.name)
+    else:
+        raise RuntimeError(f"{src}: a module compression the lab guest cannot unpack")
 
 
 def fill_initramfs(root: Path, mod_src: Path, version: str, files: list[str],
                    boot_modules: tuple[str, ...]) -> None:
     """Copy the module ``files`` (and their index) and busybox with its applet links into
-    ``root``; /etc/hvl-modules lists what /init loads at every boot."""
+    ``root``; /etc/hvl-modules lists what /init loads at every boot (``boot_modules``
+    but those the kernel has built in)."""
     mod_dst = root / "lib" / "modules" / version
     for rel in files:
-        (mod_dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(mod_src / rel, mod_dst / rel)
+        _copy_module(mod_src / rel, (mod_dst / rel).parent)
     for extra in ("modules.builtin", "modules.order", "modules.builtin.modinfo"):
         if (mod_src / extra).exists():
             shutil.copyfile(mod_src / extra, mod_dst / extra)
@@ -276,7 +320,9 @@ def fill_initramfs(root: Path, mod_src: Path, version: str, files: list[str],
     for applet in _run([str(BUSYBOX), "--list"]).stdout.split():
         if applet != "busybox":
             (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "hvl-modules").write_text("\n".join(boot_modules) + "\n")
+    builtin = builtin_modules(mod_src)
+    (root / "etc" / "hvl-modules").write_text(
+        "".join(f"{m}\n" for m in boot_modules if m not in builtin))
 
 
 def _build_initrd(deb: Path, version: str, out: Path, work: Path) -> list[str]:
