@@ -338,6 +338,17 @@ def _add(dom: libvirt.virDomain, kind: str, dev_uuid: str, elem: etree._Element,
         raise HotplugError(str(err)) from err
 
 
+def settled_device(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain,
+                   alias: str, what: str) -> etree._Element:
+    """``settle``, then the live element of the device a modify changes (HotplugError
+    if the instance has none: ``what`` names it)."""
+    settle(dom, root, live)
+    found = device_element(root, alias)
+    if found is None:
+        raise HotplugError(f"Cannot find {what} in instance {dom.name()}")
+    return found
+
+
 def device_element(root: etree._Element, alias: str) -> etree._Element | None:
     """The live device element carrying ``alias``."""
     found = root.xpath("devices/*[alias/@name=$alias]", alias=alias)

@@ -468,11 +468,8 @@ class KVMHypervisor(BaseHypervisor):
                 new = nics.interface(device, seq, hvp, self._linux_bridge_vlans())
             except HypervisorError as err:
                 raise HotplugError(f"{what}: {err}") from None
-            hotplug.settle(dom, root, live)
-            old = hotplug.device_element(root, alias)
-            if old is None:
-                raise HotplugError(f"Cannot find NIC with UUID {device.uuid} in instance "
-                                   f"{instance.name}")
+            old = hotplug.settled_device(dom, root, live, alias,
+                                         f"NIC with UUID {device.uuid}")
             new.append(copy.deepcopy(old.find("address")))
             if new.find("mac").get("address") == old.find("mac").get("address") and \
                     new.get("type") == old.get("type") and self._update_nic(dom, new, what):

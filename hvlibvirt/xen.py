@@ -368,11 +368,8 @@ class XenHypervisor(BaseHypervisor):
                                             extra, seq, what)
             except HypervisorError as err:
                 raise HotplugError(f"{what}: {err}") from None
-            hotplug.settle(dom, root, live)
-            old = hotplug.device_element(root, alias)
-            if old is None:
-                raise HotplugError(f"Cannot find NIC with UUID {device.uuid} in instance "
-                                   f"{instance.name}")
+            old = hotplug.settled_device(dom, root, live, alias,
+                                         f"NIC with UUID {device.uuid}")
             if old.xpath("model/@type") != new.xpath("model/@type"):
                 # The guest would get a netfront NIC in place of its emulated card.
                 raise HotplugError(f"{what}: libxl hot-plugs netfront NICs only, and this "
