@@ -35,6 +35,7 @@ from hvlibvirt.objects import NIC  # noqa: E402
 from lab.daemon import standalone_lab  # noqa: E402
 from lab.guest import build_guest, default_cache_dir  # noqa: E402
 from lab.instances import BOOT, READY, Running, start  # noqa: E402
+from lab.serial import SerialTimeout  # noqa: E402
 
 # What may differ between the warm-up and the end (the event loop thread and libvirt's
 # own buffers are taken in the warm-up).
@@ -87,6 +88,8 @@ class Soak:
         self.ready = [False] * guests
         self.marks = [0] * guests  # serial log offsets of each guest's latest boot
         self.boot_waits: list[float] = []
+        self.stuck: list[str] = []  # guests that never booted after a start or reset
+        self.last = ["start"] * guests  # each guest's latest reboot or restart
         self.done: Counter[str] = Counter()
         self.seq = 100
 
@@ -94,15 +97,24 @@ class Soak:
         """The guest, once it has booted since its latest start or reset (it must answer
         an unplug). Generous: the soak measures what this process keeps, not TCG."""
         run = self.runs[index]
-        if not self.ready[index]:
+        while not self.ready[index]:
             t0 = time.monotonic()
-            run.serial.wait(READY, 3 * BOOT, self.marks[index])
+            try:
+                run.serial.wait(READY, 3 * BOOT, self.marks[index])
+            except SerialTimeout:
+                # Counted and printed, then started afresh: the soak goes on measuring.
+                self.stuck.append(f"{run.inst.name} after {self.last[index]} "
+                                  f"(libvirt state {run.dom.state()})")
+                self.op_on(index, "restart")
+                continue
             self.boot_waits.append(time.monotonic() - t0)
             self.ready[index] = True
         return run
 
     def op(self, kind: str) -> None:
-        index = self.rng.randrange(len(self.runs))
+        self.op_on(self.rng.randrange(len(self.runs)), kind)
+
+    def op_on(self, index: int, kind: str) -> None:
         run, name = self.runs[index], self.runs[index].inst.name
         if kind == "info":
             assert self.hv.GetInstanceInfo(name) is not None
@@ -129,13 +141,13 @@ class Soak:
         elif kind == "reboot":
             self.marks[index] = run.serial.mark()
             self.hv.RebootInstance(run.inst)
-            self.ready[index] = False
+            self.ready[index], self.last[index] = False, kind
         elif kind == "restart":
             self.hv.StopInstance(run.inst, force=True)
             self.hv.CleanupInstance(name)
             self.marks[index] = run.serial.mark()
             self.hv.StartInstance(run.inst, run.block_devices, startup_paused=False)
-            self.ready[index] = False
+            self.ready[index], self.last[index] = False, kind
         self.done[kind] += 1
 
     def run_ops(self, count: int) -> None:
@@ -189,6 +201,8 @@ def main() -> int:
         grown += [] if ok else [key]
         print(f"| {key} | {before[key]} | {after[key]} | {growth:+d} | <= {bound:+d}"
               f"{'' if ok else ' EXCEEDED'} |")
+    print(f"guests that never booted after a start or reset (started afresh): "
+          f"{len(soak.stuck)} {soak.stuck}")
     print(f"whole run {time.monotonic() - t0:.0f} s")
     return 1 if grown else 0
 
