@@ -420,10 +420,11 @@ class BaseHypervisor(migration.MigrationMethods):
                 self._reboot(dom, instance)
 
     def _reboot(self, dom: libvirt.virDomain, instance: Any) -> None:
-        """KVM's reboot: at once and without asking the guest, as Ganeti's KVM reboots
-        (it stops QEMU and starts it again); a reset keeps QEMU, its devices and the
-        domain's id."""
-        dom.reset()
+        """KVM's reboot, as Ganeti's KVM reboots: at once and without asking the guest,
+        QEMU stopped and started again from the definition (hot-plugged devices
+        included). A reset of the running QEMU was slower to a booted guest, and less
+        reliable (docs/ganeti.md)."""
+        self._restart(dom, instance)
 
     def _restart(self, dom: libvirt.virDomain, instance: Any) -> None:
         """Destroy the running domain and start it again from its definition."""
