@@ -260,16 +260,14 @@ def read_status(dom: libvirt.virDomain) -> tuple[MigrationStatus, dict[str, Any]
             # The guest left: done, even while libvirt's job is still in its confirm
             # phase (after the guest has left) and whatever the statistics would say.
             return new_migration_status(status=C.HV_MIGRATION_COMPLETED,
-                                        transferred_ram=stats.get("memory_processed"),
-                                        total_ram=stats.get("memory_total")), stats, state
+                                        **_ram(stats)), stats, state
         if stats.get("type") in _ACTIVE_JOBS:
             postcopy = (state == libvirt.VIR_DOMAIN_PAUSED
                         and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)
             return new_migration_status(
                 status=C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE if postcopy
                 else C.HV_MIGRATION_ACTIVE,
-                transferred_ram=stats.get("memory_processed"),
-                total_ram=stats.get("memory_total")), stats, state
+                **_ram(stats)), stats, state
         done = _completed_stats(dom)
     except libvirt.libvirtError as err:
         raise HypervisorError(f"Failed to read the migration job of {dom.name()}: "
@@ -281,8 +279,16 @@ def read_status(dom: libvirt.virDomain) -> tuple[MigrationStatus, dict[str, Any]
     if done.get(libvirt.VIR_DOMAIN_JOB_ERRMSG):
         # The helper's own report went nowhere once MigrateInstance returned.
         log.warning("Migration of %s: %s", dom.name(), done[libvirt.VIR_DOMAIN_JOB_ERRMSG])
-    return new_migration_status(status=verdict, transferred_ram=done.get("memory_processed"),
-                                total_ram=done.get("memory_total")), stats, state
+    return new_migration_status(status=verdict, **_ram(done)), stats, state
+
+
+def _ram(stats: dict[str, Any]) -> dict[str, int | None]:
+    """The RAM figures of a job, or none while libvirt does not know the total yet (at
+    a job's start): Ganeti divides the transferred RAM by the total for its progress."""
+    total = stats.get("memory_total")
+    if not total:
+        return {"transferred_ram": None, "total_ram": None}
+    return {"transferred_ram": stats.get("memory_processed"), "total_ram": total}
 
 
 def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from hvlibvirt import migration
+from hvlibvirt import constants as C, migration
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Instance
@@ -226,3 +226,28 @@ def test_a_helper_that_cannot_start_is_our_error(monkeypatch: pytest.MonkeyPatch
                         lambda *args: ["/nonexistent/python3", *args])
     with pytest.raises(HypervisorError, match="inst1: cannot start its helper"):
         start(ScriptedJob({}))
+
+
+def test_a_job_without_its_ram_total_reports_no_ram_figures() -> None:
+    """At a job's start libvirt may not know the total yet: Ganeti divides the
+    transferred RAM by the total for its progress, so neither is reported then."""
+    class Dom:
+        def __init__(self, stats: dict) -> None:
+            self.stats = stats
+
+        def jobStats(self, flags: int) -> dict:  # noqa: N802
+            return self.stats
+
+        def state(self) -> list[int]:
+            return [libvirt.VIR_DOMAIN_RUNNING, 1]
+
+        def name(self) -> str:
+            return "x"
+
+    early = migration.status(Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+                                  "memory_processed": 0, "memory_total": 0}))
+    assert early.status == C.HV_MIGRATION_ACTIVE
+    assert (early.transferred_ram, early.total_ram) == (None, None)
+    later = migration.status(Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+                                  "memory_processed": 5, "memory_total": 10}))
+    assert (later.transferred_ram, later.total_ram) == (5, 10)
