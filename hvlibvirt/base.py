@@ -405,19 +405,14 @@ class BaseHypervisor(migration.MigrationMethods):
 
     def RebootInstance(self, instance: Any) -> None:  # noqa: N802
         """Reboot the running instance the way Ganeti's own hypervisor for it does
-        (``_reboot``). A domain whose guest may not reboot (``<on_reboot>destroy``,
-        reboot_behavior=exit: QEMU turns a reset into a power-off, libxl destroys a
-        rebooted guest) is started again from its definition instead, so that the
-        instance runs afterwards, as after Ganeti's KVM reboot."""
+        (``_reboot``); afterwards it runs, whatever its reboot_behavior (that governs the
+        guest's own reboots), as after Ganeti's KVM reboot."""
         name = _require_name(getattr(instance, "name", None))
         dom = self._owned(name)
         with connection.libvirt_errors("reboot", name):
             if dom is None or not dom.isActive():
                 raise HypervisorError(f"Failed to reboot instance {name}: not running")
-            if parse_tree(dom.XMLDesc(0)).findtext("on_reboot") == "destroy":
-                self._restart(dom, instance)
-            else:
-                self._reboot(dom, instance)
+            self._reboot(dom, instance)
 
     def _reboot(self, dom: libvirt.virDomain, instance: Any) -> None:
         """KVM's reboot, as Ganeti's KVM reboots: at once and without asking the guest,

@@ -26,6 +26,7 @@ from hvlibvirt import connection, constants as C, helper_command, hotplug, kvm_n
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt.domain_xml import Listen, StartupOptions, disks, inputs, nics
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
+from hvlibvirt.domain_xml.parser import parse_tree
 from hvlibvirt.domain_xml.options import GuestTarget
 from hvlibvirt.domain_xml.xen_builder import (HVM_MACHINE, PV_MACHINE, build_xen_domain,
                                               disk_names)
@@ -132,6 +133,10 @@ class XenHypervisor(BaseHypervisor):
         libxl rebuilds a rebooted guest, so its domain ID changes. If that does not
         happen within ``REBOOT_TIMEOUT`` seconds, the instance is destroyed and started
         again from its definition (logged)."""
+        if parse_tree(dom.XMLDesc(0)).findtext("on_reboot") == "destroy":
+            # reboot_behavior=exit: libxl would destroy the rebooted guest.
+            self._restart(dom, instance)
+            return
         name, old_id = dom.name(), dom.ID()
         dom.reboot(0)
         if self._wait_new_id(name, old_id, self.REBOOT_TIMEOUT):
