@@ -528,12 +528,10 @@ class MigrationMethods:
                 return
             if dom is None:
                 return
-            try:
-                state, reason = dom.state()
-            except libvirt.libvirtError as err:
-                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return  # libvirt already removed the failed incoming domain
-                raise
+            settled = _settled_state(dom)
+            if settled is None:
+                return  # libvirt already removed the failed incoming domain
+            state, reason = settled
             incoming = state == libvirt.VIR_DOMAIN_PAUSED and reason in (
                 libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
                 libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
@@ -550,3 +548,21 @@ class MigrationMethods:
             except libvirt.libvirtError as err:
                 if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
+
+
+def _settled_state(dom: libvirt.virDomain, seconds: float = 30.0) -> tuple[int, int] | None:
+    """The domain's state once it has left "shutting down", or None once libvirt has
+    removed it. A target libvirtd restarted during an incoming migration kills the
+    half-received QEMU itself; until QEMU exits the domain reads SHUTDOWN, which is not a
+    guest running here."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            state, reason = dom.state()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+        if state != libvirt.VIR_DOMAIN_SHUTDOWN or time.monotonic() > deadline:
+            return state, reason
+        time.sleep(0.1)

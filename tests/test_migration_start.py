@@ -251,3 +251,35 @@ def test_a_job_without_its_ram_total_reports_no_ram_figures() -> None:
     later = migration.status(Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
                                   "memory_processed": 5, "memory_total": 10}))
     assert (later.transferred_ram, later.total_ram) == (5, 10)
+
+
+class ScriptedState:
+    """A domain whose state() answers from a list; None stands for "no such domain"."""
+
+    def __init__(self, *answers: tuple[int, int] | None) -> None:
+        self.answers = list(answers)
+
+    def state(self) -> tuple[int, int]:
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if answer is None:
+            err = libvirt.libvirtError("Domain not found")
+            err.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 0, "", "", "", 0, 0)
+            raise err
+        return answer
+
+
+SHUTTING_DOWN = (libvirt.VIR_DOMAIN_SHUTDOWN, 0)
+
+
+def test_a_target_killing_its_half_received_guest_is_waited_for() -> None:
+    """A restarted target libvirtd destroys the incoming QEMU itself: "shutting down"
+    until QEMU exits, then gone. That is not a guest running on the target."""
+    dom = ScriptedState(SHUTTING_DOWN, SHUTTING_DOWN, None)
+    assert migration._settled_state(dom, seconds=5) is None  # noqa: SLF001
+    dom = ScriptedState(SHUTTING_DOWN, (libvirt.VIR_DOMAIN_SHUTOFF, 1))
+    assert migration._settled_state(dom, seconds=5) == (libvirt.VIR_DOMAIN_SHUTOFF, 1)  # noqa: SLF001
+
+
+def test_a_domain_that_stays_shutting_down_is_reported_as_it_is() -> None:
+    dom = ScriptedState(SHUTTING_DOWN)
+    assert migration._settled_state(dom, seconds=0.3) == SHUTTING_DOWN  # noqa: SLF001
