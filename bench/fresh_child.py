@@ -81,7 +81,7 @@ def setup(work: str) -> tuple[Callable[..., Any], dict[str, Any], str]:
     conf = os.path.join(work, "hvlibvirt.conf")
     with open(conf, "w", encoding="utf-8") as f:
         f.write(f"[kvm]\nuri = {URI}\n")
-    os.environ.update(HVLIBVIRT_CONFIG=conf, HVLIBVIRT_LOCK_DIR=os.path.join(work, "locks"))
+    os.environ.update(HVLIBVIRT_CONFIG=conf, HVLIBVIRT_RUN_DIR=os.path.join(work, "run"))
     sys.path[:0] = [GANETI_MODULES, str(ROOT)]
     import ganeti.server.noded  # noqa: F401  what noded has imported when it forks
     import libvirt

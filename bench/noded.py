@@ -610,7 +610,7 @@ def main() -> None:
         log = work / "libvirt-client.log"
         # Locks and ownership marks in the work directory, removed with it.
         env = dict(os.environ, HVLIBVIRT_CONFIG=str(conf),
-                   HVLIBVIRT_LOCK_DIR=str(work / "run" / "locks"))
+                   HVLIBVIRT_RUN_DIR=str(work / "run"))
         count_env = dict(env, LIBVIRT_LOG_FILTERS="1:rpc.netclient",
                          LIBVIRT_LOG_OUTPUTS=f"1:file:{log}")
         runners = {"libvirt": RunnerProcess("libvirt", env),

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import (config, connection, constants, domains, interface, migration, node,
-                       ownership, params)
+from hvlibvirt import (config, connection, constants, domains, instance_metadata, interface,
+                       migration, node, ownership, params)
 from hvlibvirt.domain_xml import identity, inputs, nics, redacted, to_string
 from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
@@ -320,7 +320,7 @@ class BaseHypervisor(migration.MigrationMethods):
         if dom is None:
             return
         with connection.libvirt_errors("check the state", name):
-            self._mark_stop_requested(dom)
+            instance_metadata.mark_stop(dom)
             if not dom.isActive():
                 return
         hvparams = getattr(instance, "hvparams", None) or {}
@@ -341,14 +341,6 @@ class BaseHypervisor(migration.MigrationMethods):
     def _can_soft_stop(hvparams: Mapping[str, Any]) -> bool:
         """Whether a soft stop can reach the guest (KVM: only through ACPI)."""
         return bool(hvparams.get(constants.HV_ACPI, True))
-
-    @staticmethod
-    def _mark_stop_requested(dom: libvirt.virDomain) -> None:
-        def mark(meta: domains.InstanceMetadata) -> bool:
-            changed, meta.stop_requested = not meta.stop_requested, True
-            return changed
-
-        domains.update_metadata(dom, mark)
 
     @staticmethod
     def _destroy(dom: libvirt.virDomain) -> None:

@@ -33,6 +33,8 @@ from hvlibvirt.errors import HypervisorError
 
 DEFAULT_PATH = "/etc/hvlibvirt/hvlibvirt.conf"
 PATH_ENV = "HVLIBVIRT_CONFIG"
+RUN_DIR_ENV = "HVLIBVIRT_RUN_DIR"
+ROOT_RUN_DIR = "/run/hvlibvirt"
 
 #: key -> what it is (README and docs/ganeti.md list the same)
 KEYS = {
@@ -145,3 +147,17 @@ def _parse(file: str) -> dict[str, dict[str, str]]:
 
 def _within(text: str, low: int, high: int) -> bool:
     return text.isascii() and text.isdigit() and low <= int(text) <= high
+
+
+def run_dir() -> str:
+    """The node's runtime directory (locks, ownership marks): ``HVLIBVIRT_RUN_DIR``,
+    else ``/run/hvlibvirt`` for root (noded), else under ``$XDG_RUNTIME_DIR`` as
+    libvirt's own session daemon keeps its runtime files (falling back the same way)."""
+    explicit = getenv(RUN_DIR_ENV)
+    if explicit:
+        return explicit
+    if os.geteuid() == 0:
+        return ROOT_RUN_DIR
+    base = (getenv("XDG_RUNTIME_DIR") or getenv("XDG_CACHE_HOME")
+            or os.path.expanduser("~/.cache"))
+    return os.path.join(base, "hvlibvirt")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import libvirt
 
-from hvlibvirt import constants, locks
+from hvlibvirt import constants, instance_metadata
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.ownership import is_ours
@@ -40,52 +40,15 @@ LIST_RUNNING = (libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE | libvirt.VIR_CONNECT_LI
 _USER_SHUTDOWN_GATES = {constants.HT_KVM: constants.HV_KVM_USER_SHUTDOWN}
 
 
-def _metadata_xml(dom: libvirt.virDomain, live: bool = True) -> str | None:
-    """The text of our metadata element on ``dom``, None if it has none."""
-    flags = libvirt.VIR_DOMAIN_AFFECT_CURRENT if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    try:
-        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE, flags)
-    except libvirt.libvirtError as err:
-        if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA,
-                                    libvirt.VIR_ERR_NO_DOMAIN):
-            return None
-        raise HypervisorError(f"Failed to read metadata of {dom.name()}: {err}") from err
-
-
-def read_metadata(dom: libvirt.virDomain, live: bool = True
-                  ) -> metadata.InstanceMetadata | None:
-    """Our metadata on ``dom`` (live definition, or the persistent one), None if absent."""
-    xml = _metadata_xml(dom, live)
-    return None if xml is None else metadata.from_libvirt(xml)
-
-
-def write_metadata(dom: libvirt.virDomain, meta: metadata.InstanceMetadata) -> None:
-    """Replace our metadata in the live and the persistent definition."""
-    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    try:
-        if dom.isActive():
-            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.to_libvirt(meta),
-                        metadata.PREFIX, metadata.NAMESPACE, flags)
-    except libvirt.libvirtError as err:
-        raise HypervisorError(f"Failed to update metadata of {dom.name()}: {err}") from err
+def read_metadata(dom: libvirt.virDomain, live: bool = True) -> InstanceMetadata | None:
+    """Transitional: ``instance_metadata.read``."""
+    return instance_metadata.read(dom, live)
 
 
 def update_metadata(dom: libvirt.virDomain, change: Callable[[InstanceMetadata], bool]
                     ) -> InstanceMetadata | None:
-    """Read, ``change`` (in place; it returns whether to write) and write back our
-    metadata under the instance's ``meta`` lock: other processes of the node update it
-    too, and a write replaces the whole element. None if the domain has none."""
-    # The URI as libvirt formats it (no round trip), so that every caller keys alike.
-    try:
-        uri, name = dom.connect().getURI(), dom.name()
-    except libvirt.libvirtError as err:
-        raise HypervisorError(f"Failed to update metadata: {err}") from err
-    with locks.hold(uri, name, "meta"):
-        meta = read_metadata(dom)
-        if meta is not None and change(meta):
-            write_metadata(dom, meta)
-        return meta
+    """Transitional: the hotplug flow's closures until it names its operations."""
+    return instance_metadata._change(dom, change)  # noqa: SLF001
 
 
 def is_active_state(state: int) -> bool:
@@ -136,7 +99,7 @@ def user_shutdown_info(uri: str, dom: libvirt.virDomain, state: int, reason: int
     when its ``user_shutdown`` hvparam asks for that); None otherwise."""
     if state != libvirt.VIR_DOMAIN_SHUTOFF or reason != libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
         return None
-    meta = read_metadata(dom)
+    meta = instance_metadata.read(dom)
     if meta is None or meta.stop_requested:
         return None
     gate = _USER_SHUTDOWN_GATES.get(meta.hypervisor)

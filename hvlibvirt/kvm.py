@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import (config, connection, constants as C, domains, helper_command, kvm_node,
-                       migration, params as P, qemu_conf)
+from hvlibvirt import (config, connection, constants as C, domains, helper_command,
+                       instance_metadata, kvm_node, migration, params as P, qemu_conf)
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug, hotplug_rules
 from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain, disks,
@@ -284,13 +284,9 @@ class KVMHypervisor(BaseHypervisor):
                 dom.updateDeviceFlags(etree.tostring(elem, encoding="unicode"),
                                       libvirt.VIR_DOMAIN_AFFECT_LIVE
                                       | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        def runtime_hvparams(meta: domains.InstanceMetadata) -> bool:
-            for name, entry in KVM_PARAMS.items():
-                if entry.runtime:
-                    meta.hvparams[name] = instance.hvparams.get(name)
-            return True
-
-        domains.update_metadata(dom, runtime_hvparams)
+        instance_metadata.set_runtime_hvparams(dom, {
+            name: instance.hvparams.get(name) for name, entry in KVM_PARAMS.items()
+            if entry.runtime})
 
     # -- hotplug ---------------------------------------------------------------------
     #: seconds to wait for the guest to release a hot-removed device

@@ -8,9 +8,8 @@ on a domain (its job lock) but has nothing that spans a read and a later write, 
 ``virDomainSetMetadata`` has no compare-and-swap, so the lock is ours:
 
 * ``flock(2)`` on a file per (libvirt URI, instance, kind) in a root-only runtime
-  directory: ``/run/hvlibvirt/locks`` for root (noded), ``$XDG_RUNTIME_DIR/hvlibvirt/
-  locks`` otherwise (as libvirt's own session daemon), ``HVLIBVIRT_LOCK_DIR`` to put it
-  elsewhere (test harnesses). The kernel drops a flock when its holder dies, so a
+  directory: ``locks`` in the node's runtime directory (``config.run_dir``:
+  ``/run/hvlibvirt/locks`` for root, i.e. noded). The kernel drops a flock when its holder dies, so a
   killed RPC never leaves an instance locked. Every process on a node must use the
   same directory and URI string for the same daemon (they read both the same way).
   The directory must be trusted (``hvlibvirt.trusted``): root writes a pid into each
@@ -46,8 +45,6 @@ from dataclasses import dataclass
 from hvlibvirt import config, trusted
 from hvlibvirt.errors import HypervisorError
 
-DIR_ENV = "HVLIBVIRT_LOCK_DIR"
-ROOT_DIR = "/run/hvlibvirt/locks"
 #: seconds to wait for a lock: longer than any one holder keeps it (a hot-remove waits
 #: for the guest ~15 s), bounded so that a wedged holder gives an error, not a hung RPC
 TIMEOUTS = {"hotplug": 300.0, "meta": 60.0}
@@ -57,15 +54,7 @@ _checked_dirs: set[str] = set()  # lock directories found trusted by this proces
 
 def lock_dir() -> str:
     """The directory of this process's lock files (see the module docstring)."""
-    explicit = config.getenv(DIR_ENV)
-    if explicit:
-        return explicit
-    if os.geteuid() == 0:
-        return ROOT_DIR
-    # libvirt's session daemon falls back the same way without XDG_RUNTIME_DIR.
-    base = (config.getenv("XDG_RUNTIME_DIR") or config.getenv("XDG_CACHE_HOME")
-            or os.path.expanduser("~/.cache"))
-    return os.path.join(base, "hvlibvirt", "locks")
+    return os.path.join(config.run_dir(), "locks")
 
 
 def lock_path(uri: str, name: str, kind: str) -> str:
@@ -207,7 +196,8 @@ def _check_dir(path: str, name: str, error: type[HypervisorError]) -> None:
     why = trusted.why_untrusted(path, create=True)
     if why:
         raise error(f"Instance {name}: cannot use the lock directory {path}: {why} (set "
-                    f"{DIR_ENV} to a directory every process of this node can write)")
+                    f"{config.RUN_DIR_ENV} to a directory every process of this node "
+                    "can write)")
     _checked_dirs.add(path)
 
 

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import config, connection, constants as C, domains, helper_command, ownership
+from hvlibvirt import (config, connection, constants as C, domains, helper_command,
+                       instance_metadata, ownership)
 from hvlibvirt.domain_xml import identity
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import MigrationStatus, new_migration_status
@@ -307,12 +308,6 @@ def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*\Z")  # a host name or an IP address
 
 
-def _set_target(meta: domains.InstanceMetadata, target: str | None) -> bool:
-    """Record (or, with None, clear) where the instance migrates to; whether it changed."""
-    changed, meta.migration_target = meta.migration_target != target, target
-    return changed
-
-
 class MigrationMethods:
     """Ganeti's migration calls, as BaseHypervisor has them (it inherits these; they use
     its ``_conn``, ``_lookup``, ``_owned``, ``uri`` and ``GetNodeInfo``)."""
@@ -411,7 +406,7 @@ class MigrationMethods:
                 raise HypervisorError(f"Instance {name} is not running, cannot migrate")
         flags, params = self._migration_flags(instance.hvparams, target, bool(live))
         self._prepare_migration(dom, instance.hvparams)
-        domains.update_metadata(dom, lambda meta: _set_target(meta, target))
+        instance_metadata.set_migration_target(dom, target)
         start(self.uri, name, dest_uri, flags, params, dom)
 
     @staticmethod
@@ -457,7 +452,7 @@ class MigrationMethods:
         Ganeti abort a migration that happened (its guest then runs where Ganeti does not
         expect it)."""
         with connection.libvirt_errors("check the migration's outcome", name):
-            meta = domains.read_metadata(dom)
+            meta = instance_metadata.read(dom)
         return meta is not None and self._runs_on(meta.migration_target, name)
 
     def FinalizeMigrationSource(self, instance: Any, success: bool, live: bool) -> None:  # noqa: N802
@@ -480,7 +475,7 @@ class MigrationMethods:
                 dom.undefine()
                 return
             self._abort_job(dom)
-            meta = domains.read_metadata(dom)
+            meta = instance_metadata.read(dom)
             target = meta.migration_target if meta else None
             if not dom.isActive():
                 where = self._runs_on(target, name)
@@ -490,7 +485,7 @@ class MigrationMethods:
             if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
                 dom.resume()
             if meta is not None and meta.migration_target:
-                domains.update_metadata(dom, lambda meta: _set_target(meta, None))
+                instance_metadata.set_migration_target(dom, None)
 
     @staticmethod
     def _abort_job(dom: libvirt.virDomain, timeout: float = 30.0) -> None:
@@ -524,7 +519,7 @@ class MigrationMethods:
                 if dom is None or not dom.isActive():
                     raise HypervisorError(f"Instance {name} does not run here after its "
                                           "migration")
-                domains.update_metadata(dom, lambda meta: _set_target(meta, None))
+                instance_metadata.set_migration_target(dom, None)
                 return
             if dom is None:
                 return

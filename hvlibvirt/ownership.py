@@ -10,15 +10,16 @@ parsed) does. Its answer is remembered in two places:
   node daemon forks a fresh process for every RPC, and there one RPC per listed domain
   made ListInstances at 50 instances five times slower than Ganeti's own directory
   listing.
-  ``<dir>`` sits next to the lock directory (``/run/hvlibvirt/owned`` for root, see
-  ``locks.lock_dir``), is created private, and is not used unless it is a trusted
+  ``<dir>`` is ``owned`` in the node's runtime directory (``/run/hvlibvirt/owned`` for
+  root, see ``config.run_dir``), is created private, and is not used unless it is a trusted
   directory (``hvlibvirt.trusted``: this user's, nobody else may write to it or swap
   it); a mark that cannot be written is just not kept.
 
 A mark is removed when hvlibvirt undefines the domain (``forget``). It goes stale only
 if something else undefines an instance and then defines a foreign domain under the
-same UUID, Ganeti's instance UUID: that domain would be taken for the instance. libvirt's
-test driver keeps its domains per process, so its URIs get no marks.
+same UUID, Ganeti's instance UUID: that domain would be taken for the instance. A driver
+that keeps its domains inside the process (``connection.keeps_domains_in_process``) gets
+no marks: they would outlive its domains.
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ from collections.abc import Iterable
 
 import libvirt
 
-from hvlibvirt import locks, trusted
-from hvlibvirt.domain_xml import metadata
-from hvlibvirt.errors import HypervisorError
+from hvlibvirt import config, connection, instance_metadata, trusted
 
 _known: dict[tuple[str, str], bool] = {}  # (uri, domain uuid) -> carries our metadata
 # A long-lived caller meets ever new uuids (an instance gets a new domain at each start):
@@ -57,19 +56,12 @@ def is_ours(uri: str, dom: libvirt.virDomain) -> bool:
     if marks is not None and _marked(marks, uuid):
         known = True
     else:
-        try:
-            dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE,
-                         libvirt.VIR_DOMAIN_AFFECT_CURRENT)
-            known = True
-        except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                # Gone since it was listed: remember nothing, the uuid may come back
-                # (an instance is redefined under its uuid at every start).
-                return False
-            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-                raise HypervisorError(f"Failed to read metadata of {dom.name()}: "
-                                      f"{err}") from err
-            known = False
+        carried = instance_metadata.carried(dom)
+        if carried is None:
+            # Gone since it was listed: remember nothing, the uuid may come back
+            # (an instance is redefined under its uuid at every start).
+            return False
+        known = carried
         if known and marks is not None:
             _mark(marks, uuid)
     _remember(key, known)
@@ -108,7 +100,7 @@ def forget(uri: str, dom: libvirt.virDomain) -> None:
 
 def mark_root() -> str:
     """The directory of the node's marks, one subdirectory per URI."""
-    return os.path.join(os.path.dirname(locks.lock_dir().rstrip("/")), "owned")
+    return os.path.join(config.run_dir(), "owned")
 
 
 def prepare_for_fork(uris: Iterable[str]) -> None:
@@ -128,7 +120,7 @@ def _mark_dir(uri: str, create: bool = True) -> str | None:
     """The trusted mark directory of ``uri``, made if ``create``; None if it has none."""
     if uri in _mark_dirs:
         return _mark_dirs[uri]
-    if uri.startswith("test:"):
+    if connection.keeps_domains_in_process(uri):
         found: str | None = None
     else:
         found = os.path.join(mark_root(), uri_dir_name(uri))

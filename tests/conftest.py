@@ -57,22 +57,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """hvlibvirt's per-instance lock files (hvlibvirt.locks) in this session's directory
-    instead of the host's /run/hvlibvirt (processes the tests fork inherit it). A lock
-    file outlives no hold: the directory must be empty at the end."""
+    """hvlibvirt's runtime directory (its per-instance lock files, hvlibvirt.locks, and
+    ownership marks) in this session's directory instead of the host's /run/hvlibvirt
+    (processes the tests fork inherit it). A lock file outlives no hold: the lock
+    directory must be empty at the end."""
     import os
 
-    from hvlibvirt import locks
+    from hvlibvirt import config
 
-    path = tmp_path_factory.mktemp("locks")
-    saved = os.environ.get(locks.DIR_ENV)
-    os.environ[locks.DIR_ENV] = str(path)
-    yield path
+    path = tmp_path_factory.mktemp("run")
+    saved = os.environ.get(config.RUN_DIR_ENV)
+    os.environ[config.RUN_DIR_ENV] = str(path)
+    yield path / "locks"
     if saved is None:
-        del os.environ[locks.DIR_ENV]
+        del os.environ[config.RUN_DIR_ENV]
     else:
-        os.environ[locks.DIR_ENV] = saved
-    left = sorted(p.name for p in path.iterdir())
+        os.environ[config.RUN_DIR_ENV] = saved
+    left = sorted(p.name for p in (path / "locks").glob("*"))
     assert not left, f"lock files left behind: {left}"
 
 

@@ -372,7 +372,7 @@ def test_construction_opens_no_connection(cls, refuse_connections, monkeypatch):
         cls.CheckParameterSyntax(C.HVC_DEFAULTS[cls.HV_NAME])
         hv.CheckParameterSyntax(C.HVC_DEFAULTS[cls.HV_NAME])
     assert refuse_connections == []
-    assert connection.is_cached(unique) is False
+    assert unique not in connection._connections  # noqa: SLF001
 
 
 def test_refuse_connections_fixture_really_refuses(refuse_connections):
@@ -399,7 +399,7 @@ uri = hv.uri
 hv.CheckParameterSyntax(constants.HVC_DEFAULTS["kvm"])
 new_threads = {t.name for t in threading.enumerate()} - threads_before
 print("attempts", attempts)
-print("cached", connection.is_cached(uri))
+print("cached", uri in connection._connections)
 print("new_threads", sorted(new_threads))
 """
 

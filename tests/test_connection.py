@@ -19,7 +19,7 @@ URI = "test:///default"
 def test_one_cached_connection_per_uri() -> None:
     first = connection.get(URI)
     assert connection.get(URI) is first
-    assert connection.is_cached(URI)
+    assert URI in connection._connections  # noqa: SLF001
 
 
 def test_event_loop_runs_in_one_daemon_thread() -> None:
@@ -98,7 +98,7 @@ def test_a_dead_connection_is_replaced() -> None:
 def test_drop_forgets_the_connection() -> None:
     connection.get(URI)
     connection.drop(URI)
-    assert not connection.is_cached(URI)
+    assert URI not in connection._connections  # noqa: SLF001
     assert connection.get(URI).isAlive()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hvlibvirt import locks
+from hvlibvirt import config, locks
 from hvlibvirt.errors import HotplugError, HypervisorError
 
 URI = "qemu:///system"
@@ -108,7 +108,7 @@ def test_hostile_names_make_safe_file_names() -> None:
 
 
 def test_lock_dir_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(locks.DIR_ENV)
+    monkeypatch.delenv(config.RUN_DIR_ENV)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert locks.lock_dir() == "/run/hvlibvirt/locks"
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
@@ -124,7 +124,7 @@ def test_an_unusable_lock_dir_is_a_hypervisor_error(monkeypatch: pytest.MonkeyPa
                                                     tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv(locks.DIR_ENV, str(blocker / "locks"))
+    monkeypatch.setenv(config.RUN_DIR_ENV, str(blocker))
     with pytest.raises(HotplugError, match="lock"):
         with locks.hold(URI, "inst4", "hotplug", HotplugError):
             pass

@@ -129,11 +129,22 @@ def test_a_failed_read_is_a_hypervisor_error(marks: Path) -> None:
         ownership.is_ours(URI, FakeDomain(error=libvirt.VIR_ERR_INTERNAL_ERROR))
 
 
-def test_the_marks_sit_next_to_the_locks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hvlibvirt import locks
+def test_the_marks_sit_in_the_runtime_directory_beside_the_locks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hvlibvirt import config, locks
 
-    monkeypatch.setattr(locks, "lock_dir", lambda: "/run/hvlibvirt/locks")
-    assert ownership.mark_root() == "/run/hvlibvirt/owned"
+    monkeypatch.delenv(config.RUN_DIR_ENV)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert (ownership.mark_root(), locks.lock_dir()) == ("/run/hvlibvirt/owned",
+                                                         "/run/hvlibvirt/locks")
+
+
+def test_an_embedded_driver_gets_no_marks() -> None:
+    from hvlibvirt import connection
+
+    assert connection.keeps_domains_in_process("test:///default")
+    assert connection.keeps_domains_in_process("qemu:///embed?root=/var/tmp/emb")
+    assert not connection.keeps_domains_in_process("qemu:///system")
 
 
 def test_a_uri_directory_name_is_readable_and_exact() -> None:

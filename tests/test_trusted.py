@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hvlibvirt import connection, locks
+from hvlibvirt import config, connection, locks
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.trusted import why_untrusted
@@ -131,7 +131,7 @@ def test_a_lock_directory_that_is_a_link_is_refused(safe: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     link = safe / "locks"
     link.symlink_to(safe)
-    monkeypatch.setenv(locks.DIR_ENV, str(link))
+    monkeypatch.setenv(config.RUN_DIR_ENV, str(safe))
     with pytest.raises(HypervisorError, match=f"cannot use the lock directory {link}: it "
                        "is a symbolic link"):
         with locks.hold(URI, "tdl-locked", "meta"):

@@ -15,7 +15,7 @@ import pytest
 from lxml import etree
 
 import hvlibvirt
-from hvlibvirt import connection, constants as C, domains, migration
+from hvlibvirt import connection, constants as C, domains, instance_metadata, migration
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.domain_xml import to_string
 from hvlibvirt.domain_xml.identity import device_alias
@@ -660,7 +660,7 @@ def test_nic_modify_the_driver_refuses_puts_the_old_vif_back(files: dict[str, st
     hv = XenPvmHypervisor(uri=URI)
     inst, block = make(C.HT_XEN_PVM, files, name="fake-back")
     fake = _fake_libxl(hv, inst, block, monkeypatch)
-    before = (_vifs(fake.live), _vifs(fake.config), domains.read_metadata(fake))
+    before = (_vifs(fake.live), _vifs(fake.config), instance_metadata.read(fake))
     attach = fake.attachDeviceFlags
 
     def refuse_the_new_mac(xml: str, flags: int) -> None:
@@ -673,7 +673,7 @@ def test_nic_modify_the_driver_refuses_puts_the_old_vif_back(files: dict[str, st
     nic.mac = "aa:00:00:00:99:03"
     with pytest.raises(HotplugError, match="refused the device.*old device is back"):
         hv.HotModDevice(inst, C.HOTPLUG_TARGET_NIC, nic, None, 0)
-    assert (_vifs(fake.live), _vifs(fake.config), domains.read_metadata(fake)) == before
+    assert (_vifs(fake.live), _vifs(fake.config), instance_metadata.read(fake)) == before
 
 
 def test_nic_modify_of_an_emulated_hvm_nic_is_refused_before_anything(
