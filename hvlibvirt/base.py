@@ -20,14 +20,15 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import (config, connection, constants, domains, instance_metadata, interface,
-                       migration, node, ownership, params)
+from hvlibvirt import (config, connection, constants, domains, drift, instance_metadata,
+                       interface, node, ownership, params)
 from hvlibvirt.domain_xml import identity, inputs, nics, redacted, to_string
-from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
-from hvlibvirt.domain_xml.identity import device_alias as alias_of
+from hvlibvirt.domain_xml.parser import parse_tree
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.ganeti import facts
-from hvlibvirt.objects import InstanceConsole
+from hvlibvirt.host import Host
+from hvlibvirt.migrator import Migrator
+from hvlibvirt.objects import InstanceConsole, MigrationStatus
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,9 @@ def _still_active(dom: libvirt.virDomain) -> bool:
 _require_name = identity.instance_name  # a Ganeti instance name, or HypervisorError
 
 
-class BaseHypervisor(migration.MigrationMethods):
-    """Ganeti's abstract hypervisor interface with the shared libvirt machinery
-    (migration's share is ``migration.MigrationMethods``)."""
+class BaseHypervisor:
+    """Ganeti's abstract hypervisor interface with the shared libvirt machinery; the
+    libvirt host is a ``Host``, and migration is the ``MIGRATOR``'s."""
 
     #: the parameter table (XML mapping, refusals, per-version changes), and the Ganeti
     #: followed: PARAMETERS (name -> five-tuple, see ``params``), DEFAULTS and TYPES
@@ -76,6 +77,9 @@ class BaseHypervisor(migration.MigrationMethods):
     ANCILLARY_FILES: ClassVar[list[str]] = []
     ANCILLARY_FILES_OPT: ClassVar[list[str]] = []
     CAN_MIGRATE: ClassVar[bool] = False
+    MIGRATOR: ClassVar[type[Migrator]] = Migrator
+    #: the target's libvirt URI; ``{target}`` is the address Ganeti passes
+    MIGRATION_URI_TEMPLATE: ClassVar[str] = ""
 
     #: Ganeti hypervisor name, env variable naming the URI, and libvirt's default URI
     HV_NAME: ClassVar[str] = ""
@@ -105,6 +109,8 @@ class BaseHypervisor(migration.MigrationMethods):
                     raise HypervisorError(f"Invalid {what}: {value!r}")
         self._uri = uri
         self._migration_uri = migration_uri
+        self._host: Host | None = None
+        self._migrator: Migrator | None = None
 
     # -- connection --------------------------------------------------------------
     @property
@@ -124,26 +130,21 @@ class BaseHypervisor(migration.MigrationMethods):
         return (config.getenv(cls.URI_ENV) or config.value(cls.HV_NAME, "uri")
                 or cls.DEFAULT_URI)
 
+    @property
+    def host(self) -> Host:
+        """The libvirt host at ``uri`` (made on first use; it connects when asked)."""
+        if self._host is None:
+            self._host = Host(self.uri)
+        return self._host
+
     def _conn(self, events: bool = False) -> libvirt.virConnect:
-        """This process's connection; ``events`` for operations that wait for libvirt
-        events, asked for before the domain is looked up (see ``connection``)."""
-        return connection.get(self.uri, events)
+        return self.host.conn(events)
 
     def _lookup(self, name: str) -> libvirt.virDomain | None:
-        """The domain called ``name``, or None if libvirt has none."""
-        try:
-            return connection.call(self.uri, lambda conn: conn.lookupByName(name))
-        except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise HypervisorError(f"Failed to look up instance {name}: {err}") from err
+        return self.host.lookup(name)
 
     def _owned(self, name: str) -> libvirt.virDomain | None:
-        """The domain for instance ``name`` if it exists and is ours, else None."""
-        dom = self._lookup(name)
-        if dom is None or not ownership.is_ours(self.uri, dom):
-            return None
-        return dom
+        return self.host.owned(name)
 
     def domain_xml(self, instance_name: str) -> str:
         """The live domain XML of one of our instances (for operators and tools)."""
@@ -493,53 +494,19 @@ class BaseHypervisor(migration.MigrationMethods):
 
     def VerifyInstance(self, instance: Any) -> bool:  # noqa: N802
         """True if the running instance matches what its configuration would build."""
-        drift = self._drift(instance)
-        for item in drift:
+        found = self._drift(instance)
+        for item in found:
             log.warning("Instance %s differs from its configuration: %s",
                         getattr(instance, "name", "?"), item)
-        return not drift
+        return not found
 
     def _drift(self, instance: Any) -> list[str]:
-        """Differences between the running domain and the instance's configuration that
-        a restart would change: memory, vCPUs, hvparams shaping the XML, NICs, disks."""
         dom = self._owned(instance.name)
         if dom is None or not dom.isActive():
             return []
         with connection.libvirt_errors("read the domain XML", instance.name):
             xml = dom.XMLDesc(0)
-        root = parse_tree(xml)
-        live = domain_facts(root)
-        drift = []
-        beparams = instance.beparams
-        if int(root.findtext("memory")) // 1024 != beparams.get("maxmem"):
-            drift.append(f"maxmem is {root.findtext('memory')} KiB live, "
-                         f"{beparams.get('maxmem')} MiB configured")
-        if int(root.findtext("vcpu")) != beparams.get("vcpus"):
-            drift.append(f"vcpus is {root.findtext('vcpu')} live, {beparams.get('vcpus')} "
-                         "configured")
-        in_force = live.meta.hvparams if live.meta else {}
-        for name, entry in sorted(self.TABLE.items()):
-            if entry.xml and in_force.get(name) != instance.hvparams.get(name):
-                drift.append(f"hvparam {name} is {in_force.get(name)!r} live, "
-                             f"{instance.hvparams.get(name)!r} configured")
-        want = {alias_of("disk", d.uuid) for d in instance.disks_info}
-        want |= {alias_of("nic", n.uuid) for n in instance.nics}
-        have = {a for a in live.devices if a.startswith(("ua-disk-", "ua-nic-"))}
-        drift += [f"device {a} is configured but not attached" for a in sorted(want - have)]
-        drift += [f"device {a} is attached but not configured" for a in sorted(have - want)]
-        for nic in instance.nics:
-            elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
-            if elem is None:
-                continue
-            link = (nic.nicparams or {}).get(constants.NIC_LINK) or None
-            if elem.find("mac").get("address") != nic.mac.lower():
-                drift.append(f"NIC {nic.uuid} has MAC {elem.find('mac').get('address')} "
-                             f"live, {nic.mac} configured")
-            source = elem.find("source")
-            if source is not None and source.get("bridge") != link:
-                drift.append(f"NIC {nic.uuid} is on bridge {source.get('bridge')} live, "
-                             f"{link} configured")
-        return drift
+        return drift.differences(parse_tree(xml), instance, self.TABLE)
 
     def RestoreInstance(self, instance: Any, block_devices: Sequence[Any]) -> None:  # noqa: N802
         """Fix up a running instance whose VerifyInstance failed (base: nothing to do)."""
@@ -588,3 +555,37 @@ class BaseHypervisor(migration.MigrationMethods):
 
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> Any:  # noqa: N802
         raise HotplugError("Disk resize is not supported by this hypervisor")
+
+    # -- migration: the migrator's ----------------------------------------------------
+    @property
+    def migration_uri_template(self) -> str:
+        """Constructor keyword, else HVLIBVIRT_MIGRATION_URI, else the configuration
+        file's ``migration_uri``, else the class default."""
+        return (self._migration_uri or config.getenv("HVLIBVIRT_MIGRATION_URI")
+                or config.value(self.HV_NAME, "migration_uri") or self.MIGRATION_URI_TEMPLATE)
+
+    @property
+    def migrator(self) -> Migrator:
+        if self._migrator is None:
+            self._migrator = self.MIGRATOR(self.host, lambda: self.migration_uri_template,
+                                           lambda: self.GetNodeInfo()["memory_free"])
+        return self._migrator
+
+    def MigrationInfo(self, instance: Any) -> str:  # noqa: N802
+        return self.migrator.info(instance)
+
+    def AcceptInstance(self, instance: Any, info: str, target: str) -> None:  # noqa: N802
+        self.migrator.accept(instance, info, target)
+
+    def MigrateInstance(self, cluster_name: str, instance: Any, target: str,  # noqa: N802
+                        live: bool) -> None:
+        self.migrator.migrate(instance, target, live)
+
+    def GetMigrationStatus(self, instance: Any) -> MigrationStatus:  # noqa: N802
+        return self.migrator.status(instance)
+
+    def FinalizeMigrationSource(self, instance: Any, success: bool, live: bool) -> None:  # noqa: N802
+        self.migrator.finalize_source(instance, success)
+
+    def FinalizeMigrationDst(self, instance: Any, info: str, success: bool) -> None:  # noqa: N802
+        self.migrator.finalize_target(instance, success)

@@ -36,7 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hvlibvirt import __version__, constants, get_hypervisor_class, urls
+from hvlibvirt import __version__, constants, urls
+from hvlibvirt.hypervisors import get_hypervisor_class
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import NIC, Disk, Instance
 

@@ -16,7 +16,6 @@ import libvirt
 
 from hvlibvirt import constants, instance_metadata
 from hvlibvirt.domain_xml import metadata
-from hvlibvirt.errors import HypervisorError
 from hvlibvirt.ownership import is_ours
 
 log = logging.getLogger(__name__)

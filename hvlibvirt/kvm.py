@@ -17,16 +17,18 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import (config, connection, constants as C, domains, helper_command,
-                       instance_metadata, kvm_node, migration, params as P, qemu_conf)
+from hvlibvirt import (config, connection, constants as C, instance_metadata,
+                       kvm_node, params as P, qemu_conf)
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt import hotplug, hotplug_rules
 from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain, disks,
                                   identity, inputs, nics, pcie)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
+from hvlibvirt.helper import helper_command
 from hvlibvirt.kvm_params import KVM_PARAMS
-from hvlibvirt.objects import InstanceConsole, MigrationStatus, new_instance_console
+from hvlibvirt.migrator import KvmMigrator
+from hvlibvirt.objects import InstanceConsole, new_instance_console
 
 # Ganeti's build-time default user for ssh consoles.
 SSH_CONSOLE_USER = "root"
@@ -53,6 +55,7 @@ class KVMHypervisor(BaseHypervisor):
     URI_ENV = "HVLIBVIRT_KVM_URI"
     DEFAULT_URI = "qemu:///system"
     CAN_MIGRATE = True
+    MIGRATOR = KvmMigrator
 
     TABLE = KVM_PARAMS
 
@@ -197,43 +200,6 @@ class KVMHypervisor(BaseHypervisor):
         if mem_path and not kvm_node.is_hugetlbfs(mem_path):
             raise HypervisorError(f"Parameter 'mem_path' ({mem_path!r}) is not a hugetlbfs "
                                   "mount: libvirt backs guest memory with hugepages only")
-
-    # -- migration -------------------------------------------------------------------
-    def _prepare_migration(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
-        with connection.libvirt_errors("set the migration downtime", dom.name()):
-            dom.migrateSetMaxDowntime(hvparams[C.HV_MIGRATION_DOWNTIME], 0)
-
-    def _while_migrating(self, dom: libvirt.virDomain, instance: Any, stats: dict[str, Any],
-                         result: MigrationStatus) -> None:
-        """Ganeti's post-copy switch: with ``postcopy-ram`` in migration_caps, switch
-        once memory has been copied twice (dirty-sync count 2, from the poll's own job
-        statistics)."""
-        caps = migration.capabilities(instance.hvparams.get(C.HV_KVM_MIGRATION_CAPS, ""))
-        if not {"postcopy-ram", "x-postcopy-ram"} & set(caps) \
-                or stats.get("memory_iteration", 0) < 2:
-            return
-        with connection.libvirt_errors("switch the migration to post-copy", instance.name):
-            dom.migrateStartPostCopy(0)
-        result.postcopy_status = C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE
-
-    def _accept_problems(self, name: str, root: etree._Element) -> list[str]:
-        """As the base, plus: the machine type and domain type are offered here."""
-        problems = super()._accept_problems(name, root)
-        type_elem = root.find("os/type")
-        try:
-            caps = etree.fromstring(self._conn().getDomainCapabilities(
-                root.findtext("devices/emulator"), type_elem.get("arch"),
-                type_elem.get("machine"), root.get("type"), 0).encode())
-        except libvirt.libvirtError as err:
-            if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                problems.append(f"this node cannot run {root.get('type')} guests of machine "
-                                f"{type_elem.get('machine')}: {err.get_error_message()}")
-            return problems
-        model = root.findtext("cpu[@mode='custom']/model")
-        if model and not caps.xpath("cpu/mode[@name='custom']/model[text()=$m and "
-                                    "@usable!='no']", m=model):
-            problems.append(f"CPU model {model} is not usable here")
-        return problems
 
     # -- verification --------------------------------------------------------------
     def _verify_problems(self, hvparams: Mapping[str, Any] | None) -> list[str]:

@@ -1,5 +1,5 @@
-"""Peer-to-peer migration that outlives the process that started it, and Ganeti's
-migration calls (``MigrationMethods``, part of BaseHypervisor).
+"""The migration job: peer-to-peer migration that outlives the process that started it
+(its flags, its helper process, its status). Ganeti's calls are ``migrator``'s.
 
 Ganeti drives a migration in steps: MigrateInstance returns while the migration runs,
 the master polls GetMigrationStatus (possibly through another process), then finalizes
@@ -15,21 +15,17 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import subprocess
 import threading
 import time
-import urllib.parse
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import libvirt
-from lxml import etree
 
-from hvlibvirt import (config, connection, constants as C, domains, helper_command,
-                       instance_metadata, ownership)
-from hvlibvirt.domain_xml import identity
+from hvlibvirt import constants as C
+from hvlibvirt.helper import helper_command
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import MigrationStatus, new_migration_status
 
@@ -52,7 +48,6 @@ _ACTIVE_JOBS = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED
 _END_STATUS = {libvirt.VIR_DOMAIN_JOB_COMPLETED: C.HV_MIGRATION_COMPLETED,
                libvirt.VIR_DOMAIN_JOB_FAILED: C.HV_MIGRATION_FAILED,
                libvirt.VIR_DOMAIN_JOB_CANCELLED: C.HV_MIGRATION_CANCELLED}
-SYS_CLASS_NET = "/sys/class/net"  # this machine's network interfaces, bridges included
 START_TIMEOUT = 60.0  # seconds for the helper to get the job going
 _START_POLL = 0.05  # seconds between job checks while it starts
 # Seconds a running job may show no data moved before MigrateInstance returns anyway.
@@ -238,11 +233,6 @@ def run_helper(spec_json: str) -> int:
     return 0
 
 
-def status(dom: libvirt.virDomain) -> MigrationStatus:
-    """Ganeti's MigrationStatus from libvirt's job statistics on the source."""
-    return read_status(dom)[0]
-
-
 def read_status(dom: libvirt.virDomain) -> tuple[MigrationStatus, dict[str, Any], int]:
     """The status, the running job's statistics ({} when none runs) and the domain's
     state, in two RPCs while the job runs or once the guest has left (jobStats and
@@ -303,261 +293,3 @@ def _completed_stats(dom: libvirt.virDomain) -> dict[str, Any]:
                                     libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
             return {}
         raise
-
-
-_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]*\Z")  # a host name or an IP address
-
-
-class MigrationMethods:
-    """Ganeti's migration calls, as BaseHypervisor has them (it inherits these; they use
-    its ``_conn``, ``_lookup``, ``_owned``, ``uri`` and ``GetNodeInfo``)."""
-
-    #: the target's libvirt URI; ``{target}`` is the address Ganeti passes
-    MIGRATION_URI_TEMPLATE: ClassVar[str] = ""
-
-    @property
-    def migration_uri_template(self) -> str:
-        """Constructor keyword, else HVLIBVIRT_MIGRATION_URI, else the configuration
-        file's ``migration_uri``, else the class default."""
-        return (self._migration_uri or config.getenv("HVLIBVIRT_MIGRATION_URI")
-                or config.value(self.HV_NAME, "migration_uri") or self.MIGRATION_URI_TEMPLATE)
-
-    def _target_uri(self, target: str) -> str:
-        if not isinstance(target, str) or not _TARGET.match(target):
-            raise HypervisorError(f"Invalid migration target {target!r}: expected a host "
-                                  "name or an IP address")
-        return self.migration_uri_template.replace("{target}", target)
-
-    def MigrationInfo(self, instance: Any) -> str:  # noqa: N802
-        """The migratable domain XML (with our metadata) the target checks it against."""
-        name = identity.instance_name(getattr(instance, "name", None))
-        dom = self._owned(name)
-        with connection.libvirt_errors("read the migratable XML", name):
-            if dom is None or not dom.isActive():
-                raise HypervisorError(f"Instance {name} is not running, cannot migrate")
-            return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
-
-    def AcceptInstance(self, instance: Any, info: str, target: str) -> None:  # noqa: N802
-        """Pre-flight checks on the target node; libvirt starts the incoming side itself."""
-        name = identity.instance_name(getattr(instance, "name", None))
-        try:
-            root = etree.fromstring(info.encode() if isinstance(info, str) else info)
-        except (etree.XMLSyntaxError, AttributeError, ValueError) as err:
-            raise HypervisorError(f"Invalid migration info for {name}: {err}") from None
-        problems = self._accept_problems(name, root)
-        if problems:
-            raise HypervisorError(f"Cannot accept instance {name}: " + "; ".join(problems))
-
-    def _accept_problems(self, name: str, root: etree._Element) -> list[str]:
-        conn = self._conn()
-        problems = []
-        existing = self._lookup(name)
-        if existing is not None and existing.isActive():
-            problems.append("a domain of that name already runs here")
-        for bridge in sorted(set(root.xpath("devices/interface[@type='bridge']/source/@bridge"))):
-            problem = self._bridge_problem(conn, bridge)
-            if problem:
-                problems.append(problem)
-        for path in root.xpath("devices/disk/source/@file | devices/disk/source/@dev"):
-            if not os.path.exists(path):
-                problems.append(f"disk {path} does not exist here")
-        needed = int(root.findtext("currentMemory") or 0) // 1024
-        free = self.GetNodeInfo()["memory_free"]
-        if needed > free:
-            problems.append(f"it needs {needed} MiB but {free} MiB are free")
-        return problems
-
-    def _bridge_problem(self, conn: libvirt.virConnect, bridge: str) -> str | None:
-        """Why ``bridge`` cannot take the incoming instance's NIC here, or None.
-
-        libvirt's interface driver answers where it is installed (Debian 13 packages it
-        apart: libvirt-daemon-driver-interface); without it a local libvirt's bridges
-        are this machine's, read from sysfs, and a remote one cannot be checked."""
-        try:
-            identity.interface_name(bridge, "bridge in the migration info")
-        except HypervisorError as err:
-            return str(err)
-        try:
-            conn.interfaceLookupByName(bridge)
-            return None
-        except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_NO_INTERFACE:
-                return f"bridge {bridge} does not exist here"
-            cause = err.get_error_message()
-        if urllib.parse.urlsplit(self.uri).netloc:
-            return (f"cannot check that bridge {bridge} exists at {self.uri}: {cause} "
-                    "(install libvirt-daemon-driver-interface there)")
-        if not os.path.isdir(os.path.join(SYS_CLASS_NET, bridge)):
-            return f"bridge {bridge} does not exist here"
-        return None
-
-    def MigrateInstance(self, cluster_name: str, instance: Any, target: str,  # noqa: N802
-                        live: bool) -> None:
-        """Start a peer-to-peer migration to ``target`` and return while it runs.
-
-        The transfer is driven by the source libvirtd from a detached helper, so it
-        continues if this process exits. Watch it with GetMigrationStatus.
-        """
-        name = identity.instance_name(getattr(instance, "name", None))
-        dest_uri = self._target_uri(target)
-        dom = self._owned(name)
-        with connection.libvirt_errors("check the state", name):
-            if dom is None or not dom.isActive():
-                raise HypervisorError(f"Instance {name} is not running, cannot migrate")
-        flags, params = self._migration_flags(instance.hvparams, target, bool(live))
-        self._prepare_migration(dom, instance.hvparams)
-        instance_metadata.set_migration_target(dom, target)
-        start(self.uri, name, dest_uri, flags, params, dom)
-
-    @staticmethod
-    def _migration_flags(hvparams: Mapping[str, Any], target: str, live: bool
-                         ) -> tuple[int, dict[str, Any]]:
-        """libvirt flags and typed parameters of the migration (KVM's by default)."""
-        return flags_and_params(hvparams, target, live)
-
-    def _prepare_migration(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
-        """Tuning that is not a migration parameter (subclasses add theirs)."""
-
-    def GetMigrationStatus(self, instance: Any) -> MigrationStatus:  # noqa: N802
-        """Status of the migration, read from libvirt's job on this (the source) node.
-
-        Ganeti polls this every second, a fresh process each time: the lookup, the job's
-        statistics and the state are the RPCs of a poll. Ownership is not asked: Ganeti
-        polls only after MigrateInstance, which refuses a domain that is not ours, and
-        the source definition stays until FinalizeMigrationSource, so the name cannot
-        change hands meanwhile. Our metadata is read only where the answer depends on
-        it (the guest left and libvirt no longer says why, below); a domain without it
-        then gets "failed", as one that does not exist."""
-        name = identity.instance_name(getattr(instance, "name", None))
-        dom = self._lookup(name)
-        if dom is None:
-            return new_migration_status(status=C.HV_MIGRATION_FAILED)
-        result, stats, state = read_status(dom)
-        if result.status == C.HV_MIGRATION_FAILED and state == libvirt.VIR_DOMAIN_SHUTOFF \
-                and self._left_for_target(dom, name):
-            result.status = C.HV_MIGRATION_COMPLETED
-        elif result.status == C.HV_MIGRATION_ACTIVE:
-            self._while_migrating(dom, instance, stats, result)
-        return result
-
-    def _while_migrating(self, dom: libvirt.virDomain, instance: Any, stats: dict[str, Any],
-                         result: MigrationStatus) -> None:
-        """A poll that found the job running (pre-copy), with its statistics: subclasses
-        steer the migration here (KVM's post-copy switch)."""
-
-    def _left_for_target(self, dom: libvirt.virDomain, name: str) -> bool:
-        """Whether the guest, shut off here (the caller read the state), runs on the
-        target our metadata names: a libvirtd restarted since the migration ended keeps
-        neither the job's statistics nor why the domain is off, and "failed" would make
-        Ganeti abort a migration that happened (its guest then runs where Ganeti does not
-        expect it)."""
-        with connection.libvirt_errors("check the migration's outcome", name):
-            meta = instance_metadata.read(dom)
-        return meta is not None and self._runs_on(meta.migration_target, name)
-
-    def FinalizeMigrationSource(self, instance: Any, success: bool, live: bool) -> None:  # noqa: N802
-        """Success: drop the source definition. Failure: make sure the instance runs
-        here (abort the job, resume a paused guest); if it in fact runs on the target,
-        say so instead of pretending. A failure first ends every migration helper of the
-        instance (it could otherwise still start the migration Ganeti gave up on)."""
-        name = identity.instance_name(getattr(instance, "name", None))
-        if not success:
-            stop_helpers(self.uri, name)
-        dom = self._owned(name)
-        if dom is None:
-            return
-        with connection.libvirt_errors("finalize the migration", name):
-            if success:
-                if dom.isActive():
-                    raise HypervisorError(f"Migration of {name} was reported successful but "
-                                          "the instance still runs on the source")
-                ownership.forget(self.uri, dom)
-                dom.undefine()
-                return
-            self._abort_job(dom)
-            meta = instance_metadata.read(dom)
-            target = meta.migration_target if meta else None
-            if not dom.isActive():
-                where = self._runs_on(target, name)
-                raise HypervisorError(
-                    f"Instance {name} does not run on the source after the failed migration"
-                    + (f"; it runs on {target}" if where else "; nor on the target"))
-            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-                dom.resume()
-            if meta is not None and meta.migration_target:
-                instance_metadata.set_migration_target(dom, None)
-
-    @staticmethod
-    def _abort_job(dom: libvirt.virDomain, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while dom.isActive() and dom.jobStats(0).get("type") in (
-                libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED):
-            try:
-                dom.abortJob()
-            except libvirt.libvirtError as err:
-                log.debug("abortJob on %s: %s", dom.name(), err)
-            if time.monotonic() > deadline:
-                raise HypervisorError(f"The migration job of {dom.name()} did not stop")
-            time.sleep(0.1)
-
-    def _runs_on(self, target: str | None, name: str) -> bool:
-        """Whether ``name`` runs on ``target`` (False when that cannot be reached)."""
-        if not target:
-            return False
-        try:
-            return bool(connection.get(self._target_uri(target)).lookupByName(name).isActive())
-        except (HypervisorError, libvirt.libvirtError):
-            return False
-
-    def FinalizeMigrationDst(self, instance: Any, info: str, success: bool) -> None:  # noqa: N802
-        """Success: the instance must run here. Failure: remove what the migration left
-        here, but never a guest that runs here (it may be the only copy)."""
-        name = identity.instance_name(getattr(instance, "name", None))
-        dom = self._lookup(name)
-        with connection.libvirt_errors("finalize the incoming migration", name):
-            if success:
-                if dom is None or not dom.isActive():
-                    raise HypervisorError(f"Instance {name} does not run here after its "
-                                          "migration")
-                instance_metadata.set_migration_target(dom, None)
-                return
-            if dom is None:
-                return
-            settled = _settled_state(dom)
-            if settled is None:
-                return  # libvirt already removed the failed incoming domain
-            state, reason = settled
-            incoming = state == libvirt.VIR_DOMAIN_PAUSED and reason in (
-                libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
-                libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
-            if domains.is_active_state(state) and not incoming:
-                raise HypervisorError(f"Instance {name} runs here although its migration "
-                                      "was reported failed; refusing to destroy it (libvirt "
-                                      f"state {state}, reason {reason})")
-            ownership.forget(self.uri, dom)
-            try:
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefine()
-            except libvirt.libvirtError as err:
-                if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-
-
-def _settled_state(dom: libvirt.virDomain, seconds: float = 30.0) -> tuple[int, int] | None:
-    """The domain's state once it has left "shutting down", or None once libvirt has
-    removed it. A target libvirtd restarted during an incoming migration kills the
-    half-received QEMU itself; until QEMU exits the domain reads SHUTDOWN, which is not a
-    guest running here."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            state, reason = dom.state()
-        except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
-        if state != libvirt.VIR_DOMAIN_SHUTDOWN or time.monotonic() > deadline:
-            return state, reason
-        time.sleep(0.1)

@@ -22,7 +22,9 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, helper_command, hotplug, kvm_node, params as P
+from hvlibvirt import connection, constants as C, hotplug, kvm_node, params as P
+from hvlibvirt.helper import helper_command
+from hvlibvirt.migrator import XenMigrator
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt.domain_xml import Listen, StartupOptions, disks, inputs, nics
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
@@ -38,9 +40,6 @@ log = logging.getLogger(__name__)
 
 SSH_CONSOLE_USER = "root"
 DOM0_NAME = "Domain-0"
-# libxl's migration flags (libxl_migration.h); UNSAFE, bandwidth and the QEMU
-# capabilities do not exist there.
-_MIGRATION_FLAGS = libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
 _ID_POLL = 0.05  # seconds between domain ID checks while a reboot is verified
 
 
@@ -51,6 +50,7 @@ class XenHypervisor(BaseHypervisor):
     DEFAULT_URI = "xen:///system"
     MIGRATION_URI_TEMPLATE = "xen+ssh://{target}/system"
     CAN_MIGRATE = True
+    MIGRATOR = XenMigrator
     HVM: ClassVar[bool] = False
     OS_TYPE: ClassVar[str] = "xen"  # libvirt's capabilities name PV guests' os type so
 
@@ -235,22 +235,6 @@ class XenHypervisor(BaseHypervisor):
             command=helper_command("console", "--hypervisor", cls.HV_NAME, name))
 
     # -- migration -------------------------------------------------------------------
-    @staticmethod
-    def _migration_flags(hvparams: Mapping[str, Any], target: str, live: bool
-                         ) -> tuple[int, dict[str, Any]]:
-        """Peer-to-peer, persistent on the target, live if asked; the data goes to
-        tcp://target:migration_port. No bandwidth or downtime: libxl has neither."""
-        flags = _MIGRATION_FLAGS | (libvirt.VIR_MIGRATE_LIVE if live else 0)
-        return flags, {libvirt.VIR_MIGRATE_PARAM_URI:
-                       f"tcp://{target}:{hvparams[C.HV_MIGRATION_PORT]}"}
-
-    def _prepare_migration(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
-        with connection.libvirt_errors("read the domain XML", dom.name()):
-            root = etree.fromstring(dom.XMLDesc(0).encode())
-        if root.find("devices/hostdev") is not None:
-            raise HypervisorError(f"Instance {dom.name()} has PCI devices passed through "
-                                  "(pci_pass), which libxl cannot migrate")
-
     def FinalizeMigrationDst(self, instance: Any, info: str, success: bool) -> None:  # noqa: N802
         """As the base, and the CPU cap (not part of the migrated domain) is set again."""
         super().FinalizeMigrationDst(instance, info, success)

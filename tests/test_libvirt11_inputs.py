@@ -12,7 +12,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from hvlibvirt import constants as C, migration
+from hvlibvirt import constants as C, migrator
 from hvlibvirt.domain_xml import GuestTarget, identity
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -127,29 +127,29 @@ NO_DRIVER = _Conn(libvirt.VIR_ERR_NO_SUPPORT, "this function is not supported by
 @pytest.fixture
 def sys_class_net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "br0" / "bridge").mkdir(parents=True)
-    monkeypatch.setattr(migration, "SYS_CLASS_NET", str(tmp_path))
+    monkeypatch.setattr(migrator, "SYS_CLASS_NET", str(tmp_path))
     return tmp_path
 
 
 def test_without_the_interface_driver_a_local_bridge_is_read_from_sysfs(
         sys_class_net: Path) -> None:
     hv = KVMHypervisor(uri="qemu:///system")
-    assert hv._bridge_problem(NO_DRIVER, "br0") is None
-    assert hv._bridge_problem(NO_DRIVER, "br9") == "bridge br9 does not exist here"
+    assert hv.migrator.bridge_problem(NO_DRIVER, "br0") is None
+    assert hv.migrator.bridge_problem(NO_DRIVER, "br9") == "bridge br9 does not exist here"
 
 
 def test_without_the_interface_driver_a_remote_bridge_says_what_to_install(
         sys_class_net: Path) -> None:
     hv = KVMHypervisor(uri="qemu+ssh://node2/system")
-    problem = hv._bridge_problem(NO_DRIVER, "br0")
+    problem = hv.migrator.bridge_problem(NO_DRIVER, "br0")
     assert problem and "libvirt-daemon-driver-interface" in problem and "br0" in problem
 
 
 def test_with_the_interface_driver_libvirt_answers(sys_class_net: Path) -> None:
     hv = KVMHypervisor(uri="qemu:///system")
     missing = _Conn(libvirt.VIR_ERR_NO_INTERFACE, "Interface not found")
-    assert hv._bridge_problem(missing, "br0") == "bridge br0 does not exist here"
-    assert "not a network interface name" in hv._bridge_problem(NO_DRIVER, "\u00fcber")
+    assert hv.migrator.bridge_problem(missing, "br0") == "bridge br0 does not exist here"
+    assert "not a network interface name" in hv.migrator.bridge_problem(NO_DRIVER, "\u00fcber")
 
 
 def test_a_start_failure_quoting_a_bridge_names_the_nic() -> None:

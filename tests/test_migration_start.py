@@ -20,7 +20,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from hvlibvirt import constants as C, migration
+from hvlibvirt import constants as C, migration, migrator
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Instance
@@ -244,12 +244,12 @@ def test_a_job_without_its_ram_total_reports_no_ram_figures() -> None:
         def name(self) -> str:
             return "x"
 
-    early = migration.status(Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
-                                  "memory_processed": 0, "memory_total": 0}))
+    early = migration.read_status(Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+                                  "memory_processed": 0, "memory_total": 0}))[0]
     assert early.status == C.HV_MIGRATION_ACTIVE
     assert (early.transferred_ram, early.total_ram) == (None, None)
-    later = migration.status(Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
-                                  "memory_processed": 5, "memory_total": 10}))
+    later = migration.read_status(Dom({"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+                                  "memory_processed": 5, "memory_total": 10}))[0]
     assert (later.transferred_ram, later.total_ram) == (5, 10)
 
 
@@ -275,11 +275,11 @@ def test_a_target_killing_its_half_received_guest_is_waited_for() -> None:
     """A restarted target libvirtd destroys the incoming QEMU itself: "shutting down"
     until QEMU exits, then gone. That is not a guest running on the target."""
     dom = ScriptedState(SHUTTING_DOWN, SHUTTING_DOWN, None)
-    assert migration._settled_state(dom, seconds=5) is None  # noqa: SLF001
+    assert migrator._settled_state(dom, seconds=5) is None  # noqa: SLF001
     dom = ScriptedState(SHUTTING_DOWN, (libvirt.VIR_DOMAIN_SHUTOFF, 1))
-    assert migration._settled_state(dom, seconds=5) == (libvirt.VIR_DOMAIN_SHUTOFF, 1)  # noqa: SLF001
+    assert migrator._settled_state(dom, seconds=5) == (libvirt.VIR_DOMAIN_SHUTOFF, 1)  # noqa: SLF001
 
 
 def test_a_domain_that_stays_shutting_down_is_reported_as_it_is() -> None:
     dom = ScriptedState(SHUTTING_DOWN)
-    assert migration._settled_state(dom, seconds=0.3) == SHUTTING_DOWN  # noqa: SLF001
+    assert migrator._settled_state(dom, seconds=0.3) == SHUTTING_DOWN  # noqa: SLF001

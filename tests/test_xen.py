@@ -436,13 +436,13 @@ def test_verify(files: dict[str, str]) -> None:
 
 def test_migration_uses_libxls_flags_only(files: dict[str, str]) -> None:
     inst, _ = make(C.HT_XEN_PVM, files, migration_port=8102)
-    flags, params = XenPvmHypervisor._migration_flags(inst.hvparams, "node2", True)
+    flags, params = XenPvmHypervisor.MIGRATOR.flags(inst.hvparams, "node2", True)
     assert flags == (libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
                      | libvirt.VIR_MIGRATE_LIVE)
     assert params == {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://node2:8102"}
-    flags, _ = XenPvmHypervisor._migration_flags(inst.hvparams, "node2", False)
+    flags, _ = XenPvmHypervisor.MIGRATOR.flags(inst.hvparams, "node2", False)
     assert not flags & libvirt.VIR_MIGRATE_LIVE
-    assert XenPvmHypervisor(uri=URI)._target_uri("node2") == "xen+ssh://node2/system"
+    assert XenPvmHypervisor(uri=URI).migrator.target_uri("node2") == "xen+ssh://node2/system"
 
 
 def test_migration_refuses_pci_passthrough(files: dict[str, str], cleanup: None) -> None:
@@ -480,8 +480,8 @@ def test_migration_status_without_completed_job_stats() -> None:
     original = migration._completed_stats
     migration._completed_stats = lambda dom: {}
     try:
-        assert migration.status(gone).status == C.HV_MIGRATION_COMPLETED
-        assert migration.status(here).status == C.HV_MIGRATION_FAILED
+        assert migration.read_status(gone)[0].status == C.HV_MIGRATION_COMPLETED
+        assert migration.read_status(here)[0].status == C.HV_MIGRATION_FAILED
     finally:
         migration._completed_stats = original
 

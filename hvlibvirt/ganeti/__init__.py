@@ -13,7 +13,8 @@ from collections.abc import Iterable, MutableMapping
 
 def serve(hypervisor_map: MutableMapping[str, type], names: Iterable[str]) -> None:
     """Point Ganeti's ``_HYPERVISOR_MAP`` entries ``names`` at hvlibvirt's classes."""
-    from hvlibvirt import config, connection, get_hypervisor_class, ownership
+    from hvlibvirt import config, connection, ownership
+    from hvlibvirt.hypervisors import get_hypervisor_class
     from hvlibvirt.errors import HypervisorError
 
     classes = []

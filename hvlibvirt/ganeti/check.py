@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from hvlibvirt import get_hypervisor_class
+from hvlibvirt.hypervisors import get_hypervisor_class
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.ganeti import facts
 

@@ -62,7 +62,7 @@ def _runs_qemu_named(pid: int | None, name: str, proc: str) -> bool:
 def hvlibvirt_instances(hypervisors: Iterable[str]) -> tuple[list[str], list[str]]:
     """(running instances of hvlibvirt as "name (hypervisor)", the hypervisors whose
     libvirt could not be asked, each with why)."""
-    from hvlibvirt import get_hypervisor_class
+    from hvlibvirt.hypervisors import get_hypervisor_class
 
     running: list[str] = []
     unknown: list[str] = []
