@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hvlibvirt"
 # Layers from the top: a module may import its own layer's and lower layers' modules.
 # Modules not named sit in the bottom layer (the builders, the tables, the facts).
 LAYERS: list[set[str]] = [
-    {"hvlibvirt", "hvlibvirt.__main__", "hvlibvirt.cli", "hvlibvirt.ganeti",
+    {"hvlibvirt", "hvlibvirt.__main__", "hvlibvirt.cli", "hvlibvirt.demo", "hvlibvirt.ganeti",
      "hvlibvirt.ganeti.check", "hvlibvirt.ganeti.node", "hvlibvirt.ganeti.running"},
     {"hvlibvirt.hypervisors"},
     {"hvlibvirt.kvm", "hvlibvirt.xen"},
