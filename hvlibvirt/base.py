@@ -118,7 +118,7 @@ class BaseHypervisor:
         """The libvirt URI: constructor keyword, else the environment, else the node's
         configuration file, else libvirt's default. Resolved once per object: Ganeti
         builds one per RPC, and a call asks for it several times (each lookup reads the
-        environment and stats the file, ~0.1 ms in noded's fresh child)."""
+        environment and stats the file)."""
         if self._uri is None:
             self._uri = self.configured_uri()
         return self._uri
@@ -440,7 +440,7 @@ class BaseHypervisor:
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN or not _still_active(dom):
                 # Gone, or going: libxl fails its info of a domain it is destroying
-                # ("libxl_domain_info failed", tier 6's HVM stop): not running.
+                # ("libxl_domain_info failed"): not running.
                 return None
             raise HypervisorError(f"Failed to get info of instance {instance_name}: "
                                   f"{err}") from err

@@ -30,7 +30,7 @@ _ACTIVE_STATES = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCK
 
 # listAllDomains flags for "running" as Ganeti means it: active and not yet marked shut
 # off. libxl marks a domain its guest powered off SHUTOFF before it has destroyed it, and
-# ACTIVE alone would still list it meanwhile (tier 6). Flag groups are ANDed: one RPC.
+# ACTIVE alone would still list it meanwhile. Flag groups are ANDed: one RPC.
 LIST_RUNNING = (libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE | libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING
                 | libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED | libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER)
 
@@ -58,7 +58,7 @@ def is_active_state(state: int) -> bool:
 def info_tuple(dom: libvirt.virDomain, info: list[int]) -> InstanceInfo | None:
     """Ganeti's ``(name, id, memory MiB, vcpus, RUNNING, cpu seconds)`` from
     ``virDomainGetInfo``, whose memory figure libvirt keeps current from balloon
-    events without asking QEMU (the bulk statistics API asks QEMU, ~2 ms a domain).
+    events without asking QEMU (the bulk statistics API asks QEMU, for every domain).
     None if the domain stopped meanwhile."""
     _state, _maxmem, mem_kib, vcpus, cpu_ns = info
     dom_id = dom.ID()

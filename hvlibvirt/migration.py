@@ -51,10 +51,10 @@ _END_STATUS = {libvirt.VIR_DOMAIN_JOB_COMPLETED: C.HV_MIGRATION_COMPLETED,
 START_TIMEOUT = 60.0  # seconds for the helper to get the job going
 _START_POLL = 0.05  # seconds between job checks while it starts
 # Seconds a running job may show no data moved before MigrateInstance returns anyway.
-# libvirt reports the job from its first phase, before it has reached the target: a
-# migration the target refused at once (its socket missing) was seen running for one
-# poll in CI (2026-12-02, a loaded host), and its error then reached only the node's log.
-# Data moving means the target has accepted; libxl reports no figures, hence the limit.
+# libvirt reports the job from its first phase, before it has reached the target, so a
+# migration the target refuses at once can show as running; returning then would leave
+# its error to the node's log only. Data moving means the target has accepted; libxl
+# reports no figures, hence the limit.
 START_GRACE = 2.0
 HELPER_COMMAND = "migration-helper"  # the hvlibvirt subcommand; it names helpers in /proc
 HELPER_STOP_TIMEOUT = 10.0  # seconds for killed helpers to be gone

@@ -8,8 +8,8 @@ parsed) does. Its answer is remembered in two places:
 * in the process, per (URI, domain UUID), yes or no (long-lived processes);
 * on the node, a yes only, as an empty file ``<dir>/<URI as a name>/<UUID>``: Ganeti's
   node daemon forks a fresh process for every RPC, and there one RPC per listed domain
-  made ListInstances at 50 instances five times slower than Ganeti's own directory
-  listing.
+  would make ListInstances cost a round trip per instance where Ganeti's own KVM lists
+  a directory (docs/costs.md).
   ``<dir>`` is ``owned`` in the node's runtime directory (``/run/hvlibvirt/owned`` for
   root, see ``config.run_dir``), is created private, and is not used unless it is a trusted
   directory (``hvlibvirt.trusted``: this user's, nobody else may write to it or swap

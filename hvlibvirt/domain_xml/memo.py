@@ -52,8 +52,8 @@ def _object(kind: type, state: dict[str, Any]) -> None:
 
 @functools.cache
 def _key_pickler() -> type:
-    """The pickler of memo keys, made on first use: importing pickle costs ~2 ms that
-    processes which never render (noded's listing calls) skip."""
+    """The pickler of memo keys, made on first use: processes which never render
+    (noded's listing calls) do not import pickle."""
     import pickle
 
     class KeyPickler(pickle.Pickler):

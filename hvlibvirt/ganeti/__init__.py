@@ -22,12 +22,12 @@ def serve(hypervisor_map: MutableMapping[str, type], names: Iterable[str]) -> No
         hypervisor_map[name] = get_hypervisor_class(name)
         classes.append(hypervisor_map[name])
     # noded forks a child per RPC from the process that runs this: parsed once here,
-    # the file costs each child a stat instead of a parse (~2 ms in a fresh child).
+    # the file costs each child a stat instead of a parse (docs/costs.md).
     config.preload()
     connection.prepare_for_fork()
     try:
-        # The ownership marks' directories, found (and checked) once here: ~0.35 ms of
-        # each child's first listing otherwise. A URI configured later is found then.
+        # The ownership marks' directories, found (and checked) once here instead of in
+        # each child's first listing. A URI configured later is found then.
         ownership.prepare_for_fork({cls.configured_uri() for cls in classes})
     except HypervisorError:
         pass  # a broken configuration file: the first real call reports it

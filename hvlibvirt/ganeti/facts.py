@@ -4,7 +4,7 @@ valid values.
 Inside Ganeti (``ganeti`` importable, as in noded, its children and the job processes)
 it is the running Ganeti's own ``ganeti.constants``. That costs no import:
 ``hvlibvirt.errors`` has imported ``ganeti.errors`` by then, which imports
-``ganeti.constants`` (~8 ms cold on a Debian 12 node), and noded's children inherit it
+``ganeti.constants`` (docs/costs.md), and noded's children inherit it
 from their parent. Standalone it is ``STANDALONE_VERSION`` as hvlibvirt's tables
 describe it (``constants`` holds Ganeti 3.0's facts, each row's ``since`` what later
 versions changed). ``hvlibvirt ganeti check`` follows the version of the cluster it
@@ -31,7 +31,7 @@ SHARE_ROOT: Final = "/usr/share/ganeti"
 
 
 # Plain classes, not dataclasses or NamedTuples: every fresh process imports this
-# module, and creating one of those costs 0.1-0.5 ms.
+# module, and creating those classes costs more than the module's other work.
 class Ganeti:
     """The Ganeti whose hvparams are followed. ``constants`` is its constants module
     (or a namespace with the same names); None means hvlibvirt's own tables."""
