@@ -119,7 +119,7 @@ def steps(get: Callable[[str], Any], hvp: dict[str, Any]) -> dict[str, Callable[
         if stop > 4:
             ownership.is_ours(uri, dom)
         if stop > 5:
-            domains.instance_info(uri, dom)
+            domains.instance_info(dom)
 
     def raw() -> Any:
         get("trivial")

@@ -436,7 +436,7 @@ class BaseHypervisor:
         if dom is None:
             return None
         try:
-            return domains.instance_info(self.uri, dom)
+            return domains.instance_info(dom)
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN or not _still_active(dom):
                 # Gone, or going: libxl fails its info of a domain it is destroying

@@ -241,12 +241,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "migration-helper":
         from hvlibvirt import migration
         try:
-            spec = json.loads(args.spec)
-        except ValueError:
-            spec = None
-        if not isinstance(spec, dict):
-            raise UsageError("migration-helper: SPEC is not a JSON object")
-        return migration.run_helper(args.spec)
+            spec = migration.parse_spec(args.spec)
+        except ValueError as err:
+            raise UsageError(f"migration-helper: {err}") from None
+        return migration.run_helper(spec)
     return list_instances(args.hypervisor, args.uri)
 
 

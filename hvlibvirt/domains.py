@@ -72,13 +72,13 @@ def info_tuple(dom: libvirt.virDomain, info: list[int]) -> InstanceInfo | None:
             cpu_ns / 1e9)
 
 
-def instance_info(uri: str, dom: libvirt.virDomain) -> InstanceInfo | None:
+def instance_info(dom: libvirt.virDomain) -> InstanceInfo | None:
     """The info tuple of one of our domains: running, user-shut-down, or None."""
     info = dom.info()
     if is_active_state(info[0]):
         return info_tuple(dom, info)
     state, reason = dom.state()
-    return user_shutdown_info(uri, dom, state, reason)
+    return user_shutdown_info(dom, state, reason)
 
 
 def own_instance_info(uri: str, dom: libvirt.virDomain) -> InstanceInfo | None:
@@ -89,11 +89,10 @@ def own_instance_info(uri: str, dom: libvirt.virDomain) -> InstanceInfo | None:
     if is_active_state(info[0]):
         return info_tuple(dom, info) if is_ours(uri, dom) else None
     state, reason = dom.state()
-    return user_shutdown_info(uri, dom, state, reason)
+    return user_shutdown_info(dom, state, reason)
 
 
-def user_shutdown_info(uri: str, dom: libvirt.virDomain, state: int, reason: int
-                       ) -> InstanceInfo | None:
+def user_shutdown_info(dom: libvirt.virDomain, state: int, reason: int) -> InstanceInfo | None:
     """The SHUTDOWN tuple for an instance the guest powered off itself (for KVM only
     when its ``user_shutdown`` hvparam asks for that); None otherwise."""
     if state != libvirt.VIR_DOMAIN_SHUTOFF or reason != libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:

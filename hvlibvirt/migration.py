@@ -216,12 +216,31 @@ def _kill(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def run_helper(spec_json: str) -> int:
-    """The detached helper (``hvlibvirt migration-helper SPEC``): run the blocking
-    peer-to-peer migration; on failure, say why on stdout (read by ``start`` if it is
-    still waiting) and exit 1."""
+# The helper's spec: what ``start`` writes, field -> type.
+_SPEC_FIELDS = {"source": str, "name": str, "dest": str, "flags": int, "params": dict}
+
+
+def parse_spec(text: str) -> dict[str, Any]:
+    """The helper's spec from its command line; ValueError naming what is wrong."""
+    try:
+        spec = json.loads(text)
+    except ValueError:
+        spec = None
+    if not isinstance(spec, dict):
+        raise ValueError("SPEC is not a JSON object")
+    for field, kind in _SPEC_FIELDS.items():
+        value = spec.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"SPEC field {field!r} must be a JSON "
+                             f"{ {str: 'string', int: 'integer', dict: 'object'}[kind]}")
+    return spec
+
+
+def run_helper(spec: dict[str, Any]) -> int:
+    """The detached helper (``hvlibvirt migration-helper SPEC``, ``parse_spec``): run the
+    blocking peer-to-peer migration; on failure, say why on stdout (read by ``start``
+    if it is still waiting) and exit 1."""
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # raised, not printed
-    spec = json.loads(spec_json)
     try:
         conn = libvirt.open(spec["source"])
         conn.lookupByName(spec["name"]).migrateToURI3(spec["dest"], spec["params"],

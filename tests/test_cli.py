@@ -85,6 +85,11 @@ CASES: list[tuple[list[str], int, str]] = [
     (["migration-helper"], 2, "required"),
     (["migration-helper", "not json"], 2, "JSON object"),
     (["migration-helper", "[1]"], 2, "JSON object"),
+    (["migration-helper", "{}"], 2, "'source' must be a JSON string"),
+    (["migration-helper", '{"source": "a", "name": "b", "dest": "c", "flags": true, '
+      '"params": {}}'], 2, "'flags' must be a JSON integer"),
+    (["migration-helper", '{"source": "a", "name": "b", "dest": "c", "flags": 1, '
+      '"params": []}'], 2, "'params' must be a JSON object"),
     (["-v"], 2, "required"),
 ]
 
@@ -208,7 +213,7 @@ def command(*argv: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     (["--version"], 0),
     (["list", "--uri", UNREACHABLE], 1),
     (["demo", "--uri", UNREACHABLE], 1),
-    (["migration-helper", "{}"], 4),  # an internal command's missing spec keys: a bug
+    (["migration-helper", "{}"], 2),
     (["console", "--uri", "test:///default", "nosuch"], 1),  # console needs a real stdin
     (["console", "--uri", UNREACHABLE, "x"], 1),
     (["console", "--uri", "test:///default", "--hypervisor", "xen-pvm", "nosuch"], 1),
