@@ -26,7 +26,6 @@ Every error is one line on stderr; the library's log messages go there too only 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
