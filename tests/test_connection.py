@@ -12,6 +12,8 @@ import pytest
 
 from hvlibvirt import connection
 from hvlibvirt.errors import HotplugError, HypervisorError
+from marks import FORK_WITH_THREADS
+
 
 URI = "test:///default"
 
@@ -70,6 +72,7 @@ def test_asking_for_events_replaces_a_plain_connection() -> None:
     assert out.split() == ["True", "True"]
 
 
+@FORK_WITH_THREADS
 def test_a_forked_child_opens_its_own_connection() -> None:
     parent = connection.get(URI)
     read_end, write_end = os.pipe()

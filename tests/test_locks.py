@@ -13,6 +13,8 @@ import pytest
 
 from hvlibvirt import config, locks
 from hvlibvirt.errors import HotplugError, HypervisorError
+from marks import FORK_WITH_THREADS
+
 
 URI = "qemu:///system"
 _FORK = multiprocessing.get_context("fork")
@@ -28,6 +30,7 @@ def _counter_worker(path: str, rounds: int) -> None:
             Path(path).write_text(str(value + 1))
 
 
+@FORK_WITH_THREADS
 def test_processes_and_threads_exclude_each_other(tmp_path: Path) -> None:
     counter = tmp_path / "counter"
     counter.write_text("0")
@@ -60,6 +63,7 @@ def _hold_forever(ready: object) -> None:
         time.sleep(600)
 
 
+@FORK_WITH_THREADS
 def test_a_killed_holder_releases_and_a_waiter_times_out_cleanly(
         monkeypatch: pytest.MonkeyPatch) -> None:
     ready = _FORK.Event()
@@ -82,6 +86,7 @@ def test_a_killed_holder_releases_and_a_waiter_times_out_cleanly(
     assert not os.listdir(locks.lock_dir())  # its file is reused, then unlinked
 
 
+@FORK_WITH_THREADS
 def test_a_forked_child_does_not_inherit_the_parents_hold() -> None:
     with locks.hold(URI, "inst3", "meta"):
         pid = os.fork()

@@ -24,6 +24,8 @@ from lab.daemon import LibvirtDaemon
 from lab.guest import GuestImage
 from lab.instances import ganeti_shutdown
 from lab.serial import SerialLog
+from marks import FORK_WITH_THREADS
+
 
 pytestmark = pytest.mark.real
 
@@ -93,6 +95,7 @@ def test_instance_lifecycle_on_real_qemu(libvirt_daemon: LibvirtDaemon, guest_im
         hv.CleanupInstance(inst.name)
 
 
+@FORK_WITH_THREADS
 def test_a_forked_child_leaves_its_parents_connection_working(
         libvirt_daemon: LibvirtDaemon) -> None:
     """noded's model, with a parent that has connected: the child opens its own
