@@ -44,8 +44,7 @@ _INSTANCE_ARGS = ("instance", "instance_name", "name")
 
 
 def guard(cls: type) -> None:
-    """Wrap, where it is defined (``cls`` or a base: BaseHypervisor, the migration
-    mixin), each method of ``METHODS`` that ``cls`` has and that is not wrapped yet; an
+    """Wrap, where it is defined (``cls`` or a base such as BaseHypervisor), each method of ``METHODS`` that ``cls`` has and that is not wrapped yet; an
     override calling ``super()`` runs two wrappers, which is harmless."""
     for name in METHODS:
         owner = next((k for k in cls.__mro__ if name in k.__dict__), None)
