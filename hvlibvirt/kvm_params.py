@@ -8,12 +8,10 @@ an hvparam means one entry here and the code in the builder that reads it.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from hvlibvirt import constants as C, params as P
-from hvlibvirt.domain_xml import cpu, disks, graphics
+from hvlibvirt import constants as C, param_values as V, params as P
 from hvlibvirt.params import HvParam
 
 # Ganeti's migration capability names (QEMU's) -> what libvirt calls them.
@@ -43,15 +41,15 @@ _NO_VNET_HDR_SWITCH = ("libvirt always opens the taps of virtio NICs with the vi
 def _refuse_cdrom_type(_value: Any, hvp: Mapping[str, Any]) -> str | None:
     """Why a configured cdrom cannot go where its disk type says (the one booted from is
     on IDE regardless); also disk_type's, which decides when cdrom_disk_type is empty."""
-    for number, param in disks.CDROM_PARAMS:
-        if hvp[param] and (reason := _error_of(disks.cdrom_type, number, hvp)):
+    for number, param in V.CDROM_PARAMS:
+        if hvp[param] and (reason := _error_of(V.cdrom_type, number, hvp)):
             return reason
     return None
 
 
 def _refuse_disk_type(value: str, hvp: Mapping[str, Any]) -> str | None:
-    if value in disks.REFUSED_DISK_TYPES:
-        return disks.REFUSED_DISK_TYPES[value]
+    if value in V.REFUSED_DISK_TYPES:
+        return V.REFUSED_DISK_TYPES[value]
     return None if hvp[C.HV_KVM_CDROM_DISK_TYPE] else _refuse_cdrom_type(value, hvp)
 
 
@@ -65,7 +63,7 @@ def _refuse_migration_caps(value: str, _hvp: Mapping[str, Any]) -> str | None:
 
 def _refuse_kvm_extra(value: str, _hvp: Mapping[str, Any]) -> str | None:
     try:
-        shlex.split(value)
+        V.kvm_extra_args(value)
     except ValueError as err:
         return f"it does not split into arguments: {err}"
     return None
@@ -144,14 +142,14 @@ KVM_PARAMS: dict[str, HvParam] = {
                  C.HV_KVM_CDROM_DISK_TYPE: C.HT_DISK_IDE}),
     C.HV_KVM_FLOPPY_IMAGE_PATH: HvParam(
         P.OPT_FILE_CHECK, xml="<disk device='floppy'> on the fdc, alias ua-floppy1",
-        refuse=lambda v, hvp: disks.NO_Q35_FLOPPY if v and disks.on_q35(hvp) else None,
-        refused=f"an image on a q35 machine: {disks.NO_Q35_FLOPPY}",
+        refuse=lambda v, hvp: V.NO_Q35_FLOPPY if v and V.on_q35(hvp) else None,
+        refused=f"an image on a q35 machine: {V.NO_Q35_FLOPPY}",
         example={C.HV_KVM_FLOPPY_IMAGE_PATH: "/srv/floppy.img"}),
     # -- CPU and memory ----------------------------------------------------------------
     C.HV_CPU_TYPE: HvParam(P.NO_CHECK, xml="<cpu>: host -> host-passthrough; "
                            "model[,+flag,-flag,flag=on|off] -> custom model and features",
-                           refuse=lambda v, _hvp: _error_of(
-                               cpu.cpu, {**C.HVC_DEFAULTS[C.HT_KVM], C.HV_CPU_TYPE: v}, 1),
+                           refuse=lambda v, _hvp: None if v == V.CPU_HOST else _error_of(
+                               V.cpu_model, v),
                            refused="values that are not host or model[,+flag,-flag,"
                                    "flag=on|off]: libvirt has no way to pass other -cpu "
                                    "properties",
@@ -179,7 +177,7 @@ KVM_PARAMS: dict[str, HvParam] = {
         xml="<target bus=...>: paravirtual -> virtio (PCI), ide -> ide (sata on q35), "
             "scsi-hd -> scsi disk, scsi-cd -> scsi cdrom, scsi-block -> device='lun'",
         refuse=_refuse_disk_type,
-        refused="; ".join(f"{k}: {why}" for k, why in sorted(disks.REFUSED_DISK_TYPES.items()))
+        refused="; ".join(f"{k}: {why}" for k, why in sorted(V.REFUSED_DISK_TYPES.items()))
                 + "; scsi-block with a cdrom and an empty cdrom_disk_type: libvirt has no "
                   "cdrom device on it",
         example={C.HV_DISK_TYPE: "scsi-hd"}),
@@ -254,20 +252,18 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_USB_DEVICES: HvParam(
         P.NO_CHECK, xml="comma-separated: tablet/mouse/keyboard -> <input bus='usb'>, "
         "host:VVVV:PPPP or host:BUS.ADDR -> <hostdev type='usb'>",
-        refuse=lambda v, hvp: _error_of(graphics.inputs, {**hvp, C.HV_USB_DEVICES: v}, False),
+        refuse=lambda v, _hvp: _error_of(V.usb_devices, v),
         refused="other entries: they have no libvirt device element",
         example={C.HV_USB_DEVICES: "keyboard,host:046d:c52b"}),
     C.HV_VGA: HvParam(P.NO_CHECK, xml="<video><model type=...> (std -> vga, vmware -> vmvga,"
                       " cirrus, qxl, virtio, bochs, none; empty: qxl with SPICE, else vga, "
                       "with or without VNC, the card Ganeti's QEMU has by default)",
-                      refuse=lambda v, hvp: _error_of(graphics.video, {**hvp, C.HV_VGA: v},
-                                                      False),
+                      refuse=lambda v, _hvp: _error_of(V.video_model, v),
                       refused="other models: libvirt has no video model for them",
                       example={C.HV_VGA: "cirrus"}),
     C.HV_SOUNDHW: HvParam(P.NO_CHECK, xml="<sound model=...> (hda -> ich6, ich9, ac97, "
                           "es1370, sb16, pcspk, usb) with an <audio> backend (spice or none)",
-                          refuse=lambda v, hvp: _error_of(graphics.sound,
-                                                          {**hvp, C.HV_SOUNDHW: v}, False),
+                          refuse=lambda v, _hvp: _error_of(V.sound_model, v),
                           refused="other models (adlib, gus, cs4231a, all): libvirt has no "
                                   "sound model for them", example={C.HV_SOUNDHW: "hda"}),
     # -- SPICE -------------------------------------------------------------------------

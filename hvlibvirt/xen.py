@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, helper_command, hotplug, kvm_node, params as P
+from hvlibvirt import (connection, constants as C, helper_command, hotplug, kvm_node,
+                       param_values, params as P)
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt.domain_xml import Listen, StartupOptions, disks, inputs, nics
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
@@ -396,9 +397,8 @@ class XenPvmHypervisor(XenHypervisor):
     @classmethod
     def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
         super().CheckParameterSyntax(hvparams)
-        if hvparams[C.HV_USE_BOOTLOADER] and not hvparams[C.HV_BOOTLOADER_PATH]:
-            raise HypervisorError("Parameter 'bootloader_path' must be set when "
-                                  "'use_bootloader' is true")
+        if (problem := param_values.bootloader_problem(hvparams)):
+            raise HypervisorError(problem)
 
 
 class XenHvmHypervisor(XenHypervisor):

@@ -12,8 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from hvlibvirt import constants as C, params as P
-from hvlibvirt.domain_xml import cpu, graphics, hostdevs
+from hvlibvirt import constants as C, param_values as V, params as P
 from hvlibvirt.params import HvParam
 
 _BLOCKDEV_PREFIXES = ("xvd", "sd", "hd")  # docs/misc/vbd-interface in Xen's tree
@@ -179,7 +178,7 @@ XEN_HVM_PARAMS: dict[str, HvParam] = {
         P.NO_CHECK,
         xml="one <hostdev type='pci' managed='no'> per ';'-separated [DDDD:]BB:DD.F "
             "(permissive=1 -> <source writeFiltering='no'>); libvirt then refuses migration",
-        refuse=lambda v, _hvp: _error_of(hostdevs.pci_hostdevs, v),
+        refuse=lambda v, _hvp: _error_of(V.pci_devices, v),
         refused="entries that are not [DDDD:]BB:DD.F[,permissive=0|1]: libvirt has no "
                 "other xl PCI options",
         example={C.HV_PASSTHROUGH: "0000:03:00.0;04:00.1,permissive=1"}),
@@ -202,12 +201,12 @@ XEN_HVM_PARAMS: dict[str, HvParam] = {
         P.NO_CHECK,
         xml="<cpu mode='host-passthrough'> with <feature policy='require|disable'> per "
             "xl 'host,<flag>=1|0' entry (libxl names translated to libvirt's)",
-        refuse=lambda v, _hvp: _error_of(cpu.xen_cpuid, v),
+        refuse=lambda v, _hvp: _error_of(V.xen_cpuid_flags, v),
         refused="anything but xl's 'host,<flag>=0|1,...' form: the xend list form and the "
                 "x/k/s bit values have no libvirt equivalent",
         example={C.HV_XEN_CPUID: "host,sse3=0,aes=1"}),
     C.HV_SOUNDHW: HvParam(P.NO_CHECK, xml="<sound model=...>: hda -> ich6, ac97, es1370, "
-                          "sb16", refuse=lambda v, _hvp: _error_of(graphics.xen_sound, v),
+                          "sb16", refuse=lambda v, _hvp: _error_of(V.xen_sound_model, v),
                           refused="other models: libxl passes only these to the device "
                                   "model", example={C.HV_SOUNDHW: "hda"}),
 }
