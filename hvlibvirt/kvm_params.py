@@ -14,18 +14,20 @@ from typing import Any
 from hvlibvirt import constants as C, param_values as V, params as P
 from hvlibvirt.params import HvParam
 
-# Ganeti's migration capability names (QEMU's) -> what libvirt calls them.
-MIGRATION_CAPS = {
-    "xbzrle": "VIR_MIGRATE_COMPRESSED (method xbzrle)",
-    "auto-converge": "VIR_MIGRATE_AUTO_CONVERGE",
-    "rdma-pin-all": "VIR_MIGRATE_RDMA_PIN_ALL",
-    "x-rdma-pin-all": "VIR_MIGRATE_RDMA_PIN_ALL",
-    "postcopy-ram": "VIR_MIGRATE_POSTCOPY",
-    "x-postcopy-ram": "VIR_MIGRATE_POSTCOPY",
-    "multifd": "VIR_MIGRATE_PARALLEL",
-    "x-multifd": "VIR_MIGRATE_PARALLEL",
-    "compress": "VIR_MIGRATE_COMPRESSED (method mt)",
-    "zero-copy-send": "VIR_MIGRATE_ZEROCOPY",
+#: Ganeti's migration capability names (QEMU's) -> (the libvirt migration flag, by its
+#: name in libvirt-python, and the compression method it takes, if any). The only list:
+#: ``migration`` turns it into flags, the docs and the refusal read it.
+MIGRATION_CAPS: dict[str, tuple[str, str | None]] = {
+    "xbzrle": ("VIR_MIGRATE_COMPRESSED", "xbzrle"),
+    "auto-converge": ("VIR_MIGRATE_AUTO_CONVERGE", None),
+    "rdma-pin-all": ("VIR_MIGRATE_RDMA_PIN_ALL", None),
+    "x-rdma-pin-all": ("VIR_MIGRATE_RDMA_PIN_ALL", None),
+    "postcopy-ram": ("VIR_MIGRATE_POSTCOPY", None),
+    "x-postcopy-ram": ("VIR_MIGRATE_POSTCOPY", None),
+    "multifd": ("VIR_MIGRATE_PARALLEL", None),
+    "x-multifd": ("VIR_MIGRATE_PARALLEL", None),
+    "compress": ("VIR_MIGRATE_COMPRESSED", "mt"),
+    "zero-copy-send": ("VIR_MIGRATE_ZEROCOPY", None),
 }
 _SPICE = {C.HV_KVM_SPICE_BIND: "192.0.2.10"}
 _VNC = {C.HV_VNC_BIND_ADDRESS: "192.0.2.10"}
@@ -331,7 +333,8 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_MIGRATION_MODE: HvParam(P.MIGRATION_MODE_CHECK, runtime="VIR_MIGRATE_LIVE or not"),
     C.HV_KVM_MIGRATION_CAPS: HvParam(
         P.NO_CHECK, runtime="':'-separated capabilities mapped to libvirt migration flags: " +
-        ", ".join(f"{k} -> {v}" for k, v in MIGRATION_CAPS.items()),
+        ", ".join(f"{cap} -> {flag}" + (f" (method {method})" if method else "")
+                  for cap, (flag, method) in MIGRATION_CAPS.items()),
         refuse=_refuse_migration_caps,
         refused="other capabilities (such as zero-blocks): libvirt has no migration flag for "
                 "them"),
