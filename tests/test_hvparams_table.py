@@ -11,6 +11,7 @@ from hvlibvirt.cli import hvparams_markdown
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.kvm_params import KVM_PARAMS
+from hvparam_examples import KVM as EXAMPLES
 from xmlcases import instance, render, without_metadata
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "hvparams.md"
@@ -62,13 +63,13 @@ def test_table_covers_exactly_ganetis_parameters() -> None:
 
 @pytest.mark.parametrize("name", sorted(n for n, e in KVM_PARAMS.items() if e.xml))
 def test_every_xml_parameter_changes_the_xml(name: str) -> None:
-    entry = KVM_PARAMS[name]
+    example = EXAMPLES.get(name)
     if name in NO_EXAMPLE:
-        assert entry.example is None
+        assert example is None
         return
-    assert entry.example and name in entry.example, f"{name} needs an example"
-    baseline = dict(entry.example, **{name: DEFAULTS[name]})
-    changed_inst, block = instance(entry.example)
+    assert example and name in example, f"{name} needs an example"
+    baseline = dict(example, **{name: DEFAULTS[name]})
+    changed_inst, block = instance(example)
     KVMHypervisor.CheckParameterSyntax(changed_inst.hvparams)
     base_inst, _ = instance(baseline)
     assert without_metadata(render(changed_inst, block)) != \
