@@ -350,3 +350,82 @@ KVM_PARAMS: dict[str, HvParam] = {
                             refused="strings that do not split into shell words"),
 }
 
+
+# -- KVM's cross-parameter rules (Ganeti's, checked after the rows' refusals) --------------
+# SPICE options that only make sense with spice_bind set (Ganeti's rule).
+_SPICE_ADDITIONAL_PARAMS = (
+    C.HV_KVM_SPICE_IP_VERSION, C.HV_KVM_SPICE_PASSWORD_FILE,
+    C.HV_KVM_SPICE_LOSSLESS_IMG_COMPR, C.HV_KVM_SPICE_JPEG_IMG_COMPR,
+    C.HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR, C.HV_KVM_SPICE_STREAMING_VIDEO_DETECTION,
+    C.HV_KVM_SPICE_USE_TLS,
+)
+
+
+def cdrom_boot_needs_an_image(hvp: Mapping[str, Any]) -> str | None:
+    if hvp[C.HV_BOOT_ORDER] == C.HT_BO_CDROM and not hvp[C.HV_CDROM_IMAGE_PATH]:
+        return ("Parameter 'boot_order' is cdrom but 'cdrom_image_path' is not set: cannot "
+                "boot from cdrom without an ISO path")
+    return None
+
+
+def kernel_needs_a_root(hvp: Mapping[str, Any]) -> str | None:
+    if hvp[C.HV_KERNEL_PATH] and not hvp[C.HV_ROOT_PATH]:
+        return ("Parameter 'root_path' must be set when 'kernel_path' is (the kernel needs a "
+                "root partition)")
+    return None
+
+
+def security_domain_fits_the_model(hvp: Mapping[str, Any]) -> str | None:
+    model, domain = hvp[C.HV_SECURITY_MODEL], hvp[C.HV_SECURITY_DOMAIN]
+    if model == C.HT_SM_USER and not domain:
+        return ("Parameter 'security_domain' (the user to run the instance as) must be set "
+                "when security_model is 'user'")
+    if model in (C.HT_SM_NONE, C.HT_SM_POOL) and domain:
+        return f"Parameter 'security_domain' must be empty when security_model is {model!r}"
+    return None
+
+
+def serial_speed_is_standard(hvp: Mapping[str, Any]) -> str | None:
+    if hvp[C.HV_SERIAL_CONSOLE] and hvp[C.HV_SERIAL_SPEED] not in C.VALID_SERIAL_SPEEDS:
+        return (f"Parameter 'serial_speed' is invalid ({hvp[C.HV_SERIAL_SPEED]!r}); must be "
+                f"one of: {', '.join(map(str, C.VALID_SERIAL_SPEEDS))}")
+    return None
+
+
+def vnc_verify_needs_certificates(hvp: Mapping[str, Any]) -> str | None:
+    if hvp[C.HV_VNC_X509_VERIFY] and not hvp[C.HV_VNC_X509]:
+        return "Parameter 'vnc_x509_path' must be set when 'vnc_x509_verify' is"
+    return None
+
+
+def spice_options_need_a_bind(hvp: Mapping[str, Any]) -> str | None:
+    bind, version = hvp[C.HV_KVM_SPICE_BIND], hvp[C.HV_KVM_SPICE_IP_VERSION]
+    if not bind:
+        for name in _SPICE_ADDITIONAL_PARAMS:
+            if hvp[name]:
+                return f"Parameter '{name}' requires 'spice_bind' to be set"
+        return None
+    found = V.ip_version_of(bind)
+    if version != C.IFACE_NO_IP_VERSION_SPECIFIED and found not in (None, version):
+        return (f"Parameter 'spice_bind' is an IPv{found} address ({bind}) but "
+                f"'spice_ip_version' is {version}")
+    return None
+
+
+def host_cpu_needs_kvm(hvp: Mapping[str, Any]) -> str | None:
+    if hvp[C.HV_CPU_TYPE] == V.CPU_HOST and hvp[C.HV_KVM_FLAG] == C.HT_KVM_DISABLED:
+        return "Parameter 'cpu_type' is 'host', which needs KVM, but 'kvm_flag' is disabled"
+    return None
+
+
+def native_aio_needs_no_cache(hvp: Mapping[str, Any]) -> str | None:
+    if hvp[C.HV_KVM_DISK_AIO] == "native" and hvp[C.HV_DISK_CACHE] != "none":
+        return "Parameter 'disk_cache' must be 'none' when 'disk_aio' is 'native'"
+    return None
+
+
+#: in the order CheckParameterSyntax applies them (the first broken one is reported)
+KVM_RULES: tuple[P.Rule, ...] = (
+    cdrom_boot_needs_an_image, kernel_needs_a_root, security_domain_fits_the_model,
+    serial_speed_is_standard, vnc_verify_needs_certificates, spice_options_need_a_bind,
+    host_cpu_needs_kvm, native_aio_needs_no_cache)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -427,6 +427,18 @@ def check_refusals(table: Mapping[str, HvParam], hvparams: Mapping[str, Any]) ->
         if reason:
             raise HypervisorError(f"Parameter '{name}' value {shown(hvparams[name])} is not "
                                   f"supported: {reason}")
+
+
+#: a cross-parameter rule: why a whole hvparams dict is not acceptable, or None
+Rule = Callable[[Mapping[str, Any]], "str | None"]
+
+
+def check_rules(rules: Iterable[Rule], hvparams: Mapping[str, Any]) -> None:
+    """Apply cross-parameter rules in order; the first broken one raises its message."""
+    for rule in rules:
+        reason = rule(hvparams)
+        if reason:
+            raise HypervisorError(reason)
 
 
 def refused(values: str, reason: str, predicate: Callable[[Any], bool]) -> dict[str, Any]:

@@ -210,3 +210,7 @@ XEN_HVM_PARAMS: dict[str, HvParam] = {
                                   "model"),
 }
 
+
+# -- cross-parameter rules (Ganeti's, checked after the rows' refusals) ----------------
+XEN_PVM_RULES: tuple[P.Rule, ...] = (V.bootloader_problem,)
+XEN_HVM_RULES: tuple[P.Rule, ...] = ()
