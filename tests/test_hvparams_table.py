@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,18 @@ REFUSED_SAMPLES = {
 def test_doc_matches_the_table() -> None:
     assert DOC.read_text() == hvparams_markdown(), (
         "docs/hvparams.md is stale: regenerate it with `hvlibvirt hvparams-doc`")
+
+
+def test_the_tables_load_without_any_builder() -> None:
+    """Refusals ask hvlibvirt.param_values, never an XML builder: a fresh interpreter
+    loads every table without domain_xml, lxml or libvirt."""
+    code = ("import sys, hvlibvirt.kvm_params, hvlibvirt.xen_params; print(sorted(m for m in "
+            "sys.modules if m.split('.')[0] in ('lxml', 'libvirt') or "
+            "m.startswith('hvlibvirt.domain_xml')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=DOC.parent.parent, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_table_covers_exactly_ganetis_parameters() -> None:
