@@ -25,7 +25,7 @@ from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domai
                                   identity, inputs, nics, pcie)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
-from hvlibvirt.kvm_params import KVM_PARAMS, KVM_RULES
+from hvlibvirt.kvm_params import KVM_PARAMS, KVM_RULES, POSTCOPY_CAPS
 from hvlibvirt.objects import InstanceConsole, MigrationStatus, new_instance_console
 
 # Ganeti's build-time default user for ssh consoles.
@@ -161,7 +161,7 @@ class KVMHypervisor(BaseHypervisor):
         once memory has been copied twice (dirty-sync count 2, from the poll's own job
         statistics)."""
         caps = migration.capabilities(instance.hvparams.get(C.HV_KVM_MIGRATION_CAPS, ""))
-        if not {"postcopy-ram", "x-postcopy-ram"} & set(caps) \
+        if not POSTCOPY_CAPS & set(caps) \
                 or stats.get("memory_iteration", 0) < 2:
             return
         with connection.libvirt_errors("switch the migration to post-copy", instance.name):

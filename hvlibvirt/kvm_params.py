@@ -32,6 +32,9 @@ MIGRATION_CAPS: dict[str, tuple[str, str | None]] = {
     "compress": ("VIR_MIGRATE_COMPRESSED", "mt"),
     "zero-copy-send": ("VIR_MIGRATE_ZEROCOPY", None),
 }
+#: the capabilities that ask for post-copy (Ganeti switches to it during the migration)
+POSTCOPY_CAPS = frozenset(cap for cap, (flag, _) in MIGRATION_CAPS.items()
+                          if flag == "VIR_MIGRATE_POSTCOPY")
 
 
 _refused = P.refused
