@@ -34,6 +34,7 @@ def is_q35(machine: str | None) -> bool:
 
 
 def on_q35(hvparams: Mapping[str, Any]) -> bool:
+    """Whether KVM hvparams ask for a q35 machine."""
     return is_q35(hvparams[C.HV_KVM_MACHINE_VERSION])
 
 

@@ -413,11 +413,6 @@ def checks_of(table: Mapping[str, HvParam]) -> dict[str, Check]:
     return {name: entry.check for name, entry in table.items()}
 
 
-def defaults_of(table: Mapping[str, HvParam]) -> dict[str, Any]:
-    """Name -> Ganeti 3.0's default, for a parameter table."""
-    return {name: entry.default for name, entry in table.items()}
-
-
 def check_refusals(table: Mapping[str, HvParam], hvparams: Mapping[str, Any]) -> None:
     """Refuse values the hypervisor cannot honour, naming the parameter and the reason."""
     for name, entry in sorted(table.items()):

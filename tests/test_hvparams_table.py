@@ -122,3 +122,12 @@ def test_each_refused_disk_type_says_why(disk_type: str) -> None:
     inst, _ = instance({C.HV_DISK_TYPE: disk_type})
     with pytest.raises(HypervisorError, match=rf"'disk_type' value '{disk_type}'.*: \w+"):
         KVMHypervisor.CheckParameterSyntax(inst.hvparams)
+
+
+def test_every_example_belongs_to_an_xml_row() -> None:
+    """A row renamed or moved to runtime leaves no stale example behind."""
+    from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
+    from hvparam_examples import BY_HYPERVISOR
+    tables = {C.HT_KVM: KVM_PARAMS, C.HT_XEN_PVM: XEN_PVM_PARAMS, C.HT_XEN_HVM: XEN_HVM_PARAMS}
+    for hv_name, examples in BY_HYPERVISOR.items():
+        assert set(examples) <= {n for n, e in tables[hv_name].items() if e.xml}, hv_name
