@@ -76,16 +76,12 @@ def hvparams_markdown() -> str:
         "versions changed in brackets; inside Ganeti, the running Ganeti's own names,",
         "defaults and valid values apply.",
     ]
-    for title, hv_name, table in (("KVM (`kvm`, libvirt's QEMU driver)", constants.HT_KVM,
-                                   KVM_PARAMS),
-                                  ("Xen PVM (`xen-pvm`, libvirt's libxl driver)",
-                                   constants.HT_XEN_PVM, XEN_PVM_PARAMS),
-                                  ("Xen HVM (`xen-hvm`, libvirt's libxl driver)",
-                                   constants.HT_XEN_HVM, XEN_HVM_PARAMS)):
+    for title, table in (("KVM (`kvm`, libvirt's QEMU driver)", KVM_PARAMS),
+                         ("Xen PVM (`xen-pvm`, libvirt's libxl driver)", XEN_PVM_PARAMS),
+                         ("Xen HVM (`xen-hvm`, libvirt's libxl driver)", XEN_HVM_PARAMS)):
         lines += ["", f"## {title}", "",
                   "| parameter | default | what hvlibvirt does with it | "
                   "refused values |", "|---|---|---|---|"]
-        defaults = constants.HVC_DEFAULTS[hv_name]
         for name in sorted(table):
             entry = table[name]
             if entry.xml:
@@ -94,7 +90,7 @@ def hvparams_markdown() -> str:
                 does = f"runtime: {entry.runtime}"
             else:
                 does = "nothing beyond the default: every other value is refused"
-            default = f"`{defaults[name]!r}`"
+            default = f"`{entry.default!r}`"
             if entry.since:
                 default += f" ({cell(entry.changes_doc())})"
             lines.append(f"| `{name}` | {default} | {cell(does)} | "

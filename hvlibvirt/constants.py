@@ -3,14 +3,15 @@
 Everything here mirrors a Ganeti 3.0 constant of the same name (``ganeti.constants``),
 so code written against Ganeti reads the same against hvlibvirt. ``HVC_DEFAULTS`` for
 our three hypervisors equals Ganeti 3.0's, key for key and value for value; a test
-checks it against Ganeti's own module when that is available. What later Ganeti
-versions changed is in the hvparam tables' ``since`` entries, and inside Ganeti the
-running Ganeti's own values are followed (``hvlibvirt.ganeti.facts``).
+checks it against Ganeti's own module when that is available. It and
+``HVS_PARAMETER_TYPES`` derive from the hvparam tables' rows, which also say what later
+Ganeti versions changed (``since``); inside Ganeti the running Ganeti's own values are
+followed (``hvlibvirt.ganeti.facts``).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 # -- hypervisors ---------------------------------------------------------------
 HT_KVM: Final = "kvm"
@@ -258,142 +259,29 @@ XEN_INITRD: Final = ""
 XEN_BOOTLOADER: Final = ""
 VNC_PASSWORD_FILE: Final = "/etc/ganeti/vnc-cluster-password"
 
-# -- defaults: equal to Ganeti 3.0's HVC_DEFAULTS for these hypervisors -------------
-HVC_DEFAULTS: Final[dict[str, dict[str, object]]] = {
-    HT_KVM: {
-        HV_KVM_PATH: KVM_PATH,
-        HV_KERNEL_PATH: KVM_KERNEL,
-        HV_INITRD_PATH: "",
-        HV_KERNEL_ARGS: "ro",
-        HV_ROOT_PATH: "/dev/vda1",
-        HV_ACPI: True,
-        HV_SERIAL_CONSOLE: True,
-        HV_SERIAL_SPEED: 38400,
-        HV_VNC_BIND_ADDRESS: "",
-        HV_VNC_TLS: False,
-        HV_VNC_X509: "",
-        HV_VNC_X509_VERIFY: False,
-        HV_VNC_PASSWORD_FILE: "",
-        HV_KVM_SPICE_BIND: "",
-        HV_KVM_SPICE_IP_VERSION: IFACE_NO_IP_VERSION_SPECIFIED,
-        HV_KVM_SPICE_PASSWORD_FILE: "",
-        HV_KVM_SPICE_LOSSLESS_IMG_COMPR: "",
-        HV_KVM_SPICE_JPEG_IMG_COMPR: "",
-        HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR: "",
-        HV_KVM_SPICE_STREAMING_VIDEO_DETECTION: "",
-        HV_KVM_SPICE_AUDIO_COMPR: True,
-        HV_KVM_SPICE_USE_TLS: False,
-        HV_KVM_SPICE_TLS_CIPHERS: "HIGH:-DES:-3DES:-EXPORT:-DH",
-        HV_KVM_SPICE_USE_VDAGENT: True,
-        HV_KVM_FLOPPY_IMAGE_PATH: "",
-        HV_CDROM_IMAGE_PATH: "",
-        HV_KVM_CDROM2_IMAGE_PATH: "",
-        HV_BOOT_ORDER: HT_BO_DISK,
-        HV_NIC_TYPE: HT_NIC_PARAVIRTUAL,
-        HV_DISK_TYPE: HT_DISK_PARAVIRTUAL,
-        HV_KVM_CDROM_DISK_TYPE: "",
-        HV_USB_MOUSE: "",
-        HV_KEYMAP: "",
-        HV_MIGRATION_PORT: 8102,
-        HV_MIGRATION_BANDWIDTH: 32,
-        HV_MIGRATION_DOWNTIME: 30,
-        HV_MIGRATION_MODE: HT_MIGRATION_LIVE,
-        HV_USE_LOCALTIME: False,
-        HV_DISK_CACHE: "default",
-        HV_SECURITY_MODEL: HT_SM_NONE,
-        HV_SECURITY_DOMAIN: "",
-        HV_KVM_FLAG: "",
-        HV_VHOST_NET: False,
-        HV_VIRTIO_NET_QUEUES: 1,
-        HV_KVM_USE_CHROOT: False,
-        HV_KVM_USER_SHUTDOWN: False,
-        HV_MEM_PATH: "",
-        HV_REBOOT_BEHAVIOR: INSTANCE_REBOOT_ALLOWED,
-        HV_CPU_MASK: CPU_PINNING_ALL,
-        HV_CPU_TYPE: "",
-        HV_CPU_CORES: 0,
-        HV_CPU_THREADS: 0,
-        HV_CPU_SOCKETS: 0,
-        HV_SOUNDHW: "",
-        HV_USB_DEVICES: "",
-        HV_VGA: "",
-        HV_KVM_EXTRA: "",
-        HV_KVM_MACHINE_VERSION: "",
-        HV_KVM_MIGRATION_CAPS: "",
-        HV_VNET_HDR: True,
-        HV_KVM_DISK_AIO: "threads",
-        HV_DISK_DISCARD: "default",
-        HV_USE_GUEST_AGENT: False,
-        HV_KVM_PCI_RESERVATIONS: QEMU_DEFAULT_PCI_RESERVATIONS,
-        HV_KVM_SCSI_CONTROLLER_TYPE: "lsi",
-    },
-    HT_XEN_PVM: {
-        HV_USE_BOOTLOADER: False,
-        HV_BOOTLOADER_PATH: XEN_BOOTLOADER,
-        HV_BOOTLOADER_ARGS: "",
-        HV_KERNEL_PATH: XEN_KERNEL,
-        HV_INITRD_PATH: XEN_INITRD,
-        HV_ROOT_PATH: "/dev/xvda1",
-        HV_KERNEL_ARGS: "ro",
-        HV_MIGRATION_PORT: 8002,
-        HV_MIGRATION_MODE: HT_MIGRATION_LIVE,
-        HV_BLOCKDEV_PREFIX: "sd",
-        HV_REBOOT_BEHAVIOR: INSTANCE_REBOOT_ALLOWED,
-        HV_CPU_MASK: CPU_PINNING_ALL,
-        HV_CPU_CAP: 0,
-        HV_CPU_WEIGHT: 256,
-        HV_VIF_SCRIPT: "",
-        HV_XEN_CMD: "xm",
-        HV_XEN_CPUID: "",
-        HV_SOUNDHW: "",
-    },
-    HT_XEN_HVM: {
-        HV_BOOT_ORDER: "cd",
-        HV_CDROM_IMAGE_PATH: "",
-        HV_NIC_TYPE: "rtl8139",
-        HV_DISK_TYPE: HT_DISK_PARAVIRTUAL,
-        HV_VNC_BIND_ADDRESS: "0.0.0.0",
-        HV_VNC_PASSWORD_FILE: VNC_PASSWORD_FILE,
-        HV_ACPI: True,
-        HV_PAE: True,
-        HV_KERNEL_PATH: "/usr/lib/xen/boot/hvmloader",
-        HV_DEVICE_MODEL: "/usr/lib/xen/bin/qemu-dm",
-        HV_MIGRATION_PORT: 8002,
-        HV_MIGRATION_MODE: HT_MIGRATION_NONLIVE,
-        HV_USE_LOCALTIME: False,
-        HV_BLOCKDEV_PREFIX: "hd",
-        HV_PASSTHROUGH: "",
-        HV_REBOOT_BEHAVIOR: INSTANCE_REBOOT_ALLOWED,
-        HV_CPU_MASK: CPU_PINNING_ALL,
-        HV_CPU_CAP: 0,
-        HV_CPU_WEIGHT: 256,
-        HV_VIF_TYPE: "ioemu",
-        HV_VIF_SCRIPT: "",
-        HV_VIRIDIAN: False,
-        HV_XEN_CMD: "xm",
-        HV_XEN_CPUID: "",
-        HV_SOUNDHW: "",
-    },
-}
+# -- defaults and value types: from the hvparam tables ------------------------------
+# HVC_DEFAULTS (Ganeti 3.0's, for our three hypervisors) and HVS_PARAMETER_TYPES (every
+# hvparam above) are built from the rows of kvm_params and xen_params on first use:
+# the rows are their only source, and the tables import this module.
+if TYPE_CHECKING:
+    HVC_DEFAULTS: dict[str, dict[str, object]]
+    HVS_PARAMETER_TYPES: dict[str, str]
 
-# -- value types of every hvparam above (Ganeti's HVS_PARAMETER_TYPES, restricted) ----
-_BOOL_PARAMS = (HV_ACPI, HV_SERIAL_CONSOLE, HV_VNC_TLS, HV_VNC_X509_VERIFY,
-                HV_KVM_SPICE_AUDIO_COMPR, HV_KVM_SPICE_USE_TLS, HV_KVM_SPICE_USE_VDAGENT,
-                HV_USE_LOCALTIME, HV_VHOST_NET, HV_KVM_USE_CHROOT, HV_KVM_USER_SHUTDOWN,
-                HV_VNET_HDR, HV_USE_GUEST_AGENT, HV_USE_BOOTLOADER, HV_PAE, HV_VIRIDIAN)
-_INT_PARAMS = (HV_SERIAL_SPEED, HV_KVM_SPICE_IP_VERSION, HV_MIGRATION_PORT,
-               HV_MIGRATION_BANDWIDTH, HV_MIGRATION_DOWNTIME, HV_VIRTIO_NET_QUEUES,
-               HV_CPU_CORES, HV_CPU_THREADS, HV_CPU_SOCKETS, HV_KVM_PCI_RESERVATIONS,
-               HV_CPU_CAP, HV_CPU_WEIGHT)
-_MAYBE_STRING_PARAMS = (HV_ROOT_PATH,)
 
-HVS_PARAMETER_TYPES: Final[dict[str, str]] = {
-    name: (VTYPE_BOOL if name in _BOOL_PARAMS else
-           VTYPE_INT if name in _INT_PARAMS else
-           VTYPE_MAYBE_STRING if name in _MAYBE_STRING_PARAMS else
-           VTYPE_STRING)
-    for defaults in HVC_DEFAULTS.values() for name in defaults
-}
+def __getattr__(name: str) -> Any:
+    if name not in ("HVC_DEFAULTS", "HVS_PARAMETER_TYPES"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from hvlibvirt.kvm_params import KVM_PARAMS
+    from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
+
+    tables = {HT_KVM: KVM_PARAMS, HT_XEN_PVM: XEN_PVM_PARAMS, HT_XEN_HVM: XEN_HVM_PARAMS}
+    globals().update(
+        HVC_DEFAULTS={hv: {n: row.default for n, row in table.items()}
+                      for hv, table in tables.items()},
+        HVS_PARAMETER_TYPES={n: row.value_type for table in tables.values()
+                             for n, row in table.items()})
+    return globals()[name]
+
 
 # Cluster-wide hvparams (Ganeti strips them from instance-level hvparams).
 HVC_GLOBALS: Final = frozenset({HV_MIGRATION_PORT, HV_MIGRATION_BANDWIDTH,

@@ -1,7 +1,7 @@
 """KVM through libvirt's QEMU driver.
 
-The parameter table is ``kvm_params.KVM_PARAMS`` and the node facts the XML builder
-needs come from ``kvm_node``; here are KVM's cross-parameter rules, node-side checks,
+The parameter table and KVM's cross-parameter rules are ``kvm_params`` and the node
+facts the XML builder needs come from ``kvm_node``; here are KVM's node-side checks,
 verification, hotplug, consoles and migration tuning.
 """
 
@@ -26,20 +26,12 @@ from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domai
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.helper import helper_command
-from hvlibvirt.kvm_params import KVM_PARAMS
+from hvlibvirt.kvm_params import KVM_PARAMS, KVM_RULES
 from hvlibvirt.migrator import KvmMigrator
 from hvlibvirt.objects import InstanceConsole, new_instance_console
 
 # Ganeti's build-time default user for ssh consoles.
 SSH_CONSOLE_USER = "root"
-
-# SPICE options that only make sense with spice_bind set (Ganeti's rule).
-_SPICE_ADDITIONAL_PARAMS = (
-    C.HV_KVM_SPICE_IP_VERSION, C.HV_KVM_SPICE_PASSWORD_FILE,
-    C.HV_KVM_SPICE_LOSSLESS_IMG_COMPR, C.HV_KVM_SPICE_JPEG_IMG_COMPR,
-    C.HV_KVM_SPICE_ZLIB_GLZ_IMG_COMPR, C.HV_KVM_SPICE_STREAMING_VIDEO_DETECTION,
-    C.HV_KVM_SPICE_USE_TLS,
-)
 
 
 # libvirt 9.0 (Debian 12) refuses <vlan> on Linux bridge ports when a domain starts;
@@ -89,38 +81,11 @@ class KVMHypervisor(BaseHypervisor):
     # -- parameters --------------------------------------------------------------
     @classmethod
     def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
-        """Per-parameter checks, then KVM's cross-parameter rules."""
+        """Per-parameter checks, then KVM's cross-parameter rules (``kvm_params``)."""
         super().CheckParameterSyntax(hvparams)
-        hvp = hvparams
         # What libvirt cannot honour first: a clearer message than a cross-rule about it.
-        P.check_refusals(KVM_PARAMS, hvp)
-        if hvp[C.HV_BOOT_ORDER] == C.HT_BO_CDROM and not hvp[C.HV_CDROM_IMAGE_PATH]:
-            raise HypervisorError("Parameter 'boot_order' is cdrom but 'cdrom_image_path' "
-                                  "is not set: cannot boot from cdrom without an ISO path")
-        if hvp[C.HV_KERNEL_PATH] and not hvp[C.HV_ROOT_PATH]:
-            raise HypervisorError("Parameter 'root_path' must be set when 'kernel_path' is"
-                                  " (the kernel needs a root partition)")
-        model, domain = hvp[C.HV_SECURITY_MODEL], hvp[C.HV_SECURITY_DOMAIN]
-        if model == C.HT_SM_USER and not domain:
-            raise HypervisorError("Parameter 'security_domain' (the user to run the "
-                                  "instance as) must be set when security_model is 'user'")
-        if model in (C.HT_SM_NONE, C.HT_SM_POOL) and domain:
-            raise HypervisorError(f"Parameter 'security_domain' must be empty when "
-                                  f"security_model is {model!r}")
-        if hvp[C.HV_SERIAL_CONSOLE] and hvp[C.HV_SERIAL_SPEED] not in C.VALID_SERIAL_SPEEDS:
-            raise HypervisorError(
-                f"Parameter 'serial_speed' is invalid ({hvp[C.HV_SERIAL_SPEED]!r}); must be one"
-                f" of: {', '.join(map(str, C.VALID_SERIAL_SPEEDS))}")
-        if hvp[C.HV_VNC_X509_VERIFY] and not hvp[C.HV_VNC_X509]:
-            raise HypervisorError("Parameter 'vnc_x509_path' must be set when "
-                                  "'vnc_x509_verify' is")
-        cls._check_spice(hvp)
-        if hvp[C.HV_CPU_TYPE] == "host" and hvp[C.HV_KVM_FLAG] == C.HT_KVM_DISABLED:
-            raise HypervisorError("Parameter 'cpu_type' is 'host', which needs KVM, but "
-                                  "'kvm_flag' is disabled")
-        if hvp[C.HV_KVM_DISK_AIO] == "native" and hvp[C.HV_DISK_CACHE] != "none":
-            raise HypervisorError("Parameter 'disk_cache' must be 'none' when 'disk_aio' is"
-                                  " 'native'")
+        P.check_refusals(KVM_PARAMS, hvparams)
+        P.check_rules(KVM_RULES, hvparams)
 
     @classmethod
     def AssessParameters(cls, hvparams: Mapping[str, Any]) -> list[str]:  # noqa: N802
@@ -157,19 +122,6 @@ class KVMHypervisor(BaseHypervisor):
             warnings.append(f"machine_version {machine!r} is not a PC machine hvlibvirt "
                             "supports")
         return warnings
-
-    @staticmethod
-    def _check_spice(hvp: Mapping[str, Any]) -> None:
-        bind, version = hvp[C.HV_KVM_SPICE_BIND], hvp[C.HV_KVM_SPICE_IP_VERSION]
-        if not bind:
-            for name in _SPICE_ADDITIONAL_PARAMS:
-                if hvp[name]:
-                    raise HypervisorError(f"Parameter '{name}' requires 'spice_bind' to be set")
-            return
-        found = kvm_node.ip_version_of(bind)
-        if version != C.IFACE_NO_IP_VERSION_SPECIFIED and found not in (None, version):
-            raise HypervisorError(f"Parameter 'spice_bind' is an IPv{found} address "
-                                  f"({bind}) but 'spice_ip_version' is {version}")
 
     @classmethod
     def ValidateParameters(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802

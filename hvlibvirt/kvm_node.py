@@ -7,7 +7,6 @@ domain XML builder stays pure by taking the results as ``StartupOptions``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import pwd
@@ -21,16 +20,10 @@ from lxml import etree
 from hvlibvirt import connection, constants as C, params as P, trusted
 from hvlibvirt.domain_xml import GuestTarget, Listen, identity
 from hvlibvirt.errors import HypervisorError
+from hvlibvirt.param_values import ip_version_of
 
 log = logging.getLogger(__name__)
 _VNC_PASSWORD_CHARS = 8
-
-
-def ip_version_of(value: str) -> int | None:
-    try:
-        return ipaddress.ip_address(value).version
-    except ValueError:
-        return None
 
 
 def offered_domain_types(capabilities_xml: str) -> dict[str, list[str]]:

@@ -27,23 +27,14 @@ import libvirt
 from hvlibvirt import constants as C
 from hvlibvirt.helper import helper_command
 from hvlibvirt.errors import HypervisorError
+from hvlibvirt.kvm_params import MIGRATION_CAPS
 from hvlibvirt.objects import MigrationStatus, new_migration_status
 
 log = logging.getLogger(__name__)
 
 # Ganeti's migration capability names (QEMU's) -> (libvirt flag, compression method).
 CAPABILITY_FLAGS: dict[str, tuple[int, str | None]] = {
-    "xbzrle": (libvirt.VIR_MIGRATE_COMPRESSED, "xbzrle"),
-    "compress": (libvirt.VIR_MIGRATE_COMPRESSED, "mt"),
-    "auto-converge": (libvirt.VIR_MIGRATE_AUTO_CONVERGE, None),
-    "rdma-pin-all": (libvirt.VIR_MIGRATE_RDMA_PIN_ALL, None),
-    "x-rdma-pin-all": (libvirt.VIR_MIGRATE_RDMA_PIN_ALL, None),
-    "postcopy-ram": (libvirt.VIR_MIGRATE_POSTCOPY, None),
-    "x-postcopy-ram": (libvirt.VIR_MIGRATE_POSTCOPY, None),
-    "multifd": (libvirt.VIR_MIGRATE_PARALLEL, None),
-    "x-multifd": (libvirt.VIR_MIGRATE_PARALLEL, None),
-    "zero-copy-send": (libvirt.VIR_MIGRATE_ZEROCOPY, None),
-}
+    cap: (getattr(libvirt, flag), method) for cap, (flag, method) in MIGRATION_CAPS.items()}
 _ACTIVE_JOBS = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
 _END_STATUS = {libvirt.VIR_DOMAIN_JOB_COMPLETED: C.HV_MIGRATION_COMPLETED,
                libvirt.VIR_DOMAIN_JOB_FAILED: C.HV_MIGRATION_FAILED,

@@ -26,6 +26,7 @@ from hvlibvirt import connection, constants as C, domains, instance_metadata, mi
 from hvlibvirt.domain_xml import identity
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.host import Host
+from hvlibvirt.kvm_params import POSTCOPY_CAPS
 from hvlibvirt.objects import MigrationStatus, new_migration_status
 
 log = logging.getLogger(__name__)
@@ -281,8 +282,7 @@ class KvmMigrator(Migrator):
         once memory has been copied twice (dirty-sync count 2, from the poll's own job
         statistics)."""
         caps = migration.capabilities(instance.hvparams.get(C.HV_KVM_MIGRATION_CAPS, ""))
-        if not {"postcopy-ram", "x-postcopy-ram"} & set(caps) \
-                or stats.get("memory_iteration", 0) < 2:
+        if not POSTCOPY_CAPS & set(caps) or stats.get("memory_iteration", 0) < 2:
             return
         with connection.libvirt_errors("switch the migration to post-copy", instance.name):
             dom.migrateStartPostCopy(0)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hvlibvirt import constants, urls
@@ -314,8 +314,11 @@ def check_node(parameters: Mapping[str, Check], hvparams: Mapping[str, Any]) -> 
 Refusal = Callable[[Any, Mapping[str, Any]], "str | None"]
 #: a Ganeti version, (major, minor)
 Version = tuple[int, int]
-#: the Ganeti whose hvparams hvlibvirt's constants hold and the tables start from
+#: the Ganeti whose hvparams the rows' defaults and checks are; ``since`` says what later
+#: versions changed
 BASE_VERSION: Final[Version] = (3, 0)
+#: the Ganeti versions the tables describe
+KNOWN_VERSIONS: Final = ((3, 0), (3, 1))
 _SAME: Final = object()
 
 
@@ -331,23 +334,27 @@ class Since:
 
 @dataclass(frozen=True)
 class HvParam:
-    """One hvparam of a hypervisor: its Ganeti check and what the library does with it.
+    """One hvparam of a hypervisor (the row's key is its name): everything hvlibvirt
+    knows about it, and the source ``constants.HVC_DEFAULTS``, ``HVS_PARAMETER_TYPES``,
+    the hypervisor classes' ``PARAMETERS`` and docs/hvparams.md derive from.
 
+    ``check`` is Ganeti's five-tuple and ``default`` its default, both Ganeti 3.0's;
+    ``vtype`` its value type when the default's own type does not say (maybe-string).
     Exactly one of ``xml`` (how it shapes the domain XML) and ``runtime`` (how it shapes
     behaviour instead) describes it. ``refuse(value, hvparams)`` returns why a value
-    cannot be honoured (``refused`` says which values, for the docs). ``example`` is a
-    set of hvparam overrides under which this parameter must change the XML (tests).
-    ``valid`` names Ganeti's constant listing the values a membership check accepts
-    (read from the installed Ganeti where there is one); ``since`` says what later
-    Ganeti versions changed (Ganeti 3.0's facts are in ``constants``).
+    cannot be honoured (``refused`` says which values, for the docs). ``valid`` names
+    Ganeti's constant listing the values a membership check accepts (read from the
+    installed Ganeti where there is one); ``since`` says what later Ganeti versions
+    changed.
     """
 
     check: Check
+    default: Any = field(kw_only=True)
+    vtype: str = ""
     xml: str = ""
     runtime: str = ""
     refuse: Refusal | None = None
     refused: str = ""
-    example: Mapping[str, Any] | None = None
     valid: str = ""
     since: Mapping[Version, Since] | None = None
 
@@ -359,8 +366,18 @@ class HvParam:
         """Whether Ganeti ``version`` has this hvparam."""
         return not any(change.removed for change in self._changes(version))
 
-    def default_in(self, version: Version, base: Any) -> Any:
-        """Its default in Ganeti ``version``; ``base`` is Ganeti 3.0's."""
+    @property
+    def value_type(self) -> str:
+        """Ganeti's value type (VType) of this hvparam."""
+        if self.vtype:
+            return self.vtype
+        if isinstance(self.default, bool):
+            return constants.VTYPE_BOOL
+        return constants.VTYPE_INT if isinstance(self.default, int) else constants.VTYPE_STRING
+
+    def default_in(self, version: Version) -> Any:
+        """Its default in Ganeti ``version``."""
+        base = self.default
         for change in self._changes(version):
             if change.default is not _SAME:
                 base = change.default
@@ -405,6 +422,18 @@ def check_refusals(table: Mapping[str, HvParam], hvparams: Mapping[str, Any]) ->
         if reason:
             raise HypervisorError(f"Parameter '{name}' value {shown(hvparams[name])} is not "
                                   f"supported: {reason}")
+
+
+#: a cross-parameter rule: why a whole hvparams dict is not acceptable, or None
+Rule = Callable[[Mapping[str, Any]], "str | None"]
+
+
+def check_rules(rules: Iterable[Rule], hvparams: Mapping[str, Any]) -> None:
+    """Apply cross-parameter rules in order; the first broken one raises its message."""
+    for rule in rules:
+        reason = rule(hvparams)
+        if reason:
+            raise HypervisorError(reason)
 
 
 def refused(values: str, reason: str, predicate: Callable[[Any], bool]) -> dict[str, Any]:

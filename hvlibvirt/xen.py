@@ -34,7 +34,8 @@ from hvlibvirt.domain_xml.xen_builder import (HVM_MACHINE, PV_MACHINE, build_xen
                                               disk_names)
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.objects import InstanceConsole, new_instance_console
-from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
+from hvlibvirt.xen_params import (XEN_HVM_PARAMS, XEN_HVM_RULES, XEN_PVM_PARAMS,
+                                  XEN_PVM_RULES)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class XenHypervisor(BaseHypervisor):
     CAN_MIGRATE = True
     MIGRATOR = XenMigrator
     HVM: ClassVar[bool] = False
+    RULES: ClassVar[tuple[P.Rule, ...]] = ()
     OS_TYPE: ClassVar[str] = "xen"  # libvirt's capabilities name PV guests' os type so
 
     @staticmethod
@@ -66,9 +68,11 @@ class XenHypervisor(BaseHypervisor):
 
     @classmethod
     def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
-        """Per-parameter checks, then the values libxl cannot honour."""
+        """Per-parameter checks, then the values libxl cannot honour, then the
+        cross-parameter rules (``xen_params``)."""
         super().CheckParameterSyntax(hvparams)
         P.check_refusals(cls.TABLE, hvparams)
+        P.check_rules(cls.RULES, hvparams)
 
     # -- the domain ----------------------------------------------------------------
     def _build_domain(self, instance: Any, block_devices: Sequence[Any],
@@ -376,13 +380,7 @@ class XenPvmHypervisor(XenHypervisor):
 
     HV_NAME = C.HT_XEN_PVM
     TABLE = XEN_PVM_PARAMS
-
-    @classmethod
-    def CheckParameterSyntax(cls, hvparams: Mapping[str, Any]) -> None:  # noqa: N802
-        super().CheckParameterSyntax(hvparams)
-        if hvparams[C.HV_USE_BOOTLOADER] and not hvparams[C.HV_BOOTLOADER_PATH]:
-            raise HypervisorError("Parameter 'bootloader_path' must be set when "
-                                  "'use_bootloader' is true")
+    RULES = XEN_PVM_RULES
 
 
 class XenHvmHypervisor(XenHypervisor):
@@ -390,6 +388,7 @@ class XenHvmHypervisor(XenHypervisor):
 
     HV_NAME = C.HT_XEN_HVM
     TABLE = XEN_HVM_PARAMS
+    RULES = XEN_HVM_RULES
     HVM = True
     OS_TYPE = "hvm"
     # Ganeti's master copies the cluster's VNC password file to every node.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from hvlibvirt.cli import hvparams_markdown
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.kvm_params import KVM_PARAMS
+from hvparam_examples import KVM as EXAMPLES
 from xmlcases import instance, render, without_metadata
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "hvparams.md"
@@ -49,6 +52,18 @@ def test_doc_matches_the_table() -> None:
         "docs/hvparams.md is stale: regenerate it with `hvlibvirt hvparams-doc`")
 
 
+def test_the_tables_load_without_any_builder() -> None:
+    """Refusals ask hvlibvirt.param_values, never an XML builder: a fresh interpreter
+    loads every table without domain_xml, lxml or libvirt."""
+    code = ("import sys, hvlibvirt.kvm_params, hvlibvirt.xen_params; print(sorted(m for m in "
+            "sys.modules if m.split('.')[0] in ('lxml', 'libvirt') or "
+            "m.startswith('hvlibvirt.domain_xml')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=DOC.parent.parent, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_table_covers_exactly_ganetis_parameters() -> None:
     assert set(KVM_PARAMS) == set(DEFAULTS) and len(KVM_PARAMS) == 65
     assert set(KVMHypervisor.PARAMETERS) == set(DEFAULTS)
@@ -62,13 +77,13 @@ def test_table_covers_exactly_ganetis_parameters() -> None:
 
 @pytest.mark.parametrize("name", sorted(n for n, e in KVM_PARAMS.items() if e.xml))
 def test_every_xml_parameter_changes_the_xml(name: str) -> None:
-    entry = KVM_PARAMS[name]
+    example = EXAMPLES.get(name)
     if name in NO_EXAMPLE:
-        assert entry.example is None
+        assert example is None
         return
-    assert entry.example and name in entry.example, f"{name} needs an example"
-    baseline = dict(entry.example, **{name: DEFAULTS[name]})
-    changed_inst, block = instance(entry.example)
+    assert example and name in example, f"{name} needs an example"
+    baseline = dict(example, **{name: DEFAULTS[name]})
+    changed_inst, block = instance(example)
     KVMHypervisor.CheckParameterSyntax(changed_inst.hvparams)
     base_inst, _ = instance(baseline)
     assert without_metadata(render(changed_inst, block)) != \
@@ -107,3 +122,12 @@ def test_each_refused_disk_type_says_why(disk_type: str) -> None:
     inst, _ = instance({C.HV_DISK_TYPE: disk_type})
     with pytest.raises(HypervisorError, match=rf"'disk_type' value '{disk_type}'.*: \w+"):
         KVMHypervisor.CheckParameterSyntax(inst.hvparams)
+
+
+def test_every_example_belongs_to_an_xml_row() -> None:
+    """A row renamed or moved to runtime leaves no stale example behind."""
+    from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
+    from hvparam_examples import BY_HYPERVISOR
+    tables = {C.HT_KVM: KVM_PARAMS, C.HT_XEN_PVM: XEN_PVM_PARAMS, C.HT_XEN_HVM: XEN_HVM_PARAMS}
+    for hv_name, examples in BY_HYPERVISOR.items():
+        assert set(examples) <= {n for n, e in tables[hv_name].items() if e.xml}, hv_name

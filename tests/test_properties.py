@@ -29,6 +29,7 @@ from hypothesis import event, given, settings
 from lxml import etree
 
 import hostile
+import hvparam_examples
 from hvlibvirt import connection, constants as C, migration, params as P, urls
 from hvlibvirt.domain_xml import disks
 from hvlibvirt.errors import HypervisorError
@@ -77,11 +78,11 @@ class Env:
 
     def context(self, hv_name: str, param: str | None = None) -> dict[str, Any]:
         """Ganeti-filled hvparams, plus the overrides under which ``param`` shapes the
-        XML (its table example), minus ``param`` itself."""
+        XML (its example), minus ``param`` itself."""
         hvparams = dict(C.HVC_DEFAULTS[hv_name])
-        table = HYPERVISORS[hv_name][1]
-        if param is not None and table[param].example:
-            hvparams.update({k: v for k, v in table[param].example.items() if k != param})
+        example = hvparam_examples.BY_HYPERVISOR[hv_name].get(param or "")
+        if example:
+            hvparams.update({k: v for k, v in example.items() if k != param})
         return self.realize(hvparams)
 
 

@@ -23,6 +23,7 @@ from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.objects import NIC, Disk, Instance
 from hvlibvirt.xen import XenHvmHypervisor, XenHypervisor, XenPvmHypervisor
 from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
+from hvparam_examples import BY_HYPERVISOR as EXAMPLES
 
 URI = "test:///default"
 PREFIX = "xen-t-"
@@ -130,15 +131,15 @@ def test_tables_cover_exactly_ganetis_parameters(hv_name: str) -> None:
 @pytest.mark.parametrize("hv_name, name", [e for e in ENTRIES if TABLES[e[0]][1][e[1]].xml])
 def test_every_xml_parameter_changes_the_xml(hv_name: str, name: str,
                                              files: dict[str, str]) -> None:
-    entry = TABLES[hv_name][1][name]
+    example = EXAMPLES[hv_name].get(name)
     if (hv_name, name) in NO_EXAMPLE:
-        assert entry.example is None
+        assert example is None
         return
-    assert entry.example and name in entry.example, f"{name} needs an example"
-    changed, block = make(hv_name, files, **entry.example)
+    assert example and name in example, f"{name} needs an example"
+    changed, block = make(hv_name, files, **example)
     TABLES[hv_name][0].CheckParameterSyntax(changed.hvparams)
     default = make(hv_name, files)[0].hvparams[name]
-    base, _ = make(hv_name, files, **dict(entry.example, **{name: default}))
+    base, _ = make(hv_name, files, **dict(example, **{name: default}))
     try:
         base_xml = rendered(hv_name, base, block)
     except HypervisorError as err:  # the example needs the parameter (bootloader_path)

@@ -17,6 +17,7 @@ from lxml import etree
 
 from hvlibvirt import constants
 from hvlibvirt.errors import HypervisorError
+from hvlibvirt.param_values import is_q35  # noqa: F401  (the machine fact, shared)
 
 # i440fx ('pc'): slot 0 is the host bridge, slot 1 the PIIX3 functions (ISA bridge,
 # IDE, USB UHCI at function 2, ACPI power management).
@@ -41,11 +42,6 @@ _UNIT_IS_SCSI_ID = frozenset({"lsilogic", "dc390"})
 _MAX_SCSI_ID = {"lsilogic": 7, "dc390": 7, "lsisas1078": 64, "virtio-scsi": 256}
 MAX_IDE_DEVICES = 4
 MAX_SATA_DEVICES = 6  # the ports of q35's built-in ICH9 AHCI controller
-
-
-def is_q35(machine: str | None) -> bool:
-    """Whether the machine type (machine_version: q35, pc-q35-X) is a q35 (PCI Express)."""
-    return "q35" in (machine or "")
 
 
 def pci(parent: etree._Element, slot: int, function: int = 0, bus: int = 0

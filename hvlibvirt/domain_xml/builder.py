@@ -8,13 +8,12 @@ assembles the domain and owns the top-level elements and the device layout.
 from __future__ import annotations
 
 import copy
-import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lxml import etree
 
-from hvlibvirt import constants as C
+from hvlibvirt import constants as C, param_values
 from hvlibvirt.domain_xml import (addresses, channels, controllers, cpu, disks, graphics,
                                   identity, inputs, memo, metadata, nics, pcie)
 from hvlibvirt.domain_xml.inputs import BlockDevice
@@ -217,7 +216,7 @@ def _qemu_commandline(root: etree._Element, hvparams: Mapping[str, Any]) -> None
     if not extra:
         return
     try:
-        args = shlex.split(extra)
+        args = param_values.kvm_extra_args(extra)
     except ValueError as err:
         raise HypervisorError(f"Invalid kvm_extra {extra!r}: {err}") from None
     cmdline = etree.SubElement(root, f"{{{QEMU_NS}}}commandline")

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
 
-from hvlibvirt import constants as C, params
+from hvlibvirt import constants as C, param_values, params
 from hvlibvirt.errors import HypervisorError
-
-_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
-_FEATURE = re.compile(r"^([+-]?)([A-Za-z0-9_.-]+)(?:=(on|off|true|false))?\Z")
-
 
 def _cpuset(ranges: list[tuple[int, int]]) -> str:
     """A libvirt cpuset naming every CPU of ``ranges`` once, in order."""
@@ -94,38 +89,19 @@ def cpu(hvparams: Mapping[str, Any], vcpus: int) -> etree._Element | None:
     if not spec and topology is None:
         return None
     elem = etree.Element("cpu")
-    if spec == "host":
+    features: list[tuple[str, bool]] = []
+    if spec == param_values.CPU_HOST:
         elem.set("mode", "host-passthrough")
     elif spec:
-        model, *features = spec.split(",")
-        if not _MODEL.match(model):
-            raise HypervisorError(f"Invalid cpu_type {spec!r}: bad model name {model!r}")
+        model, features = param_values.cpu_model(spec)
         elem.set("mode", "custom")
         elem.set("match", "exact")
         etree.SubElement(elem, "model", fallback="forbid").text = model
     if topology is not None:
         etree.SubElement(elem, "topology", **topology)
-    for feature in features if spec and spec != "host" else []:
-        m = _FEATURE.match(feature)
-        if m is None or (m.group(1) and m.group(3)):
-            raise HypervisorError(f"Invalid cpu_type {spec!r}: cannot express {feature!r} "
-                                  "(use +flag, -flag or flag=on|off)")
-        off = m.group(1) == "-" or m.group(3) in ("off", "false")
-        etree.SubElement(elem, "feature", policy="disable" if off else "require",
-                         name=m.group(2))
+    for name, on in features:
+        etree.SubElement(elem, "feature", policy="require" if on else "disable", name=name)
     return elem
-
-
-# xl (libxl) CPUID flag names that libvirt spells differently; libvirt translates them
-# back when it builds the libxl configuration.
-_LIBXL_TO_LIBVIRT_FLAGS = {
-    "cmpxchg16": "cx16", "cntxid": "cid", "dscpl": "ds_cpl", "pclmulqdq": "pclmuldq",
-    "sse3": "pni", "htt": "ht", "psn": "pn", "clfsh": "clflush", "sysenter": "sep",
-    "cmpxchg8": "cx8", "nodeid": "nodeid_msr", "altmovcr8": "cr8legacy",
-    "lahfsahf": "lahf_lm", "cmplegacy": "cmp_legacy", "ffxsr": "fxsr_opt",
-    "page1gb": "pdpe1gb", "ibrsb": "spec-ctrl",
-}
-_XL_FLAG = re.compile(r"^([a-z0-9_.-]+)=([01])\Z")
 
 
 def xen_cpuid(value: str) -> etree._Element | None:
@@ -133,17 +109,8 @@ def xen_cpuid(value: str) -> etree._Element | None:
     with a required (1) or disabled (0) feature per flag; None when empty."""
     if not value:
         return None
-    host, *flags = [part.strip() for part in value.split(",")]
-    if host != "host":
-        raise HypervisorError(f"Invalid cpuid {value!r}: only xl's 'host,<flag>=0|1,...' "
-                              "form can be expressed in libvirt")
     elem = etree.Element("cpu", mode="host-passthrough")
-    for flag in flags:
-        m = _XL_FLAG.match(flag)
-        if m is None:
-            raise HypervisorError(f"Invalid cpuid {value!r}: cannot express {flag!r} (use "
-                                  "<flag>=0 or <flag>=1)")
-        name = _LIBXL_TO_LIBVIRT_FLAGS.get(m.group(1), m.group(1))
-        etree.SubElement(elem, "feature", policy="require" if m.group(2) == "1" else "disable",
+    for name, required in param_values.xen_cpuid_flags(value):
+        etree.SubElement(elem, "feature", policy="require" if required else "disable",
                          name=name)
     return elem

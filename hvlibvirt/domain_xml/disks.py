@@ -14,6 +14,10 @@ from lxml import etree
 from hvlibvirt import constants as C, urls
 from hvlibvirt.domain_xml import addresses, identity, inputs
 from hvlibvirt.errors import HypervisorError
+# Where cdroms go and what q35 lacks: facts the hvparam tables' refusals share (the
+# builder reads them from here too).
+from hvlibvirt.param_values import (CDROM_KINDS, CDROM_PARAMS, NO_Q35_FLOPPY,  # noqa: F401
+                                    SATA, boots_from_cdrom, cdrom_type, on_q35)
 
 # Ganeti disk_type -> (libvirt device, bus, guest name prefix)
 DISK_KINDS = {
@@ -23,34 +27,6 @@ DISK_KINDS = {
     "scsi-cd": ("cdrom", "scsi", "sd"),
     "scsi-block": ("lun", "scsi", "sd"),
 }
-# Disk types libvirt cannot express on x86, with the reason CheckParameterSyntax gives.
-REFUSED_DISK_TYPES = {
-    "mtd": "QEMU's legacy -drive if=mtd has no libvirt equivalent and no x86 device",
-    "pflash": "pflash is firmware flash, not a disk bus; libvirt models it as <loader>",
-    "sd": "SD card buses do not exist on x86 'pc' machines",
-    "scsi": "the legacy -drive if=scsi interface is gone from QEMU; use scsi-hd",
-    "scsi-generic": "libvirt passes SCSI devices through as scsi-block (disk_type=scsi-block)"
-                    " or as a host adapter <hostdev>, which a Ganeti disk path cannot name",
-}
-# q35 has no IDE controller: QEMU puts Ganeti's -drive if=ide on the ports of its
-# built-in AHCI controller, and libvirt refuses the ide bus there.
-SATA = "sata"
-# The kind of a cdrom (see cdrom_type) -> (device, bus, prefix).
-# libvirt refuses device='cdrom' on virtio, so a virtio cdrom is a read-only virtio disk.
-CDROM_KINDS = {
-    C.HT_DISK_PARAVIRTUAL: ("disk", "virtio", "vd"),
-    C.HT_DISK_IDE: ("cdrom", "ide", "hd"),
-    "scsi-cd": ("cdrom", "scsi", "sd"),
-    "scsi-hd": ("cdrom", "scsi", "sd"),
-    SATA: ("cdrom", SATA, "sd"),  # what ide means on q35
-}
-NO_Q35_FLOPPY = ("q35 machines have no floppy controller (QEMU gives them none); use a "
-                 "cdrom image, or machine_version pc")
-CDROM_PARAMS = ((1, C.HV_CDROM_IMAGE_PATH), (2, C.HV_KVM_CDROM2_IMAGE_PATH))
-
-
-def on_q35(hvparams: Mapping[str, Any]) -> bool:
-    return addresses.is_q35(hvparams[C.HV_KVM_MACHINE_VERSION])
 
 
 def disk_kind(hvparams: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -154,33 +130,6 @@ def disk(disk_obj: Any, link_name: str | None, drive_uri: str | None, index: int
         etree.SubElement(elem, "readonly")
     etree.SubElement(elem, "alias", name=alias)
     return elem
-
-
-def boots_from_cdrom(hvparams: Mapping[str, Any]) -> bool:
-    """Whether the firmware boots the instance from cdrom 1 (boot_order, no kernel_path)."""
-    return not hvparams[C.HV_KERNEL_PATH] and hvparams[C.HV_BOOT_ORDER] == C.HT_BO_CDROM
-
-
-def cdrom_type(number: int, hvparams: Mapping[str, Any]) -> str:
-    """The disk type cdrom ``number`` goes on (a key of CDROM_KINDS): IDE for the cdrom
-    the instance boots from, else cdrom_disk_type (disk_type when that is empty), as
-    Ganeti does; SATA where that is IDE on q35. HypervisorError when that type has no
-    cdrom device."""
-    ide = SATA if on_q35(hvparams) else C.HT_DISK_IDE
-    if number == 1 and boots_from_cdrom(hvparams):
-        # A BIOS boots an ISO El Torito-style from an ATAPI drive only; Ganeti's
-        # -boot d puts that cdrom on if=ide whatever cdrom_disk_type says.
-        return ide
-    kind = hvparams[C.HV_KVM_CDROM_DISK_TYPE] or hvparams[C.HV_DISK_TYPE]
-    if kind == C.HT_DISK_IDE:
-        return ide
-    if kind not in CDROM_KINDS or kind == SATA:
-        source = ("cdrom_disk_type" if hvparams[C.HV_KVM_CDROM_DISK_TYPE] else
-                  "disk_type, as cdrom_disk_type is empty")
-        raise HypervisorError(f"{CDROM_PARAMS[number - 1][1]} would be on {kind!r} (from "
-                              f"{source}), which has no cdrom device; cdroms use ide, "
-                              "paravirtual (a read-only virtio disk), scsi-cd or scsi-hd")
-    return kind
 
 
 def cdrom(number: int, image: str, cdrom_type: str, target: str) -> etree._Element:

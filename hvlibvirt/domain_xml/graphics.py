@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
 
-from hvlibvirt import constants as C
+from hvlibvirt import constants as C, param_values
 from hvlibvirt.domain_xml import addresses
 from hvlibvirt.domain_xml.options import Listen, StartupOptions
 from hvlibvirt.errors import HypervisorError
 
-# Ganeti/QEMU -vga names -> libvirt video models (libvirt names accepted as they are).
-VIDEO_MODELS = {"std": "vga", "vga": "vga", "cirrus": "cirrus", "vmware": "vmvga",
-                "vmvga": "vmvga", "qxl": "qxl", "virtio": "virtio", "bochs": "bochs",
-                "none": "none"}
-# QEMU -soundhw / -audio model names -> libvirt sound models; PCI ones get a slot.
-SOUND_MODELS = {"hda": "ich6", "ich6": "ich6", "intel-hda": "ich6", "ich9": "ich9",
-                "ac97": "ac97", "es1370": "es1370", "sb16": "sb16", "pcspk": "pcspk",
-                "usb": "usb", "usb-audio": "usb"}
+# The libvirt sound models (param_values.SOUND_MODELS) that are PCI devices get a slot.
 _PCI_SOUND = frozenset({"ich6", "ich9", "ac97", "es1370"})
-_USB_INPUTS = frozenset({"tablet", "mouse", "keyboard"})
-_USB_HOST_ID = re.compile(r"^host:([0-9a-fA-F]{4}):([0-9a-fA-F]{4})\Z")
-_USB_HOST_ADDR = re.compile(r"^host:(\d+)\.(\d+)\Z")
 
 
 def _listen(graphics: etree._Element, listen: Listen) -> None:
@@ -98,11 +87,7 @@ def video(hvparams: Mapping[str, Any], has_spice: bool) -> etree._Element:
     """The video card: ``vga`` if set, else qxl for SPICE, else standard VGA."""
     wanted = hvparams[C.HV_VGA]
     if wanted:
-        try:
-            model = VIDEO_MODELS[wanted]
-        except KeyError:
-            raise HypervisorError(f"Invalid vga {wanted!r}; one of: "
-                                  f"{', '.join(sorted(VIDEO_MODELS))}") from None
+        model = param_values.video_model(wanted)
     elif has_spice:
         model = "qxl"
     else:
@@ -122,22 +107,17 @@ def inputs(hvparams: Mapping[str, Any], has_vnc: bool) -> list[etree._Element]:
     mouse = hvparams[C.HV_USB_MOUSE] or ("tablet" if has_vnc else "")
     if mouse:
         elems.append(etree.Element("input", type=mouse, bus="usb"))
-    for item in (i.strip() for i in hvparams[C.HV_USB_DEVICES].split(",")):
-        if not item:
-            continue
-        if item in _USB_INPUTS:
-            elems.append(etree.Element("input", type=item, bus="usb"))
+    for kind, *what in param_values.usb_devices(hvparams[C.HV_USB_DEVICES]):
+        if kind == "input":
+            elems.append(etree.Element("input", type=what[0], bus="usb"))
             continue
         dev = etree.Element("hostdev", mode="subsystem", type="usb")
         source = etree.SubElement(dev, "source")
-        if (m := _USB_HOST_ID.match(item)):
-            etree.SubElement(source, "vendor", id=f"0x{m.group(1).lower()}")
-            etree.SubElement(source, "product", id=f"0x{m.group(2).lower()}")
-        elif (m := _USB_HOST_ADDR.match(item)):
-            etree.SubElement(source, "address", bus=m.group(1), device=m.group(2))
+        if kind == "id":
+            etree.SubElement(source, "vendor", id=f"0x{what[0]}")
+            etree.SubElement(source, "product", id=f"0x{what[1]}")
         else:
-            raise HypervisorError(f"Invalid usb_devices entry {item!r} (expected tablet, "
-                                  "mouse, keyboard, host:VVVV:PPPP or host:BUS.ADDR)")
+            etree.SubElement(source, "address", bus=what[0], device=what[1])
         elems.append(dev)
     return elems
 
@@ -147,11 +127,7 @@ def sound(hvparams: Mapping[str, Any], has_spice: bool) -> list[etree._Element]:
     name = hvparams[C.HV_SOUNDHW]
     if not name:
         return []
-    try:
-        model = SOUND_MODELS[name]
-    except KeyError:
-        raise HypervisorError(f"Invalid soundhw {name!r}; one of: "
-                              f"{', '.join(sorted(SOUND_MODELS))}") from None
+    model = param_values.sound_model(name)
     elem = etree.Element("sound", model=model)
     etree.SubElement(elem, "audio", id="1")
     if model in _PCI_SOUND:
@@ -161,9 +137,6 @@ def sound(hvparams: Mapping[str, Any], has_spice: bool) -> list[etree._Element]:
 
 
 # -- Xen (libxl) ----------------------------------------------------------------------
-# xl's soundhw names -> libvirt sound models; libxl passes the first one to its device
-# model (and turns ich6 back into hda).
-XEN_SOUND_MODELS = {"hda": "ich6", "ac97": "ac97", "es1370": "es1370", "sb16": "sb16"}
 
 
 def xen_vnc(instance: Any, hvparams: Mapping[str, Any], options: StartupOptions
@@ -200,8 +173,4 @@ def xen_sound(name: str) -> etree._Element | None:
     """``soundhw`` -> ``<sound>``; None when empty."""
     if not name:
         return None
-    try:
-        return etree.Element("sound", model=XEN_SOUND_MODELS[name])
-    except KeyError:
-        raise HypervisorError(f"Invalid soundhw {name!r}; libxl takes one of: "
-                              f"{', '.join(sorted(XEN_SOUND_MODELS))}") from None
+    return etree.Element("sound", model=param_values.xen_sound_model(name))

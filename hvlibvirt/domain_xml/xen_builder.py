@@ -13,7 +13,7 @@ from typing import Any
 
 from lxml import etree
 
-from hvlibvirt import constants as C
+from hvlibvirt import constants as C, param_values
 from hvlibvirt.domain_xml import (channels, cpu, disks, graphics, hostdevs, identity,
                                   inputs, memo, nics)
 from hvlibvirt.domain_xml.builder import domain_head, finish_metadata, lifecycle
@@ -42,9 +42,8 @@ def _cmdline(hvparams: Mapping[str, Any]) -> str:
 def _pv_os(root: etree._Element, hvparams: Mapping[str, Any], options: StartupOptions
            ) -> None:
     if hvparams[C.HV_USE_BOOTLOADER]:
-        if not hvparams[C.HV_BOOTLOADER_PATH]:
-            raise HypervisorError("Parameter 'bootloader_path' must be set when "
-                                  "'use_bootloader' is true")
+        if (problem := param_values.bootloader_problem(hvparams)):
+            raise HypervisorError(problem)
         etree.SubElement(root, "bootloader").text = identity.absolute_path(
             hvparams[C.HV_BOOTLOADER_PATH], "bootloader_path")
         if hvparams[C.HV_BOOTLOADER_ARGS]:

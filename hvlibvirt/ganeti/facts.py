@@ -6,8 +6,8 @@ it is the running Ganeti's own ``ganeti.constants``. That costs no import:
 ``hvlibvirt.errors`` has imported ``ganeti.errors`` by then, which imports
 ``ganeti.constants`` (docs/costs.md), and noded's children inherit it
 from their parent. Standalone it is ``STANDALONE_VERSION`` as hvlibvirt's tables
-describe it (``constants`` holds Ganeti 3.0's facts, each row's ``since`` what later
-versions changed). ``hvlibvirt ganeti check`` follows the version of the cluster it
+describe it (each row holds Ganeti 3.0's facts, and in ``since`` what later versions
+changed). ``hvlibvirt ganeti check`` follows the version of the cluster it
 reads (``of_cluster``).
 """
 
@@ -21,12 +21,10 @@ from typing import Any, Final
 
 from hvlibvirt import constants as C
 from hvlibvirt.errors import INSIDE_GANETI, HypervisorError
-from hvlibvirt.params import BASE_VERSION, Check, HvParam, Version
+from hvlibvirt.params import BASE_VERSION, KNOWN_VERSIONS, Check, HvParam, Version
 
 #: the Ganeti version hvlibvirt follows outside Ganeti
 STANDALONE_VERSION: Final[Version] = (3, 0)
-#: the Ganeti versions hvlibvirt's tables describe
-KNOWN_VERSIONS: Final = ((3, 0), (3, 1))
 SHARE_ROOT: Final = "/usr/share/ganeti"
 
 
@@ -136,9 +134,8 @@ def resolve(ganeti: Ganeti, hv_name: str, table: Mapping[str, HvParam]) -> HvPar
     version, gconst = ganeti.version, ganeti.constants
     if gconst is None:
         names = [name for name, row in table.items() if row.present_in(version)]
-        defaults = {name: table[name].default_in(version, C.HVC_DEFAULTS[hv_name][name])
-                    for name in names}
-        all_types: Mapping[str, str] = C.HVS_PARAMETER_TYPES
+        defaults = {name: table[name].default_in(version) for name in names}
+        all_types: Mapping[str, str] = {name: table[name].value_type for name in names}
     else:
         theirs = gconst.HVC_DEFAULTS.get(hv_name, {})
         names = [name for name in table if name in theirs]
