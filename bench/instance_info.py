@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from hvlibvirt import connection, constants as C  # noqa: E402
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import to_string  # noqa: E402
 from hvlibvirt.kvm import KVMHypervisor  # noqa: E402
 from hvlibvirt.objects import NIC, Disk, Instance  # noqa: E402
@@ -75,7 +76,7 @@ def report_calls(label: str, hv: KVMHypervisor, name: str, qmp: bool = False) ->
 
 
 def lab_instance(name: str, kernel: Path, initrd: Path, disk: Path) -> tuple[Instance, list]:
-    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kvm_path="/usr/bin/qemu-system-x86_64",
+    hvparams = dict(tables.HVC_DEFAULTS[C.HT_KVM], kvm_path="/usr/bin/qemu-system-x86_64",
                     kernel_path=str(kernel), initrd_path=str(initrd), root_path="/dev/vda",
                     kernel_args="quiet panic=-1 hvlpoll=0", kvm_flag=C.HT_KVM_DISABLED)
     d = Disk(dev_type=C.DT_FILE, size=16)
@@ -156,7 +157,7 @@ def bench_real() -> None:
 
 def bench_test_driver() -> None:
     hv = KVMHypervisor(uri="test:///default")
-    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kernel_path="", kvm_path=sys.executable)
+    hvparams = dict(tables.HVC_DEFAULTS[C.HT_KVM], kernel_path="", kvm_path=sys.executable)
     made = 0
     for count in (1, 100, 1000):
         while made < count:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from lxml import etree
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import GuestTarget, Listen, StartupOptions, build_domain, to_string
 from hvlibvirt.objects import NIC, Disk, Instance
 
@@ -29,7 +30,7 @@ SCHEMA = "/usr/share/libvirt/schemas/domain.rng"
 
 
 def instance() -> tuple[Instance, list, dict, StartupOptions]:
-    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kernel_path="", vnc_bind_address="192.0.2.10",
+    hvparams = dict(tables.HVC_DEFAULTS[C.HT_KVM], kernel_path="", vnc_bind_address="192.0.2.10",
                     cpu_mask="0-3", use_guest_agent=True)
     templates = (C.DT_PLAIN, C.DT_DRBD8, C.DT_FILE, C.DT_RBD)
     disks = [Disk(uuid=f"{i:08x}-1111-4222-8333-444455556666", dev_type=t, size=10240,

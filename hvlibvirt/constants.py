@@ -11,7 +11,7 @@ followed (``hvlibvirt.ganeti.facts``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
 # -- hypervisors ---------------------------------------------------------------
 HT_KVM: Final = "kvm"
@@ -259,28 +259,8 @@ XEN_INITRD: Final = ""
 XEN_BOOTLOADER: Final = ""
 VNC_PASSWORD_FILE: Final = "/etc/ganeti/vnc-cluster-password"
 
-# -- defaults and value types: from the hvparam tables ------------------------------
-# HVC_DEFAULTS (Ganeti 3.0's, for our three hypervisors) and HVS_PARAMETER_TYPES (every
-# hvparam above) are built from the rows of kvm_params and xen_params on first use:
-# the rows are their only source, and the tables import this module.
-if TYPE_CHECKING:
-    HVC_DEFAULTS: dict[str, dict[str, object]]
-    HVS_PARAMETER_TYPES: dict[str, str]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in ("HVC_DEFAULTS", "HVS_PARAMETER_TYPES"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from hvlibvirt.kvm_params import KVM_PARAMS
-    from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
-
-    tables = {HT_KVM: KVM_PARAMS, HT_XEN_PVM: XEN_PVM_PARAMS, HT_XEN_HVM: XEN_HVM_PARAMS}
-    globals().update(
-        HVC_DEFAULTS={hv: {n: row.default for n, row in table.items()}
-                      for hv, table in tables.items()},
-        HVS_PARAMETER_TYPES={n: row.value_type for table in tables.values()
-                             for n, row in table.items()})
-    return globals()[name]
+# -- defaults and value types: HVC_DEFAULTS and HVS_PARAMETER_TYPES are
+# ``hvlibvirt.tables``', derived from the rows of the hvparam tables.
 
 
 # Cluster-wide hvparams (Ganeti strips them from instance-level hvparams).

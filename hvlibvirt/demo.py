@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from hvlibvirt import constants
+from hvlibvirt import tables
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.hypervisors import get_hypervisor_class
 from hvlibvirt.objects import NIC, Disk, Instance
@@ -32,7 +33,7 @@ def _demo_files(workdir: Path) -> dict[str, str]:
 
 def _demo_instance(hv_name: str, files: dict[str, str], number: int
                    ) -> tuple[Instance, list[tuple[Disk, str, None]]]:
-    hvparams = dict(constants.HVC_DEFAULTS[hv_name])
+    hvparams = dict(tables.HVC_DEFAULTS[hv_name])
     if hv_name == constants.HT_XEN_HVM:
         hvparams.update({constants.HV_KERNEL_PATH: files["hvmloader"],
                          constants.HV_DEVICE_MODEL: sys.executable,

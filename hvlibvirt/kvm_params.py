@@ -4,7 +4,7 @@ capabilities.
 Each row holds Ganeti's five-tuple check, default and value type (3.0's, and what later
 versions changed), what the parameter becomes in the domain XML (or at runtime), and
 which values libvirt cannot honour and why. ``KVMHypervisor``'s ``PARAMETERS``,
-``DEFAULTS`` and ``TYPES``, ``constants.HVC_DEFAULTS`` and ``HVS_PARAMETER_TYPES`` and
+``DEFAULTS`` and ``TYPES``, ``tables.HVC_DEFAULTS`` and ``HVS_PARAMETER_TYPES`` and
 ``docs/hvparams.md`` derive from it, so adding an hvparam means one row here and the code
 in the builder that reads it. The refusals ask ``param_values``, never a builder.
 """

@@ -223,7 +223,7 @@ def parse_spec(text: str) -> dict[str, Any]:
         value = spec.get(field)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"SPEC field {field!r} must be a JSON "
-                             f"{ {str: 'string', int: 'integer', dict: 'object'}[kind]}")
+                             f"{ {str: "string", int: "integer", dict: "object"}[kind]}")
     return spec
 
 

@@ -247,14 +247,13 @@ def _type_ok(vtype: str, value: Any) -> bool:
 
 
 def check_syntax(parameters: Mapping[str, Check], hvparams: Mapping[str, Any],
-                 types: Mapping[str, str] | None = None) -> None:
+                 types: Mapping[str, str]) -> None:
     """Ganeti's CheckParameterSyntax rules over a full hvparams dict.
 
     Unknown keys, missing keys, values of the wrong type, missing required values and
     failed syntax checks all raise HypervisorError naming the parameter. ``types`` are
-    the value types of the Ganeti followed (hvlibvirt's copy of 3.0's by default).
+    the value types of the Ganeti followed.
     """
-    types = constants.HVS_PARAMETER_TYPES if types is None else types
     if not isinstance(hvparams, Mapping):
         raise HypervisorError(f"hvparams must be a dict, not {type(hvparams).__name__}")
     for key in sorted(set(hvparams) - set(parameters), key=repr):
@@ -335,7 +334,7 @@ class Since:
 @dataclass(frozen=True)
 class HvParam:
     """One hvparam of a hypervisor (the row's key is its name): everything hvlibvirt
-    knows about it, and the source ``constants.HVC_DEFAULTS``, ``HVS_PARAMETER_TYPES``,
+    knows about it, and the source ``tables.HVC_DEFAULTS``, ``HVS_PARAMETER_TYPES``,
     the hypervisor classes' ``PARAMETERS`` and docs/hvparams.md derive from.
 
     ``check`` is Ganeti's five-tuple and ``default`` its default, both Ganeti 3.0's;

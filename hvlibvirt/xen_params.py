@@ -3,7 +3,7 @@
 Same shape as ``kvm_params``: each row holds Ganeti's five-tuple check, default and value
 type, what the parameter becomes in the libxl domain XML (or at runtime), and which
 values libvirt's libxl driver cannot honour and why. The Xen classes' parameters,
-``constants.HVC_DEFAULTS`` and ``docs/hvparams.md`` derive from these tables.
+``tables.HVC_DEFAULTS`` and ``docs/hvparams.md`` derive from these tables.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from typing import Any
 from lxml import etree
 
 from hvlibvirt import constants as C, objects as hvl_objects
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import GuestTarget, Listen, StartupOptions, build_domain, to_string
 from hvlibvirt.domain_xml.xen_builder import HVM_MACHINE, PV_MACHINE, build_xen_domain
 
@@ -143,7 +144,7 @@ class _Shape:
                               ip=ip, network=None, nicparams=nicparams))
 
     def hvparams(self, **overrides: Any) -> dict[str, Any]:
-        hvp = dict(C.HVC_DEFAULTS[C.HT_KVM])
+        hvp = dict(tables.HVC_DEFAULTS[C.HT_KVM])
         hvp[C.HV_KVM_PATH] = self.env.emulator
         # Device boot unless a case asks for a kernel (the default kernel path would be
         # a file nobody has).
@@ -153,7 +154,7 @@ class _Shape:
 
     def xen_hvparams(self, hvm: bool, **overrides: Any) -> dict[str, Any]:
         """Ganeti's xen-pvm/xen-hvm defaults with the files under the case's root."""
-        hvp = dict(C.HVC_DEFAULTS[C.HT_XEN_HVM if hvm else C.HT_XEN_PVM])
+        hvp = dict(tables.HVC_DEFAULTS[C.HT_XEN_HVM if hvm else C.HT_XEN_PVM])
         if hvm:
             hvp.update(kernel_path=self.file("xen/boot/hvmloader"),
                        device_model=self.file("xen/bin/qemu-system-i386"),

@@ -21,6 +21,7 @@ import pytest
 import hvlibvirt
 import hvlibvirt.node
 from hvlibvirt import connection, constants as C
+from hvlibvirt import tables
 from hvlibvirt.base import BaseHypervisor, HvInstanceState
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -369,8 +370,8 @@ def test_construction_opens_no_connection(cls, refuse_connections, monkeypatch):
     unique = f"test:///default?hvlibvirt-no-connect-{uuid.uuid4().hex}"
     for hv in (cls(), cls(uri=unique)):
         assert isinstance(hv.uri, str) and hv.uri      # resolving the URI does not connect
-        cls.CheckParameterSyntax(C.HVC_DEFAULTS[cls.HV_NAME])
-        hv.CheckParameterSyntax(C.HVC_DEFAULTS[cls.HV_NAME])
+        cls.CheckParameterSyntax(tables.HVC_DEFAULTS[cls.HV_NAME])
+        hv.CheckParameterSyntax(tables.HVC_DEFAULTS[cls.HV_NAME])
     assert refuse_connections == []
     assert unique not in connection._connections  # noqa: SLF001
 
@@ -396,7 +397,8 @@ import hvlibvirt.kvm
 from hvlibvirt import connection, constants
 hv = hvlibvirt.kvm.KVMHypervisor()
 uri = hv.uri
-hv.CheckParameterSyntax(constants.HVC_DEFAULTS["kvm"])
+from hvlibvirt import tables
+hv.CheckParameterSyntax(tables.HVC_DEFAULTS["kvm"])
 new_threads = {t.name for t in threading.enumerate()} - threads_before
 print("attempts", attempts)
 print("cached", uri in connection._connections)

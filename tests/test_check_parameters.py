@@ -12,6 +12,7 @@ import copy
 import pytest
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.base import BaseHypervisor
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -26,7 +27,7 @@ ALL = pytest.mark.parametrize("hv", sorted(CLASSES))
 
 
 def defaults(hv: str, **overrides) -> dict:
-    hvp = copy.deepcopy(C.HVC_DEFAULTS[hv])
+    hvp = copy.deepcopy(tables.HVC_DEFAULTS[hv])
     for key, value in overrides.items():
         assert key in hvp, f"test bug: {key} is not a {hv} parameter"
         hvp[key] = value
@@ -52,18 +53,18 @@ def rejects(cls, hvparams, *names: str) -> str:
 
 @pytest.mark.parametrize("hv, count", [(C.HT_KVM, 65), (C.HT_XEN_PVM, 18), (C.HT_XEN_HVM, 25)])
 def test_parameter_counts(hv, count):
-    assert len(C.HVC_DEFAULTS[hv]) == count
+    assert len(tables.HVC_DEFAULTS[hv]) == count
     assert len(CLASSES[hv].PARAMETERS) == count
 
 
 @ALL
 def test_parameters_keys_equal_defaults_keys(hv):
-    assert set(CLASSES[hv].PARAMETERS) == set(C.HVC_DEFAULTS[hv])
+    assert set(CLASSES[hv].PARAMETERS) == set(tables.HVC_DEFAULTS[hv])
 
 
 @ALL
 def test_every_parameter_has_a_value_type(hv):
-    assert set(C.HVC_DEFAULTS[hv]) <= set(C.HVS_PARAMETER_TYPES)
+    assert set(tables.HVC_DEFAULTS[hv]) <= set(tables.HVS_PARAMETER_TYPES)
 
 
 @pytest.mark.parametrize("hv, required", [
@@ -93,7 +94,7 @@ def test_defaults_pass(hv):
 def test_check_does_not_modify_its_input(hv):
     hvp = defaults(hv)
     CLASSES[hv].CheckParameterSyntax(hvp)
-    assert hvp == C.HVC_DEFAULTS[hv]
+    assert hvp == tables.HVC_DEFAULTS[hv]
 
 
 def test_kvm_defaults_pass_through_the_base_class_too():
@@ -122,7 +123,7 @@ def test_unknown_key(hv, key):
 
 
 @pytest.mark.parametrize("hv, key", [(hv, key) for hv in sorted(CLASSES)
-                                     for key in sorted(C.HVC_DEFAULTS[hv])])
+                                     for key in sorted(tables.HVC_DEFAULTS[hv])])
 def test_missing_key(hv, key):
     hvp = defaults(hv)
     del hvp[key]
@@ -515,7 +516,7 @@ def test_hvm_value_outside_set(key, value):
 
 
 def test_hvm_migration_mode_default_is_non_live():
-    assert C.HVC_DEFAULTS[C.HT_XEN_HVM]["migration_mode"] == "non-live"
+    assert tables.HVC_DEFAULTS[C.HT_XEN_HVM]["migration_mode"] == "non-live"
     XenHvmHypervisor.CheckParameterSyntax(hvm(migration_mode="live"))
 
 

@@ -8,6 +8,7 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import (GuestTarget, StartupOptions, addresses, build_domain,
                                   identity, metadata, parse_domain, to_string)
 from hvlibvirt.errors import HypervisorError
@@ -23,7 +24,7 @@ def relaxng() -> etree.RelaxNG:
 
 
 def make_instance(n_disks: int = 2, n_nics: int = 2, **hv_overrides) -> tuple[Instance, list]:
-    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kernel_path="/boot/vmlinuz", **hv_overrides)
+    hvparams = dict(tables.HVC_DEFAULTS[C.HT_KVM], kernel_path="/boot/vmlinuz", **hv_overrides)
     disks = [Disk(uuid=f"{i:08x}-1111-2222-3333-444455556666", dev_type=C.DT_PLAIN, size=64)
              for i in range(n_disks)]
     nics = [NIC(uuid=f"{i:08x}-aaaa-bbbb-cccc-ddddeeeeffff", mac=f"aa:00:00:00:00:{i:02x}",

@@ -7,6 +7,7 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import nics
 from hvlibvirt.errors import HypervisorError
 from xmlcases import disk, instance, nic, render
@@ -204,7 +205,7 @@ def test_non_string_vlan_is_refused_whatever_libvirt_sets(vlan: object, mode: st
     bad = nic(0, mode=mode, link="" if mode == C.NIC_MODE_ROUTED else "br0")
     bad.nicparams[C.NIC_VLAN] = vlan
     with pytest.raises(HypervisorError, match=r"vlan of NIC 0.*strings"):
-        nics.interface(bad, 0, C.HVC_DEFAULTS[C.HT_KVM], linux_bridge_vlans)
+        nics.interface(bad, 0, tables.HVC_DEFAULTS[C.HT_KVM], linux_bridge_vlans)
     with pytest.raises(HypervisorError, match=r"vlan of NIC 0.*strings"):
         nics.xen_interface(bad, 0, nics.XEN_PV_MODEL, None)
 
@@ -231,4 +232,4 @@ def test_an_unset_vlan_is_none_or_empty() -> None:
     for unset in (None, ""):
         ok = nic(0)
         ok.nicparams[C.NIC_VLAN] = unset
-        assert nics.interface(ok, 0, C.HVC_DEFAULTS[C.HT_KVM], False).find("vlan") is None
+        assert nics.interface(ok, 0, tables.HVC_DEFAULTS[C.HT_KVM], False).find("vlan") is None

@@ -18,6 +18,7 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import (GuestTarget, Listen, StartupOptions, addresses,
                                   build_domain, to_string)
 from hvlibvirt.errors import HypervisorError
@@ -36,7 +37,7 @@ def relaxng() -> etree.RelaxNG:
 
 
 def hvparams(**overrides: object) -> dict:
-    return {**C.HVC_DEFAULTS[C.HT_KVM], C.HV_KERNEL_PATH: "", **overrides}
+    return {**tables.HVC_DEFAULTS[C.HT_KVM], C.HV_KERNEL_PATH: "", **overrides}
 
 
 def domain(hvp: dict, n_disks: int = 1, n_nics: int = 1, **options: object

@@ -18,6 +18,7 @@ import pytest
 
 import hvlibvirt
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.errors import INSIDE_GANETI, HotplugError, HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import (Instance, InstanceConsole, MigrationStatus, new_instance_console,
@@ -29,7 +30,7 @@ INSIDE = r"""
 import json, sys
 from ganeti import errors, objects          # what Ganeti has imported before us
 import hvlibvirt.errors as ours
-from hvlibvirt import constants as C
+from hvlibvirt import constants as C, tables
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Instance, new_migration_status
 
@@ -46,7 +47,7 @@ status = new_migration_status(status="active", transferred_ram=5, total_ram=10)
 out["status_class"] = type(status).__module__ + "." + type(status).__name__
 out["status_dict"] = status.ToDict()        # what noded returns over RPC
 inst = Instance(name="inst1.example.com",
-                hvparams=dict(C.HVC_DEFAULTS["kvm"], serial_console=True))
+                hvparams=dict(tables.HVC_DEFAULTS["kvm"], serial_console=True))
 node = objects.Node(name="node1.example.com", ndparams={})
 group = objects.NodeGroup(name="default", ndparams={"ssh_port": 22})
 console = KVMHypervisor.GetInstanceConsole(inst, node, group, inst.hvparams, {})
@@ -100,7 +101,7 @@ def test_our_objects_cross_an_rpc_like_ganetis() -> None:
     with pytest.raises(HypervisorError, match="migration status"):
         MigrationStatus(status="sideways").Validate()
     inst = Instance(name="i1.example.com",
-                    hvparams=dict(C.HVC_DEFAULTS[C.HT_KVM], serial_console=True))
+                    hvparams=dict(tables.HVC_DEFAULTS[C.HT_KVM], serial_console=True))
     node = type("Node", (), {"name": "node1.example.com"})()
     console = KVMHypervisor.GetInstanceConsole(inst, node, None, inst.hvparams, {})
     again = InstanceConsole.FromDict(json.loads(json.dumps(console.ToDict())))

@@ -8,14 +8,15 @@ import sys
 import pytest
 
 from hvlibvirt import connection, constants as C, get_hypervisor_class
+from hvlibvirt import tables
 from hvlibvirt.base import HvInstanceState
 
 @pytest.mark.parametrize("hv_name", [C.HT_KVM, C.HT_XEN_PVM, C.HT_XEN_HVM])
 def test_defaults_equal_ganeti(ganeti, hv_name: str) -> None:
     gconst, _ = ganeti
-    assert C.HVC_DEFAULTS[hv_name] == gconst.HVC_DEFAULTS[hv_name]
-    for name in C.HVC_DEFAULTS[hv_name]:
-        assert C.HVS_PARAMETER_TYPES[name] == gconst.HVS_PARAMETER_TYPES[name], name
+    assert tables.HVC_DEFAULTS[hv_name] == gconst.HVC_DEFAULTS[hv_name]
+    for name in tables.HVC_DEFAULTS[hv_name]:
+        assert tables.HVS_PARAMETER_TYPES[name] == gconst.HVS_PARAMETER_TYPES[name], name
     cls = get_hypervisor_class(hv_name)
     assert set(cls.PARAMETERS) == set(gconst.HVC_DEFAULTS[hv_name])
     cls.CheckParameterSyntax(dict(gconst.HVC_DEFAULTS[hv_name]))

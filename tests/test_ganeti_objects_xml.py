@@ -19,6 +19,7 @@ import pytest
 
 import golden_cases
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import to_string
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "fixtures" / "golden"
@@ -41,7 +42,7 @@ REQUIRED = {
 
 def ganeti_hvparams(gconst: Any, case: golden_cases.Case) -> dict[str, Any]:
     """Ganeti's defaults for the case's hypervisor with its non-default values on top."""
-    ours = C.HVC_DEFAULTS[case.hypervisor]
+    ours = tables.HVC_DEFAULTS[case.hypervisor]
     hvp = dict(gconst.HVC_DEFAULTS[case.hypervisor])
     hvp.update({k: v for k, v in case.hvparams.items() if ours[k] != v})
     return hvp

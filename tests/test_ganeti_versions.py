@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hvlibvirt import constants as C, get_hypervisor_class
+from hvlibvirt import tables
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.ganeti import check as ganeti_check, facts
 from hvlibvirt.node import linux_node_info
@@ -39,7 +40,7 @@ def test_standalone_follows_the_documented_version() -> None:
     for hv in HVS:
         cls = get_hypervisor_class(hv)
         assert cls.GANETI.version == (3, 0)
-        assert cls.DEFAULTS == C.HVC_DEFAULTS[hv]
+        assert cls.DEFAULTS == tables.HVC_DEFAULTS[hv]
 
 
 def test_tables_for_31_carry_its_changes() -> None:
@@ -48,12 +49,12 @@ def test_tables_for_31_carry_its_changes() -> None:
     assert kvm.DEFAULTS[C.HV_VHOST_NET] is True
     assert {k: v for k, v in kvm.DEFAULTS.items()
             if k not in (C.HV_DISK_DISCARD, C.HV_VHOST_NET)} == \
-        {k: v for k, v in C.HVC_DEFAULTS[C.HT_KVM].items()
+        {k: v for k, v in tables.HVC_DEFAULTS[C.HT_KVM].items()
          if k not in (C.HV_DISK_DISCARD, C.HV_VHOST_NET)}
     for hv in (C.HT_XEN_PVM, C.HT_XEN_HVM):
         cls = _following(hv)
         assert C.HV_XEN_CMD not in cls.PARAMETERS and C.HV_XEN_CMD not in cls.DEFAULTS
-        assert set(cls.PARAMETERS) == set(C.HVC_DEFAULTS[hv]) - {C.HV_XEN_CMD}
+        assert set(cls.PARAMETERS) == set(tables.HVC_DEFAULTS[hv]) - {C.HV_XEN_CMD}
 
 
 @pytest.mark.parametrize("hv", HVS)

@@ -6,10 +6,11 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.hotplug_rules import free_scsi_id, refusal
 
 ADD, DEL, MOD = C.HOTPLUG_ACTION_ADD, C.HOTPLUG_ACTION_REMOVE, C.HOTPLUG_ACTION_MODIFY
-HV = dict(C.HVC_DEFAULTS[C.HT_KVM])
+HV = dict(tables.HVC_DEFAULTS[C.HT_KVM])
 
 
 def domain(acpi: bool = True, machine: str = "pc-i440fx-7.2", scsi: str | None = None,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.cli import hvparams_markdown
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -17,7 +18,7 @@ from hvparam_examples import KVM as EXAMPLES
 from xmlcases import instance, render, without_metadata
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "hvparams.md"
-DEFAULTS = C.HVC_DEFAULTS[C.HT_KVM]
+DEFAULTS = tables.HVC_DEFAULTS[C.HT_KVM]
 # XML-mapped parameters that have no value which changes the XML.
 NO_EXAMPLE = {C.HV_VNET_HDR: "only the default is accepted; libvirt's behaviour"}
 RUNTIME_SAMPLES = {

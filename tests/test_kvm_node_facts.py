@@ -10,12 +10,13 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.kvm_node import (choose_target, dac_label, disk_buses, read_password,
                                 resolve_bind, vnc_listen, vnc_password)
 
-DEFAULTS = C.HVC_DEFAULTS[C.HT_KVM]
+DEFAULTS = tables.HVC_DEFAULTS[C.HT_KVM]
 
 
 def hv(**overrides) -> dict:

@@ -13,6 +13,7 @@ import libvirt
 import pytest
 
 from hvlibvirt import constants as C, migrator
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import GuestTarget, identity
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -39,7 +40,7 @@ def _instance(link: Any) -> tuple[Instance, list[tuple[Disk, str, None]]]:
     nic = NIC(uuid="003fc157-66a8-4e6d-8b7e-4a6d1ecdd4b7", mac="aa:00:00:35:d0:7e",
               nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED, C.NIC_LINK: link})
     inst = Instance(name="ifname.example.com", hvparams=dict(
-        C.HVC_DEFAULTS[C.HT_KVM], kernel_path="", kvm_path=sys.executable),
+        tables.HVC_DEFAULTS[C.HT_KVM], kernel_path="", kvm_path=sys.executable),
         beparams={"maxmem": 128, "minmem": 128, "vcpus": 1}, nics=[nic], disks=[disk.uuid],
         disks_info=[disk])
     return inst, [(disk, "/dev/null", None)]

@@ -11,6 +11,7 @@ import copy
 import pytest
 
 from hvlibvirt import constants as C, params as P
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import cpu
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -23,7 +24,7 @@ TOP = C.MAX_HOST_CPUS - 1
 
 
 def hvparams(hv: str, **overrides: object) -> dict:
-    hvp = copy.deepcopy(C.HVC_DEFAULTS[hv])
+    hvp = copy.deepcopy(tables.HVC_DEFAULTS[hv])
     hvp.update(overrides)
     return hvp
 

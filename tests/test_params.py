@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from hvlibvirt import constants as C, params as P
+from hvlibvirt import tables
 from hvlibvirt.errors import HypervisorError
 
 # -- CPU masks ---------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def test_int_range_check_required_flag():
 
 
 # -- check_syntax ------------------------------------------------------------------------
-# Names must be real hvparams: the value type comes from constants.HVS_PARAMETER_TYPES.
+# Names must be real hvparams: the value type comes from tables.HVS_PARAMETER_TYPES.
 
 SYNTAX_PARAMS = {
     "kvm_path": P.REQ_FILE_CHECK,
@@ -291,18 +292,18 @@ GOOD = {
 
 def syntax_error(hvparams, parameters=SYNTAX_PARAMS) -> str:
     with pytest.raises(HypervisorError) as exc:
-        P.check_syntax(parameters, hvparams)
+        P.check_syntax(parameters, hvparams, tables.HVS_PARAMETER_TYPES)
     return str(exc.value)
 
 
 def test_check_syntax_accepts_good_values():
-    P.check_syntax(SYNTAX_PARAMS, GOOD)  # must not raise
+    P.check_syntax(SYNTAX_PARAMS, GOOD, tables.HVS_PARAMETER_TYPES)  # must not raise
 
 
 def test_check_syntax_accepts_zero_and_false_where_allowed():
     # 0 and False are specified values: they are type-checked and syntax-checked, and pass.
     P.check_syntax(SYNTAX_PARAMS, {**GOOD, "cpu_cores": 0, "kvm_pci_reservations": 0,
-                                   "acpi": False})
+                                   "acpi": False}, tables.HVS_PARAMETER_TYPES)
 
 
 def test_check_syntax_unknown_key():
@@ -327,7 +328,7 @@ def test_check_syntax_required_unspecified(name, empty):
 
 @pytest.mark.parametrize("name", ["initrd_path", "cdrom_image_path", "mem_path", "cpu_mask"])
 def test_check_syntax_optional_empty_string_is_skipped(name):
-    P.check_syntax(SYNTAX_PARAMS, {**GOOD, name: ""})
+    P.check_syntax(SYNTAX_PARAMS, {**GOOD, name: ""}, tables.HVS_PARAMETER_TYPES)
 
 
 # Ganeti's ForceDictType refuses None for strings and None or "" for integers before
@@ -349,10 +350,10 @@ def test_check_syntax_does_not_run_the_check_on_unspecified_optional_values():
         return False
 
     parameters = {"kernel_args": (False, spy, "spied", None, None)}
-    P.check_syntax(parameters, {"kernel_args": ""})
+    P.check_syntax(parameters, {"kernel_args": ""}, tables.HVS_PARAMETER_TYPES)
     assert calls == []
     with pytest.raises(HypervisorError, match="spied"):
-        P.check_syntax(parameters, {"kernel_args": "x"})
+        P.check_syntax(parameters, {"kernel_args": "x"}, tables.HVS_PARAMETER_TYPES)
     assert calls == ["x"]
 
 
@@ -407,13 +408,13 @@ def test_check_syntax_message_carries_the_checker_message():
 @pytest.mark.parametrize("hvparams", [None, [], "kvm_path=/usr/bin/kvm", 5])
 def test_check_syntax_rejects_non_mappings(hvparams):
     with pytest.raises(HypervisorError):
-        P.check_syntax(SYNTAX_PARAMS, hvparams)
+        P.check_syntax(SYNTAX_PARAMS, hvparams, tables.HVS_PARAMETER_TYPES)
 
 
 def test_check_syntax_empty_table_and_empty_params():
-    P.check_syntax({}, {})
+    P.check_syntax({}, {}, tables.HVS_PARAMETER_TYPES)
     with pytest.raises(HypervisorError, match="'acpi'"):
-        P.check_syntax({}, {"acpi": True})
+        P.check_syntax({}, {"acpi": True}, tables.HVS_PARAMETER_TYPES)
 
 
 # -- check_node (really looks at the file system) ----------------------------------------

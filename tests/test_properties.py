@@ -31,6 +31,7 @@ from lxml import etree
 import hostile
 import hvparam_examples
 from hvlibvirt import connection, constants as C, migration, params as P, urls
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import disks
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -79,7 +80,7 @@ class Env:
     def context(self, hv_name: str, param: str | None = None) -> dict[str, Any]:
         """Ganeti-filled hvparams, plus the overrides under which ``param`` shapes the
         XML (its example), minus ``param`` itself."""
-        hvparams = dict(C.HVC_DEFAULTS[hv_name])
+        hvparams = dict(tables.HVC_DEFAULTS[hv_name])
         example = hvparam_examples.BY_HYPERVISOR[hv_name].get(param or "")
         if example:
             hvparams.update({k: v for k, v in example.items() if k != param})
@@ -181,7 +182,7 @@ def check(hv_name: str, build: Callable[[Any], tuple[Instance, Any]], value: Any
 
 
 # -- hvparams ------------------------------------------------------------------------------
-HV_CASES = [(hv, name) for hv in sorted(HYPERVISORS) for name in sorted(C.HVC_DEFAULTS[hv])]
+HV_CASES = [(hv, name) for hv in sorted(HYPERVISORS) for name in sorted(tables.HVC_DEFAULTS[hv])]
 
 
 @pytest.mark.parametrize("hv_name, param", HV_CASES)

@@ -12,6 +12,7 @@ from lxml import etree
 
 import golden_cases
 from hvlibvirt import config, connection, constants as C
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import StartupOptions, addresses, build_domain, disks, pcie
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.hotplug_rules import place_pci, refusal, scsi_controller
@@ -148,7 +149,7 @@ def test_q35_hotplug_is_allowed_with_acpi_and_refused_without() -> None:
 
 
 def test_ide_is_sata_on_q35() -> None:
-    hv = dict(C.HVC_DEFAULTS[C.HT_KVM], machine_version=Q35, cdrom_image_path="/a.iso")
+    hv = dict(tables.HVC_DEFAULTS[C.HT_KVM], machine_version=Q35, cdrom_image_path="/a.iso")
     assert disks.cdrom_type(1, dict(hv, cdrom_disk_type="ide")) == "sata"
     assert disks.cdrom_type(1, dict(hv, boot_order="cdrom", kernel_path="")) == "sata"
     assert disks.cdrom_type(1, dict(hv, machine_version="pc", boot_order="cdrom",
@@ -234,7 +235,7 @@ def hv() -> Iterator[KVMHypervisor]:
 
 
 def _instance(name: str) -> tuple[Instance, list]:
-    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kernel_path="", kvm_path=sys.executable,
+    hvparams = dict(tables.HVC_DEFAULTS[C.HT_KVM], kernel_path="", kvm_path=sys.executable,
                     machine_version=Q35)
     disk = Disk(size=64)
     nic = NIC(mac="aa:00:00:12:35:01", nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hvlibvirt import constants as C, qemu_conf
+from hvlibvirt import tables
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from test_hvparams_table import instance, render, without_metadata
@@ -19,7 +20,7 @@ def node_hvparams(tmp_path: Path) -> dict:
     """KVM hvparams whose files exist (ValidateParameters checks them on the node)."""
     for name in ("kvm", "vmlinuz", "initrd.img"):
         (tmp_path / name).write_bytes(b"\0")
-    return dict(C.HVC_DEFAULTS[C.HT_KVM], kvm_path=str(tmp_path / "kvm"),
+    return dict(tables.HVC_DEFAULTS[C.HT_KVM], kvm_path=str(tmp_path / "kvm"),
                 kernel_path=str(tmp_path / "vmlinuz"), initrd_path=str(tmp_path / "initrd.img"))
 
 

@@ -16,6 +16,7 @@ import libvirt
 import pytest
 
 from hvlibvirt import connection, constants as C
+from hvlibvirt import tables
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk, Instance
@@ -34,7 +35,7 @@ BOOT_TIMEOUT = 60.0
 
 def lab_instance(name: str, image: GuestImage, disk_path: Path) -> tuple[Instance, list]:
     hvparams = dict(
-        C.HVC_DEFAULTS[C.HT_KVM],
+        tables.HVC_DEFAULTS[C.HT_KVM],
         kvm_path="/usr/bin/qemu-system-x86_64",
         kernel_path=str(image.kernel), initrd_path=str(image.initrd),
         root_path="/dev/vda", kernel_args="quiet panic=-1", serial_speed=115200,

@@ -17,6 +17,7 @@ import libvirt
 import pytest
 
 from hvlibvirt import connection, constants as C
+from hvlibvirt import tables
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -175,7 +176,7 @@ def test_node_info_and_verify(libvirt_daemon: LibvirtDaemon) -> None:
     version = conn.getVersion()  # QEMU's, e.g. 7002022 for 7.2.22
     assert info["hv_version"] == (version // 1000000, version // 1000 % 1000, version % 1000)
     assert info["hv_version"][0] >= 7
-    hvp = dict(C.HVC_DEFAULTS[C.HT_KVM], kvm_path="/usr/bin/qemu-system-x86_64",
+    hvp = dict(tables.HVC_DEFAULTS[C.HT_KVM], kvm_path="/usr/bin/qemu-system-x86_64",
                kvm_flag=C.HT_KVM_DISABLED)
     assert hv.Verify() is None and hv.Verify(hvp) is None
     assert "machine" in hv.Verify(dict(hvp, machine_version="no-such-machine-9"))

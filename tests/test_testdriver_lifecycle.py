@@ -12,6 +12,7 @@ import pytest
 
 import hvlibvirt
 from hvlibvirt import connection, constants as C
+from hvlibvirt import tables
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -34,7 +35,7 @@ def hv() -> Iterator[KVMHypervisor]:
 
 
 def make_instance(name: str, **hv_overrides) -> tuple[Instance, list]:
-    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kernel_path="", kvm_path=sys.executable,
+    hvparams = dict(tables.HVC_DEFAULTS[C.HT_KVM], kernel_path="", kvm_path=sys.executable,
                     **hv_overrides)
     disk = Disk(size=64)
     nic = NIC(mac="aa:00:00:12:34:56", nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED,

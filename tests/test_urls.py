@@ -14,6 +14,7 @@ import pytest
 
 import hostile
 from hvlibvirt import constants as C, params as P, urls
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import disks
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
@@ -24,7 +25,7 @@ PER_PARAM = pytest.mark.parametrize("param", URL_PARAMS)
 
 
 def kvm(**overrides: object) -> dict:
-    hvp = copy.deepcopy(C.HVC_DEFAULTS[C.HT_KVM])
+    hvp = copy.deepcopy(tables.HVC_DEFAULTS[C.HT_KVM])
     hvp.update(overrides)
     return hvp
 

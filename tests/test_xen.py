@@ -16,6 +16,7 @@ from lxml import etree
 
 import hvlibvirt
 from hvlibvirt import connection, constants as C, domains, instance_metadata, migration
+from hvlibvirt import tables
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.domain_xml import to_string
 from hvlibvirt.domain_xml.identity import device_alias
@@ -65,7 +66,7 @@ def files(tmp_path: Path) -> dict[str, str]:
 
 def make(hv_name: str, files: dict[str, str], name: str = "one", nics: int = 1,
          **overrides: Any) -> tuple[Instance, list]:
-    hvp = dict(C.HVC_DEFAULTS[hv_name])
+    hvp = dict(tables.HVC_DEFAULTS[hv_name])
     if hv_name == C.HT_XEN_HVM:
         hvp.update(kernel_path=files["hvmloader"], device_model=files["device_model"],
                    vnc_password_file=files["vncpw"])
@@ -116,7 +117,7 @@ ENTRIES = [(hv, n) for hv, (_cls, table) in sorted(TABLES.items()) for n in sort
 @pytest.mark.parametrize("hv_name", sorted(TABLES))
 def test_tables_cover_exactly_ganetis_parameters(hv_name: str) -> None:
     cls, table = TABLES[hv_name]
-    assert set(table) == set(C.HVC_DEFAULTS[hv_name])
+    assert set(table) == set(tables.HVC_DEFAULTS[hv_name])
     assert len(table) == {C.HT_XEN_PVM: 18, C.HT_XEN_HVM: 25}[hv_name]
     assert cls.PARAMETERS == {n: e.check for n, e in table.items()}
     doc = (Path(__file__).resolve().parent.parent / "docs" / "hvparams.md").read_text()

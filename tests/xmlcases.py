@@ -8,6 +8,7 @@ from typing import Any
 from lxml import etree
 
 from hvlibvirt import constants as C
+from hvlibvirt import tables
 from hvlibvirt.domain_xml import Listen, StartupOptions, build_domain, to_string
 from hvlibvirt.kvm_node import choose_target
 from hvlibvirt.objects import NIC, Disk, Instance
@@ -27,7 +28,7 @@ def nic(i: int = 0, mode: str = C.NIC_MODE_BRIDGED, link: str = "br0", **fields:
 
 def instance(hv: dict[str, Any] | None = None, n_disks: int = 2, n_nics: int = 2,
              **fields: Any) -> tuple[Instance, list]:
-    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], **(hv or {}))
+    hvparams = dict(tables.HVC_DEFAULTS[C.HT_KVM], **(hv or {}))
     disks = [disk(i, dev_type=C.DT_PLAIN) for i in range(n_disks)]
     fields.setdefault("nics", [nic(i) for i in range(n_nics)])
     fields.setdefault("beparams", {"maxmem": 256, "minmem": 128, "vcpus": 2})

@@ -15,6 +15,7 @@ from typing import Any
 import libvirt
 
 from hvlibvirt import connection, constants as C
+from hvlibvirt import tables
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk, Instance
 from lab.console import ConsoleCapture
@@ -78,7 +79,7 @@ def make_instance(name: str, image: GuestImage | None, workdir: Path, *, vcpus: 
                   disks: int = 1, nics: int = 1, memory: int = 192, **hv_overrides: Any
                   ) -> tuple[Instance, list[tuple[Any, str | None, str | None]]]:
     """``image=None`` makes a guest without an OS (SeaBIOS only, booting from disk)."""
-    hvparams = dict(C.HVC_DEFAULTS[C.HT_KVM], kvm_path="/usr/bin/qemu-system-x86_64",
+    hvparams = dict(tables.HVC_DEFAULTS[C.HT_KVM], kvm_path="/usr/bin/qemu-system-x86_64",
                     kernel_path=str(image.kernel) if image else "",
                     initrd_path=str(image.initrd) if image else "", root_path="/dev/vda",
                     kernel_args="quiet panic=-1", serial_speed=115200,
