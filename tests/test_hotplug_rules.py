@@ -6,7 +6,7 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import constants as C
-from hvlibvirt.hotplug_rules import free_scsi_id, refusal
+from hvlibvirt.hotplug.kvm import free_scsi_id, refusal
 
 ADD, DEL, MOD = C.HOTPLUG_ACTION_ADD, C.HOTPLUG_ACTION_REMOVE, C.HOTPLUG_ACTION_MODIFY
 HV = dict(C.HVC_DEFAULTS[C.HT_KVM])
