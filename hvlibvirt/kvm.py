@@ -218,15 +218,15 @@ class KVMHypervisor(BaseHypervisor):
     def _accept_problems(self, name: str, root: etree._Element) -> list[str]:
         """As the base, plus: the machine type and domain type are offered here."""
         problems = super()._accept_problems(name, root)
-        type_elem = root.find("os/type")
+        running = parser.machine(root)
         try:
-            caps = etree.fromstring(self._conn().getDomainCapabilities(
-                root.findtext("devices/emulator"), type_elem.get("arch"),
-                type_elem.get("machine"), root.get("type"), 0).encode())
+            caps = parser.parse_tree(self._conn().getDomainCapabilities(
+                running.emulator, running.arch, running.machine, running.domain_type, 0),
+                "domain capabilities")
         except libvirt.libvirtError as err:
             if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                problems.append(f"this node cannot run {root.get('type')} guests of machine "
-                                f"{type_elem.get('machine')}: {err.get_error_message()}")
+                problems.append(f"this node cannot run {running.domain_type} guests of "
+                                f"machine {running.machine}: {err.get_error_message()}")
             return problems
         model = root.findtext("cpu[@mode='custom']/model")
         if model and not caps.xpath("cpu/mode[@name='custom']/model[text()=$m and "
@@ -271,9 +271,9 @@ class KVMHypervisor(BaseHypervisor):
         if dom is None or not dom.isActive():
             return
         with connection.libvirt_errors("read the domain XML", instance.name):
-            root = etree.fromstring(dom.XMLDesc(0).encode())
+            root = parser.parse_tree(dom.XMLDesc(0))
         for nic in instance.nics:
-            elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
+            elem = parser.nic(root, alias_of("nic", nic.uuid))
             source = elem.find("source") if elem is not None else None
             link = (nic.nicparams or {}).get(C.NIC_LINK)
             if source is None or not link or source.get("bridge") == link:

@@ -88,7 +88,7 @@ class XenHypervisor(BaseHypervisor):
         """Domain type xen with the guest architecture libvirt offers for this kind of
         guest (x86_64 where offered)."""
         with connection.libvirt_errors("read the host capabilities"):
-            caps = etree.fromstring(self._conn().getCapabilities().encode())
+            caps = parser.parse_tree(self._conn().getCapabilities(), "capabilities")
         arches = caps.xpath("guest[os_type=$t]/arch/@name", t=self.OS_TYPE)
         if not arches:
             raise HypervisorError(f"libvirt at {self.uri} offers no {self.OS_TYPE} guests")
@@ -244,7 +244,7 @@ class XenHypervisor(BaseHypervisor):
 
     def _prepare_migration(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
         with connection.libvirt_errors("read the domain XML", dom.name()):
-            root = etree.fromstring(dom.XMLDesc(0).encode())
+            root = parser.parse_tree(dom.XMLDesc(0))
         if root.find("devices/hostdev") is not None:
             raise HypervisorError(f"Instance {dom.name()} has PCI devices passed through "
                                   "(pci_pass), which libxl cannot migrate")
