@@ -23,7 +23,7 @@ from lxml import etree
 from hvlibvirt import (config, connection, constants, domains, interface, migration, node,
                        ownership, params)
 from hvlibvirt.domain_xml import identity, inputs, nics, redacted, to_string
-from hvlibvirt.domain_xml.parser import domain_facts, parse_tree
+from hvlibvirt.domain_xml.parser import domain_facts, nic as live_nic, parse_tree
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.ganeti import facts
@@ -536,7 +536,7 @@ class BaseHypervisor(migration.MigrationMethods):
         drift += [f"device {a} is configured but not attached" for a in sorted(want - have)]
         drift += [f"device {a} is attached but not configured" for a in sorted(have - want)]
         for nic in instance.nics:
-            elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
+            elem = live_nic(root, alias_of("nic", nic.uuid))
             if elem is None:
                 continue
             link = (nic.nicparams or {}).get(constants.NIC_LINK) or None

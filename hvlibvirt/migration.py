@@ -28,7 +28,7 @@ import libvirt
 from lxml import etree
 
 from hvlibvirt import config, connection, constants as C, domains, helper_command, ownership
-from hvlibvirt.domain_xml import identity
+from hvlibvirt.domain_xml import identity, parser
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import MigrationStatus, new_migration_status
 
@@ -346,8 +346,8 @@ class MigrationMethods:
         """Pre-flight checks on the target node; libvirt starts the incoming side itself."""
         name = identity.instance_name(getattr(instance, "name", None))
         try:
-            root = etree.fromstring(info.encode() if isinstance(info, str) else info)
-        except (etree.XMLSyntaxError, AttributeError, ValueError) as err:
+            root = parser.parse_tree(info, "XML")
+        except (HypervisorError, AttributeError, ValueError) as err:
             raise HypervisorError(f"Invalid migration info for {name}: {err}") from None
         problems = self._accept_problems(name, root)
         if problems:
@@ -359,7 +359,7 @@ class MigrationMethods:
         existing = self._lookup(name)
         if existing is not None and existing.isActive():
             problems.append("a domain of that name already runs here")
-        for bridge in sorted(set(root.xpath("devices/interface[@type='bridge']/source/@bridge"))):
+        for bridge in parser.bridges(root):
             problem = self._bridge_problem(conn, bridge)
             if problem:
                 problems.append(problem)
