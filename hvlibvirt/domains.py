@@ -10,18 +10,15 @@ ownership (a domain is an instance only if it carries our metadata) is mostly a 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import libvirt
 
 from hvlibvirt import constants, instance_metadata
-from hvlibvirt.domain_xml import metadata
 from hvlibvirt.ownership import is_ours
 
 log = logging.getLogger(__name__)
 
 InstanceInfo = tuple[str, int, int, int, int, float]
-InstanceMetadata = metadata.InstanceMetadata
 SHUTDOWN_INFO_ID = -1
 
 _ACTIVE_STATES = frozenset({libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED,
@@ -37,17 +34,6 @@ LIST_RUNNING = (libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE | libvirt.VIR_CONNECT_LI
 # Ganeti reports a guest's own power-off for KVM only with the user_shutdown hvparam;
 # for Xen always.
 _USER_SHUTDOWN_GATES = {constants.HT_KVM: constants.HV_KVM_USER_SHUTDOWN}
-
-
-def read_metadata(dom: libvirt.virDomain, live: bool = True) -> InstanceMetadata | None:
-    """Transitional: ``instance_metadata.read``."""
-    return instance_metadata.read(dom, live)
-
-
-def update_metadata(dom: libvirt.virDomain, change: Callable[[InstanceMetadata], bool]
-                    ) -> InstanceMetadata | None:
-    """Transitional: the hotplug flow's closures until it names its operations."""
-    return instance_metadata._change(dom, change)  # noqa: SLF001
 
 
 def is_active_state(state: int) -> bool:

@@ -9,7 +9,7 @@ from lxml import etree
 
 from hvlibvirt import constants
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
-from hvlibvirt.domain_xml.parser import domain_facts
+from hvlibvirt.domain_xml.parser import domain_facts, nic as live_nic
 from hvlibvirt.params import HvParam
 
 
@@ -38,7 +38,7 @@ def differences(root: etree._Element, instance: Any, table: Mapping[str, HvParam
     drift += [f"device {a} is configured but not attached" for a in sorted(want - have)]
     drift += [f"device {a} is attached but not configured" for a in sorted(have - want)]
     for nic in instance.nics:
-        elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
+        elem = live_nic(root, alias_of("nic", nic.uuid))
         if elem is None:
             continue
         link = (nic.nicparams or {}).get(constants.NIC_LINK) or None

@@ -7,7 +7,6 @@ verification, hotplug, consoles and migration tuning.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import pwd
@@ -17,15 +16,15 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import (config, connection, constants as C, instance_metadata,
+from hvlibvirt import (config, connection, constants as C, hotplug, instance_metadata,
                        kvm_node, params as P, qemu_conf)
 from hvlibvirt.base import BaseHypervisor
-from hvlibvirt import hotplug, hotplug_rules
-from hvlibvirt.domain_xml import (Listen, StartupOptions, addresses, build_domain, disks,
-                                  identity, inputs, nics, pcie)
+from hvlibvirt.domain_xml import (Listen, StartupOptions, build_domain, identity, inputs, nics,
+                                  parser, pcie)
 from hvlibvirt.domain_xml.identity import device_alias as alias_of
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.helper import helper_command
+from hvlibvirt.hotplug.kvm import KvmDevices
 from hvlibvirt.kvm_params import KVM_PARAMS, KVM_RULES
 from hvlibvirt.migrator import KvmMigrator
 from hvlibvirt.objects import InstanceConsole, new_instance_console
@@ -190,9 +189,9 @@ class KVMHypervisor(BaseHypervisor):
         if dom is None or not dom.isActive():
             return
         with connection.libvirt_errors("read the domain XML", instance.name):
-            root = etree.fromstring(dom.XMLDesc(0).encode())
+            root = parser.parse_tree(dom.XMLDesc(0))
         for nic in instance.nics:
-            elem = root.find(f"devices/interface/alias[@name='{alias_of('nic', nic.uuid)}']/..")
+            elem = parser.nic(root, alias_of("nic", nic.uuid))
             source = elem.find("source") if elem is not None else None
             link = (nic.nicparams or {}).get(C.NIC_LINK)
             if source is None or not link or source.get("bridge") == link:
@@ -206,165 +205,30 @@ class KVMHypervisor(BaseHypervisor):
             name: instance.hvparams.get(name) for name, entry in KVM_PARAMS.items()
             if entry.runtime})
 
-    # -- hotplug ---------------------------------------------------------------------
+    # -- hotplug: the shared flow with KVM's rules and elements ----------------------
     #: seconds to wait for the guest to release a hot-removed device
-    HOTPLUG_TIMEOUT: ClassVar[float] = 10.0
-    _SLOT_RETRIES = 3
+    HOTPLUG_TIMEOUT: ClassVar[float] = hotplug.HOTPLUG_TIMEOUT
 
-    def _hotplug_target(self, instance: Any, action: str, dev_type: str
-                        ) -> tuple[libvirt.virDomain, etree._Element, Any, dict[str, Any]]:
-        """The running domain, its live XML and facts, and the hvparams in force."""
-        name = getattr(instance, "name", None)
-        if dev_type not in C.HOTPLUG_ALL_TARGETS:
-            raise HotplugError(f"Cannot hotplug a {dev_type!r}: only disks and NICs")
-        if action not in C.HOTPLUG_ALL_ACTIONS:
-            raise HotplugError(f"Unknown hotplug action {action!r}")
-        dom = self._lookup(name) if isinstance(name, str) and name else None
-        if dom is None:
-            raise HotplugError(f"Instance {name} is not running")
-        # One read: the live XML says whether the domain is ours (our metadata) and runs
-        # (a live id); no separate ownership and state round trips.
-        root, live = hotplug.live_state(dom)
-        if live.meta is None or root.get("id", "-1") == "-1":
-            raise HotplugError(f"Instance {name} is not running")
-        # The device kinds are the ones the domain was started with (Ganeti's rule).
-        hvp = dict(instance.hvparams)
-        if live.meta is not None:
-            hvp.update({k: v for k, v in live.meta.hvparams.items() if k in hvp})
-        return dom, root, live, hvp
+    def _hotplug(self) -> hotplug.Flow:
+        devices = KvmDevices(self._linux_bridge_vlans,
+                             lambda root: kvm_node.disk_buses(self._conn(), self.uri, root))
+        return hotplug.Flow(devices, self.uri, self._lookup, self._conn, self.HOTPLUG_TIMEOUT)
 
     def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
         """Raise HotplugError if ``action`` on a ``dev_type`` cannot be done live."""
-        self._checked_target(instance, action, dev_type)
-
-    def _checked_target(self, instance: Any, action: str, dev_type: str
-                        ) -> tuple[libvirt.virDomain, etree._Element, Any, dict[str, Any]]:
-        """``_hotplug_target`` after the checks of VerifyHotplugSupport, in one read of
-        the live domain."""
-        dom, root, live, hvp = self._hotplug_target(instance, action, dev_type)
-        reason = hotplug_rules.refusal(root, hvp, action, dev_type)
-        if reason is None and action == C.HOTPLUG_ACTION_ADD and \
-                dev_type == C.HOTPLUG_TARGET_DISK:
-            bus = disks.DISK_KINDS[hvp[C.HV_DISK_TYPE]][1]
-            buses = kvm_node.disk_buses(self._conn(), self.uri, root)
-            if buses is not None and bus not in buses:
-                reason = (f"this emulator and machine offer no {bus} disk bus (domain "
-                          f"capabilities list {', '.join(sorted(buses))})")
-        if reason:
-            raise HotplugError(reason)
-        return dom, root, live, hvp
+        self._hotplug().checked(instance, action, dev_type)
 
     def HotAddDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> None:
         """Attach a disk (``extra`` = (link_name, drive_uri)) or a NIC with an explicit
         address, confirmed in the live XML and recorded in the persistent definition."""
-        what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
-        self._conn(events=True)  # DEVICE_REMOVED, should a failed add be undone
-        with hotplug.instance_lock(self.uri, instance.name):
-            try:
-                alias = alias_of(dev_type, getattr(device, "uuid", None))
-            except HypervisorError as err:
-                raise HotplugError(str(err)) from None
-            for attempt in range(self._SLOT_RETRIES):
-                dom, root, live, hvp = self._checked_target(instance, C.HOTPLUG_ACTION_ADD,
-                                                            dev_type)
-                hotplug.settle(dom, root, live)
-                if alias in live.devices:
-                    pending = live.meta is not None and alias in live.meta.pending_unplug
-                    raise HotplugError(f"{what}: already attached"
-                                       + (" (its removal is still pending)" if pending else ""))
-                added_controller = None
-                try:
-                    elem, added_controller = self._hotplug_element(
-                        dom, root, live, hvp, dev_type, device, extra, seq, what)
-                    # Recorded first: if libvirtd dies after the live attach, the next
-                    # hotplug call completes the add from the record (hotplug.settle).
-                    hotplug.record(dom, dev_type, device.uuid, alias)
-                    hotplug.attach(dom, elem, what)
-                except libvirt.libvirtError as err:
-                    self._undo_controller(dom, added_controller)
-                    hotplug.unrecord(dom, alias)
-                    if hotplug.is_double_use(err) and attempt + 1 < self._SLOT_RETRIES:
-                        continue  # another process took the slot: compute again
-                    raise HotplugError(f"{what}: libvirt refused the device: "
-                                       f"{err.get_error_message()}") from err
-                except HypervisorError as err:
-                    self._undo_controller(dom, added_controller)
-                    hotplug.unrecord(dom, alias)
-                    raise HotplugError(str(err)) from err
-                break
-
-    def _hotplug_element(self, dom: libvirt.virDomain, root: etree._Element, live: Any,
-                         hvp: Mapping[str, Any], dev_type: str, device: Any, extra: Any,
-                         seq: int, what: str) -> tuple[etree._Element, str | None]:
-        """The device element with its address; the alias of a SCSI controller that
-        had to be added first (to undo on failure), or None."""
-        if dev_type == C.HOTPLUG_TARGET_NIC:
-            elem = nics.interface(device, seq, hvp, self._linux_bridge_vlans())
-            hotplug_rules.place_pci(root, live.pci_slots, hvp, elem, what)
-            return elem, None
-        try:
-            link_name, drive_uri = inputs.disk_extra(extra, what)
-        except HypervisorError as err:
-            raise HotplugError(str(err)) from None
-        _device, bus, prefix = disks.DISK_KINDS[hvp[C.HV_DISK_TYPE]]
-        used_targets = set(root.xpath("devices/disk/target/@dev"))
-        target = next(t for t in (identity.target_name(prefix, i) for i in range(1024))
-                      if t not in used_targets)
-        elem = disks.disk(device, link_name, drive_uri, seq, hvp, target)
-        if bus == "virtio":
-            hotplug_rules.place_pci(root, live.pci_slots, hvp, elem, what)
-            return elem, None
-        model = addresses.SCSI_MODELS[hvp[C.HV_KVM_SCSI_CONTROLLER_TYPE]]
-        added = None
-        if not root.xpath("devices/controller[@type='scsi' and @index='0']"):
-            controller = hotplug_rules.scsi_controller(root, model, what)
-            added = hotplug_rules.SCSI_CONTROLLER_ALIAS
-            hotplug.attach(dom, controller, f"{what} (its SCSI controller)")
-        addresses.scsi_drive(elem, model, hotplug_rules.free_scsi_id(root, model), what)
-        return elem, added
-
-    def _undo_controller(self, dom: libvirt.virDomain, alias: str | None) -> None:
-        if alias is None:
-            return
-        try:
-            hotplug.remove(dom, alias, self.HOTPLUG_TIMEOUT,
-                           "undoing the SCSI controller")
-        except (HypervisorError, libvirt.libvirtError) as err:  # the add's error is raised
-            log.warning("%s: %s", dom.name(), err)
-
-    def _free_memory(self, hvparams: Mapping[str, Any]) -> int:
-        """What Ganeti's KVM reports free: this machine's (no libvirt round trip)."""
-        return self.GetLinuxNodeInfo()["memory_free"]
-
-    def _linux_bridge_vlans(self) -> bool:
-        with connection.libvirt_errors("read the libvirt version"):
-            return self._conn().getLibVersion() >= _LINUX_BRIDGE_VLAN_LIBVIRT
+        self._hotplug().add(instance, dev_type, device, extra, seq)
 
     def HotDelDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> dict[str, str]:
         """Remove a disk or NIC, confirmed by DEVICE_REMOVED; returns where it was
         (alias and address, Ganeti's hvinfo)."""
-        what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
-        self._conn(events=True)  # DEVICE_REMOVED
-        with hotplug.instance_lock(self.uri, instance.name):
-            dom, root, live, _hvp = self._checked_target(instance, C.HOTPLUG_ACTION_REMOVE,
-                                                         dev_type)
-            try:
-                alias = alias_of(dev_type, getattr(device, "uuid", None))
-            except HypervisorError as err:
-                raise HotplugError(str(err)) from None
-            hotplug.settle(dom, root, live)
-            if alias not in live.devices:
-                if live.meta is not None and alias in (d[2] for d in live.meta.devices):
-                    # Its removal was under way when libvirtd died, and it completed:
-                    # settle forgot it; the removal asked for is done.
-                    return {"alias": alias}
-                raise HotplugError(f"Cannot find {dev_type} with UUID {device.uuid} in "
-                                   f"instance {instance.name}")
-            where = {"alias": alias, **live.devices[alias].address}
-            hotplug.remove(dom, alias, self.HOTPLUG_TIMEOUT, what)
-            return where
+        return self._hotplug().remove(instance, dev_type, device, extra, seq)
 
     def HotModDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> None:
@@ -372,56 +236,29 @@ class KVMHypervisor(BaseHypervisor):
         link state), else as Ganeti's KVM does (a new MAC or mode, or what libvirt
         cannot change live): a confirmed hot-remove and a hot-add of the changed NIC at
         the same PCI slot, the old NIC put back should the add fail."""
-        what = f"hot-modify of {dev_type} {getattr(device, 'uuid', '?')}"
-        self._conn(events=True)  # DEVICE_REMOVED, should the NIC be replaced
-        with hotplug.instance_lock(self.uri, instance.name):
-            dom, root, live, hvp = self._checked_target(instance, C.HOTPLUG_ACTION_MODIFY,
-                                                        dev_type)
-            try:
-                alias = alias_of(dev_type, getattr(device, "uuid", None))
-                new = nics.interface(device, seq, hvp, self._linux_bridge_vlans())
-            except HypervisorError as err:
-                raise HotplugError(f"{what}: {err}") from None
-            old = hotplug.settled_device(dom, root, live, alias,
-                                         f"NIC with UUID {device.uuid}")
-            new.append(copy.deepcopy(old.find("address")))
-            if new.find("mac").get("address") == old.find("mac").get("address") and \
-                    new.get("type") == old.get("type") and self._update_nic(dom, new, what):
-                return
-            # A replacement adds a device: refused before the old one goes, if it must be.
-            reason = hotplug_rules.refusal(root, hvp, C.HOTPLUG_ACTION_ADD, dev_type)
-            if reason:
-                raise HotplugError(f"{what} needs the NIC removed and added again: {reason}")
-            hotplug.replace(dom, dev_type, device.uuid, new, self.HOTPLUG_TIMEOUT, what)
-
-    @staticmethod
-    def _update_nic(dom: libvirt.virDomain, new: etree._Element, what: str) -> bool:
-        """Apply ``new`` to the NIC in place (live and persistent, or neither); False if
-        the QEMU driver cannot change that live (the caller replaces the NIC)."""
-        try:
-            dom.updateDeviceFlags(etree.tostring(new, encoding="unicode"),
-                                  libvirt.VIR_DOMAIN_AFFECT_LIVE
-                                  | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
-        except libvirt.libvirtError as err:
-            if err.get_error_code() == libvirt.VIR_ERR_OPERATION_UNSUPPORTED:
-                return False
-            raise HotplugError(f"{what}: libvirt refused the change: "
-                               f"{err.get_error_message()}") from err
-        return True
+        self._hotplug().modify(instance, dev_type, device, extra, seq)
 
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> None:  # noqa: N802
         """Tell the running guest its disk is now ``new_size`` bytes (grow only)."""
-        dom, root, _live, _hvp = self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY,
-                                                      C.HOTPLUG_TARGET_DISK)
+        target = self._hotplug().target(instance, C.HOTPLUG_ACTION_MODIFY,
+                                        C.HOTPLUG_TARGET_DISK)
         if isinstance(new_size, bool) or not isinstance(new_size, int) or new_size <= 0:
             raise HotplugError(f"Invalid new size {new_size!r} (bytes expected)")
-        elem = hotplug.device_element(root, alias_of("disk", getattr(disk, "uuid", None)))
+        elem = parser.device(target.root, alias_of("disk", getattr(disk, "uuid", None)))
         if elem is None:
             raise HotplugError(f"Cannot find disk with UUID {disk.uuid} in instance "
                                f"{instance.name}")
-        target = elem.find("target").get("dev")
-        with connection.libvirt_errors(f"resize disk {target}", instance.name, HotplugError):
-            dom.blockResize(target, new_size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        dev = elem.find("target").get("dev")
+        with connection.libvirt_errors(f"resize disk {dev}", instance.name, HotplugError):
+            target.dom.blockResize(dev, new_size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+    def _linux_bridge_vlans(self) -> bool:
+        with connection.libvirt_errors("read the libvirt version"):
+            return self._conn().getLibVersion() >= _LINUX_BRIDGE_VLAN_LIBVIRT
+
+    def _free_memory(self, hvparams: Mapping[str, Any]) -> int:
+        """What Ganeti's KVM reports free: this machine's (no libvirt round trip)."""
+        return self.GetLinuxNodeInfo()["memory_free"]
 
     # -- consoles --------------------------------------------------------------------
     @classmethod

@@ -18,7 +18,7 @@ import libvirt
 from lxml import etree
 
 from hvlibvirt import connection, constants as C, params as P, trusted
-from hvlibvirt.domain_xml import GuestTarget, Listen, identity
+from hvlibvirt.domain_xml import GuestTarget, Listen, identity, parser
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.param_values import ip_version_of
 
@@ -28,7 +28,7 @@ _VNC_PASSWORD_CHARS = 8
 
 def offered_domain_types(capabilities_xml: str) -> dict[str, list[str]]:
     """hvm guest arch -> domain types libvirt offers for it (from getCapabilities)."""
-    caps = etree.fromstring(capabilities_xml.encode())
+    caps = parser.parse_tree(capabilities_xml, "capabilities")
     arches: dict[str, list[str]] = {}
     for guest in caps.iterfind("guest"):
         if guest.findtext("os_type") == "hvm":
@@ -45,7 +45,7 @@ def check_machine(capabilities_xml: str, target: GuestTarget) -> None:
     is a driver that lists none (libvirt's test driver)."""
     if not target.machine:
         return
-    caps = etree.fromstring(capabilities_xml.encode())
+    caps = parser.parse_tree(capabilities_xml, "capabilities")
     for guest in caps.iterfind("guest"):
         arch = guest.find("arch")
         if guest.findtext("os_type") != "hvm" or arch is None \
@@ -104,17 +104,10 @@ def live_graphics(uri: str, name: str) -> dict[str, tuple[str | None, int]]:
     """kind -> (listen address, port) of the running domain, if this node has it."""
     try:
         dom = connection.call(uri, lambda conn: conn.lookupByName(name))
-        root = etree.fromstring(dom.XMLDesc(0).encode())
+        root = parser.parse_tree(dom.XMLDesc(0))
     except (HypervisorError, libvirt.libvirtError):
         return {}
-    found = {}
-    for graphics in root.iterfind("devices/graphics"):
-        port = int(graphics.get("port") or graphics.get("tlsPort") or 0)
-        listen = graphics.find("listen")
-        address = listen.get("address") if listen is not None else graphics.get("listen")
-        if port > 0:
-            found[graphics.get("type")] = (address, port)
-    return found
+    return parser.graphics(root)
 
 
 def _interface_address(name: str, family: int) -> str | None:
@@ -221,12 +214,12 @@ def disk_buses(conn: libvirt.virConnect, uri: str, root: etree._Element
     (cached per process, emulator, machine and type); None when the driver cannot say:
     no domain capabilities, or ones without a disk element (libvirt 11's test driver
     answers with an empty device list, which says nothing about disks)."""
-    type_elem = root.find("os/type")
-    key = (uri, root.findtext("devices/emulator"), type_elem.get("arch"),
-           type_elem.get("machine"), root.get("type"))
+    running = parser.machine(root)
+    key = (uri, running.emulator, running.arch, running.machine, running.domain_type)
     if key not in _DOMCAPS_DISK_BUSES:
         try:
-            caps = etree.fromstring(conn.getDomainCapabilities(*key[1:], 0).encode())
+            caps = parser.parse_tree(conn.getDomainCapabilities(*key[1:], 0),
+                                     "domain capabilities")
         except libvirt.libvirtError:
             return None
         disk = caps.find("devices/disk")

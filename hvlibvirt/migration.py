@@ -209,6 +209,7 @@ def _kill(pid: int) -> None:
 
 # The helper's spec: what ``start`` writes, field -> type.
 _SPEC_FIELDS = {"source": str, "name": str, "dest": str, "flags": int, "params": dict}
+_JSON_NAMES = {str: "string", int: "integer", dict: "object"}
 
 
 def parse_spec(text: str) -> dict[str, Any]:
@@ -222,8 +223,7 @@ def parse_spec(text: str) -> dict[str, Any]:
     for field, kind in _SPEC_FIELDS.items():
         value = spec.get(field)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"SPEC field {field!r} must be a JSON "
-                             f"{ {str: "string", int: "integer", dict: "object"}[kind]}")
+            raise ValueError(f"SPEC field {field!r} must be a JSON {_JSON_NAMES[kind]}")
     return spec
 
 

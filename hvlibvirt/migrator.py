@@ -23,7 +23,7 @@ import libvirt
 from lxml import etree
 
 from hvlibvirt import connection, constants as C, domains, instance_metadata, migration, ownership
-from hvlibvirt.domain_xml import identity
+from hvlibvirt.domain_xml import identity, parser
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.host import Host
 from hvlibvirt.kvm_params import POSTCOPY_CAPS
@@ -99,8 +99,8 @@ class Migrator:
         """Pre-flight checks on the target node; libvirt starts the incoming side itself."""
         name = _name(instance)
         try:
-            root = etree.fromstring(info.encode() if isinstance(info, str) else info)
-        except (etree.XMLSyntaxError, AttributeError, ValueError) as err:
+            root = parser.parse_tree(info, "XML")
+        except (HypervisorError, AttributeError, ValueError) as err:
             raise HypervisorError(f"Invalid migration info for {name}: {err}") from None
         problems = self.accept_problems(name, root)
         if problems:
@@ -113,7 +113,7 @@ class Migrator:
         existing = self.host.lookup(name)
         if existing is not None and existing.isActive():
             problems.append("a domain of that name already runs here")
-        for bridge in sorted(set(root.xpath("devices/interface[@type='bridge']/source/@bridge"))):
+        for bridge in parser.bridges(root):
             problem = self.bridge_problem(conn, bridge)
             if problem:
                 problems.append(problem)
@@ -291,15 +291,15 @@ class KvmMigrator(Migrator):
     def accept_problems(self, name: str, root: etree._Element) -> list[str]:
         """As the base, plus: the machine type and domain type are offered here."""
         problems = super().accept_problems(name, root)
-        type_elem = root.find("os/type")
+        running = parser.machine(root)
         try:
-            caps = etree.fromstring(self.host.conn().getDomainCapabilities(
-                root.findtext("devices/emulator"), type_elem.get("arch"),
-                type_elem.get("machine"), root.get("type"), 0).encode())
+            caps = parser.parse_tree(self.host.conn().getDomainCapabilities(
+                running.emulator, running.arch, running.machine, running.domain_type, 0),
+                "domain capabilities")
         except libvirt.libvirtError as err:
             if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                problems.append(f"this node cannot run {root.get('type')} guests of machine "
-                                f"{type_elem.get('machine')}: {err.get_error_message()}")
+                problems.append(f"this node cannot run {running.domain_type} guests of "
+                                f"machine {running.machine}: {err.get_error_message()}")
             return problems
         model = root.findtext("cpu[@mode='custom']/model")
         if model and not caps.xpath("cpu/mode[@name='custom']/model[text()=$m and "
@@ -322,9 +322,8 @@ class XenMigrator(Migrator):
 
     def prepare(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
         with connection.libvirt_errors("read the domain XML", dom.name()):
-            has_hostdev = etree.fromstring(dom.XMLDesc(0).encode()).find(
-                "devices/hostdev") is not None
-        if has_hostdev:
+            root = parser.parse_tree(dom.XMLDesc(0))
+        if root.find("devices/hostdev") is not None:
             raise HypervisorError(f"Instance {dom.name()} has PCI devices passed through "
                                   "(pci_pass), which libxl cannot migrate")
 

@@ -26,13 +26,11 @@ from hvlibvirt import connection, constants as C, hotplug, kvm_node, params as P
 from hvlibvirt.helper import helper_command
 from hvlibvirt.migrator import XenMigrator
 from hvlibvirt.base import BaseHypervisor
-from hvlibvirt.domain_xml import Listen, StartupOptions, disks, inputs, nics
-from hvlibvirt.domain_xml.identity import device_alias as alias_of
-from hvlibvirt.domain_xml.parser import parse_tree
+from hvlibvirt.domain_xml import Listen, StartupOptions, parser
 from hvlibvirt.domain_xml.options import GuestTarget
-from hvlibvirt.domain_xml.xen_builder import (HVM_MACHINE, PV_MACHINE, build_xen_domain,
-                                              disk_names)
+from hvlibvirt.domain_xml.xen_builder import HVM_MACHINE, PV_MACHINE, build_xen_domain
 from hvlibvirt.errors import HotplugError, HypervisorError
+from hvlibvirt.hotplug.xen import XenDevices
 from hvlibvirt.objects import InstanceConsole, new_instance_console
 from hvlibvirt.xen_params import (XEN_HVM_PARAMS, XEN_HVM_RULES, XEN_PVM_PARAMS,
                                   XEN_PVM_RULES)
@@ -94,7 +92,7 @@ class XenHypervisor(BaseHypervisor):
         """Domain type xen with the guest architecture libvirt offers for this kind of
         guest (x86_64 where offered)."""
         with connection.libvirt_errors("read the host capabilities"):
-            caps = etree.fromstring(self._conn().getCapabilities().encode())
+            caps = parser.parse_tree(self._conn().getCapabilities(), "capabilities")
         arches = caps.xpath("guest[os_type=$t]/arch/@name", t=self.OS_TYPE)
         if not arches:
             raise HypervisorError(f"libvirt at {self.uri} offers no {self.OS_TYPE} guests")
@@ -137,7 +135,7 @@ class XenHypervisor(BaseHypervisor):
         libxl rebuilds a rebooted guest, so its domain ID changes. If that does not
         happen within ``REBOOT_TIMEOUT`` seconds, the instance is destroyed and started
         again from its definition (logged)."""
-        if parse_tree(dom.XMLDesc(0)).findtext("on_reboot") == "destroy":
+        if parser.parse_tree(dom.XMLDesc(0)).findtext("on_reboot") == "destroy":
             # reboot_behavior=exit: libxl would destroy the rebooted guest.
             self._restart(dom, instance)
             return
@@ -245,130 +243,38 @@ class XenHypervisor(BaseHypervisor):
         if success:
             self._apply_cap(self._lookup(instance.name), instance.hvparams)
 
-    # -- hotplug ---------------------------------------------------------------------
-    def _hotplug_target(self, instance: Any, action: str, dev_type: str
-                        ) -> tuple[libvirt.virDomain, etree._Element, Any]:
-        """The running domain and its live XML, after refusing what libxl cannot do."""
-        name = getattr(instance, "name", None)
-        if dev_type not in C.HOTPLUG_ALL_TARGETS:
-            raise HotplugError(f"Cannot hotplug a {dev_type!r}: only disks and NICs")
-        if action not in C.HOTPLUG_ALL_ACTIONS:
-            raise HotplugError(f"Unknown hotplug action {action!r}")
-        if action == C.HOTPLUG_ACTION_MODIFY and dev_type == C.HOTPLUG_TARGET_DISK:
-            raise HotplugError("Disks cannot be modified while the instance runs (only "
-                               "added or removed)")
-        if dev_type == C.HOTPLUG_TARGET_DISK and self.HVM and \
-                instance.hvparams.get(C.HV_DISK_TYPE) != C.HT_DISK_PARAVIRTUAL:
-            raise HotplugError("libxl hot-plugs paravirtual (bus xen) disks only; this "
-                               "instance's disk_type is "
-                               f"{instance.hvparams.get(C.HV_DISK_TYPE)!r}")
-        dom = self._owned(name) if isinstance(name, str) and name else None
-        with connection.libvirt_errors("check the state", name, HotplugError):
-            if dom is None or not dom.isActive():
-                raise HotplugError(f"Instance {name} is not running")
-        root, live = hotplug.live_state(dom)
-        return dom, root, live
+    # -- hotplug: the shared flow with libxl's rules and elements --------------------
+    #: seconds to wait for a hot-removed device to disappear from the live domain
+    HOTPLUG_TIMEOUT: ClassVar[float] = hotplug.HOTPLUG_TIMEOUT
+
+    def _hotplug(self) -> hotplug.Flow:
+        return hotplug.Flow(XenDevices(self.HVM), self.uri, self._lookup, self._conn,
+                            self.HOTPLUG_TIMEOUT)
 
     def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
         """Raise HotplugError unless libxl can do ``action`` on a ``dev_type`` live:
-        add or remove PV disks and vifs."""
-        self._hotplug_target(instance, action, dev_type)
+        add or remove PV disks and vifs, replace vifs."""
+        self._hotplug().checked(instance, action, dev_type)
 
     def HotAddDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> None:
         """Attach a PV disk (``extra`` = (link_name, drive_uri)) at the next free guest
         name, or a vif (always netfront: libxl cannot hot-plug emulated NICs), live and
         in the persistent definition, undone if any step fails."""
-        what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
-        with hotplug.instance_lock(self.uri, instance.name):
-            dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_ADD, dev_type)
-            hotplug.settle(dom, root, live)
-            try:
-                alias = alias_of(dev_type, getattr(device, "uuid", None))
-                if alias in live.devices:
-                    raise HotplugError(f"{what}: already attached")
-                elem = self._hotplug_element(root, instance.hvparams, dev_type, device,
-                                             extra, seq, what)
-            except HypervisorError as err:
-                raise HotplugError(str(err)) from None
-            try:
-                hotplug.attach(dom, elem, what)
-            except libvirt.libvirtError as err:
-                raise HotplugError(f"{what}: libvirt refused the device: "
-                                   f"{err.get_error_message()}") from err
-            hotplug.record_or_undo(dom, dev_type, device.uuid, alias)
-
-    @staticmethod
-    def _hotplug_element(root: etree._Element, hvparams: Mapping[str, Any], dev_type: str,
-                         device: Any, extra: Any, seq: int, what: str) -> etree._Element:
-        if dev_type == C.HOTPLUG_TARGET_NIC:
-            return nics.xen_interface(device, seq, nics.XEN_PV_MODEL,
-                                      hvparams.get(C.HV_VIF_SCRIPT) or None)
-        try:
-            link_name, _drive_uri = inputs.disk_extra(extra, what)
-        except HypervisorError as err:
-            raise HotplugError(str(err)) from None
-        used = set(root.xpath("devices/disk/target/@dev"))
-        free = disk_names(hvparams[C.HV_BLOCKDEV_PREFIX], used)  # an HVM cdrom's hdc too
-        if not free:
-            raise HotplugError(f"{what}: no free guest disk name left")
-        return disks.xen_disk(device, link_name, seq, free[0], "xen")
+        self._hotplug().add(instance, dev_type, device, extra, seq)
 
     def HotDelDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> dict[str, str]:
         """Detach a PV disk or vif (libxl waits for the guest's frontend to let go) and
         drop it from the definition; returns its alias and guest name or MAC."""
-        what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
-        self._conn(events=True)  # DEVICE_REMOVED
-        with hotplug.instance_lock(self.uri, instance.name):
-            dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_REMOVE,
-                                                   dev_type)
-            try:
-                alias = alias_of(dev_type, getattr(device, "uuid", None))
-            except HypervisorError as err:
-                raise HotplugError(str(err)) from None
-            hotplug.settle(dom, root, live)
-            elem = hotplug.device_element(root, alias)
-            if elem is None:
-                if live.meta is not None and alias in (d[2] for d in live.meta.devices):
-                    return {"alias": alias}  # an earlier removal completed; settle forgot it
-                raise HotplugError(f"Cannot find {dev_type} with UUID {device.uuid} in "
-                                   f"instance {instance.name}")
-            where = {"alias": alias}
-            if elem.find("target") is not None and elem.tag == "disk":
-                where["target"] = elem.find("target").get("dev")
-            if elem.find("mac") is not None:
-                where["mac"] = elem.find("mac").get("address")
-            hotplug.remove(dom, alias, self.HOTPLUG_TIMEOUT, what)
-            return where
-
-    #: seconds to wait for a hot-removed device to disappear from the live domain
-    HOTPLUG_TIMEOUT: ClassVar[float] = 10.0
+        return self._hotplug().remove(instance, dev_type, device, extra, seq)
 
     def HotModDevice(self, instance: Any, dev_type: str, device: Any, extra: Any,  # noqa: N802
                      seq: int) -> None:
         """Change a vif as Ganeti's KVM changes a NIC (libxl changes none in place): a
         confirmed hot-remove and a hot-add of the changed vif, the old one put back
         should the add fail."""
-        what = f"hot-modify of {dev_type} {getattr(device, 'uuid', '?')}"
-        self._conn(events=True)  # DEVICE_REMOVED
-        with hotplug.instance_lock(self.uri, instance.name):
-            dom, root, live = self._hotplug_target(instance, C.HOTPLUG_ACTION_MODIFY,
-                                                   dev_type)
-            try:
-                alias = alias_of(dev_type, getattr(device, "uuid", None))
-                new = self._hotplug_element(root, instance.hvparams, dev_type, device,
-                                            extra, seq, what)
-            except HypervisorError as err:
-                raise HotplugError(f"{what}: {err}") from None
-            old = hotplug.settled_device(dom, root, live, alias,
-                                         f"NIC with UUID {device.uuid}")
-            if old.xpath("model/@type") != new.xpath("model/@type"):
-                # The guest would get a netfront NIC in place of its emulated card.
-                raise HotplugError(f"{what}: libxl hot-plugs netfront NICs only, and this "
-                                   f"one is an emulated {old.find('model').get('type')}; "
-                                   "restart the instance to change it")
-            hotplug.replace(dom, dev_type, device.uuid, new, self.HOTPLUG_TIMEOUT, what)
+        self._hotplug().modify(instance, dev_type, device, extra, seq)
 
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> None:  # noqa: N802
         raise HotplugError("libxl cannot tell a running guest that its disk grew (libvirt's"

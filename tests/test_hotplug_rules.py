@@ -7,7 +7,7 @@ from lxml import etree
 
 from hvlibvirt import constants as C
 from hvlibvirt import tables
-from hvlibvirt.hotplug_rules import free_scsi_id, refusal
+from hvlibvirt.hotplug.kvm import free_scsi_id, refusal
 
 ADD, DEL, MOD = C.HOTPLUG_ACTION_ADD, C.HOTPLUG_ACTION_REMOVE, C.HOTPLUG_ACTION_MODIFY
 HV = dict(tables.HVC_DEFAULTS[C.HT_KVM])

@@ -19,7 +19,9 @@ LAYERS: list[set[str]] = [
     {"hvlibvirt.hypervisors"},
     {"hvlibvirt.kvm", "hvlibvirt.xen"},
     {"hvlibvirt.base"},
-    {"hvlibvirt.migrator", "hvlibvirt.hotplug"},
+    {"hvlibvirt.migrator", "hvlibvirt.hotplug", "hvlibvirt.hotplug.kvm", "hvlibvirt.hotplug.xen"},
+    {"hvlibvirt.hotplug.flow"},
+    {"hvlibvirt.hotplug.steps"},
     {"hvlibvirt.host", "hvlibvirt.domains", "hvlibvirt.drift", "hvlibvirt.migration"},
     {"hvlibvirt.ownership", "hvlibvirt.instance_metadata"},
 ]

@@ -33,11 +33,12 @@ import libvirt
 import pytest
 from lxml import etree
 
-from hvlibvirt import constants as C, hotplug, interface, migration, node, ownership
+from hvlibvirt import constants as C, interface, migration, node, ownership
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.domain_xml.identity import device_alias
 from hvlibvirt.base import BaseHypervisor, HvInstanceState
 from hvlibvirt.errors import HotplugError, HypervisorError
+from hvlibvirt.hotplug import steps
 from hvlibvirt.interface import HOTPLUG_METHODS
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk
@@ -418,7 +419,7 @@ def test_a_live_attach_the_definition_refuses_is_taken_back(detach_failures: int
     nic = etree.fromstring("<interface type='bridge'><mac address='aa:00:00:00:77:09'/>"
                            "<source bridge='br1'/><alias name='ua-nic-9'/></interface>")
     with pytest.raises(HotplugError, match="persistent definition refused") as caught:
-        hotplug.attach(dom, nic, "hot-add of nic 9")
+        steps.attach(dom, nic, "hot-add of nic 9")
     kept = detach_failures > 1
     assert bool(dom.live.xpath("devices/*[alias/@name='ua-nic-9']")) == kept
     assert ("may keep it until it stops" in str(caught.value)) == kept
@@ -471,7 +472,7 @@ def test_hotplug_with_attach_semantics_failing_at_every_call(
     device = _nic() if dev_type == C.HOTPLUG_TARGET_NIC else Disk(size=64)
     extra = ("/dev/fake-new", None) if dev_type == C.HOTPLUG_TARGET_DISK else None
     alias = device_alias(dev_type, device.uuid)
-    monkeypatch.setattr(hotplug, "DomainEventWaiter", _NoEvents)  # detaches are at once
+    monkeypatch.setattr(steps, "DomainEventWaiter", _NoEvents)  # detaches are at once
     _remove(raw, inst.name)
     hv.StartInstance(inst, block, False)
     xml = raw.lookupByName(inst.name).XMLDesc(0)

@@ -15,7 +15,7 @@ from hvlibvirt import config, connection, constants as C
 from hvlibvirt import tables
 from hvlibvirt.domain_xml import StartupOptions, addresses, build_domain, disks, pcie
 from hvlibvirt.errors import HypervisorError
-from hvlibvirt.hotplug_rules import place_pci, refusal, scsi_controller
+from hvlibvirt.hotplug.kvm import place_pci, refusal, scsi_controller
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk, Instance
 

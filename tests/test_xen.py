@@ -529,6 +529,7 @@ class FakeLibxlDomain:
     def __init__(self, xml: str) -> None:
         self.live = etree.fromstring(xml.encode())
         self.config = copy.deepcopy(self.live)
+        self.live.set("id", self.live.get("id", "1"))  # running: the live XML has an id
         self.calls: list[str] = []
 
     def _tree(self, flags: int) -> etree._Element:
@@ -599,9 +600,9 @@ def test_hotplug_add_and_remove_on_libxl_semantics(files: dict[str, str],
     hv = XenPvmHypervisor(uri=URI)
     inst, block = make(C.HT_XEN_PVM, files, name="fake")
     fake = FakeLibxlDomain(rendered(C.HT_XEN_PVM, inst, block))
-    monkeypatch.setattr(hv, "_owned", lambda name: fake)
+    monkeypatch.setattr(hv, "_lookup", lambda name: fake)
     monkeypatch.setattr(hv, "_conn", lambda events=False: connection.get(URI))
-    monkeypatch.setattr("hvlibvirt.hotplug.DomainEventWaiter", _NoEvents)
+    monkeypatch.setattr("hvlibvirt.hotplug.steps.DomainEventWaiter", _NoEvents)
     disk, nic = Disk(size=64), NIC(mac="aa:00:00:00:99:01",
                                    nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED, C.NIC_LINK: "br1"})
     hv.HotAddDevice(inst, C.HOTPLUG_TARGET_DISK, disk, ("/dev/xenvg/new", None), 1)
@@ -625,9 +626,9 @@ def test_hotplug_add_and_remove_on_libxl_semantics(files: dict[str, str],
 
 def _fake_libxl(hv: Any, inst: Any, block: Any, monkeypatch: Any) -> FakeLibxlDomain:
     fake = FakeLibxlDomain(rendered(hv.HV_NAME, inst, block))
-    monkeypatch.setattr(hv, "_owned", lambda name: fake)
+    monkeypatch.setattr(hv, "_lookup", lambda name: fake)
     monkeypatch.setattr(hv, "_conn", lambda events=False: connection.get(URI))
-    monkeypatch.setattr("hvlibvirt.hotplug.DomainEventWaiter", _NoEvents)
+    monkeypatch.setattr("hvlibvirt.hotplug.steps.DomainEventWaiter", _NoEvents)
     return fake
 
 

@@ -37,7 +37,7 @@ class InstanceMetadata:
     # Set when this library asked the domain to stop, so that a shutdown the guest did
     # on its own (Ganeti's "user shutdown") can be told apart from ours.
     stop_requested: bool = False
-    # Aliases whose hot-unplug the guest has not acknowledged yet (see hotplug.py).
+    # Aliases whose hot-unplug the guest has not acknowledged yet (see hotplug/steps.py).
     pending_unplug: list[str] = field(default_factory=list)
     # Where a migration started by MigrateInstance goes, until it is finalized.
     migration_target: str | None = None

@@ -1,34 +1,29 @@
-"""Hot-add and hot-remove of devices on a running domain, confirmed and reversible.
+"""The steps of a hotplug on a running domain, each confirmed and reversible.
 
-libvirt owns the QEMU monitor; this module owns the rest:
+libvirt owns the QEMU monitor (or libxl); these own the rest:
 
-* one hotplug at a time per instance on this node, across threads and processes
-  (``hvlibvirt.locks``: noded runs each RPC in its own process, and slots, disk targets
-  and our metadata are read from the domain, then written), and a retry should
-  something else take the slot first (libvirt refuses a double-used PCI address);
-  every change to our metadata is one locked read-modify-write
-  (``domains.update_metadata``);
-* every add is confirmed by reading the live XML back, and undone if any later step
+* every attach is confirmed by reading the live XML back, and undone if any later step
   (the persistent definition, our metadata) fails - nothing is half-applied; what
   libvirtd's death leaves half-done (no undo can reach it then) ``settle`` finishes at
-  the next hot-add or hot-remove;
+  the next hot-add, hot-remove or hot-modify;
 * a removal waits for libvirt's DEVICE_REMOVED event (registered before the request),
   with a bounded timeout. A guest that never releases the device leaves it "pending" in
   our metadata: a later removal does not send the request again (QEMU refuses one that
   is in progress) but waits for the guest again, and the device's slot stays taken.
+
+The caller holds the instance's hotplug lock (``flow``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import libvirt
 from lxml import etree
 
-from hvlibvirt import domains, locks
-from hvlibvirt.domain_xml.parser import LiveDomain, domain_facts, parse_tree
+from hvlibvirt import instance_metadata
+from hvlibvirt.domain_xml import parser
+from hvlibvirt.domain_xml.parser import LiveDomain
 from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.events import DomainEventWaiter
 
@@ -37,13 +32,6 @@ log = logging.getLogger(__name__)
 _LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 _CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 
-@contextmanager
-def instance_lock(uri: str, name: str) -> Iterator[None]:
-    """Serialise hotplug operations on one instance: across the threads and the
-    processes of this node (see ``hvlibvirt.locks``)."""
-    with locks.hold(uri, name, "hotplug", HotplugError):
-        yield
-
 
 def live_state(dom: libvirt.virDomain) -> tuple[etree._Element, LiveDomain]:
     """The live domain XML, as a tree and as parsed facts."""
@@ -51,11 +39,12 @@ def live_state(dom: libvirt.virDomain) -> tuple[etree._Element, LiveDomain]:
         xml = dom.XMLDesc(0)
     except libvirt.libvirtError as err:
         raise HotplugError(f"Failed to read the live XML of {dom.name()}: {err}") from err
-    root = parse_tree(xml)
-    return root, domain_facts(root)
+    root = parser.parse_tree(xml)
+    return root, parser.domain_facts(root)
 
 
 def is_double_use(err: libvirt.libvirtError) -> bool:
+    """Whether libvirt refused an address another device took meanwhile."""
     return "double use" in (err.get_error_message() or "").lower()
 
 
@@ -113,7 +102,7 @@ def detach(dom: libvirt.virDomain, alias: str, flags: int) -> None:
         if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
             raise
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if flags == _CONFIG else 0)
-    elem = device_element(etree.fromstring(xml.encode()), alias)
+    elem = parser.device(parser.parse_tree(xml), alias)
     if elem is None:
         raise libvirt.libvirtError(f"no device with alias {alias}")
     dom.detachDeviceFlags(etree.tostring(elem, encoding="unicode"), flags)
@@ -140,7 +129,7 @@ def remove(dom: libvirt.virDomain, alias: str, timeout: float,
     Raises HotplugError when the guest does not release it within ``timeout``; the
     device is then recorded as pending.
     """
-    meta = domains.read_metadata(dom)
+    meta = instance_metadata.read(dom)
     pending = meta is not None and alias in meta.pending_unplug
     with DomainEventWaiter(dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
                            lambda details: details[0] == alias) as removed:
@@ -158,7 +147,7 @@ def remove(dom: libvirt.virDomain, alias: str, timeout: float,
         gone = True  # removed between the wait and this check
     if not gone:
         if not pending and meta is not None:
-            domains.update_metadata(dom, lambda m: _add_pending(m, alias))
+            instance_metadata.mark_unplug_pending(dom, alias)
         raise HotplugError(f"{what}: the guest did not release the device within "
                            f"{timeout:.0f}s; its removal stays pending (the instance keeps "
                            "running, and the device's slot stays taken until the guest lets "
@@ -174,36 +163,18 @@ def forget(dom: libvirt.virDomain, alias: str) -> None:
         try:
             detach(dom, alias, _CONFIG)
         except libvirt.libvirtError as err:
-            if err.get_error_code() != libvirt.VIR_ERR_DEVICE_MISSING and \
-                    device_element(parse_tree(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)),
-                                   alias) is not None:
+            if err.get_error_code() != libvirt.VIR_ERR_DEVICE_MISSING and parser.device(
+                    parser.parse_tree(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)),
+                    alias) is not None:
                 raise HotplugError(f"Removing {alias} from the definition of {dom.name()} "
                                    f"failed: {err.get_error_message()}") from err
-    _drop_record(dom, alias)
-
-
-def _drop_record(dom: libvirt.virDomain, alias: str) -> None:
-    def drop(meta: domains.InstanceMetadata) -> bool:
-        devices = [d for d in meta.devices if d[2] != alias]
-        pending = [a for a in meta.pending_unplug if a != alias]
-        changed = (devices, pending) != (meta.devices, meta.pending_unplug)
-        meta.devices, meta.pending_unplug = devices, pending
-        return changed
-
-    domains.update_metadata(dom, drop)
-
-
-def _add_pending(meta: domains.InstanceMetadata, alias: str) -> bool:
-    if alias in meta.pending_unplug:
-        return False
-    meta.pending_unplug.append(alias)
-    return True
+    instance_metadata.drop_device(dom, alias)
 
 
 def settle(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain) -> None:
     """Finish what earlier hotplugs left undone, so that each device of our metadata is
     in the live XML, the persistent definition and the metadata, or in none of them
-    (called under the instance's hotplug lock, before each hot-add and hot-remove):
+    (the first step of every hot-add, hot-remove and hot-modify, under the lock):
 
     * not live any more: a removal the guest completed after we stopped waiting (a
       pending one), or while libvirtd was down under the removal -> forgotten;
@@ -222,10 +193,10 @@ def settle(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain) -> No
                 forget(dom, alias)
         if not dom.isPersistent():
             return
-        defined = set(parse_tree(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-                      .xpath("devices/*/alias/@name"))
+        defined = parser.aliases(parser.parse_tree(
+            dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
         for alias in known:
-            elem = device_element(root, alias)
+            elem = parser.device(root, alias)
             if elem is not None and alias not in defined:
                 log.info("%s: completing the interrupted hot-add of %s", dom.name(), alias)
                 dom.attachDeviceFlags(etree.tostring(elem, encoding="unicode"), _CONFIG)
@@ -237,6 +208,14 @@ def settle(dom: libvirt.virDomain, root: etree._Element, live: LiveDomain) -> No
                            ) from err
 
 
+def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str,
+           index: int | None = None) -> None:
+    """Record a device in our metadata, last or at ``index`` of the device order, before
+    it is attached: the metadata is the only place that keeps the device's full uuid,
+    which ``settle`` needs to complete an add libvirtd's death interrupted."""
+    instance_metadata.record_device(dom, kind, dev_uuid, alias, index)
+
+
 def unrecord(dom: libvirt.virDomain, alias: str) -> None:
     """Drop the record of a device whose hot-add failed, as far as libvirtd still answers
     (if it died, the next hotplug call settles the device). ``attach`` never leaves a
@@ -245,39 +224,24 @@ def unrecord(dom: libvirt.virDomain, alias: str) -> None:
     live domain until the next hotplug call."""
     for _attempt in range(2):
         try:
-            _drop_record(dom, alias)
+            instance_metadata.drop_device(dom, alias)
             return
         except (HypervisorError, libvirt.libvirtError) as err:
             reason = err
     log.warning("Forgetting %s on %s failed: %s", alias, dom.name(), reason)
 
 
-def record(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str,
-           index: int | None = None) -> None:
-    """Add a device to our metadata (live and persistent), last or at ``index`` of the
-    device order. KVM records a hot-add before it attaches the device: the metadata is
-    the only place that keeps the device's full uuid, which ``settle`` needs to complete
-    an add libvirtd's death interrupted."""
-    def add(meta: domains.InstanceMetadata) -> bool:
-        meta.devices = [d for d in meta.devices if d[2] != alias]
-        meta.devices.insert(len(meta.devices) if index is None else index,
-                            (kind, dev_uuid, alias))
-        return True
-
-    if domains.update_metadata(dom, add) is None:
-        raise HotplugError(f"{dom.name()} has no hvlibvirt metadata")
-
-
-def record_or_undo(dom: libvirt.virDomain, kind: str, dev_uuid: str, alias: str) -> None:
-    """``record`` a device just attached; if that fails, take the device away again."""
+def update(dom: libvirt.virDomain, new: etree._Element, what: str) -> bool:
+    """Apply ``new`` to the device carrying its alias in place (live and persistent, or
+    neither); False if the driver cannot change that live (the caller replaces it)."""
     try:
-        record(dom, kind, dev_uuid, alias)
-    except (HypervisorError, libvirt.libvirtError) as err:  # a metadata write or its lock
-        detach_now(dom, alias)
-        forget(dom, alias)
-        if isinstance(err, HotplugError):
-            raise
-        raise HotplugError(str(err)) from err
+        dom.updateDeviceFlags(etree.tostring(new, encoding="unicode"), _LIVE | _CONFIG)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_OPERATION_UNSUPPORTED:
+            return False
+        raise HotplugError(f"{what}: libvirt refused the change: "
+                           f"{err.get_error_message()}") from err
+    return True
 
 
 def replace(dom: libvirt.virDomain, kind: str, dev_uuid: str, new: etree._Element,
@@ -288,7 +252,7 @@ def replace(dom: libvirt.virDomain, kind: str, dev_uuid: str, new: etree._Elemen
     address); the HotplugError then says whether it did."""
     alias = new.find("alias").get("name")
     old = _defined_element(dom, alias)
-    meta = domains.read_metadata(dom)
+    meta = instance_metadata.read(dom)
     index = next((i for i, d in enumerate(meta.devices) if d[2] == alias), None) \
         if meta is not None else None
     remove(dom, alias, timeout, what)
@@ -316,7 +280,7 @@ def _defined_element(dom: libvirt.virDomain, alias: str) -> etree._Element | Non
     except libvirt.libvirtError as err:
         raise HotplugError(f"Failed to read the definition of {dom.name()}: "
                            f"{err.get_error_message()}") from err
-    return device_element(parse_tree(xml), alias)
+    return parser.device(parser.parse_tree(xml), alias)
 
 
 def _add(dom: libvirt.virDomain, kind: str, dev_uuid: str, elem: etree._Element,
@@ -343,14 +307,7 @@ def settled_device(dom: libvirt.virDomain, root: etree._Element, live: LiveDomai
     """``settle``, then the live element of the device a modify changes (HotplugError
     if the instance has none: ``what`` names it)."""
     settle(dom, root, live)
-    found = device_element(root, alias)
+    found = parser.device(root, alias)
     if found is None:
         raise HotplugError(f"Cannot find {what} in instance {dom.name()}")
     return found
-
-
-def device_element(root: etree._Element, alias: str) -> etree._Element | None:
-    """The live device element carrying ``alias``."""
-    found = root.xpath("devices/*[alias/@name=$alias]", alias=alias)
-    return found[0] if found else None
-
