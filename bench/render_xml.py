@@ -2,10 +2,8 @@
 
 Run: .venv/bin/python bench/render_xml.py [seconds]
 
-Prints renders per second (build_domain + to_string) and the mean time per render, both
-for a render seen before (build_domain remembers its trees, domain_xml.memo: what a
-long-lived process re-rendering an instance gets) and for a first render (the memo
-forgotten before each: what noded's fresh child per RPC gets); the floors any lxml
+Prints renders per second (build_domain + to_string) and the mean time per render (every
+render builds the tree anew, as noded's fresh child per RPC does); the floors any lxml
 render of the same document has (the same elements made by bare lxml calls, a copy of
 the finished tree, serialisation alone); and for comparison the cost of
 parsing the result and validating it against libvirt's RelaxNG schema
@@ -126,17 +124,6 @@ def main() -> None:
     print(f"render (build_domain + to_string): {calls / elapsed:10.0f} renders/s, "
           f"mean {elapsed / calls * 1e6:8.1f} us/render ({calls} renders in {elapsed:.2f} s)")
 
-    def first_render() -> str:
-        build_domain.forget()  # type: ignore[attr-defined]
-        return render()
-    first_calls, first_elapsed = measure(first_render, seconds / 2)
-    print(f"first render (memo forgotten):     {first_calls / first_elapsed:10.0f} renders/s, "
-          f"mean {first_elapsed / first_calls * 1e6:8.1f} us/render")
-    build = build_domain.__wrapped__  # type: ignore[attr-defined]
-    bare_calls, bare_elapsed = measure(
-        lambda: to_string(build(inst, block, hvparams, options)), seconds / 2)
-    print(f"the builders alone (no memo):      {bare_calls / bare_elapsed:10.0f} renders/s, "
-          f"mean {bare_elapsed / bare_calls * 1e6:8.1f} us/render")
     floor(build_domain(inst, block, hvparams, options), seconds)
 
     t0 = time.perf_counter()

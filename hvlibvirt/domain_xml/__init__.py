@@ -5,8 +5,7 @@ block devices, hvparams and ``StartupOptions``; one module per element kind does
 rest (``disks``, ``nics``, ``graphics``, ``cpu``, ``channels``, ``controllers``), with
 ``addresses`` for PCI/SCSI/IDE/SATA placement, ``pcie`` for q35's root ports and their
 hotplug pool, ``identity`` for aliases and input checks, ``metadata`` for our
-namespace, ``parser`` for reading libvirt's XML back (the one reader), and ``memo``
-for remembering the finished trees of the two domain builders.
+namespace, and ``parser`` for reading libvirt's XML back (the one reader).
 """
 
 from hvlibvirt.domain_xml.builder import build_domain, redacted, to_string

@@ -15,7 +15,7 @@ from lxml import etree
 
 from hvlibvirt import constants as C, param_values
 from hvlibvirt.domain_xml import (addresses, channels, controllers, cpu, disks, graphics,
-                                  identity, inputs, memo, metadata, nics, pcie)
+                                  identity, inputs, metadata, nics, pcie)
 from hvlibvirt.domain_xml.inputs import BlockDevice
 from hvlibvirt.domain_xml.options import StartupOptions
 from hvlibvirt.errors import HypervisorError
@@ -262,7 +262,6 @@ def finish_metadata(meta_elem: etree._Element, instance: Any, hypervisor: str,
         devices=device_ids)))
 
 
-@memo.remembered
 def build_domain(instance: Any, block_devices: Sequence[BlockDevice],
                  hvparams: Mapping[str, Any], options: StartupOptions) -> etree._Element:
     """The ``<domain>`` tree for ``instance`` with ``hvparams`` (a full KVM dict)."""

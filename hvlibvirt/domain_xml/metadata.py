@@ -7,7 +7,6 @@ the domain XML (PCI slots, SCSI targets) is deliberately not stored here.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +64,7 @@ def _decode(vtype: str, text: str) -> Any:
 
 def build(meta: InstanceMetadata) -> etree._Element:
     """Return the ``<hvl:instance>`` element (to be placed inside ``<metadata>``)."""
-    root = copy.deepcopy(_hvparams_element(meta.hvparams))
+    root = _hvparams_element(meta.hvparams)
     root.set("uuid", meta.instance_uuid)
     root.set("hypervisor", meta.hypervisor)
     if meta.stop_requested:
@@ -80,33 +79,18 @@ def build(meta: InstanceMetadata) -> etree._Element:
     return root
 
 
-_HVPARAMS: dict[tuple[tuple[str, type, Any], ...], etree._Element] = {}
-
-
 def _hvparams_element(hvparams: dict[str, Any]) -> etree._Element:
-    """``<hvl:instance><hvl:hvparams>`` for ``hvparams``, remembered: the instances of a
-    cluster mostly share their hvparams, and some seventy SubElement calls were a third
-    of a domain's render time (a copy is a tenth of that)."""
-    try:  # the key is made in C; the type tells True from 1
-        key = tuple(sorted((name, type(value), value) for name, value in hvparams.items()))
-        skeleton = _HVPARAMS.get(key)
-    except TypeError:  # an unhashable value: not remembered
-        key, skeleton = None, None
-    if skeleton is None:
-        encoded = tuple((name, *_encode(hvparams[name])) for name in sorted(hvparams))
-        skeleton = etree.Element(_q("instance"), nsmap=_NSMAP)
-        params = etree.SubElement(skeleton, _q("hvparams"))
-        for name, vtype, text in encoded:
-            try:
-                etree.SubElement(params, _q("param"), name=name, type=vtype).text = text
-            except ValueError:
-                raise HypervisorError(f"Invalid {name}: {text!r} has characters XML "
-                                      "cannot hold") from None
-        if key is not None:
-            if len(_HVPARAMS) >= 64:
-                _HVPARAMS.clear()
-            _HVPARAMS[key] = skeleton
-    return skeleton
+    """``<hvl:instance><hvl:hvparams>`` for ``hvparams``."""
+    root = etree.Element(_q("instance"), nsmap=_NSMAP)
+    params = etree.SubElement(root, _q("hvparams"))
+    for name in sorted(hvparams):
+        vtype, text = _encode(hvparams[name])
+        try:
+            etree.SubElement(params, _q("param"), name=name, type=vtype).text = text
+        except ValueError:
+            raise HypervisorError(f"Invalid {name}: {text!r} has characters XML "
+                                  "cannot hold") from None
+    return root
 
 
 def parse(element: etree._Element) -> InstanceMetadata:

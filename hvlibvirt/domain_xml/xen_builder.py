@@ -15,7 +15,7 @@ from lxml import etree
 
 from hvlibvirt import constants as C, param_values
 from hvlibvirt.domain_xml import (channels, cpu, disks, graphics, hostdevs, identity,
-                                  inputs, memo, nics)
+                                  inputs, nics)
 from hvlibvirt.domain_xml.builder import domain_head, finish_metadata, lifecycle
 from hvlibvirt.domain_xml.inputs import BlockDevice
 from hvlibvirt.domain_xml.options import StartupOptions
@@ -122,7 +122,6 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
     return ids
 
 
-@memo.remembered
 def build_xen_domain(instance: Any, block_devices: Sequence[BlockDevice],
                      hvparams: Mapping[str, Any], options: StartupOptions, hvm: bool
                      ) -> etree._Element:
