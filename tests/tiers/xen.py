@@ -37,7 +37,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     of one core under TCG, and the tiers before it leave that core mostly idle."""
     import shutil
 
-    if (os.environ.get("HVLIBVIRT_XEN_ATTACH") or os.geteuid() != 0
+    if (session.config.option.collectonly  # no test runs, the boot would be for nothing
+            or os.environ.get("HVLIBVIRT_XEN_ATTACH") or os.geteuid() != 0
             or any(shutil.which(tool) is None for tool in XEN_TOOLS)
             or not any("xen" in getattr(item, "fixturenames", ()) for item in session.items)):
         return  # the fixture boots (or reports what is missing) when it is reached
