@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Install what hvlibvirt needs on Debian 12 or 13 (run as root): Debian packages, a venv
 # in .venv with the package and its test tools. Safe to run again; it skips what is there.
+# `--tier N` (repeatable, or 1,2) installs only what those test tiers need (DESIGN.md);
+# without it, what every tier needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/tiers.sh
+tiers_parse "$@"
+if [ ${#REST[@]} -gt 0 ]; then
+  echo "setup.sh: unknown arguments: ${REST[*]} (only --tier N)" >&2
+  exit 2
+fi
 
 installed() {
   dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q '^install ok installed$'
@@ -19,43 +27,65 @@ if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
   apt-get update -qq
 fi
 
-# Ganeti: 3.0 where the release has it (Debian 12), else 3.1 (Debian 13).
-ganeti=
-for version in 3.0 3.1; do
-  if available "ganeti-haskell-$version"; then
-    ganeti=$version
-    break
-  fi
-done
-if [ -z "$ganeti" ]; then
-  echo "setup.sh: this release has neither ganeti-haskell-3.0 nor ganeti-haskell-3.1" >&2
-  exit 1
-fi
-
 PACKAGES=(
-  # build libvirt-python against the distribution's libvirt
+  # every tier: build libvirt-python against the distribution's libvirt (its libvirt0
+  # brings the RelaxNG schemas of tier 1 and the test driver of tier 2)
   libvirt-dev pkg-config gcc python3 python3-venv python3-dev
-  # the real tier: a private libvirtd with the QEMU driver and a tiny Linux guest
-  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
-  busybox-static iproute2 util-linux kmod
-  # a bootable ISO of the lab guest, for booting from a cdrom (tests/lab/iso.py)
-  xorriso isolinux syslinux-common
+)
+# What Debian 13 packages apart (Debian 12 has it in the packages below), when available.
+optional() {
+  local pkg
+  for pkg in "$@"; do
+    if available "$pkg"; then
+      PACKAGES+=("$pkg")
+    fi
+  done
+}
+if tier_wanted 2 3 4 5 6; then
+  # QEMU: the default kvm_path (/usr/bin/kvm) must exist for the KVM lifecycle on the test
+  # driver (the demo, the command line), and every real tier runs guests
+  PACKAGES+=(qemu-system-x86)
+fi
+if tier_wanted 3 4 5 6; then
+  # the real tiers: a private libvirtd with the QEMU driver and a tiny Linux guest (the
+  # cluster's nodes and the Xen tier's prerequisites need them as well)
+  PACKAGES+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils
+    busybox-static iproute2 util-linux kmod
+    # a bootable ISO of the lab guest, for booting from a cdrom (tests/lab/iso.py)
+    xorriso isolinux syslinux-common)
+  # SPICE graphics and the qxl video model; libvirt's interface driver (bridges checked
+  # through libvirt)
+  optional qemu-system-modules-spice libvirt-daemon-driver-interface
+fi
+if tier_wanted 5; then
+  # Ganeti: 3.0 where the release has it (Debian 12), else 3.1 (Debian 13).
+  ganeti=
+  for version in 3.0 3.1; do
+    if available "ganeti-haskell-$version"; then
+      ganeti=$version
+      break
+    fi
+  done
+  if [ -z "$ganeti" ]; then
+    echo "setup.sh: this release has neither ganeti-haskell-3.0 nor ganeti-haskell-3.1" >&2
+    exit 1
+  fi
   # the Ganeti cluster tier: Ganeti nodes running hvlibvirt from its Debian package
   # (Debian's python3 with its libvirt, lxml and psutil), reached over ssh
-  ganeti "ganeti-$ganeti" "ganeti-haskell-$ganeti" openssh-server socat python3-libvirt python3-lxml
-  python3-psutil
+  PACKAGES+=(ganeti "ganeti-$ganeti" "ganeti-haskell-$ganeti" openssh-server socat python3-libvirt
+    python3-lxml python3-psutil)
+  # the compilers dpkg-buildpackage wants for the Debian package
+  optional build-essential
+fi
+if tier_wanted 6; then
   # the Xen tier: a Debian dom0 debootstrapped into the test cache, booted as an ext4 image
   # under QEMU; the libxl CPU shim compiled with gcc; ssh into dom0
-  debootstrap e2fsprogs openssh-client
-)
-# What Debian 13 packages apart (Debian 12 has it in the packages above): SPICE graphics
-# and the qxl video model, libvirt's interface driver (bridges checked through libvirt),
-# and the compilers dpkg-buildpackage wants for the Debian package.
-for pkg in qemu-system-modules-spice libvirt-daemon-driver-interface build-essential; do
-  if available "$pkg"; then
-    PACKAGES+=("$pkg")
-  fi
-done
+  PACKAGES+=(debootstrap e2fsprogs openssh-client)
+fi
+if tier_wanted 7; then
+  # the Debian 13 tier: a debootstrapped trixie root (scripts/trixie-root.sh)
+  PACKAGES+=(debootstrap)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

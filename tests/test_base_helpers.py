@@ -28,6 +28,8 @@ from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Instance, InstanceConsole
 from hvlibvirt.xen import XenHvmHypervisor, XenPvmHypervisor
 
+pytestmark = pytest.mark.tier1
+
 FIXTURES = Path(__file__).parent / "fixtures"
 MEMINFO = FIXTURES / "proc_meminfo_32g.txt"
 CPUINFO = FIXTURES / "proc_cpuinfo_4cpu_2sockets.txt"

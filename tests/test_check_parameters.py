@@ -18,6 +18,8 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.xen import XenHvmHypervisor, XenHypervisor, XenPvmHypervisor
 
+pytestmark = pytest.mark.tier1
+
 CLASSES = {
     C.HT_KVM: KVMHypervisor,
     C.HT_XEN_PVM: XenPvmHypervisor,

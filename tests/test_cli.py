@@ -23,6 +23,8 @@ import hostile
 from hvlibvirt import cli, constants as C
 from hvlibvirt.errors import HypervisorError
 
+pytestmark = pytest.mark.tier2
+
 UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
 ENTRY_POINT = str(Path(sys.executable).with_name("hvlibvirt"))
 

@@ -12,6 +12,8 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.xen import XenHvmHypervisor, XenPvmHypervisor
 
+pytestmark = pytest.mark.tier1
+
 
 @pytest.fixture
 def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

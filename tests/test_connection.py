@@ -15,6 +15,8 @@ from hvlibvirt.errors import HotplugError, HypervisorError
 from marks import FORK_WITH_THREADS
 
 
+pytestmark = pytest.mark.tier2
+
 URI = "test:///default"
 
 

@@ -14,6 +14,8 @@ from hvlibvirt.domain_xml import (GuestTarget, StartupOptions, addresses, build_
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import NIC, Disk, Instance
 
+pytestmark = pytest.mark.tier1
+
 SCHEMA = "/usr/share/libvirt/schemas/domain.rng"
 KVM = GuestTarget(domain_type="kvm", arch="x86_64", machine="pc", emulator="/usr/bin/kvm")
 

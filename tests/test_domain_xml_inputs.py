@@ -12,6 +12,8 @@ from hvlibvirt.domain_xml import nics
 from hvlibvirt.errors import HypervisorError
 from xmlcases import disk, instance, nic, render
 
+pytestmark = pytest.mark.tier1
+
 
 def rejects(match: str, hv: dict | None = None, **fields) -> None:
     inst, block = instance(hv, **fields)

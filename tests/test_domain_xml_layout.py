@@ -25,6 +25,8 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk, Instance
 
+pytestmark = pytest.mark.tier1
+
 SCHEMA = "/usr/share/libvirt/schemas/domain.rng"
 KVM = GuestTarget(domain_type="kvm", arch="x86_64", machine="pc", emulator="/usr/bin/kvm")
 ISO1, ISO2 = "/srv/iso/install.iso", "/srv/iso/drivers.iso"

@@ -24,6 +24,8 @@ from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import (Instance, InstanceConsole, MigrationStatus, new_instance_console,
                                new_migration_status)
 
+pytestmark = pytest.mark.tier1
+
 REPO = Path(__file__).resolve().parent.parent
 
 INSIDE = r"""

@@ -28,7 +28,7 @@ from lab.serial import SerialLog
 
 log = logging.getLogger(__name__)
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier5, pytest.mark.real]
 
 BOOT_S = 120.0  # TCG on two busy cores; a boot is ~3 s when the machine is idle
 SYSRQ = "/proc/sysrq-trigger"  # this kernel has none: one environmental verify ERROR per node

@@ -11,6 +11,8 @@ from hvlibvirt import connection, constants as C, get_hypervisor_class
 from hvlibvirt import tables
 from hvlibvirt.base import HvInstanceState
 
+pytestmark = pytest.mark.tier2
+
 @pytest.mark.parametrize("hv_name", [C.HT_KVM, C.HT_XEN_PVM, C.HT_XEN_HVM])
 def test_defaults_equal_ganeti(ganeti, hv_name: str) -> None:
     gconst, _ = ganeti

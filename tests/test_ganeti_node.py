@@ -24,7 +24,8 @@ from hvlibvirt import cli
 from hvlibvirt.ganeti import node as node_module
 from hvlibvirt.ganeti.node import PACKAGE, SERVABLE, GanetiNode
 from hvlibvirt.kvm import KVMHypervisor
-from lab import unavailable
+
+pytestmark = pytest.mark.tier2
 
 SHARE = "/usr/share/ganeti/3.0"
 MODULE = f"{SHARE}/ganeti/hypervisor/__init__.py"
@@ -157,21 +158,6 @@ def test_disable_refuses_a_file_hvlibvirt_did_not_write(root: Path) -> None:
     with pytest.raises(HypervisorError, match="not the file hvlibvirt wrote"):
         node.disable()
     assert PACKAGE in _diversions(root)
-
-
-def test_status_of_this_machine_changes_nothing() -> None:
-    """On the host (where Ganeti's package is installed for the cluster tier) status is
-    read-only: exit 3 and a sentence while hvlibvirt does not serve Ganeti here."""
-    if not Path("/usr/share/ganeti/default").exists():
-        unavailable("Ganeti is not installed on this machine (scripts/setup.sh installs it)")
-    before = _diversions(Path("/"))
-    done = subprocess.run([sys.executable, "-m", "hvlibvirt", "ganeti", "status"],
-                          capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
-    # the installed Ganeti's version directory (3.0 on Debian 12, 3.1 on Debian 13)
-    module = Path("/usr/share/ganeti/default").resolve() / "ganeti/hypervisor/__init__.py"
-    assert (done.returncode, done.stdout.strip()) == (
-        3, f"Ganeti's own hypervisors are active ({module})"), done.stderr
-    assert _diversions(Path("/")) == before
 
 
 def test_check_lists_what_hvlibvirt_would_refuse(tmp_path: Path) -> None:

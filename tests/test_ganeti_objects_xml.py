@@ -22,6 +22,8 @@ from hvlibvirt import constants as C
 from hvlibvirt import tables
 from hvlibvirt.domain_xml import to_string
 
+pytestmark = pytest.mark.tier1
+
 GOLDEN_DIR = Path(__file__).resolve().parent / "fixtures" / "golden"
 
 # Cases that must be among those compared (the acceptance list).

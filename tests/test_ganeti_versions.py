@@ -23,6 +23,8 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.ganeti import check as ganeti_check, facts
 from hvlibvirt.node import linux_node_info
 
+pytestmark = pytest.mark.tier1
+
 REPO = Path(__file__).resolve().parent.parent
 MEMINFO = REPO / "tests/fixtures/proc_meminfo_32g.txt"
 CPUINFO = REPO / "tests/fixtures/proc_cpuinfo_4cpu_2sockets.txt"

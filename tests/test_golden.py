@@ -26,6 +26,7 @@ GOLDEN_DIR = Path(__file__).resolve().parent / "fixtures" / "golden"
 SCHEMA = "/usr/share/libvirt/schemas/domain.rng"
 REGEN = os.environ.get("HVLIBVIRT_REGEN_GOLDEN") == "1"
 NAMES = golden_cases.NAMES
+# Tier 1 but for the Xen cases started on libvirt's test driver (tier 2).
 
 
 def golden_path(name: str) -> Path:
@@ -42,12 +43,14 @@ def rendered() -> dict[str, str]:
     return {name: golden_cases.build(name).render() for name in NAMES}
 
 
+@pytest.mark.tier1
 def test_enough_distinct_cases(rendered: dict[str, str]) -> None:
     assert len(golden_cases.KVM_NAMES) >= 22
     assert len(golden_cases.XEN_NAMES) >= 10
     assert len(set(rendered.values())) == len(NAMES), "two cases render the same XML"
 
 
+@pytest.mark.tier1
 @pytest.mark.parametrize("name", NAMES)
 def test_matches_golden(name: str, rendered: dict[str, str]) -> None:
     path = golden_path(name)
@@ -69,6 +72,7 @@ def test_matches_golden(name: str, rendered: dict[str, str]) -> None:
                     f"HVLIBVIRT_REGEN_GOLDEN=1 if intended):\n{diff}", pytrace=False)
 
 
+@pytest.mark.tier1
 def test_no_stale_golden_files() -> None:
     present = {p.name for p in GOLDEN_DIR.iterdir()} if GOLDEN_DIR.is_dir() else set()
     stale = sorted(present - {f"{name}.xml" for name in NAMES})
@@ -80,6 +84,7 @@ def test_no_stale_golden_files() -> None:
     assert not stale, f"golden files without a case in golden_cases.py: {stale}"
 
 
+@pytest.mark.tier1
 @pytest.mark.parametrize("name", NAMES)
 def test_valid_against_libvirt_schema(name: str, rendered: dict[str, str],
                                       relaxng: etree.RelaxNG) -> None:
@@ -91,6 +96,7 @@ def test_valid_against_libvirt_schema(name: str, rendered: dict[str, str],
 GANETI_OF = {"templates_file": (3, 1)}  # disk_aio io_uring
 
 
+@pytest.mark.tier1
 @pytest.mark.parametrize("name", NAMES)
 def test_hvparams_pass_check_parameter_syntax(name: str) -> None:
     case = golden_cases.build(name)
@@ -100,6 +106,7 @@ def test_hvparams_pass_check_parameter_syntax(name: str) -> None:
     hv_class.CheckParameterSyntax(case.hvparams)
 
 
+@pytest.mark.tier1
 @pytest.mark.parametrize("name", NAMES)
 def test_rendering_twice_gives_identical_bytes(name: str, rendered: dict[str, str]) -> None:
     case = golden_cases.build(name)
@@ -116,6 +123,7 @@ json.dump({n: golden_cases.build(n).render() for n in golden_cases.NAMES}, sys.s
 """
 
 
+@pytest.mark.tier1
 def test_identical_bytes_in_another_process(rendered: dict[str, str]) -> None:
     """Another interpreter with another hash seed renders the same bytes (no dependence
     on set/dict iteration order or object identity)."""
@@ -129,6 +137,7 @@ def test_identical_bytes_in_another_process(rendered: dict[str, str]) -> None:
     assert [n for n in NAMES if other[n] != rendered[n]] == []
 
 
+@pytest.mark.tier2
 @pytest.mark.parametrize("name", golden_cases.XEN_NAMES)
 def test_xen_case_defines_and_starts_on_the_test_driver(name: str,
                                                         rendered: dict[str, str]) -> None:

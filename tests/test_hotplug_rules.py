@@ -9,6 +9,8 @@ from hvlibvirt import constants as C
 from hvlibvirt import tables
 from hvlibvirt.hotplug.kvm import free_scsi_id, refusal
 
+pytestmark = pytest.mark.tier1
+
 ADD, DEL, MOD = C.HOTPLUG_ACTION_ADD, C.HOTPLUG_ACTION_REMOVE, C.HOTPLUG_ACTION_MODIFY
 HV = dict(tables.HVC_DEFAULTS[C.HT_KVM])
 

@@ -17,6 +17,8 @@ from hvlibvirt.kvm_params import KVM_PARAMS
 from hvparam_examples import KVM as EXAMPLES
 from xmlcases import instance, render, without_metadata
 
+pytestmark = pytest.mark.tier1
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "hvparams.md"
 DEFAULTS = tables.HVC_DEFAULTS[C.HT_KVM]
 # XML-mapped parameters that have no value which changes the XML.

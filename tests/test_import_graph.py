@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.tier1
+
 PACKAGE = Path(__file__).resolve().parent.parent / "hvlibvirt"
 
 # Layers from the top: a module may import its own layer's and lower layers' modules.

@@ -16,6 +16,8 @@ from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.kvm_node import (choose_target, dac_label, disk_buses, read_password,
                                 resolve_bind, vnc_listen, vnc_password)
 
+pytestmark = pytest.mark.tier1
+
 DEFAULTS = tables.HVC_DEFAULTS[C.HT_KVM]
 
 

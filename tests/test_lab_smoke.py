@@ -1,4 +1,5 @@
-"""Smoke tests of the real-libvirt harness itself (tests/lab)."""
+"""Smoke tests of the real-libvirt harness itself (tests/lab); the tests span tiers 1-6,
+so each carries its own tier marker."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def _host_uuid(daemon: LibvirtDaemon) -> str:
         conn.close()
 
 
+@pytest.mark.tier2
 def test_test_driver_opens(test_uri: str) -> None:
     conn = libvirt.open(test_uri)
     try:
@@ -48,6 +50,7 @@ def test_test_driver_opens(test_uri: str) -> None:
         conn.close()
 
 
+@pytest.mark.tier1
 def test_serial_log_parses_dev_lines_and_times_out_with_tail(tmp_path: Path) -> None:
     console = SerialLog(tmp_path / "g.console")
     assert console.text() == "" and console.last_dev() is None
@@ -63,6 +66,7 @@ def test_serial_log_parses_dev_lines_and_times_out_with_tail(tmp_path: Path) -> 
         console.wait("HVL-NEVER", 0.1)
 
 
+@pytest.mark.tier6
 @pytest.mark.real
 def test_xen_console_reports_are_found_after_the_shell_prompt() -> None:
     """busybox's prompt ends in a cursor query and no newline; a report follows on its line."""
@@ -75,6 +79,7 @@ def test_xen_console_reports_are_found_after_the_shell_prompt() -> None:
     assert lab.last_dev("g") == {"blk": "xvda", "net": "eth0,lo", "mem": "124952"}
 
 
+@pytest.mark.tier1
 def test_guest_modules_from_either_debian_kernel_layout(tmp_path: Path) -> None:
     """Debian 12's kernel package: lib/modules, .ko; Debian 13's: usr/lib/modules, .ko.xz,
     virtio_pci built in. The builder finds either tree, needs no file for a built-in
@@ -104,12 +109,14 @@ def test_guest_modules_from_either_debian_kernel_layout(tmp_path: Path) -> None:
     assert _modules_root(tmp_path / "deb12") == tmp_path / "deb12/lib/modules"
 
 
+@pytest.mark.tier1
 def test_a_device_whose_size_the_guest_could_not_read_is_listed_without_a_size() -> None:
     """The guest lists a disk being hot-removed but its size file is already gone."""
     dev = parse_dev("blk=vda,vdb net=eth0,lo mem=94780 size=vda:131072,vdb:")
     assert dev["blk"] == ["vda", "vdb"] and dev["sizes"] == {"vda": 131072}
 
 
+@pytest.mark.tier3
 @pytest.mark.real
 def test_guest_boots_and_acpi_power_button_shuts_it_off(
         libvirt_daemon: LibvirtDaemon, libvirt_daemon_conn: libvirt.virConnect, guest_image: GuestImage,
@@ -134,6 +141,7 @@ def test_guest_boots_and_acpi_power_button_shuts_it_off(
     console.wait("HVL-ACPI-POWEROFF", 5, since=mark)
 
 
+@pytest.mark.tier4
 @pytest.mark.real
 def test_daemon_pair_are_two_hosts_on_one_network(libvirt_daemon_pair: tuple[LibvirtDaemon, LibvirtDaemon],
                                                   lab_network: LabNetwork) -> None:

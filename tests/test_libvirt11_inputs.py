@@ -20,6 +20,8 @@ from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.kvm_node import check_machine
 from hvlibvirt.objects import NIC, Disk, Instance
 
+pytestmark = pytest.mark.tier2
+
 
 @pytest.mark.parametrize("name", ["br0", "hvlbr0", "xenbr0", "eth0.100", "br-ex", "br_int",
                                   "a" * 15, "vlan@x", "0br"])

@@ -48,6 +48,8 @@ from test_xen import files as files  # noqa: F401 - the fixture Xen instances ne
 from test_xen import FakeLibxlDomain, _NoEvents
 from test_xen import make as make_xen
 
+pytestmark = pytest.mark.tier2
+
 URI = "test:///default"
 INJECTED = "injected failure"
 # Pure Python in libvirt-python: they never reach libvirt. (The calls libvirt answers

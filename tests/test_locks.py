@@ -16,6 +16,8 @@ from hvlibvirt.errors import HotplugError, HypervisorError
 from marks import FORK_WITH_THREADS
 
 
+pytestmark = pytest.mark.tier1
+
 URI = "qemu:///system"
 _FORK = multiprocessing.get_context("fork")
 

@@ -25,6 +25,8 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Instance
 
+pytestmark = pytest.mark.tier2
+
 RUNNING = {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "time_elapsed": 5}
 MOVING = dict(RUNNING, memory_processed=4096)
 

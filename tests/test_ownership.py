@@ -12,6 +12,8 @@ import pytest
 from hvlibvirt import ownership
 from hvlibvirt.errors import HypervisorError
 
+pytestmark = pytest.mark.tier1
+
 URI = "qemu+unix:///system?socket=/run/x/libvirt-sock"
 UUID = "6a3b1c2d-0000-4000-8000-00000000abcd"
 

@@ -17,6 +17,8 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.xen import XenHvmHypervisor, XenPvmHypervisor
 
+pytestmark = pytest.mark.tier1
+
 CLASSES = {C.HT_KVM: KVMHypervisor, C.HT_XEN_PVM: XenPvmHypervisor,
            C.HT_XEN_HVM: XenHvmHypervisor}
 ALL = pytest.mark.parametrize("hv", sorted(CLASSES))

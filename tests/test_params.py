@@ -12,6 +12,8 @@ from hvlibvirt import constants as C, params as P
 from hvlibvirt import tables
 from hvlibvirt.errors import HypervisorError
 
+pytestmark = pytest.mark.tier1
+
 # -- CPU masks ---------------------------------------------------------------------------
 
 

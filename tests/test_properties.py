@@ -40,6 +40,8 @@ from hvlibvirt.objects import NIC, Disk, Instance
 from hvlibvirt.xen import XenHvmHypervisor, XenPvmHypervisor
 from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
 
+pytestmark = pytest.mark.tier2
+
 URI = "test:///default"
 NAME = "prop-inst.example.com"
 HYPERVISORS = {C.HT_KVM: (KVMHypervisor, KVM_PARAMS),

@@ -19,6 +19,8 @@ from hvlibvirt.hotplug.kvm import place_pci, refusal, scsi_controller
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk, Instance
 
+pytestmark = pytest.mark.tier2
+
 Q35 = "pc-q35-7.2"
 
 

@@ -14,6 +14,8 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from test_hvparams_table import instance, render, without_metadata
 
+pytestmark = pytest.mark.tier1
+
 
 @pytest.fixture
 def node_hvparams(tmp_path: Path) -> dict:

@@ -22,7 +22,7 @@ from lab.guest import GuestImage, default_cache_dir
 from lab.instances import BOOT, READY, Running
 from lab.iso import build_boot_iso, missing_iso_tools
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier3, pytest.mark.real]
 
 SERIAL_SPEED = 115200
 # What the lab's direct kernel boot gets from its hvparams (root_path, kernel_args,

@@ -41,7 +41,7 @@ from hvlibvirt.objects import NIC
 from lab import noded
 from lab.instances import BOOT, READY, Running, make_instance
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier3, pytest.mark.real]
 
 ROUNDS = 20
 WORKERS = 8

@@ -22,7 +22,7 @@ from hvlibvirt.domain_xml import parse_domain
 from hvlibvirt.kvm_node import offered_domain_types
 from lab.daemon import LibvirtDaemon
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier3, pytest.mark.real]
 
 EMULATOR = "/usr/bin/qemu-system-x86_64"
 

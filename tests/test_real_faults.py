@@ -44,6 +44,7 @@ from lab.instances import BOOT, READY, Running, make_instance
 from lab.netns import LabNetwork
 from lab.serial import SerialLog
 
+# Tiers per test: 3 on one daemon, 4 for the faults of a migration between two.
 pytestmark = pytest.mark.real
 
 DISK = C.HOTPLUG_TARGET_DISK
@@ -283,6 +284,7 @@ def hv(libvirt_daemon: LibvirtDaemon, tmp_path: Path) -> KVMHypervisor:
 
 # ------------------------------------------------------------------------- StartInstance
 
+@pytest.mark.tier3
 def test_libvirtd_killed_and_restarted_after_define(hv: KVMHypervisor, libvirt_daemon,
                                                      guest_image, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -299,6 +301,7 @@ def test_libvirtd_killed_and_restarted_after_define(hv: KVMHypervisor, libvirt_d
     fault.survived()
 
 
+@pytest.mark.tier3
 def test_libvirtd_killed_while_qemu_starts(hv: KVMHypervisor, libvirt_daemon, guest_image,
                                            tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,6 +359,7 @@ def _start_works(hv: KVMHypervisor, daemon: LibvirtDaemon, inst: Any, block: Any
 
 # ------------------------------------------------------------------------- QEMU killed
 
+@pytest.mark.tier3
 def test_qemu_killed_under_a_running_instance(boot: Callable[..., Running],
                                               libvirt_daemon) -> None:
     fault = Fault("QEMU SIGKILLed under a running instance")
@@ -395,6 +399,7 @@ def _alias(uuid: str, kind: str = "disk") -> str:
     return f"ua-{kind}-{'-'.join(uuid.split('-')[:3])}"
 
 
+@pytest.mark.tier3
 def test_libvirtd_killed_during_hot_add_and_hot_del(boot: Callable[..., Running],
                                                     libvirt_daemon,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -484,6 +489,7 @@ def test_libvirtd_killed_during_hot_add_and_hot_del(boot: Callable[..., Running]
     delete.survived(outcome)
 
 
+@pytest.mark.tier3
 def test_guest_ignores_an_unplug_and_libvirtd_dies_meanwhile(
         boot: Callable[..., Running], libvirt_daemon,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -546,6 +552,7 @@ def _migrate(run: Running, a: LibvirtDaemon, b: LibvirtDaemon, net: LabNetwork
 
 
 @pytest.mark.parametrize("side", ["source", "target"])
+@pytest.mark.tier4
 def test_libvirtd_killed_during_a_live_migration(boot: Callable[..., Running],
                                                  libvirt_daemon_pair, lab_network: LabNetwork,
                                                  side: str) -> None:
@@ -601,6 +608,7 @@ def test_libvirtd_killed_during_a_live_migration(boot: Callable[..., Running],
     fault.survived(f"migration {status}, the guest runs on the {'target' if success else 'source'}")
 
 
+@pytest.mark.tier4
 def test_source_libvirtd_restarted_before_the_completed_migration_is_polled(
         boot: Callable[..., Running], libvirt_daemon_pair, lab_network: LabNetwork) -> None:
     """The migration ends (the guest runs on the target), then the source's libvirtd is

@@ -27,7 +27,7 @@ from hvlibvirt.errors import HypervisorError
 from lab.daemon import LibvirtDaemon
 from lab.instances import BOOT, READY, Running, Shutdown, ganeti_shutdown
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier3, pytest.mark.real]
 
 HOW = ("poweroff", "sigterm", "sigkill")
 

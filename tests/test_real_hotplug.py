@@ -21,7 +21,7 @@ from hvlibvirt.errors import HotplugError
 from hvlibvirt.objects import NIC
 from lab.instances import BOOT, READY, Running
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier3, pytest.mark.real]
 
 DISK, NIC_T = C.HOTPLUG_TARGET_DISK, C.HOTPLUG_TARGET_NIC
 META_NS = "urn:x-hvlibvirt:instance:1"

@@ -28,7 +28,7 @@ from lab.serial import SerialLog
 from marks import FORK_WITH_THREADS
 
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier3, pytest.mark.real]
 
 BOOT_TIMEOUT = 60.0
 

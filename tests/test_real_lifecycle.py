@@ -25,7 +25,7 @@ from lab.daemon import LibvirtDaemon
 from lab.instances import BOOT, READY, Running, Shutdown, ganeti_shutdown
 from lab.netns import LabNetwork
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier3, pytest.mark.real]
 
 def test_start_info_pinning_reboot_and_soft_stop(boot: Callable[..., Running]) -> None:
     run = boot("life-main", vcpus=2, cpu_mask="0:1")

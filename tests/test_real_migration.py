@@ -31,7 +31,7 @@ from lab.console import ConsoleCapture
 from lab.instances import BOOT, READY, Running
 from lab.netns import LabNetwork
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier4, pytest.mark.real]
 
 POLLER = textwrap.dedent("""
     import json, sys, time

@@ -27,7 +27,7 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import NIC, Disk
 from lab.instances import BOOT, READY, Running
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier3, pytest.mark.real]
 
 META_NS = "urn:x-hvlibvirt:instance:1"
 EXAMPLES = settings(hostile.SETTINGS,

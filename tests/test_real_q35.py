@@ -28,6 +28,7 @@ from test_real_cdrom_boot import SERIAL_SPEED, boot_iso  # noqa: F401 (a fixture
 from test_real_define import EMULATOR, _create_paths, _kept_problems
 from test_real_migration import hypervisors, migrate
 
+# Tiers per test: 3 on one daemon, 4 for the migration between two.
 pytestmark = pytest.mark.real
 
 DISK, NIC_T = C.HOTPLUG_TARGET_DISK, C.HOTPLUG_TARGET_NIC
@@ -70,6 +71,7 @@ def metadata(run: Running) -> str:
     return run.dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, META_NS, 0)
 
 
+@pytest.mark.tier3
 def test_hotplug_behind_root_ports(boot: Callable[..., Running], two_free_ports: None
                                    ) -> None:
     run = boot("q35-hp", machine_version="q35")
@@ -141,6 +143,7 @@ def test_hotplug_behind_root_ports(boot: Callable[..., Running], two_free_ports:
     assert bus(run.dom, nic_alias) is None
 
 
+@pytest.mark.tier3
 def test_a_first_scsi_disk_brings_its_controller_behind_a_free_port(
         boot: Callable[..., Running], two_free_ports: None) -> None:
     run = boot("q35-scsi", machine_version="q35", disks=0, disk_type="scsi-hd",
@@ -159,6 +162,7 @@ def test_a_first_scsi_disk_brings_its_controller_behind_a_free_port(
     run.serial.wait_dev(lambda d: "sda" not in d["blk"], 30, mark)
 
 
+@pytest.mark.tier4
 def test_live_migration_keeps_every_port(boot: Callable[..., Running], two_free_ports: None,
                                          libvirt_daemon_pair, lab_network) -> None:
     a, b = libvirt_daemon_pair
@@ -207,6 +211,7 @@ def test_live_migration_keeps_every_port(boot: Callable[..., Running], two_free_
         dst.CleanupInstance(run.inst.name)
 
 
+@pytest.mark.tier3
 def test_boot_from_an_iso_on_the_sata_cdrom(boot: Callable[..., Running],
                                             boot_iso: Path) -> None:  # noqa: F811
     t0 = time.monotonic()
@@ -226,6 +231,7 @@ def test_boot_from_an_iso_on_the_sata_cdrom(boot: Callable[..., Running],
     print(f"q35 booted from the ISO to {READY} in {booted:.1f} s")
 
 
+@pytest.mark.tier3
 def test_the_qemu_driver_keeps_every_q35_address(libvirt_daemon, tmp_path: Path) -> None:
     """Every q35 golden case defines on the QEMU driver as generated: aliases, drive
     addresses, and every PCI address on every bus (root ports and what is behind

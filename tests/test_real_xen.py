@@ -29,7 +29,7 @@ from lab.xen_guest import DOM0_INITRD, DOM0_ISO, DOM0_KERNEL, PV_ARGS
 from lab.xen_tier import NodeError, XenLab, is_ready_line
 from lab.xen_vm import PeerLink
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.tier6, pytest.mark.real]
 log = logging.getLogger(__name__)
 
 PVM, HVM = "xen-pvm", "xen-hvm"

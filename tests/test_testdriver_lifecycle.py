@@ -18,6 +18,8 @@ from hvlibvirt.errors import HotplugError, HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk, Instance
 
+pytestmark = pytest.mark.tier2
+
 URI = "test:///default"
 
 

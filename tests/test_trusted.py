@@ -15,6 +15,8 @@ from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.trusted import why_untrusted
 from test_testdriver_lifecycle import make_instance
 
+pytestmark = pytest.mark.tier2
+
 URI = "test:///default"
 
 

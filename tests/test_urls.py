@@ -20,6 +20,8 @@ from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Disk
 
+pytestmark = pytest.mark.tier1
+
 URL_PARAMS = [C.HV_CDROM_IMAGE_PATH, C.HV_KVM_CDROM2_IMAGE_PATH]
 PER_PARAM = pytest.mark.parametrize("param", URL_PARAMS)
 

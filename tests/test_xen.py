@@ -26,6 +26,8 @@ from hvlibvirt.xen import XenHvmHypervisor, XenHypervisor, XenPvmHypervisor
 from hvlibvirt.xen_params import XEN_HVM_PARAMS, XEN_PVM_PARAMS
 from hvparam_examples import BY_HYPERVISOR as EXAMPLES
 
+pytestmark = pytest.mark.tier2
+
 URI = "test:///default"
 PREFIX = "xen-t-"
 TABLES = {C.HT_XEN_PVM: (XenPvmHypervisor, XEN_PVM_PARAMS),

@@ -1,6 +1,6 @@
 """Real-libvirt test harness ("the lab") for hvlibvirt's real tier.
 
-What it provides (the pytest fixtures wrapping it live in tests/conftest.py):
+What it provides (the pytest fixtures wrapping it live in tests/tiers/):
 
 * ``guest``: ``build_guest(cache_dir) -> GuestImage`` - a Debian cloud kernel (apt-get
   download, never installed) plus a busybox initramfs whose /init reports block

@@ -1,6 +1,6 @@
 """Instances of the lab guest started through hvlibvirt itself (used by the real tier).
 
-``boot(name, ...)`` (the ``boot`` fixture in conftest.py) builds a Ganeti-shaped
+``boot(name, ...)`` (the ``boot`` fixture in tests/tiers/daemons.py) builds a Ganeti-shaped
 instance around the lab kernel and initramfs, starts it with ``KVMHypervisor`` on the
 private daemon, and reads its serial console from the log file libvirt keeps.
 """

@@ -3,7 +3,7 @@ dom0, guest consoles read in dom0, and the one retry the tier allows.
 
 A test that fails while dom0's logs show the known fault of a nested Xen under TCG (see
 ``xen_vm.FAULT``), or while dom0 stops answering, runs once more on a freshly imaged and
-booted dom0 (``run_with_retry``, called from conftest's ``pytest_pyfunc_call``); the
+booted dom0 (``run_with_retry``, called from tests/tiers/xen.py's ``pytest_pyfunc_call``); the
 retry and the lines that caused it are reported at the end of the session. A failure
 without those signatures is an hvlibvirt failure and is never retried.
 """
