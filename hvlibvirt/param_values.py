@@ -156,31 +156,27 @@ SOUND_MODELS: Final = {"hda": "ich6", "ich6": "ich6", "intel-hda": "ich6", "ich9
 XEN_SOUND_MODELS: Final = {"hda": "ich6", "ac97": "ac97", "es1370": "es1370", "sb16": "sb16"}
 
 
+def _model(models: Mapping[str, str], name: str, what: str) -> str:
+    try:
+        return models[name]
+    except KeyError:
+        raise HypervisorError(f"Invalid {what} {name!r}; one of: "
+                              f"{', '.join(sorted(models))}") from None
+
+
 def video_model(name: str) -> str:
     """vga -> libvirt's video model."""
-    try:
-        return VIDEO_MODELS[name]
-    except KeyError:
-        raise HypervisorError(f"Invalid vga {name!r}; one of: "
-                              f"{', '.join(sorted(VIDEO_MODELS))}") from None
+    return _model(VIDEO_MODELS, name, "vga")
 
 
 def sound_model(name: str) -> str:
     """KVM's soundhw -> libvirt's sound model."""
-    try:
-        return SOUND_MODELS[name]
-    except KeyError:
-        raise HypervisorError(f"Invalid soundhw {name!r}; one of: "
-                              f"{', '.join(sorted(SOUND_MODELS))}") from None
+    return _model(SOUND_MODELS, name, "soundhw")
 
 
 def xen_sound_model(name: str) -> str:
-    """Xen's soundhw -> libvirt's sound model."""
-    try:
-        return XEN_SOUND_MODELS[name]
-    except KeyError:
-        raise HypervisorError(f"Invalid soundhw {name!r}; libxl takes one of: "
-                              f"{', '.join(sorted(XEN_SOUND_MODELS))}") from None
+    """Xen's soundhw -> libvirt's sound model (the ones libxl takes)."""
+    return _model(XEN_SOUND_MODELS, name, "soundhw")
 
 
 USB_INPUTS: Final = frozenset({"tablet", "mouse", "keyboard"})
