@@ -15,7 +15,7 @@ from typing import Any
 import libvirt
 
 from hvlibvirt import locks
-from hvlibvirt.domain_xml import metadata
+from hvlibvirt.domain_xml import metadata, parser
 from hvlibvirt.domain_xml.metadata import InstanceMetadata
 from hvlibvirt.errors import HotplugError, HypervisorError
 
@@ -37,7 +37,7 @@ def _xml(dom: libvirt.virDomain, live: bool = True) -> str | None:
 def read(dom: libvirt.virDomain, live: bool = True) -> InstanceMetadata | None:
     """Our metadata on ``dom`` (live definition, or the persistent one), None if absent."""
     xml = _xml(dom, live)
-    return None if xml is None else metadata.from_libvirt(xml)
+    return None if xml is None else metadata.from_libvirt(parser.parse_tree(xml, "metadata"))
 
 
 def carried(dom: libvirt.virDomain) -> bool | None:

@@ -62,10 +62,10 @@ class _Views:
         self.live = etree.fromstring(dom.XMLDesc(0).encode())
         self.config = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
         get = dom.metadata
-        self.meta_live = md.from_libvirt(get(libvirt.VIR_DOMAIN_METADATA_ELEMENT, md.NAMESPACE,
-                                             libvirt.VIR_DOMAIN_AFFECT_LIVE))
-        self.meta_config = md.from_libvirt(get(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                                               md.NAMESPACE, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+        self.meta_live = md.from_libvirt(etree.fromstring(get(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, md.NAMESPACE, libvirt.VIR_DOMAIN_AFFECT_LIVE)))
+        self.meta_config = md.from_libvirt(etree.fromstring(get(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, md.NAMESPACE, libvirt.VIR_DOMAIN_AFFECT_CONFIG)))
 
     @staticmethod
     def device(root: etree._Element, alias: str) -> etree._Element | None:

@@ -584,7 +584,7 @@ class FakeLibxlDomain:
     def setMetadata(self, _type: int, xml: str, _prefix: str, _uri: str,  # noqa: N802
                     flags: int) -> None:
         from hvlibvirt.domain_xml import metadata
-        meta = metadata.from_libvirt(xml)
+        meta = metadata.from_libvirt(etree.fromstring(xml))
         for tree in {id(t): t for t in (self._tree(flags & libvirt.VIR_DOMAIN_AFFECT_CONFIG),
                                         self.live if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE
                                         else None) if t is not None}.values():

@@ -113,10 +113,9 @@ def parse(element: etree._Element) -> InstanceMetadata:
         raise HypervisorError(f"Malformed hvlibvirt metadata: {err}") from err
 
 
-def from_libvirt(xml: str) -> InstanceMetadata:
-    """Parse what ``virDomainGetMetadata`` returns: our element, but libvirt strips its
-    namespace, so put the children back into it first."""
-    root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+def from_libvirt(root: etree._Element) -> InstanceMetadata:
+    """Read what ``virDomainGetMetadata`` returns (parsed: ``parser.parse_tree``): our
+    element, but libvirt strips its namespace, so put the children back into it first."""
     for elem in root.iter():
         if isinstance(elem.tag, str) and not elem.tag.startswith("{"):
             elem.tag = _q(elem.tag)
