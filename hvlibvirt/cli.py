@@ -302,6 +302,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="check: Ganeti's configuration file")
     p_helper = sub.add_parser("migration-helper")  # internal: started by MigrateInstance
     p_helper.add_argument("spec")
+    p_relay = sub.add_parser("handover-relay")  # internal: started by AcceptInstance
+    p_relay.add_argument("spec")
     return parser
 
 
@@ -328,6 +330,9 @@ def _run(args: argparse.Namespace) -> int:
         if not isinstance(spec, dict):
             raise UsageError("migration-helper: SPEC is not a JSON object")
         return migration.run_helper(args.spec)
+    if args.command == "handover-relay":
+        from hvlibvirt.handover import relay
+        return relay.run_helper(args.spec)
     return list_instances(args.hypervisor, args.uri)
 
 

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import config, connection, constants as C, domains, helper_command, ownership
+from hvlibvirt import config, connection, constants as C, domains, handover, helper_command, ownership
 from hvlibvirt.domain_xml import identity
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import MigrationStatus, new_migration_status
@@ -343,7 +343,10 @@ class MigrationMethods:
             return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
 
     def AcceptInstance(self, instance: Any, info: str, target: str) -> None:  # noqa: N802
-        """Pre-flight checks on the target node; libvirt starts the incoming side itself."""
+        """Pre-flight checks on the target node; libvirt starts the incoming side itself
+        (from Ganeti's KVM hypervisor, whose info is its runtime: ``handover``)."""
+        if handover.looks_like_hv_kvm(info):
+            return handover.accept(self, instance, info, target)
         name = identity.instance_name(getattr(instance, "name", None))
         try:
             root = etree.fromstring(info.encode() if isinstance(info, str) else info)
@@ -517,6 +520,8 @@ class MigrationMethods:
     def FinalizeMigrationDst(self, instance: Any, info: str, success: bool) -> None:  # noqa: N802
         """Success: the instance must run here. Failure: remove what the migration left
         here, but never a guest that runs here (it may be the only copy)."""
+        if handover.looks_like_hv_kvm(info):
+            handover.finalize_dst(self, instance, success)
         name = identity.instance_name(getattr(instance, "name", None))
         dom = self._lookup(name)
         with connection.libvirt_errors("finalize the incoming migration", name):
