@@ -3,7 +3,13 @@
 Run in a child interpreter with Ganeti's modules first on sys.path (one process cannot
 import two Ganetis, and the tests' process must not import any)::
 
-    python hv_kvm_source.py GANETI_SHARE WORKDIR SPEC_JSON
+    python hv_kvm_source.py GANETI_SHARE WORKDIR SPEC_JSON [generate]
+    python hv_kvm_source.py GANETI_SHARE WORKDIR SPEC_JSON migrate TARGET
+    python hv_kvm_source.py GANETI_SHARE WORKDIR SPEC_JSON finalize SUCCESS
+
+``migrate``: hv_kvm's MigrateInstance (live) to TARGET, then its GetMigrationStatus
+polled as Ganeti's master does until the migration is over; prints the statuses.
+``finalize``: hv_kvm's FinalizeMigrationSource (success: kill the source QEMU).
 
 SPEC: name, uuid, memory, vcpus, network_port, hvparams (overrides of Ganeti's
 defaults), disks [{uuid, path}], nics [{uuid, mac, link, tap}]. Prints JSON:
@@ -46,7 +52,7 @@ def _free_slot(slots, slot=None, reserve=False):
 
 utils.GetFreeSlot = bitarrays.GetFreeSlot = _free_slot
 
-root = os.path.join(workdir, "kvm-hypervisor")
+root = os.path.join(workdir, "kvm")
 
 
 class SourceKVM(hv_kvm.KVMHypervisor):
@@ -79,6 +85,24 @@ instance = objects.Instance(
 block_devices = [(disk, d["path"], None) for disk, d in zip(disks, spec["disks"])]
 
 hv = SourceKVM()
+command = sys.argv[4] if len(sys.argv) > 4 else "generate"
+if command == "migrate":
+    import time
+    hv.MigrateInstance("lab", instance, sys.argv[5], True)
+    statuses = []
+    while True:
+        status = hv.GetMigrationStatus(instance)
+        statuses.append([time.time(), status.status, status.transferred_ram,
+                         status.total_ram])
+        if status.status not in (constants.HV_MIGRATION_ACTIVE,
+                                 constants.HV_KVM_MIGRATION_POSTCOPY_ACTIVE):
+            break
+        time.sleep(0.1)
+    print(json.dumps(statuses))
+    sys.exit(0)
+if command == "finalize":
+    hv.FinalizeMigrationSource(instance, sys.argv[5] == "true", True)
+    sys.exit(0)
 kvm_path = hvparams[constants.HV_KVM_PATH]
 kvmhelp = hv._GetKVMOutput(kvm_path, hv._KVMOPT_HELP)
 kvm_cmd, kvm_nics, up_hvp, kvm_disks = hv._GenerateKVMRuntime(instance, block_devices,

@@ -1,0 +1,317 @@
+"""Tier 4: the live handover of a QEMU that Ganeti 3.0's own KVM hypervisor (hv_kvm)
+built, into a private libvirtd managed by hvlibvirt, through Ganeti's migration calls.
+
+Node A is network namespace ``a`` with a plain QEMU whose command line and runtime come
+from Ganeti 3.0's hv_kvm module itself (tests/lab/hv_kvm_source.py, Debian's package
+unpacked, never installed); node B is namespace ``b`` with libvirtd ``b``. The calls
+are Ganeti's: hv_kvm's MigrationInfo (its runtime) -> hvlibvirt's AcceptInstance on B
+(in a process in B's namespace, as noded's child would be) -> hv_kvm's MigrateInstance
+and GetMigrationStatus polls on A -> hvlibvirt's FinalizeMigrationDst on B -> hv_kvm's
+FinalizeMigrationSource on A. A counter the guest prints on its serial console, with
+its boot id, must continue on B; then hvlibvirt reboots and stops the instance.
+
+Also here: libvirt's own save image checked against ``hvlibvirt.handover.saveimage``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from hvlibvirt import connection, constants as C
+from hvlibvirt.handover import relay, saveimage
+from hvlibvirt.kvm import KVMHypervisor
+from hvlibvirt.objects import Instance
+from lab import unavailable
+from lab.ganeti_modules import ModulesUnavailable, ganeti_share
+from lab.guest import default_cache_dir
+from lab.instances import READY
+from lab.qmp import QMP
+from lab.serial import SerialLog
+
+pytestmark = pytest.mark.real
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "lab" / "hv_kvm_source.py"
+BOOT = 180.0  # seconds for the source guest to boot (two vCPUs under TCG, shared cores)
+TICK = re.compile(r"TICK (\d+) ([0-9a-f-]{36})")
+# Started on the guest's shell: a counter with the boot id, five times a second.
+TICKER = ("(n=0; b=$(cat /proc/sys/kernel/random/boot_id); while :; do n=$((n+1)); "
+          "echo TICK $n $b; sleep 0.2; done) &\n")
+ACCEPT = textwrap.dedent("""
+    import json, sys
+    from hvlibvirt.kvm import KVMHypervisor
+    from hvlibvirt.objects import Instance
+    uri, spec, info_path, target, log_dir = sys.argv[1:6]
+    spec = json.loads(spec)
+    hv = KVMHypervisor(uri=uri, serial_log_dir=log_dir)
+    inst = Instance(name=spec["name"], uuid=spec["uuid"], hvparams=spec["hvparams"],
+                    beparams=spec["beparams"], network_port=spec["network_port"])
+    hv.AcceptInstance(inst, open(info_path).read(), target)
+""")
+
+
+class SourceSerial:
+    """hv_kvm's serial socket (``-serial unix:...,server,nowait``), read line by line."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.lines: list[tuple[float, str]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                self.lines.append((time.time(), line.decode(errors="replace").rstrip("\r")))
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode())
+
+    def wait(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, line in list(self.lines):
+                match = re.search(pattern, line)
+                if match:
+                    return match
+            time.sleep(0.1)
+        tail = "\n".join(line for _, line in self.lines[-15:])
+        raise AssertionError(f"no {pattern!r} on the source's serial within {timeout}s:\n{tail}")
+
+    def ticks(self) -> list[tuple[float, int, str]]:
+        return [(t, int(m.group(1)), m.group(2)) for t, line in list(self.lines)
+                if (m := TICK.search(line))]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _ganeti30() -> Path:
+    try:
+        return ganeti_share("3.0", default_cache_dir())
+    except ModulesUnavailable as err:
+        unavailable(f"cannot fetch Ganeti 3.0's modules: {err}")
+
+
+def _source(share: Path, workdir: Path, spec: dict, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(SOURCE), str(share), str(workdir),
+                           json.dumps(spec), *args], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, f"hv_kvm_source {args}: {done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def handover_lab(libvirt_daemon_b, lab_network, guest_image, tmp_path):
+    """Everything one handover needs; the source QEMU, relays and the domain on B are
+    gone afterwards."""
+    share = _ganeti30()
+    work = tmp_path / "a"
+    work.mkdir()
+    log_dir = tmp_path / "serial"
+    name = f"ho{os.getpid() % 10000}.example.com"
+    disk = work / "disk0.img"
+    with open(disk, "wb") as f:
+        f.truncate(32 * 1024 * 1024)
+    spec = {
+        "name": name, "uuid": "8f0e6f0a-6b0e-4a57-9e0c-1b2c3d4e5f60", "memory": 128,
+        "vcpus": 2, "network_port": 11002,
+        "hvparams": {"kvm_path": "/usr/bin/qemu-system-x86_64", "kvm_flag": "disabled",
+                     "kernel_path": str(guest_image.kernel),
+                     "initrd_path": str(guest_image.initrd), "root_path": "/dev/vda",
+                     "kernel_args": "quiet panic=-1", "serial_speed": 115200,
+                     "vnc_bind_address": "127.0.0.1", "migration_port": _free_port()},
+        "disks": [{"uuid": "11111111-2222-4333-8444-555555555555", "path": str(disk)}],
+        "nics": [{"uuid": "44444444-5555-4666-8777-888888888888", "mac": "aa:00:00:12:34:56",
+                  "link": lab_network.bridge, "tap": "hotap0"}],
+    }
+    state: dict = {"share": share, "work": work, "spec": spec, "log_dir": log_dir,
+                   "daemon": libvirt_daemon_b, "net": lab_network}
+    yield state
+    proc = state.get("proc")
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+    relay.stop(libvirt_daemon_b.uri, name)
+    conn = libvirt.open(libvirt_daemon_b.uri)
+    try:
+        dom = conn.lookupByName(name)
+        if dom.isActive():
+            dom.destroy()
+        if dom.isPersistent():
+            dom.undefine()
+    except libvirt.libvirtError:
+        pass
+    finally:
+        conn.close()
+
+
+def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
+    """Ganeti's hv_kvm builds the instance; its QEMU runs in namespace a, booted."""
+    work, spec, net = state["work"], state["spec"], state["net"]
+    made = json.loads(_source(state["share"], work, spec))
+    argv = list(made["argv"])
+    argv[argv.index("-D") + 1] = str(work / "qemu.log")  # hv_kvm's is /var/log/ganeti/kvm
+    for sub in ("pid", "ctrl"):
+        (work / "kvm" / sub).mkdir(parents=True, exist_ok=True)
+    with open(work / "qemu.out", "wb") as out:
+        proc = subprocess.Popen(["ip", "netns", "exec", net.a.netns, *argv], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    state["proc"] = proc
+    serial = SourceSerial(made["serial"])
+    subprocess.run(["ip", "-n", net.a.netns, "link", "set", "hotap0", "master", net.bridge,
+                    "up"], check=True, capture_output=True)
+    serial.wait(READY, BOOT)
+    return made, proc, serial
+
+
+def test_live_handover_from_ganeti_kvm(handover_lab) -> None:
+    state = handover_lab
+    spec, daemon, net = state["spec"], state["daemon"], state["net"]
+    made, proc, serial = _start_source(state)
+    info = made["runtime"]  # hv_kvm's MigrationInfo: its runtime file, verbatim
+    (state["work"] / "info").write_text(info)
+    runtime_hvparams = json.loads(info)[2]
+    inst = Instance(name=spec["name"], uuid=spec["uuid"], hvparams=runtime_hvparams,
+                    beparams={"maxmem": spec["memory"], "minmem": spec["memory"],
+                              "vcpus": spec["vcpus"]}, network_port=spec["network_port"])
+
+    serial.send(TICKER)
+    deadline = time.monotonic() + 60
+    while len(serial.ticks()) < 5:
+        assert time.monotonic() < deadline, "the guest does not tick"
+        time.sleep(0.1)
+    boot_id = serial.ticks()[-1][2]
+    events = QMP(made["qmp"].replace(".qmp", ".kvmd"))  # kvmd's socket: only events read
+    conn_b = connection.get(daemon.uri, events=True)
+    lifecycle: list[tuple[float, int, int]] = []
+    callback = conn_b.domainEventRegisterAny(
+        None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+        lambda _c, dom, event, detail, _o: lifecycle.append((time.time(), event, detail))
+        if dom.name() == spec["name"] else None, None)
+    try:
+        # AcceptInstance on B, from a process in B's namespace (noded's child there)
+        accepted = subprocess.run(
+            ["ip", "netns", "exec", net.b.netns, sys.executable, "-c", ACCEPT, daemon.uri,
+             json.dumps({"name": spec["name"], "uuid": spec["uuid"],
+                         "hvparams": runtime_hvparams, "beparams": inst.beparams,
+                         "network_port": spec["network_port"]}),
+             str(state["work"] / "info"), net.b.ip, str(state["log_dir"])],
+            capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+        assert accepted.returncode == 0, accepted.stderr[-3000:]
+        t0 = time.time()
+        statuses = json.loads(_source(state["share"], state["work"], spec, "migrate",
+                                      net.b.ip))
+        total = statuses[-1][0] - t0
+        success = statuses[-1][1] == C.HV_MIGRATION_COMPLETED
+        target = KVMHypervisor(uri=daemon.uri, serial_log_dir=str(state["log_dir"]))
+        target.FinalizeMigrationDst(inst, info, success)
+        _source(state["share"], state["work"], spec, "finalize", "true" if success else "false")
+        assert success, f"hv_kvm's migration ended {statuses[-1]}"
+        proc.wait(30)
+    finally:
+        conn_b.domainEventDeregisterAny(callback)
+        events.close()
+
+    # The guest runs on B, under libvirt, persistent, one of hvlibvirt's instances
+    dom = connection.get(daemon.uri).lookupByName(spec["name"])
+    assert dom.isActive() and dom.isPersistent()
+    assert spec["name"] in target.ListInstances()
+    assert target.GetInstanceInfo(spec["name"])[3] == spec["vcpus"]
+    xml = dom.XMLDesc(0)
+    assert "ua-disk-11111111-2222-4333" in xml and "ua-nic-44444444-5555-4666" in xml
+    assert "machine='pc-i440fx-7.2'" in xml or "machine='pc-i440fx-" in xml
+    assert not relay.relay_pids(daemon.uri, spec["name"])
+    assert not os.path.exists(relay.work_dir(daemon.uri, spec["name"]))
+
+    # No reboot: the counter continues on B with the same boot id
+    console = SerialLog(state["log_dir"] / f"{spec['name']}.serial")
+    last_source = serial.ticks()[-1]
+    match = console.wait(TICK, 60)
+    first = int(match.group(1))
+    assert match.group(2) == boot_id, "the guest rebooted"
+    assert first <= last_source[1] + 3, (first, last_source)
+    later = console.wait(rf"TICK {first + 10} {boot_id}", 60)
+    assert later
+    assert "HVL-READY" not in console.text()
+
+    stop = events.event_time("STOP")
+    resumed = [t for t, event, _ in lifecycle if event in (libvirt.VIR_DOMAIN_EVENT_RESUMED,
+                                                           libvirt.VIR_DOMAIN_EVENT_STARTED)]
+    figures = {"total_s": round(total, 2), "status_polls": len(statuses),
+               "downtime_ms": round((resumed[-1] - stop) * 1000, 1) if stop and resumed
+               else None, "last_source_tick": last_source[1], "first_target_tick": first}
+    print("HANDOVER FIGURES", json.dumps(figures))
+    log.warning("handover figures: %s", figures)
+
+    # libvirt manages it: hvlibvirt reboots (a new boot) and stops it
+    mark = console.mark()
+    target.RebootInstance(inst)
+    console.wait(READY, 120, since=mark)
+    target.StopInstance(inst, force=True)
+    target.CleanupInstance(spec["name"])
+    assert spec["name"] not in target.ListInstances()
+
+
+def test_libvirt_save_image_header_matches(boot, libvirt_daemon, tmp_path) -> None:
+    """libvirt's own save image has the header layout hvlibvirt writes: fails loudly
+    when a libvirt changes it (then ``saveimage`` must follow, and its version range)."""
+    conn = connection.get(libvirt_daemon.uri)
+    saveimage.check_version(conn.getLibVersion())
+    run = boot("hosave", os=False)
+    path = tmp_path / "hosave.img"
+    run.dom.save(str(path))
+    blob = path.read_bytes()
+    header = saveimage.parse(blob)
+    assert header.magic == saveimage.MAGIC
+    assert header.version == saveimage.VERSION
+    assert header.was_running and header.compressed == 0
+    assert "<name>hosave</name>" in header.xml
+    # the cookie (libvirt's own, optional) sits after the XML inside data_len
+    assert header.cookie_offset in (0, len(header.xml.encode()) + 1)
+    # QEMU's migration stream starts right after data_len: its magic "QEVM"
+    assert blob[header.stream_offset:header.stream_offset + 4] == b"QEVM"
+    ours = saveimage.build(header.xml, was_running=True)
+    assert ours[:20] == blob[:20]  # magic and version at the same offsets
+    again = saveimage.parse(ours)
+    assert (again.xml, again.was_running, again.compressed) == (header.xml, True, 0)
+    assert again.stream_offset == len(ours)
