@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import libvirt
+import libvirt_qemu
 import pytest
 
 from hvlibvirt import connection, constants as C
@@ -222,11 +223,11 @@ def test_live_handover_from_ganeti_kvm(handover_lab) -> None:
     boot_id = serial.ticks()[-1][2]
     events = QMP(made["qmp"].replace(".qmp", ".kvmd"))  # kvmd's socket: only events read
     conn_b = connection.get(daemon.uri, events=True)
-    lifecycle: list[tuple[float, int, int]] = []
-    callback = conn_b.domainEventRegisterAny(
-        None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-        lambda _c, dom, event, detail, _o: lifecycle.append((time.time(), event, detail))
-        if dom.name() == spec["name"] else None, None)
+    resumed: list[float] = []  # the target QEMU's RESUME, QEMU's own timestamp
+    callback = libvirt_qemu.qemuMonitorEventRegister(
+        conn_b, None, "RESUME",
+        lambda _c, dom, _e, sec, usec, _d, _o: resumed.append(sec + usec / 1e6)
+        if dom.name() == spec["name"] else None, None, 0)
     try:
         # AcceptInstance on B, from a process in B's namespace (noded's child there)
         accepted = subprocess.run(
@@ -249,7 +250,7 @@ def test_live_handover_from_ganeti_kvm(handover_lab) -> None:
         assert success, f"hv_kvm's migration ended {statuses[-1]}"
         proc.wait(30)
     finally:
-        conn_b.domainEventDeregisterAny(callback)
+        libvirt_qemu.qemuMonitorEventDeregister(conn_b, callback)
         events.close()
 
     # The guest runs on B, under libvirt, persistent, one of hvlibvirt's instances
@@ -274,9 +275,9 @@ def test_live_handover_from_ganeti_kvm(handover_lab) -> None:
     assert later
     assert "HVL-READY" not in console.text()
 
+    # Downtime as the guest has it: the source QEMU's STOP to the target QEMU's RESUME
+    # (both QEMU's own timestamps, one host clock)
     stop = events.event_time("STOP")
-    resumed = [t for t, event, _ in lifecycle if event in (libvirt.VIR_DOMAIN_EVENT_RESUMED,
-                                                           libvirt.VIR_DOMAIN_EVENT_STARTED)]
     figures = {"total_s": round(total, 2), "status_polls": len(statuses),
                "downtime_ms": round((resumed[-1] - stop) * 1000, 1) if stop and resumed
                else None, "last_source_tick": last_source[1], "first_target_tick": first}
@@ -290,6 +291,61 @@ def test_live_handover_from_ganeti_kvm(handover_lab) -> None:
     target.StopInstance(inst, force=True)
     target.CleanupInstance(spec["name"])
     assert spec["name"] not in target.ListInstances()
+
+
+def test_cancelled_handover_leaves_the_source_running(handover_lab) -> None:
+    """The source cancels mid-stream (as Ganeti's abort would end it): hv_kvm's QEMU runs
+    on, and B keeps nothing: no domain, no relay, no FIFO directory."""
+    state = handover_lab
+    spec, daemon, net = state["spec"], state["daemon"], state["net"]
+    spec["hvparams"]["migration_bandwidth"] = 1  # MiB/s: slow enough to cancel
+    made, proc, serial = _start_source(state)
+    info = made["runtime"]
+    (state["work"] / "info").write_text(info)
+    runtime_hvparams = json.loads(info)[2]
+    inst = Instance(name=spec["name"], uuid=spec["uuid"], hvparams=runtime_hvparams,
+                    beparams={"maxmem": spec["memory"], "minmem": spec["memory"],
+                              "vcpus": spec["vcpus"]}, network_port=spec["network_port"])
+    serial.send(TICKER)
+    accepted = subprocess.run(
+        ["ip", "netns", "exec", net.b.netns, sys.executable, "-c", ACCEPT, daemon.uri,
+         json.dumps({"name": spec["name"], "uuid": spec["uuid"], "hvparams": runtime_hvparams,
+                     "beparams": inst.beparams, "network_port": spec["network_port"]}),
+         str(state["work"] / "info"), net.b.ip, str(state["log_dir"])],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    migrating = subprocess.Popen([sys.executable, str(SOURCE), str(state["share"]),
+                                  str(state["work"]), json.dumps(spec), "migrate", net.b.ip],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    control = QMP(made["qmp"].replace(".qmp", ".kvmd"))
+    try:
+        deadline = time.monotonic() + 60
+        while control.cmd("query-migrate").get("status") != "active":
+            assert time.monotonic() < deadline, "the migration did not start"
+            time.sleep(0.1)
+        time.sleep(2)
+        control.cmd("migrate_cancel")
+        out, err = migrating.communicate(timeout=120)
+        assert migrating.returncode == 0, err[-3000:]
+        statuses = json.loads(out)
+        assert statuses[-1][1] in (C.HV_MIGRATION_CANCELLED, C.HV_MIGRATION_FAILED), statuses
+        target = KVMHypervisor(uri=daemon.uri, serial_log_dir=str(state["log_dir"]))
+        target.FinalizeMigrationDst(inst, info, False)
+        _source(state["share"], state["work"], spec, "finalize", "false")
+        assert control.cmd("query-status")["status"] == "running"
+    finally:
+        control.close()
+    ticks = len(serial.ticks())
+    deadline = time.monotonic() + 30
+    while len(serial.ticks()) < ticks + 5:
+        assert time.monotonic() < deadline, "the source guest stopped ticking"
+        time.sleep(0.1)
+    assert proc.poll() is None
+    conn = connection.get(daemon.uri)
+    assert spec["name"] not in [d.name() for d in conn.listAllDomains()]
+    assert not relay.relay_pids(daemon.uri, spec["name"])
+    assert not os.path.exists(relay.work_dir(daemon.uri, spec["name"]))
 
 
 def test_libvirt_save_image_header_matches(boot, libvirt_daemon, tmp_path) -> None:
