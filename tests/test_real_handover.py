@@ -34,7 +34,7 @@ import pytest
 from hvlibvirt import connection, constants as C
 from hvlibvirt.handover import relay, saveimage
 from hvlibvirt.kvm import KVMHypervisor
-from hvlibvirt.objects import Instance
+from hvlibvirt.objects import Disk, Instance
 from lab import unavailable
 from lab.ganeti_modules import ModulesUnavailable, ganeti_share
 from lab.guest import default_cache_dir
@@ -54,7 +54,7 @@ TICKER = ("(n=0; b=$(cat /proc/sys/kernel/random/boot_id); while :; do n=$((n+1)
 ACCEPT = textwrap.dedent("""
     import json, sys
     from hvlibvirt.kvm import KVMHypervisor
-    from hvlibvirt.objects import Instance
+    from hvlibvirt.objects import Disk, Instance
     uri, spec, info_path, target, log_dir = sys.argv[1:6]
     spec = json.loads(spec)
     hv = KVMHypervisor(uri=uri, serial_log_dir=log_dir)
@@ -118,6 +118,15 @@ class SourceSerial:
         self.sock.close()
 
 
+GUEST_TROUBLE = re.compile(r"Segmentation fault|kernel BUG|Oops|Kernel panic|general protection")
+
+
+def _healthy(text: str, where: str) -> None:
+    """A guest whose memory or devices changed under it crashes programs or its kernel."""
+    trouble = GUEST_TROUBLE.search(text)
+    assert trouble is None, f"the guest is in trouble {where}: {text[trouble.start():][:2000]}"
+
+
 def _ganeti30() -> Path:
     try:
         return ganeti_share("3.0", default_cache_dir())
@@ -140,9 +149,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def handover_lab(libvirt_daemon_b, lab_network, guest_image, tmp_path):
+def handover_lab(libvirt_daemon_pair, lab_network, guest_image, tmp_path):
     """Everything one handover needs; the source QEMU, relays and the domain on B are
     gone afterwards."""
+    daemon_a, libvirt_daemon_b = libvirt_daemon_pair
     share = _ganeti30()
     work = tmp_path / "a"
     work.mkdir()
@@ -164,24 +174,25 @@ def handover_lab(libvirt_daemon_b, lab_network, guest_image, tmp_path):
                   "link": lab_network.bridge, "tap": "hotap0"}],
     }
     state: dict = {"share": share, "work": work, "spec": spec, "log_dir": log_dir,
-                   "daemon": libvirt_daemon_b, "net": lab_network}
+                   "daemon": libvirt_daemon_b, "daemon_a": daemon_a, "net": lab_network}
     yield state
     proc = state.get("proc")
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait(30)
     relay.stop(libvirt_daemon_b.uri, name)
-    conn = libvirt.open(libvirt_daemon_b.uri)
-    try:
-        dom = conn.lookupByName(name)
-        if dom.isActive():
-            dom.destroy()
-        if dom.isPersistent():
-            dom.undefine()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
+    for daemon in (libvirt_daemon_b, daemon_a):
+        conn = libvirt.open(daemon.uri)
+        try:
+            dom = conn.lookupByName(name)
+            if dom.isActive():
+                dom.destroy()
+            if dom.isPersistent():
+                dom.undefine()
+        except libvirt.libvirtError:
+            pass
+        finally:
+            conn.close()
 
 
 def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
@@ -204,9 +215,11 @@ def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
     return made, proc, serial
 
 
-def test_live_handover_from_ganeti_kvm(handover_lab) -> None:
+@pytest.mark.parametrize("vcpus", [1, 2])
+def test_live_handover_from_ganeti_kvm(handover_lab, vcpus: int) -> None:
     state = handover_lab
     spec, daemon, net = state["spec"], state["daemon"], state["net"]
+    spec["vcpus"] = vcpus
     made, proc, serial = _start_source(state)
     info = made["runtime"]  # hv_kvm's MigrationInfo: its runtime file, verbatim
     (state["work"] / "info").write_text(info)
@@ -271,26 +284,120 @@ def test_live_handover_from_ganeti_kvm(handover_lab) -> None:
     first = int(match.group(1))
     assert match.group(2) == boot_id, "the guest rebooted"
     assert first <= last_source[1] + 3, (first, last_source)
-    later = console.wait(rf"TICK {first + 10} {boot_id}", 60)
+    later = console.wait(rf"TICK {first + 25} {boot_id}", 60)
     assert later
     assert "HVL-READY" not in console.text()
+    _healthy(console.text(), "after the handover")
 
     # Downtime as the guest has it: the source QEMU's STOP to the target QEMU's RESUME
     # (both QEMU's own timestamps, one host clock)
     stop = events.event_time("STOP")
-    figures = {"total_s": round(total, 2), "status_polls": len(statuses),
+    figures = {"vcpus": vcpus, "total_s": round(total, 2), "status_polls": len(statuses),
                "downtime_ms": round((resumed[-1] - stop) * 1000, 1) if stop and resumed
                else None, "last_source_tick": last_source[1], "first_target_tick": first}
     print("HANDOVER FIGURES", json.dumps(figures))
     log.warning("handover figures: %s", figures)
 
-    # libvirt manages it: hvlibvirt reboots (a new boot) and stops it
+    # hvlibvirt manages it: a hot-added disk reaches the guest (at a slot hvlibvirt
+    # computes from the live XML, past hv_kvm's) ...
     mark = console.mark()
-    target.RebootInstance(inst)
-    console.wait(READY, 120, since=mark)
-    target.StopInstance(inst, force=True)
-    target.CleanupInstance(spec["name"])
+    disk = Disk(dev_type=C.DT_FILE, size=8)
+    path = state["work"] / "hotadded.img"
+    with open(path, "wb") as f:
+        f.truncate(8 * 1024 * 1024)
+    target.HotAddDevice(inst, C.HOTPLUG_TARGET_DISK, disk, (str(path), None), 1)
+    console.wait_dev(lambda dev: "vdb" in dev["blk"], 60, since=mark)
+    # ... it migrates live to another hvlibvirt node (daemon a), still the same boot ...
+    other = state["daemon_a"]
+    source_hv = KVMHypervisor(uri=daemon.uri, migration_uri=other.uri,
+                              serial_log_dir=str(state["log_dir"]))
+    dest_hv = KVMHypervisor(uri=other.uri, migration_uri=daemon.uri,
+                            serial_log_dir=str(state["log_dir"]))
+    again = source_hv.MigrationInfo(inst)
+    dest_hv.AcceptInstance(inst, again, net.a.ip)
+    source_hv.MigrateInstance("lab", inst, net.a.ip, True)
+    deadline = time.monotonic() + 120
+    while (status := source_hv.GetMigrationStatus(inst).status) in (
+            C.HV_MIGRATION_ACTIVE, C.HV_KVM_MIGRATION_POSTCOPY_ACTIVE):
+        assert time.monotonic() < deadline, "the hvlibvirt migration does not end"
+        time.sleep(0.2)
+    assert status == C.HV_MIGRATION_COMPLETED, status
+    dest_hv.FinalizeMigrationDst(inst, again, True)
+    source_hv.FinalizeMigrationSource(inst, True, True)
+    mark = console.mark()
+    match = console.wait(TICK, 60, since=mark)
+    assert match.group(2) == boot_id, "the guest rebooted on its way to daemon a"
+    console.wait(rf"TICK {int(match.group(1)) + 10} {boot_id}", 60, since=mark)
+    _healthy(console.text(), "after its migration between hvlibvirt nodes")
+    assert spec["name"] in dest_hv.ListInstances()
     assert spec["name"] not in target.ListInstances()
+
+    # ... and hvlibvirt reboots it (a new boot) and stops it
+    mark = console.mark()
+    dest_hv.RebootInstance(inst)
+    console.wait(READY, 120, since=mark)
+    dest_hv.StopInstance(inst, force=True)
+    dest_hv.CleanupInstance(spec["name"])
+    assert spec["name"] not in dest_hv.ListInstances()
+
+
+@pytest.mark.parametrize("vcpus", [2])
+def test_baseline_hv_kvm_to_hv_kvm(handover_lab, vcpus: int) -> None:
+    """What hv_kvm does today, for comparison: the target is a second QEMU with the
+    same command line plus ``-incoming tcp:IP:PORT`` (hv_kvm's AcceptInstance)."""
+    state = handover_lab
+    spec, net = state["spec"], state["net"]
+    spec["vcpus"] = vcpus
+    made, proc, serial = _start_source(state)
+    work_b = state["work"].parent / "b"
+    work_b.mkdir()
+    spec_b = json.loads(json.dumps(spec))
+    spec_b["nics"][0]["tap"] = "hotap1"
+    made_b = json.loads(_source(state["share"], work_b, spec_b))
+    argv = list(made_b["argv"])
+    argv[argv.index("-D") + 1] = str(work_b / "qemu.log")
+    argv += ["-incoming", f"tcp:{net.b.ip}:{spec['hvparams']['migration_port']}"]
+    for sub in ("pid", "ctrl"):
+        (work_b / "kvm" / sub).mkdir(parents=True, exist_ok=True)
+    with open(work_b / "qemu.out", "wb") as out:
+        target = subprocess.Popen(["ip", "netns", "exec", net.b.netns, *argv], stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
+    try:
+        target_serial = SourceSerial(made_b["serial"])
+        subprocess.run(["ip", "-n", net.b.netns, "link", "set", "hotap1", "master",
+                        net.bridge, "up"], check=True, capture_output=True)
+        target_events = QMP(made_b["qmp"].replace(".qmp", ".kvmd"))
+        serial.send(TICKER)
+        deadline = time.monotonic() + 60
+        while len(serial.ticks()) < 5:
+            assert time.monotonic() < deadline, "the guest does not tick"
+            time.sleep(0.1)
+        boot_id = serial.ticks()[-1][2]
+        events = QMP(made["qmp"].replace(".qmp", ".kvmd"))
+        t0 = time.time()
+        statuses = json.loads(_source(state["share"], state["work"], spec, "migrate",
+                                      net.b.ip))
+        total = statuses[-1][0] - t0
+        assert statuses[-1][1] == C.HV_MIGRATION_COMPLETED, statuses
+        _source(state["share"], state["work"], spec, "finalize", "true")
+        proc.wait(30)
+        last_source = serial.ticks()[-1][1]
+        deadline = time.monotonic() + 60
+        while not any(n > last_source + 25 for _, n, _ in target_serial.ticks()):
+            assert time.monotonic() < deadline, "the guest does not tick on the target"
+            time.sleep(0.1)
+        assert {b for _, _, b in target_serial.ticks()} == {boot_id}
+        _healthy("\n".join(line for _, line in target_serial.lines), "after hv_kvm's migration")
+        stop, resume = events.event_time("STOP"), target_events.event_time("RESUME")
+        figures = {"vcpus": vcpus, "total_s": round(total, 2),
+                   "downtime_ms": round((resume - stop) * 1000, 1) if stop and resume
+                   else None}
+        print("BASELINE FIGURES", json.dumps(figures))
+        log.warning("baseline hv_kvm -> hv_kvm figures: %s", figures)
+    finally:
+        target.kill()
+        target.wait(30)
 
 
 def test_cancelled_handover_leaves_the_source_running(handover_lab) -> None:
