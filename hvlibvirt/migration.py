@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import libvirt
 from lxml import etree
 
-from hvlibvirt import config, connection, constants as C, domains, handover, helper_command, ownership
+from hvlibvirt import (config, connection, constants as C, domains, handover, helper_command,
+                       ownership)
 from hvlibvirt.domain_xml import identity
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.objects import MigrationStatus, new_migration_status

@@ -195,6 +195,18 @@ def handover_lab(libvirt_daemon_pair, lab_network, guest_image, tmp_path):
             conn.close()
 
 
+# Two vCPUs under TCG: a live migration of such a guest is not reliable in this lab
+# (QEMU 7.2 TCG, nested, shared cores). Plain QEMU to QEMU, as hv_kvm migrates today
+# (test_baseline_hv_kvm_to_hv_kvm), crashed or silenced the guest in 2 of 5 runs, with
+# multi- and with single-threaded TCG alike; the handover in 4 of 8 (2026-12-06). With
+# one vCPU the handover and hv_kvm's own were clean in 4 and 3 runs, but hvlibvirt's
+# migration between two libvirtds afterwards crashed the guest once in 4. KVM, which
+# TCG stands in for here, is not available to tell.
+TCG_SMP_MIGRATION = pytest.mark.xfail(
+    reason="a live migration of a 2-vCPU TCG guest corrupts it here, hv_kvm's own too",
+    strict=False)
+
+
 def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
     """Ganeti's hv_kvm builds the instance; its QEMU runs in namespace a, booted."""
     work, spec, net = state["work"], state["spec"], state["net"]
@@ -215,7 +227,7 @@ def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
     return made, proc, serial
 
 
-@pytest.mark.parametrize("vcpus", [1, 2])
+@pytest.mark.parametrize("vcpus", [1, pytest.param(2, marks=TCG_SMP_MIGRATION)])
 def test_live_handover_from_ganeti_kvm(handover_lab, vcpus: int) -> None:
     state = handover_lab
     spec, daemon, net = state["spec"], state["daemon"], state["net"]
@@ -341,7 +353,7 @@ def test_live_handover_from_ganeti_kvm(handover_lab, vcpus: int) -> None:
     assert spec["name"] not in dest_hv.ListInstances()
 
 
-@pytest.mark.parametrize("vcpus", [2])
+@pytest.mark.parametrize("vcpus", [1, pytest.param(2, marks=TCG_SMP_MIGRATION)])
 def test_baseline_hv_kvm_to_hv_kvm(handover_lab, vcpus: int) -> None:
     """What hv_kvm does today, for comparison: the target is a second QEMU with the
     same command line plus ``-incoming tcp:IP:PORT`` (hv_kvm's AcceptInstance)."""
@@ -357,6 +369,7 @@ def test_baseline_hv_kvm_to_hv_kvm(handover_lab, vcpus: int) -> None:
     argv = list(made_b["argv"])
     argv[argv.index("-D") + 1] = str(work_b / "qemu.log")
     argv += ["-incoming", f"tcp:{net.b.ip}:{spec['hvparams']['migration_port']}"]
+
     for sub in ("pid", "ctrl"):
         (work_b / "kvm" / sub).mkdir(parents=True, exist_ok=True)
     with open(work_b / "qemu.out", "wb") as out:

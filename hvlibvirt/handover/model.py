@@ -464,8 +464,9 @@ def _build(runtime: KvmRuntime, instance: Any, facts: NodeFacts, name: str, uuid
         host, port, password = p.vnc
         graphics = etree.SubElement(devs, "graphics", type="vnc", port=str(port),
                                     autoport="no")
-        if hvp.get(C.HV_KEYMAP):
-            graphics.set("keymap", identity.plain_text(hvp[C.HV_KEYMAP], C.HV_KEYMAP))
+        keymap = instance.hvparams.get(C.HV_KEYMAP)  # hv_kvm takes the configured one
+        if keymap:
+            graphics.set("keymap", identity.plain_text(keymap, C.HV_KEYMAP))
         if password:
             if not facts.vnc_password:
                 raise HypervisorError("VNC has a password but none was read")
