@@ -556,6 +556,11 @@ class BaseHypervisor:
     def ResizeDisk(self, instance: Any, disk: Any, new_size: int) -> Any:  # noqa: N802
         raise HotplugError("Disk resize is not supported by this hypervisor")
 
+    @property
+    def serial_log_dir(self) -> str | None:
+        """Where each instance's serial console output is kept (KVM has the setting)."""
+        return None
+
     # -- migration: the migrator's ----------------------------------------------------
     @property
     def migration_uri_template(self) -> str:
@@ -568,7 +573,8 @@ class BaseHypervisor:
     def migrator(self) -> Migrator:
         if self._migrator is None:
             self._migrator = self.MIGRATOR(self.host, lambda: self.migration_uri_template,
-                                           lambda: self.GetNodeInfo()["memory_free"])
+                                           lambda: self.GetNodeInfo()["memory_free"],
+                                           lambda: self.serial_log_dir)
         return self._migrator
 
     def MigrationInfo(self, instance: Any) -> str:  # noqa: N802
@@ -588,4 +594,4 @@ class BaseHypervisor:
         self.migrator.finalize_source(instance, success)
 
     def FinalizeMigrationDst(self, instance: Any, info: str, success: bool) -> None:  # noqa: N802
-        self.migrator.finalize_target(instance, success)
+        self.migrator.finalize_target(instance, success, info)

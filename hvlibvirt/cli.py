@@ -215,6 +215,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="check: Ganeti's configuration file")
     p_helper = sub.add_parser("migration-helper")  # internal: started by MigrateInstance
     p_helper.add_argument("spec")
+    p_relay = sub.add_parser("handover-relay")  # internal: started by AcceptInstance
+    p_relay.add_argument("spec")
     return parser
 
 
@@ -240,6 +242,9 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UsageError(f"migration-helper: {err}") from None
         return migration.run_helper(spec)
+    if args.command == "handover-relay":
+        from hvlibvirt.handover import relay
+        return relay.run_helper(args.spec)
     return list_instances(args.hypervisor, args.uri)
 
 

@@ -33,9 +33,6 @@ from hvlibvirt.objects import InstanceConsole, new_instance_console
 SSH_CONSOLE_USER = "root"
 
 
-# libvirt 9.0 (Debian 12) refuses <vlan> on Linux bridge ports when a domain starts;
-# support came with the 11.x series, so older daemons get a clear error at build time.
-_LINUX_BRIDGE_VLAN_LIBVIRT = 11_001_000
 log = logging.getLogger(__name__)
 
 
@@ -253,8 +250,7 @@ class KVMHypervisor(BaseHypervisor):
             target.dom.blockResize(dev, new_size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
     def _linux_bridge_vlans(self) -> bool:
-        with connection.libvirt_errors("read the libvirt version"):
-            return self._conn().getLibVersion() >= _LINUX_BRIDGE_VLAN_LIBVIRT
+        return kvm_node.linux_bridge_vlans(self._conn())
 
     def _free_memory(self, hvparams: Mapping[str, Any]) -> int:
         """What Ganeti's KVM reports free: this machine's (no libvirt round trip)."""

@@ -229,3 +229,14 @@ def disk_buses(conn: libvirt.virConnect, uri: str, root: etree._Element
 
 
 _DOMCAPS_DISK_BUSES: dict[tuple[Any, ...], frozenset[str] | None] = {}
+
+
+# libvirt 9.0 (Debian 12) refuses <vlan> on Linux bridge ports when a domain starts;
+# support came with the 11.x series, so older daemons get a clear error at build time.
+_LINUX_BRIDGE_VLAN_LIBVIRT = 11_001_000
+
+
+def linux_bridge_vlans(conn: libvirt.virConnect) -> bool:
+    """Whether the libvirtd behind ``conn`` puts a VLAN on a Linux bridge port."""
+    with connection.libvirt_errors("read the libvirt version"):
+        return conn.getLibVersion() >= _LINUX_BRIDGE_VLAN_LIBVIRT

@@ -22,7 +22,8 @@ from typing import Any
 import libvirt
 from lxml import etree
 
-from hvlibvirt import connection, constants as C, domains, instance_metadata, migration, ownership
+from hvlibvirt import (connection, constants as C, domains, handover, instance_metadata, migration,
+                       ownership)
 from hvlibvirt.domain_xml import identity, parser
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.host import Host
@@ -46,10 +47,13 @@ class Migrator:
     """The migration calls on one libvirt host (see the module docstring)."""
 
     def __init__(self, host: Host, uri_template: Callable[[], str],
-                 free_memory: Callable[[], int]) -> None:
+                 free_memory: Callable[[], int],
+                 serial_log_dir: Callable[[], str | None] = lambda: None) -> None:
         self.host = host
         self._uri_template = uri_template
         self._free_memory = free_memory
+        #: where the node keeps serial console logs (KVM), for domains it takes over
+        self.serial_log_dir = serial_log_dir
 
     def target_uri(self, target: str) -> str:
         """The libvirt URI of the node Ganeti names by ``target``."""
@@ -231,9 +235,11 @@ class Migrator:
             if meta is not None and meta.migration_target:
                 instance_metadata.set_migration_target(dom, None)
 
-    def finalize_target(self, instance: Any, success: bool) -> libvirt.virDomain | None:
+    def finalize_target(self, instance: Any, success: bool,
+                        info: str = "") -> libvirt.virDomain | None:
         """Success: the instance must run here (returned). Failure: remove what the
-        migration left here, but never a guest that runs here (it may be the only copy)."""
+        migration left here, but never a guest that runs here (it may be the only copy).
+        ``info`` is what the source's MigrationInfo gave."""
         name = _name(instance)
         dom = self.host.lookup(name)
         with connection.libvirt_errors("finalize the incoming migration", name):
@@ -269,8 +275,21 @@ class Migrator:
 
 
 class KvmMigrator(Migrator):
-    """QEMU's: the downtime limit, Ganeti's post-copy switch, and the target's
-    machine type and CPU model checked against its domain capabilities."""
+    """QEMU's: the downtime limit, Ganeti's post-copy switch, the target's machine type
+    and CPU model checked against its domain capabilities, and the live handover of a
+    QEMU that Ganeti's own KVM started (its migration info is hv_kvm's runtime)."""
+
+    def accept(self, instance: Any, info: str, target: str) -> None:
+        if handover.looks_like_hv_kvm(info):
+            handover.accept(self, instance, info, target)
+        else:
+            super().accept(instance, info, target)
+
+    def finalize_target(self, instance: Any, success: bool,
+                        info: str = "") -> libvirt.virDomain | None:
+        if handover.looks_like_hv_kvm(info):
+            handover.finalize_dst(self, instance, success)
+        return super().finalize_target(instance, success, info)
 
     def prepare(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
         with connection.libvirt_errors("set the migration downtime", dom.name()):

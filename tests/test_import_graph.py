@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"hvlibvirt.migrator", "hvlibvirt.hotplug", "hvlibvirt.hotplug.kvm", "hvlibvirt.hotplug.xen"},
     {"hvlibvirt.hotplug.flow"},
     {"hvlibvirt.hotplug.steps"},
+    {"hvlibvirt.handover"},
     {"hvlibvirt.host", "hvlibvirt.domains", "hvlibvirt.drift", "hvlibvirt.migration"},
     {"hvlibvirt.ownership", "hvlibvirt.instance_metadata"},
 ]
