@@ -4,6 +4,7 @@ so each carries its own tier marker."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,24 @@ def test_a_device_whose_size_the_guest_could_not_read_is_listed_without_a_size()
 
 @pytest.mark.tier3
 @pytest.mark.real
+def test_a_second_cluster_lab_waits_for_the_first_and_names_it() -> None:
+    """The cluster lab's machine-wide lock: a second lab is refused once its wait is
+    over, naming the first's process, and gets the lock when the first releases it."""
+    from lab.cluster import MachineLock
+    from lab.errors import LabError
+
+    name = f"\0hvlibvirt-test-cluster-lock-{os.getpid()}"
+    first, second = MachineLock(name), MachineLock(name)
+    first.acquire(1)
+    try:
+        with pytest.raises(LabError, match=rf"\b{os.getpid()}: "):
+            second.acquire(0)
+    finally:
+        first.release()
+    second.acquire(1)
+    second.release()
+
+
 def test_guest_boots_and_acpi_power_button_shuts_it_off(
         libvirt_daemon: LibvirtDaemon, libvirt_daemon_conn: libvirt.virConnect, guest_image: GuestImage,
         serial_log: Callable[[str], SerialLog]) -> None:

@@ -28,6 +28,8 @@ import logging
 import os
 import re
 import shlex
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -79,6 +81,16 @@ WATCHED_PATHS = ("/etc/ganeti", "/etc/hvlibvirt", "/etc/ssh", "/etc/hosts", "/et
                  "/usr/lib/python3/dist-packages/hvlibvirt", "/usr/bin/hvlibvirt", "/var/log/hvlibvirt")
 
 _DEV_DISK_MOUNTPOINT = HostMountpoints((DEV_DISK,), "cluster-mountpoints")
+
+# One cluster lab per machine at a time. Two would meet: their node and instance names
+# are fixed, a test finds an instance's QEMU by its command line and pkill sees every
+# process of the machine (a trixie root has no PID namespace of its own), and /dev/disk
+# is the host's directory (a trixie root binds the host's /dev) while each side keeps its
+# own record of who created it, so one lab's teardown removes the other's adoption links.
+# The lock is an abstract unix socket: the host and a trixie root (another mount
+# namespace, the same network namespace) see one name, and it goes with its holder.
+MACHINE_LOCK = "\0hvlibvirt-ganeti-cluster-lab"
+MACHINE_LOCK_WAIT_S = 1800.0  # a whole other cluster tier (~8 min) and its teardown, with margin
 
 
 def cluster_prerequisites() -> list[str]:
@@ -220,6 +232,53 @@ def loop_devices_of(workdir: Path) -> list[str]:
             if len(parts) == 2 and parts[1].strip().startswith(str(workdir))]
 
 
+class MachineLock:
+    """The machine-wide cluster-lab lock (``MACHINE_LOCK``): ``acquire`` waits for a lab
+    that holds it to end, naming it in the log."""
+
+    def __init__(self, name: str = MACHINE_LOCK) -> None:
+        self.name = name
+        self._sock: socket.socket | None = None
+
+    def acquire(self, timeout: float = MACHINE_LOCK_WAIT_S) -> None:
+        deadline = time.monotonic() + timeout
+        logged = False
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(self.name)
+                sock.listen(16)  # lets a waiting lab read the holder's pid (SO_PEERCRED)
+                self._sock = sock
+                return
+            except OSError:
+                sock.close()
+            holder = self.holder()
+            if time.monotonic() > deadline:
+                raise LabError(f"another Ganeti cluster lab ({holder}) has run on this machine for "
+                               f"over {timeout:.0f}s; its names, /dev/disk and QEMU command lines "
+                               "are this lab's too")
+            if not logged:
+                log.warning("waiting for another Ganeti cluster lab to end: %s", holder)
+                logged = True
+            time.sleep(2.0)
+
+    def holder(self) -> str:
+        """The holding process, as well as the socket can say."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.name)
+                pid = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                           struct.calcsize("3i")))[0]
+            except OSError:
+                return "its process unknown"
+        return describe(pid)
+
+    def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
 @dataclass
 class Timings:
     """Seconds spent in each phase of up() and teardown()."""
@@ -260,6 +319,7 @@ class Cluster:
         self._baseline_mounts: set[str] = set()
         self._baseline_files: dict[str, tuple[int, int, int] | None] = {}
         self._leased = False
+        self._machine_lock = MachineLock()
         self._up = False
 
     # ------------------------------------------------------------------ names
@@ -359,9 +419,15 @@ class Cluster:
         problems = cluster_prerequisites()
         if problems:
             raise LabError("cannot host the Ganeti cluster: " + "; ".join(problems))
+        with self.timings.phase("machine lock"):
+            self._machine_lock.acquire()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._baseline_mounts = host_mountpoints()
-        self._baseline_files = host_snapshot()
+        try:
+            self._baseline_mounts = host_mountpoints()
+            self._baseline_files = host_snapshot()
+        except BaseException:
+            self._machine_lock.release()
+            raise
         self._up = True
         _LIVE_CLUSTERS.add(self)
         try:
@@ -495,26 +561,29 @@ class Cluster:
             return
         self._up = False
         _LIVE_CLUSTERS.discard(self)
-        leaks: list[str] = []
-        t0 = time.monotonic()
-        for node in self.nodes.values():
-            try:
-                leaks += [f"{node.name}: {p}" for p in node.stop()]
-            except (LabError, OSError, subprocess.SubprocessError) as err:  # the other node still stops
-                leaks.append(f"{node.name}: stop failed: {err}")
-        leaks += self.net.teardown()
-        for dev in self.loop_devices:
-            _host(["losetup", "--detach", dev], check=False)
-        self.loop_devices = []
-        if self._leased:
-            self._leased = False
-            _DEV_DISK_MOUNTPOINT.release()
-        self.timings.phases["teardown"] = round(time.monotonic() - t0, 2)
-        problems = leaks + self.leftovers()
-        if problems:
-            for p in problems:
-                log.error("CLUSTER LEAK: %s", p)
-            raise LabLeakError("the Ganeti cluster left things behind:\n  " + "\n  ".join(problems))
+        try:
+            leaks: list[str] = []
+            t0 = time.monotonic()
+            for node in self.nodes.values():
+                try:
+                    leaks += [f"{node.name}: {p}" for p in node.stop()]
+                except (LabError, OSError, subprocess.SubprocessError) as err:  # the other node still stops
+                    leaks.append(f"{node.name}: stop failed: {err}")
+            leaks += self.net.teardown()
+            for dev in self.loop_devices:
+                _host(["losetup", "--detach", dev], check=False)
+            self.loop_devices = []
+            if self._leased:
+                self._leased = False
+                _DEV_DISK_MOUNTPOINT.release()
+            self.timings.phases["teardown"] = round(time.monotonic() - t0, 2)
+            problems = leaks + self.leftovers()
+            if problems:
+                for p in problems:
+                    log.error("CLUSTER LEAK: %s", p)
+                raise LabLeakError("the Ganeti cluster left things behind:\n  " + "\n  ".join(problems))
+        finally:
+            self._machine_lock.release()  # after the leak check: it reads shared host state
         log.info("cluster torn down in %.2fs, nothing left behind", self.timings.phases["teardown"])
 
     def leftovers(self) -> list[str]:
