@@ -84,7 +84,8 @@ def accept(migrator: Migrator, instance: Any, info: str, target: str) -> None:
     name = identity.instance_name(getattr(instance, "name", None))
     parsed, xml = domain_xml(migrator, instance, info)
     with connection.libvirt_errors("read libvirt's version", name):
-        saveimage.check_version(migrator.host.conn().getLibVersion())
+        lib_version = migrator.host.conn().getLibVersion()
+    saveimage.check_version(lib_version)
     found = migrator.accept_problems(name, parser.parse_tree(xml))
     if found:
         raise HypervisorError(f"Cannot accept instance {name}: " + "; ".join(found))
@@ -94,7 +95,8 @@ def accept(migrator: Migrator, instance: Any, info: str, target: str) -> None:
         raise HypervisorError(f"Cannot accept instance {name}: no valid "
                               f"{C.HV_MIGRATION_PORT}") from None
     try:
-        relay.start(migrator.host.uri, name, xml, target, port, model.was_running(parsed))
+        relay.start(migrator.host.uri, name, xml, target, port, model.was_running(parsed),
+                    saveimage.header_reads(lib_version))
     except OSError as err:
         raise HypervisorError(f"Handover of {name}: the relay failed: {err}") from err
 

@@ -70,11 +70,13 @@ def work_dir(uri: str, name: str) -> str:
     return os.path.join(root_dir(), f"{name}.{digest[:16]}")
 
 
-def start(uri: str, name: str, xml: str, host: str, port: int, was_running: bool) -> None:
+def start(uri: str, name: str, xml: str, host: str, port: int, was_running: bool,
+          header_reads: int = 1) -> None:
     """Start the relay for instance ``name`` and return once it listens on
-    ``host:port``; HypervisorError (and no helper left) if it cannot."""
+    ``host:port``; HypervisorError (and no helper left) if it cannot. libvirt's restore
+    reads the header ``header_reads`` times (``saveimage.header_reads``)."""
     spec = json.dumps({"uri": uri, "name": name, "host": host, "port": int(port),
-                       "running": bool(was_running)})
+                       "running": bool(was_running), "header_reads": int(header_reads)})
     try:
         helper = subprocess.Popen(helper_command(HELPER_COMMAND, spec),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -257,7 +259,7 @@ class _Relay:
         fd = self._open_fifo()
         moved = 0
         try:
-            os.write(fd, saveimage.build(self.xml, self.spec["running"]))
+            self._write_header(fd)
             conn = self._accept(listener)
             with conn:
                 last = time.monotonic()
@@ -289,6 +291,16 @@ class _Relay:
                         f"{self.restore_error or 'no answer'}\n".encode())
             return 1
         return 0
+
+    def _write_header(self, fd: int) -> None:
+        """The save-image header and XML, once for each time libvirtd's restore reads
+        them: the pipe keeps what one open leaves for the next (this end stays open),
+        and each read takes exactly one header and its XML."""
+        header = saveimage.build(self.xml, self.spec["running"])
+        for _read in range(self.spec.get("header_reads", 1)):
+            view = memoryview(header)
+            while view:
+                view = view[os.write(fd, view):]
 
     def _accept(self, listener: socket.socket) -> socket.socket:
         deadline = time.monotonic() + ACCEPT_TIMEOUT
