@@ -1,10 +1,12 @@
 """How hvlibvirt runs itself: the console command Ganeti runs over ssh, and the
-migration helper."""
+detached helpers (migration, handover relay), found again by their command lines."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Mapping
 
 
 def helper_command(*args: str) -> list[str]:
@@ -13,3 +15,28 @@ def helper_command(*args: str) -> list[str]:
     ``sys.path`` or PYTHONPATH."""
     return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                          "__main__.py"), *args]
+
+
+def helper_pids(subcommand: str, spec: Mapping[str, object]) -> list[int]:
+    """Pids of this user's running ``hvlibvirt SUBCOMMAND SPEC`` helpers whose JSON
+    spec has ``spec``'s values.
+
+    The command line is the record: it names the instance and the URI exactly, so a
+    reused pid is never mistaken for a helper, nothing needs writing when a helper
+    starts (no runtime files), and a helper whose starter died is found too. Ended
+    helpers (zombies) have no command line."""
+    found, me, own = [], os.geteuid(), os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == own:
+            continue
+        try:
+            if entry.stat().st_uid != me:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+            theirs = json.loads(argv[argv.index(subcommand.encode()) + 1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if isinstance(theirs, dict) and all(theirs.get(k) == v for k, v in spec.items()):
+            found.append(int(entry.name))
+    return found

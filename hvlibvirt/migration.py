@@ -25,6 +25,7 @@ from typing import Any
 import libvirt
 
 from hvlibvirt import constants as C
+from hvlibvirt import helper as helpers
 from hvlibvirt.helper import helper_command
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm_params import MIGRATION_CAPS
@@ -173,28 +174,8 @@ def stop_helpers(source_uri: str, name: str, timeout: float = HELPER_STOP_TIMEOU
 
 
 def helper_pids(source_uri: str, name: str) -> list[int]:
-    """Pids of this user's running migration helpers of ``name`` at ``source_uri``.
-
-    The command line is the record: it names the instance and the URI exactly (the JSON
-    spec), so a reused pid is never mistaken for a helper, nothing needs writing when a
-    helper starts (no runtime files, no extra RPC on the migration's path), and a helper
-    whose starter died is found too. Ended helpers (zombies) have no command line."""
-    found, me, own = [], os.geteuid(), os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == own:
-            continue
-        try:
-            if entry.stat().st_uid != me:
-                continue
-            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
-            spec = json.loads(argv[argv.index(HELPER_COMMAND.encode()) + 1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if isinstance(spec, dict) and spec.get("source") == source_uri \
-                and spec.get("name") == name:
-            found.append(int(entry.name))
-    return found
+    """Pids of this user's running migration helpers of ``name`` at ``source_uri``."""
+    return helpers.helper_pids(HELPER_COMMAND, {"source": source_uri, "name": name})
 
 
 def _kill(pid: int) -> None:

@@ -44,6 +44,7 @@ import libvirt
 from hvlibvirt import config, trusted
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.handover import saveimage
+from hvlibvirt import helper as helpers
 from hvlibvirt.helper import helper_command
 
 log = logging.getLogger(__name__)
@@ -131,23 +132,8 @@ def _kill(helper: subprocess.Popen[bytes]) -> None:
 
 
 def relay_pids(uri: str, name: str) -> list[int]:
-    """Pids of this user's running relays for ``name`` at ``uri`` (found by their
-    command line, which carries the spec; see migration.helper_pids)."""
-    found, me = [], os.geteuid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if entry.stat().st_uid != me:
-                continue
-            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
-            spec = json.loads(argv[argv.index(HELPER_COMMAND.encode()) + 1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if isinstance(spec, dict) and spec.get("uri") == uri and spec.get("name") == name:
-            found.append(int(entry.name))
-    return found
+    """Pids of this user's running relays for ``name`` at ``uri``."""
+    return helpers.helper_pids(HELPER_COMMAND, {"uri": uri, "name": name})
 
 
 def wait(uri: str, name: str, timeout: float) -> bool:
