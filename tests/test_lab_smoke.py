@@ -117,8 +117,7 @@ def test_a_device_whose_size_the_guest_could_not_read_is_listed_without_a_size()
     assert dev["blk"] == ["vda", "vdb"] and dev["sizes"] == {"vda": 131072}
 
 
-@pytest.mark.tier3
-@pytest.mark.real
+@pytest.mark.tier1
 def test_a_second_cluster_lab_waits_for_the_first_and_names_it() -> None:
     """The cluster lab's machine-wide lock: a second lab is refused once its wait is
     over, naming the first's process, and gets the lock when the first releases it."""
@@ -137,6 +136,8 @@ def test_a_second_cluster_lab_waits_for_the_first_and_names_it() -> None:
     second.release()
 
 
+@pytest.mark.tier3
+@pytest.mark.real
 def test_guest_boots_and_acpi_power_button_shuts_it_off(
         libvirt_daemon: LibvirtDaemon, libvirt_daemon_conn: libvirt.virConnect, guest_image: GuestImage,
         serial_log: Callable[[str], SerialLog]) -> None:
