@@ -40,7 +40,7 @@ from lab.ganeti_modules import ModulesUnavailable, ganeti_share
 from lab.guest import default_cache_dir
 from lab.instances import READY
 from lab.qmp import QMP
-from lab.serial import SerialLog
+from lab.serial import SerialLog, SerialTimeout
 
 pytestmark = pytest.mark.real
 log = logging.getLogger(__name__)
@@ -130,6 +130,16 @@ def _healthy(text: str, where: str) -> None:
     trouble = GUEST_TROUBLE.search(text)
     if trouble is not None:
         raise GuestFault(f"the guest is in trouble {where}: {text[trouble.start():][:2000]}")
+
+
+def _ticks(console: SerialLog, pattern: str, where: str, since: int = 0) -> re.Match:
+    """The guest's counter reaching ``pattern``; a guest that crashed instead is a
+    GuestFault (what a wait for its counter would only report as silence)."""
+    try:
+        return console.wait(pattern, 60, since=since)
+    except SerialTimeout:
+        _healthy(console.text(), where)
+        raise
 
 
 def _ganeti30() -> Path:
@@ -336,11 +346,11 @@ def _handover_and_manage(state: dict, vcpus: int) -> None:
     # No reboot: the counter continues on B with the same boot id
     console = SerialLog(state["log_dir"] / f"{spec['name']}.serial")
     last_source = serial.ticks()[-1]
-    match = console.wait(TICK, 60)
+    match = _ticks(console, TICK, "after the handover")
     first = int(match.group(1))
     assert match.group(2) == boot_id, "the guest rebooted"
     assert first <= last_source[1] + 3, (first, last_source)
-    later = console.wait(rf"TICK {first + 25} {boot_id}", 60)
+    later = _ticks(console, rf"TICK {first + 25} {boot_id}", "after the handover")
     assert later
     assert "HVL-READY" not in console.text()
     _healthy(console.text(), "after the handover")
@@ -381,9 +391,10 @@ def _handover_and_manage(state: dict, vcpus: int) -> None:
     dest_hv.FinalizeMigrationDst(inst, again, True)
     source_hv.FinalizeMigrationSource(inst, True, True)
     mark = console.mark()
-    match = console.wait(TICK, 60, since=mark)
+    match = _ticks(console, TICK, "after its migration between hvlibvirt nodes", mark)
     assert match.group(2) == boot_id, "the guest rebooted on its way to daemon a"
-    console.wait(rf"TICK {int(match.group(1)) + 10} {boot_id}", 60, since=mark)
+    _ticks(console, rf"TICK {int(match.group(1)) + 10} {boot_id}",
+           "after its migration between hvlibvirt nodes", mark)
     _healthy(console.text(), "after its migration between hvlibvirt nodes")
     assert spec["name"] in dest_hv.ListInstances()
     assert spec["name"] not in target.ListInstances()
