@@ -36,11 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from lab.cluster import Cluster, standalone_cluster  # noqa: E402
+from lab.cluster import Cluster, ClusterError, standalone_cluster  # noqa: E402
 
 log = logging.getLogger("bench.ganeti_cluster")
 
 FILE_INST = "bench1.gnt.test"
+RENAMED = "bench1r.gnt.test"
 SHARED_INST = "bench2.gnt.test"
 FAKE_FILE_INST = "bench3.gnt.test"     # Ganeti's fake hypervisor: Ganeti's own cost
 FAKE_SHARED_INST = "bench4.gnt.test"
@@ -57,10 +58,18 @@ class Bench:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.times: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.failures: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
 
     def timed(self, mode: str, op: str, fn: Callable[[], object]) -> float:
+        """Time ``fn``; a failure is recorded as the operation's outcome (and the round
+        goes on), so the report can name every operation whose outcome differs."""
         t0 = time.monotonic()
-        fn()
+        try:
+            fn()
+        except ClusterError as err:
+            self.failures[op][mode].append(str(err).splitlines()[-1][:160])
+            log.warning("%-10s %-28s FAILED: %s", mode, op, err)
+            return time.monotonic() - t0
         seconds = time.monotonic() - t0
         self.times[op][mode].append(seconds)
         log.info("%-10s %-28s %7.2f s", mode, op, seconds)
@@ -112,6 +121,7 @@ class Bench:
         t(mode, "hotplug NIC remove",
           lambda: gnt("gnt-instance", "modify", "--hotplug", "--net", "1:remove", name))
         self.balloon_shutdowns_verify(mode, name)
+        self.config_changes(mode, name)
 
         name = SHARED_INST
         if self.node_of(name) != "gnta.gnt.test":
@@ -140,6 +150,32 @@ class Bench:
           lambda: gnt("gnt-instance", "shutdown", "--timeout=60", name))
         # exits 1 here: this kernel has no /proc/sysrq-trigger (an ERROR on every node)
         t(mode, "cluster verify", lambda: self.cluster.gnt("gnt-cluster", "verify", check=False))
+
+    def config_changes(self, mode: str, name: str) -> None:
+        """Operations that change the instance's configuration, a watcher restart of a
+        killed instance, and a rename of the stopped instance and back."""
+        t, gnt = self.timed, self.gnt
+        t(mode, "modify -H (next start)",
+          lambda: gnt("gnt-instance", "modify", "-H", f"kernel_args={KERNEL_ARGS} hvlb=1", name))
+        t(mode, "grow-disk (running)", lambda: gnt("gnt-instance", "grow-disk", name, "0", "16M"))
+        t(mode, "watcher restarts a killed instance", lambda: self.killed_and_watched(name))
+        gnt("gnt-instance", "modify", "-H", f"kernel_args={KERNEL_ARGS}", name)
+        gnt("gnt-instance", "shutdown", name)
+        t(mode, "rename (stopped) and back", lambda: (
+            gnt("gnt-instance", "rename", "--no-name-check", "--no-ip-check", name, RENAMED),
+            gnt("gnt-instance", "rename", "--no-name-check", "--no-ip-check", RENAMED, name)))
+
+    def killed_and_watched(self, name: str) -> None:
+        """SIGKILL the instance's QEMU (hv_kvm's ``-name NAME``, libvirt's ``guest=NAME,``),
+        wait until Ganeti sees it down, run the watcher, wait for the guest's shell."""
+        self.cluster.run("gnta", ["pkill", "-KILL", "-f", f"[-]name (guest=)?{name}( |,)"])
+        deadline = time.monotonic() + 60
+        while self.cluster.instance_fields(name, "oper_state")[0] != "N":
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{name} still reported running after SIGKILL")
+            time.sleep(0.5)
+        self.cluster.run("gnta", ["ganeti-watcher"], timeout=300)
+        self.prompt(name)
 
     def fake_round(self) -> None:
         """What Ganeti's fake hypervisor supports of the same operations."""
@@ -203,6 +239,17 @@ class Bench:
                          f"{'-' if ratio is None else f'{ratio:.2f}'} | <= {limit} {verdict} | "
                          f"{self._cell(op, 'ganeti')} | "
                          f"{'-' if floor is None or not kvm else f'{floor / kvm:.2f}'} |")
+        lines += ["", "Outcomes that differ (failures per mode, first message):"]
+        differ = [op for op, by_mode in self.failures.items()
+                  if {bool(by_mode.get(m)) for m in MODES} != {False}]
+        for op in differ:
+            for mode in MODES:
+                runs = len(self.times[op].get(mode, [])) + len(self.failures[op].get(mode, []))
+                failed = self.failures[op].get(mode, [])
+                lines.append(f"- {op}, {mode}: {len(failed)} of {runs} failed"
+                             + (f" ({failed[0]})" if failed else ""))
+        if not differ:
+            lines.append("- none: every operation succeeded in both modes, every round")
         return "\n".join(lines)
 
 
