@@ -483,8 +483,8 @@ def test_hotplug_with_attach_semantics_failing_at_every_call(
         fail_at, total = 0, None
         while total is None or fail_at <= total:
             fake = FakeQemuDomain(xml)
-            for name in ("_lookup", "_owned"):
-                monkeypatch.setattr(hv, name, lambda _name, fake=fake: fake)
+            for name in ("lookup", "owned"):
+                monkeypatch.setattr(hv.host, name, lambda _name, fake=fake: fake)
             if action == "remove":
                 hv.HotAddDevice(inst, dev_type, device, extra, 1)
             for name in [n for n in dir(fake) if not n.startswith("_") and n != "connect"]:
