@@ -222,7 +222,13 @@ def read_status(dom: libvirt.virDomain) -> tuple[MigrationStatus, dict[str, Any]
     state, in two RPCs while the job runs or once the guest has left (jobStats and
     state, which carries the reason too); a third, the completed job's statistics, only
     when the job ended and the guest did not leave: it tells failed from cancelled and
-    holds libvirt's error message, which nobody else reports."""
+    holds libvirt's error message, which nobody else reports.
+
+    The two job reads cannot be one: a call answers either the running job or (flag
+    COMPLETED) the last ended one. The job is read before the state: a job that ends
+    between the two reads then shows as running (the next poll sees the end) or as
+    left; the other order could find the guest not yet gone, then no job, and call a
+    migration that succeeded failed."""
     try:
         try:
             stats = dom.jobStats(0)
