@@ -115,7 +115,7 @@ def steps(get: Callable[[str], Any], hvp: dict[str, Any]) -> dict[str, Callable[
         if stop > 2:
             uri = hv.uri
         if stop > 3:
-            dom = hv._lookup(NAME)  # noqa: SLF001 - connection (cached per process) and lookup
+            dom = hv.host.lookup(NAME)  # connection (cached per process) and lookup
         if stop > 4:
             ownership.is_ours(uri, dom)
         if stop > 5:

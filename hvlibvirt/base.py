@@ -137,19 +137,10 @@ class BaseHypervisor:
             self._host = Host(self.uri)
         return self._host
 
-    def _conn(self, events: bool = False) -> libvirt.virConnect:
-        return self.host.conn(events)
-
-    def _lookup(self, name: str) -> libvirt.virDomain | None:
-        return self.host.lookup(name)
-
-    def _owned(self, name: str) -> libvirt.virDomain | None:
-        return self.host.owned(name)
-
     def domain_xml(self, instance_name: str) -> str:
         """The live domain XML of one of our instances (for operators and tools)."""
         name = _require_name(instance_name)
-        dom = self._owned(name)
+        dom = self.host.owned(name)
         if dom is None:
             raise HypervisorError(f"Instance {name} is not known to libvirt at {self.uri}")
         with connection.libvirt_errors("read the domain XML", name):
@@ -239,7 +230,7 @@ class BaseHypervisor:
         name = _require_name(getattr(instance, "name", None))
         self.CheckParameterSyntax(instance.hvparams)
         self.ValidateParameters(instance.hvparams)
-        existing = self._lookup(name)
+        existing = self.host.lookup(name)
         if existing is not None:
             if not ownership.is_ours(self.uri, existing):
                 raise HypervisorError(f"Failed to start instance {name}: a domain of that "
@@ -251,7 +242,7 @@ class BaseHypervisor:
                                   self._InstanceStartupMemory(instance))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("Domain XML for %s:\n%s", name, to_string(redacted(root)))
-        conn = self._conn()
+        conn = self.host.conn()
         # Defining replaces what a stopped instance left (a user shutdown not yet
         # cleaned up), including the stop marker in its metadata.
         with connection.libvirt_errors("define", name):
@@ -282,7 +273,7 @@ class BaseHypervisor:
             try:
                 if attempt:
                     connection.drop_dead()
-                    dom = self._conn().lookupByName(name)
+                    dom = self.host.conn().lookupByName(name)
                 if dom.isActive():  # a restarted libvirtd may end it meanwhile (_destroy)
                     self._destroy(dom)
                 dom.undefine()
@@ -317,7 +308,7 @@ class BaseHypervisor:
         if force and timeout is not None:
             raise HypervisorError("A forced stop cannot have a timeout")
         name = _require_name(name if name is not None else getattr(instance, "name", None))
-        dom = self._owned(name)
+        dom = self.host.owned(name)
         if dom is None:
             return
         with connection.libvirt_errors("check the state", name):
@@ -387,7 +378,7 @@ class BaseHypervisor:
     def CleanupInstance(self, instance_name: str) -> None:  # noqa: N802
         """Remove every trace of a stopped instance (its libvirt definition)."""
         name = _require_name(instance_name)
-        dom = self._owned(name)
+        dom = self.host.owned(name)
         if dom is None:
             return
         with connection.libvirt_errors("clean up", name):
@@ -401,7 +392,7 @@ class BaseHypervisor:
         (``_reboot``); afterwards it runs, whatever its reboot_behavior (that governs the
         guest's own reboots), as after Ganeti's KVM reboot."""
         name = _require_name(getattr(instance, "name", None))
-        dom = self._owned(name)
+        dom = self.host.owned(name)
         with connection.libvirt_errors("reboot", name):
             if dom is None or not dom.isActive():
                 raise HypervisorError(f"Failed to reboot instance {name}: not running")
@@ -432,7 +423,7 @@ class BaseHypervisor:
                         hvparams: Mapping[str, Any] | None = None) -> InstanceInfo | None:
         """``(name, id, memory MiB, vcpus, state, cpu seconds)``, or None if the instance
         is not running (nor shut down by its guest with user_shutdown on)."""
-        dom = self._owned(_require_name(instance_name))
+        dom = self.host.owned(_require_name(instance_name))
         if dom is None:
             return None
         try:
@@ -501,7 +492,7 @@ class BaseHypervisor:
         return not found
 
     def _drift(self, instance: Any) -> list[str]:
-        dom = self._owned(instance.name)
+        dom = self.host.owned(instance.name)
         if dom is None or not dom.isActive():
             return []
         with connection.libvirt_errors("read the domain XML", instance.name):
@@ -517,7 +508,7 @@ class BaseHypervisor:
         if isinstance(mem, bool) or not isinstance(mem, int) or not \
                 0 < mem <= inputs.MAX_MEMORY_MIB:
             raise HypervisorError(f"Invalid memory size for {name}: {mem!r} (MiB expected)")
-        dom = self._owned(name)
+        dom = self.host.owned(name)
         if dom is None:
             raise HypervisorError(f"Cannot balloon instance {name}: not running")
         with connection.libvirt_errors("set the memory", name):
@@ -533,7 +524,7 @@ class BaseHypervisor:
     def HotplugSupported(self, instance: Any) -> None:  # noqa: N802
         """Raise HotplugError unless the instance runs (what hotplug needs first)."""
         name = _require_name(getattr(instance, "name", None))
-        dom = self._owned(name)
+        dom = self.host.owned(name)
         with connection.libvirt_errors("check the state", name, HotplugError):
             if dom is None or not dom.isActive():
                 raise HotplugError(f"Instance {name} is probably down")

@@ -1,12 +1,17 @@
 """How hvlibvirt runs itself: the console command Ganeti runs over ssh, and the
-detached helpers (migration, handover relay), found again by their command lines."""
+detached helpers (migration, handover relay): started, reaped, and found again by
+their command lines."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import threading
 from collections.abc import Mapping
+
+from hvlibvirt.errors import HypervisorError
 
 
 def helper_command(*args: str) -> list[str]:
@@ -15,6 +20,28 @@ def helper_command(*args: str) -> list[str]:
     ``sys.path`` or PYTHONPATH."""
     return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                          "__main__.py"), *args]
+
+
+def spawn(subcommand: str, spec: Mapping[str, object], failure: str,
+          stdin: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start ``hvlibvirt SUBCOMMAND SPEC`` detached, ``spec`` as JSON on its command
+    line (where ``helper_pids`` finds it): in a session of its own, so that it leads a
+    process group (killing the group takes what it started) and outlives the caller;
+    its output and errors on one pipe, ``stdout``. ``stdin`` as Popen takes it.
+    HypervisorError ``FAILURE: reason`` if it cannot start."""
+    try:
+        return subprocess.Popen(helper_command(subcommand, json.dumps(spec)), stdin=stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    except OSError as err:
+        raise HypervisorError(f"{failure}: {err}") from err
+
+
+def reap_later(subcommand: str, helper: subprocess.Popen[bytes]) -> None:
+    """Reap a helper that runs on once its starter has returned, the moment it ends,
+    so that a long-lived caller collects no zombies."""
+    threading.Thread(target=helper.wait, name=f"reap-{subcommand}-{helper.pid}",
+                     daemon=True).start()
 
 
 def helper_pids(subcommand: str, spec: Mapping[str, object]) -> list[int]:

@@ -23,36 +23,33 @@ __all__ = ["InstanceMetadata", "read", "carried", "mark_stop", "set_migration_ta
            "set_runtime_hvparams", "record_device", "drop_device", "mark_unplug_pending"]
 
 
-def _xml(dom: libvirt.virDomain, live: bool = True) -> str | None:
+def _xml(dom: libvirt.virDomain, live: bool = True) -> tuple[str | None, bool]:
+    """Our metadata element's XML on ``dom`` (None if it carries none), and whether the
+    domain is still there (it may have gone since it was looked up or listed)."""
     flags = libvirt.VIR_DOMAIN_AFFECT_CURRENT if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
     try:
-        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE, flags)
+        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE,
+                            flags), True
     except libvirt.libvirtError as err:
-        if err.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA,
-                                    libvirt.VIR_ERR_NO_DOMAIN):
-            return None
+        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return None, True
+        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None, False
         raise HypervisorError(f"Failed to read metadata of {dom.name()}: {err}") from err
 
 
 def read(dom: libvirt.virDomain, live: bool = True) -> InstanceMetadata | None:
-    """Our metadata on ``dom`` (live definition, or the persistent one), None if absent."""
-    xml = _xml(dom, live)
+    """Our metadata on ``dom`` (live definition, or the persistent one), None if absent
+    (or the domain is gone)."""
+    xml, _there = _xml(dom, live)
     return None if xml is None else metadata.from_libvirt(parser.parse_tree(xml, "metadata"))
 
 
 def carried(dom: libvirt.virDomain) -> bool | None:
     """Whether ``dom`` carries our metadata, without parsing it; None if the domain is
     gone (it was listed a moment ago)."""
-    try:
-        dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE,
-                     libvirt.VIR_DOMAIN_AFFECT_CURRENT)
-        return True
-    except libvirt.libvirtError as err:
-        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
-            return False
-        raise HypervisorError(f"Failed to read metadata of {dom.name()}: {err}") from err
+    xml, there = _xml(dom)
+    return xml is not None if there else None
 
 
 def _write(dom: libvirt.virDomain, meta: InstanceMetadata) -> None:

@@ -161,7 +161,7 @@ class KVMHypervisor(BaseHypervisor):
         if not emulator or not os.path.isfile(emulator):
             problems.append(f"kvm_path {emulator!r} does not exist")
             return problems
-        conn = self._conn()
+        conn = self.host.conn()
         try:
             offered = kvm_node.offered_domain_types(conn.getCapabilities())
             target = kvm_node.choose_target(hvparams, offered, self.uri)
@@ -182,7 +182,7 @@ class KVMHypervisor(BaseHypervisor):
         """Fix what can change on a running domain: NICs moved to another bridge, and
         the runtime hvparams recorded in our metadata. The rest needs a restart and is
         logged by VerifyInstance."""
-        dom = self._owned(instance.name)
+        dom = self.host.owned(instance.name)
         if dom is None or not dom.isActive():
             return
         with connection.libvirt_errors("read the domain XML", instance.name):
@@ -208,8 +208,8 @@ class KVMHypervisor(BaseHypervisor):
 
     def _hotplug(self) -> hotplug.Flow:
         devices = KvmDevices(self._linux_bridge_vlans,
-                             lambda root: kvm_node.disk_buses(self._conn(), self.uri, root))
-        return hotplug.Flow(devices, self.uri, self._lookup, self._conn, self.HOTPLUG_TIMEOUT)
+                             lambda root: kvm_node.disk_buses(self.host.conn(), self.uri, root))
+        return hotplug.Flow(devices, self.host, self.HOTPLUG_TIMEOUT)
 
     def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
         """Raise HotplugError if ``action`` on a ``dev_type`` cannot be done live."""
@@ -250,7 +250,7 @@ class KVMHypervisor(BaseHypervisor):
             target.dom.blockResize(dev, new_size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
 
     def _linux_bridge_vlans(self) -> bool:
-        return kvm_node.linux_bridge_vlans(self._conn())
+        return kvm_node.linux_bridge_vlans(self.host.conn())
 
     def _free_memory(self, hvparams: Mapping[str, Any]) -> int:
         """What Ganeti's KVM reports free: this machine's (no libvirt round trip)."""
@@ -303,7 +303,7 @@ class KVMHypervisor(BaseHypervisor):
         """Gather the node facts the builder needs: placement, listens, secrets, users."""
         hvp = instance.hvparams
         with connection.libvirt_errors("read the host capabilities"):
-            caps = self._conn().getCapabilities()
+            caps = self.host.conn().getCapabilities()
         vnc, spice = hvp[C.HV_VNC_BIND_ADDRESS], hvp[C.HV_KVM_SPICE_BIND]
         log_dir = self.serial_log_dir
         target = kvm_node.choose_target(hvp, kvm_node.offered_domain_types(caps), self.uri)

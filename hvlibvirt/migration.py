@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +25,6 @@ import libvirt
 
 from hvlibvirt import constants as C
 from hvlibvirt import helper as helpers
-from hvlibvirt.helper import helper_command
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm_params import MIGRATION_CAPS
 from hvlibvirt.objects import MigrationStatus, new_migration_status
@@ -104,14 +102,10 @@ def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[st
     started is aborted) and reaped. One that runs on after the return is reaped by a
     thread the moment it ends, so a long-lived caller collects no zombies.
     """
-    spec = json.dumps({"source": source_uri, "name": name, "dest": dest_uri,
-                       "flags": flags, "params": params})
-    try:
-        helper = subprocess.Popen(helper_command(HELPER_COMMAND, spec),
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    except OSError as err:
-        raise HypervisorError(f"Migration of {name}: cannot start its helper: {err}") from err
+    spec = {"source": source_uri, "name": name, "dest": dest_uri, "flags": flags,
+            "params": params}
+    helper = helpers.spawn(HELPER_COMMAND, spec, f"Migration of {name}: cannot start its "
+                                                 "helper")
     try:
         _wait_started(helper, name, dest_uri, dom)
     except BaseException:
@@ -125,8 +119,7 @@ def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[st
     finally:
         helper.stdout.close()
     if helper.returncode is None:
-        threading.Thread(target=helper.wait, name=f"reap-migration-helper-{helper.pid}",
-                         daemon=True).start()
+        helpers.reap_later(HELPER_COMMAND, helper)
 
 
 def _wait_started(helper: subprocess.Popen[bytes], name: str, dest_uri: str,
@@ -229,7 +222,13 @@ def read_status(dom: libvirt.virDomain) -> tuple[MigrationStatus, dict[str, Any]
     state, in two RPCs while the job runs or once the guest has left (jobStats and
     state, which carries the reason too); a third, the completed job's statistics, only
     when the job ended and the guest did not leave: it tells failed from cancelled and
-    holds libvirt's error message, which nobody else reports."""
+    holds libvirt's error message, which nobody else reports.
+
+    The two job reads cannot be one: a call answers either the running job or (flag
+    COMPLETED) the last ended one. The job is read before the state: a job that ends
+    between the two reads then shows as running (the next poll sees the end) or as
+    left; the other order could find the guest not yet gone, then no job, and call a
+    migration that succeeded failed."""
     try:
         try:
             stats = dom.jobStats(0)

@@ -92,7 +92,7 @@ class XenHypervisor(BaseHypervisor):
         """Domain type xen with the guest architecture libvirt offers for this kind of
         guest (x86_64 where offered)."""
         with connection.libvirt_errors("read the host capabilities"):
-            caps = parser.parse_tree(self._conn().getCapabilities(), "capabilities")
+            caps = parser.parse_tree(self.host.conn().getCapabilities(), "capabilities")
         arches = caps.xpath("guest[os_type=$t]/arch/@name", t=self.OS_TYPE)
         if not arches:
             raise HypervisorError(f"libvirt at {self.uri} offers no {self.OS_TYPE} guests")
@@ -142,7 +142,7 @@ class XenHypervisor(BaseHypervisor):
         name, old_id = dom.name(), dom.ID()
         dom.reboot(0)
         if self._wait_new_id(name, old_id, self.REBOOT_TIMEOUT):
-            self._after_start(self._lookup(name) or dom, instance)
+            self._after_start(self.host.lookup(name) or dom, instance)
             return
         log.warning("Instance %s kept domain ID %d for %.0fs after the reboot request; "
                     "destroying and starting it again", name, old_id, self.REBOOT_TIMEOUT)
@@ -151,7 +151,7 @@ class XenHypervisor(BaseHypervisor):
     def _wait_new_id(self, name: str, old_id: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            dom = self._lookup(name)
+            dom = self.host.lookup(name)
             try:
                 if dom is not None and dom.isActive() and dom.ID() not in (old_id, -1):
                     return True
@@ -173,7 +173,7 @@ class XenHypervisor(BaseHypervisor):
             return self.GetLinuxNodeInfo()
 
     def _xen_node_info(self) -> dict[str, Any]:
-        conn = self._conn()
+        conn = self.host.conn()
         with connection.libvirt_errors("read node information"):
             _model, mem_mib, cpus, _mhz, nodes, _sockets, cores, threads = conn.getInfo()
             free_mib = conn.getFreeMemory() // 1048576
@@ -241,15 +241,14 @@ class XenHypervisor(BaseHypervisor):
         """As the base, and the CPU cap (not part of the migrated domain) is set again."""
         super().FinalizeMigrationDst(instance, info, success)
         if success:
-            self._apply_cap(self._lookup(instance.name), instance.hvparams)
+            self._apply_cap(self.host.lookup(instance.name), instance.hvparams)
 
     # -- hotplug: the shared flow with libxl's rules and elements --------------------
     #: seconds to wait for a hot-removed device to disappear from the live domain
     HOTPLUG_TIMEOUT: ClassVar[float] = hotplug.HOTPLUG_TIMEOUT
 
     def _hotplug(self) -> hotplug.Flow:
-        return hotplug.Flow(XenDevices(self.HVM), self.uri, self._lookup, self._conn,
-                            self.HOTPLUG_TIMEOUT)
+        return hotplug.Flow(XenDevices(self.HVM), self.host, self.HOTPLUG_TIMEOUT)
 
     def VerifyHotplugSupport(self, instance: Any, action: str, dev_type: str) -> None:  # noqa: N802
         """Raise HotplugError unless libxl can do ``action`` on a ``dev_type`` live:

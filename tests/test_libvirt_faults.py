@@ -33,7 +33,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from hvlibvirt import constants as C, interface, migration, node, ownership
+from hvlibvirt import constants as C, helper, interface, node, ownership
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.domain_xml.identity import device_alias
 from hvlibvirt.base import BaseHypervisor, HvInstanceState
@@ -287,7 +287,7 @@ def test_libvirt_failing_at_every_call(hv_name: str, index: int, faults: Faults,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     case = CASES[index]
     monkeypatch.setenv(HYPERVISORS[hv_name].URI_ENV, URI)  # the console's classmethod
-    monkeypatch.setattr(migration, "helper_command", lambda *_a: [
+    monkeypatch.setattr(helper, "helper_command", lambda *_a: [
         sys.executable, "-c", "print('no migration on the test driver'); raise SystemExit(1)"])
     hv = HYPERVISORS[hv_name](uri=URI)
     for wait in ("REBOOT_TIMEOUT", "SOFT_STOP_GRACE", "DESTROY_SETTLE", "HOTPLUG_TIMEOUT"):
@@ -483,8 +483,8 @@ def test_hotplug_with_attach_semantics_failing_at_every_call(
         fail_at, total = 0, None
         while total is None or fail_at <= total:
             fake = FakeQemuDomain(xml)
-            for name in ("_lookup", "_owned"):
-                monkeypatch.setattr(hv, name, lambda _name, fake=fake: fake)
+            for name in ("lookup", "owned"):
+                monkeypatch.setattr(hv.host, name, lambda _name, fake=fake: fake)
             if action == "remove":
                 hv.HotAddDevice(inst, dev_type, device, extra, 1)
             for name in [n for n in dir(fake) if not n.startswith("_") and n != "connect"]:

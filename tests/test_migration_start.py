@@ -21,6 +21,7 @@ import libvirt
 import pytest
 
 from hvlibvirt import constants as C, migration, migrator
+from hvlibvirt import helper as helpers
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Instance
@@ -57,7 +58,7 @@ def helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
 
     def use(code: str) -> None:
         # The helper's own arguments follow (they name the instance in its command line).
-        monkeypatch.setattr(migration, "helper_command",
+        monkeypatch.setattr(helpers, "helper_command",
                             lambda *args: [sys.executable, "-c", code, *args])
     yield use
     for process in started:
@@ -224,7 +225,7 @@ def test_no_zombies_after_many_migrations(helper: Callable[[str], None]) -> None
 
 
 def test_a_helper_that_cannot_start_is_our_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(migration, "helper_command",
+    monkeypatch.setattr(helpers, "helper_command",
                         lambda *args: ["/nonexistent/python3", *args])
     with pytest.raises(HypervisorError, match="inst1: cannot start its helper"):
         start(ScriptedJob({}))

@@ -152,7 +152,7 @@ def test_cleanup_waits_for_a_powered_off_domain_being_destroyed(
     inst, block = make_instance("tdl-dying")
     hv.StartInstance(inst, block, False)
     dying = _BeingDestroyed(connection.get(URI).lookupByName("tdl-dying"))
-    monkeypatch.setattr(hv, "_owned", lambda name: dying)
+    monkeypatch.setattr(hv.host, "owned", lambda name: dying)
     hv.CleanupInstance("tdl-dying")
     assert dying.polls >= 3
     with pytest.raises(libvirt.libvirtError):

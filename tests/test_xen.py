@@ -602,8 +602,8 @@ def test_hotplug_add_and_remove_on_libxl_semantics(files: dict[str, str],
     hv = XenPvmHypervisor(uri=URI)
     inst, block = make(C.HT_XEN_PVM, files, name="fake")
     fake = FakeLibxlDomain(rendered(C.HT_XEN_PVM, inst, block))
-    monkeypatch.setattr(hv, "_lookup", lambda name: fake)
-    monkeypatch.setattr(hv, "_conn", lambda events=False: connection.get(URI))
+    monkeypatch.setattr(hv.host, "lookup", lambda name: fake)
+    monkeypatch.setattr(hv.host, "conn", lambda events=False: connection.get(URI))
     monkeypatch.setattr("hvlibvirt.hotplug.steps.DomainEventWaiter", _NoEvents)
     disk, nic = Disk(size=64), NIC(mac="aa:00:00:00:99:01",
                                    nicparams={C.NIC_MODE: C.NIC_MODE_BRIDGED, C.NIC_LINK: "br1"})
@@ -628,8 +628,8 @@ def test_hotplug_add_and_remove_on_libxl_semantics(files: dict[str, str],
 
 def _fake_libxl(hv: Any, inst: Any, block: Any, monkeypatch: Any) -> FakeLibxlDomain:
     fake = FakeLibxlDomain(rendered(hv.HV_NAME, inst, block))
-    monkeypatch.setattr(hv, "_lookup", lambda name: fake)
-    monkeypatch.setattr(hv, "_conn", lambda events=False: connection.get(URI))
+    monkeypatch.setattr(hv.host, "lookup", lambda name: fake)
+    monkeypatch.setattr(hv.host, "conn", lambda events=False: connection.get(URI))
     monkeypatch.setattr("hvlibvirt.hotplug.steps.DomainEventWaiter", _NoEvents)
     return fake
 

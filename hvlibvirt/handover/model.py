@@ -183,7 +183,7 @@ def _vnc(value: str) -> tuple[str, int, bool]:
     return host, VNC_BASE_PORT + int(display), "password" in flags
 
 
-@dataclass
+@dataclass(slots=True)  # the option tables set fields by name: a misspelt one raises
 class _Parsed:
     """The command line's meaning."""
 
@@ -209,20 +209,40 @@ class _Parsed:
     balloon: bool = False
 
 
+# hv_kvm's options that set a field of _Parsed: to their value; to a constant (flags);
+# to what one of a few accepted values means (any other value is refused).
+_VALUE_OPTIONS = {"-name": "name", "-smp": "smp", "-kernel": "kernel", "-initrd": "initrd",
+                  "-append": "append", "-uuid": "uuid"}
+_FLAG_OPTIONS: dict[str, tuple[str, object]] = {
+    "-enable-kvm": ("accel", "kvm"), "-disable-kvm": ("accel", "qemu"),
+    "-no-acpi": ("acpi", False), "-no-reboot": ("no_reboot", True), "-S": ("paused", True),
+    "-usb": ("usb", True)}
+_CHOICE_OPTIONS: dict[str, tuple[str, Mapping[str, object]]] = {
+    "-boot": ("boot", {value: value for value in ("c", "n", "d", "a")}),
+    "-rtc": ("localtime", {"base=localtime": True}),
+    "-vga": ("vga", {"std": "std", "none": "none"})}
+
+
 def _read_options(options: Sequence[Option]) -> _Parsed:
     p = _Parsed()
     for opt in options:
         value = opt.value or ""
-        if opt.name in _HOST_SIDE:
+        if opt.name in _HOST_SIDE or opt.name == "-nographic" \
+                or opt.name == "-display" and value == "none":
             continue
-        if opt.name == "-name":
-            p.name = value
+        if opt.name in _VALUE_OPTIONS:
+            setattr(p, _VALUE_OPTIONS[opt.name], value)
+        elif opt.name in _FLAG_OPTIONS:
+            setattr(p, *_FLAG_OPTIONS[opt.name])
+        elif opt.name in _CHOICE_OPTIONS:
+            attr, choices = _CHOICE_OPTIONS[opt.name]
+            if value not in choices:
+                raise HypervisorError(f"{opt.name} {value!r}: not translated")
+            setattr(p, attr, choices[value])
         elif opt.name == "-m":
             if not value.isdigit():
                 raise HypervisorError(f"-m {value!r}: not a size in MiB")
             p.memory = int(value)
-        elif opt.name == "-smp":
-            p.smp = value
         elif opt.name in ("-machine", "-M"):
             head, props = opt.properties()
             for key, val in props.items():
@@ -230,26 +250,6 @@ def _read_options(options: Sequence[Option]) -> _Parsed:
                     raise HypervisorError(f"-machine {value!r}: {key} not translated")
                 p.accel = "kvm" if val == "kvm" else "qemu"
             p.machine = head
-        elif opt.name == "-enable-kvm":
-            p.accel = "kvm"
-        elif opt.name == "-disable-kvm":
-            p.accel = "qemu"
-        elif opt.name == "-no-acpi":
-            p.acpi = False
-        elif opt.name == "-no-reboot":
-            p.no_reboot = True
-        elif opt.name == "-S":
-            p.paused = True
-        elif opt.name == "-boot":
-            if value not in ("c", "n", "d", "a"):
-                raise HypervisorError(f"-boot {value!r}: not translated")
-            p.boot = value
-        elif opt.name == "-kernel":
-            p.kernel = value
-        elif opt.name == "-initrd":
-            p.initrd = value
-        elif opt.name == "-append":
-            p.append = value
         elif opt.name == "-serial":
             if value == "none":
                 p.serial = False
@@ -257,26 +257,12 @@ def _read_options(options: Sequence[Option]) -> _Parsed:
                 p.serial = True
             else:
                 raise HypervisorError(f"-serial {value!r}: not translated")
-        elif opt.name == "-usb":
-            p.usb = True
         elif opt.name == "-usbdevice":
             if value not in ("tablet", "mouse") or p.pointer:
                 raise HypervisorError(f"-usbdevice {value!r}: not translated")
             p.pointer = value
         elif opt.name == "-vnc":
             p.vnc = None if value == "none" else _vnc(value)
-        elif opt.name == "-display" and value == "none" or opt.name == "-nographic":
-            pass
-        elif opt.name == "-rtc":
-            if value != "base=localtime":
-                raise HypervisorError(f"-rtc {value!r}: not translated")
-            p.localtime = True
-        elif opt.name == "-vga":
-            if value not in ("std", "none"):
-                raise HypervisorError(f"-vga {value!r}: not translated")
-            p.vga = value
-        elif opt.name == "-uuid":
-            p.uuid = value
         elif opt.name == "-device":
             head, props = opt.properties()
             if head != "virtio-balloon" or props or p.balloon:

@@ -45,7 +45,6 @@ from hvlibvirt import config, trusted
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.handover import saveimage
 from hvlibvirt import helper as helpers
-from hvlibvirt.helper import helper_command
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +75,10 @@ def start(uri: str, name: str, xml: str, host: str, port: int, was_running: bool
     """Start the relay for instance ``name`` and return once it listens on
     ``host:port``; HypervisorError (and no helper left) if it cannot. libvirt's restore
     reads the header ``header_reads`` times (``saveimage.header_reads``)."""
-    spec = json.dumps({"uri": uri, "name": name, "host": host, "port": int(port),
-                       "running": bool(was_running), "header_reads": int(header_reads)})
-    try:
-        helper = subprocess.Popen(helper_command(HELPER_COMMAND, spec),
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    except OSError as err:
-        raise HypervisorError(f"Handover of {name}: cannot start the relay: {err}") from err
+    spec = {"uri": uri, "name": name, "host": host, "port": int(port),
+            "running": bool(was_running), "header_reads": int(header_reads)}
+    helper = helpers.spawn(HELPER_COMMAND, spec, f"Handover of {name}: cannot start the relay",
+                           stdin=subprocess.PIPE)
     try:
         helper.stdin.write(xml.encode())
         helper.stdin.close()
@@ -98,8 +93,7 @@ def start(uri: str, name: str, xml: str, host: str, port: int, was_running: bool
         rest = line.decode(errors="replace").strip()
         raise HypervisorError(f"Handover of {name}: the relay failed: "
                               f"{rest or f'exit code {helper.returncode}'}")
-    threading.Thread(target=helper.wait, name=f"reap-handover-relay-{helper.pid}",
-                     daemon=True).start()
+    helpers.reap_later(HELPER_COMMAND, helper)
 
 
 def _read_line(helper: subprocess.Popen[bytes], timeout: float) -> bytes:

@@ -21,7 +21,7 @@ apply in place is a removal and an add at the same place (``steps.replace``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ from hvlibvirt.domain_xml import parser
 from hvlibvirt.domain_xml.identity import device_alias
 from hvlibvirt.domain_xml.parser import LiveDomain
 from hvlibvirt.errors import HotplugError, HypervisorError
+from hvlibvirt.host import Host
 from hvlibvirt.hotplug import steps
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,10 @@ def instance_lock(uri: str, name: str) -> Iterator[None]:
 
 class Flow:
     """Hot-add, hot-remove and hot-modify of one hypervisor's devices (``devices``) on
-    the domains of ``uri``; ``lookup`` finds a domain by name (None if there is none),
-    ``connect(events=True)`` readies the connection for DEVICE_REMOVED events."""
+    the domains of ``host``."""
 
-    def __init__(self, devices: Devices, uri: str,
-                 lookup: Callable[[str], libvirt.virDomain | None],
-                 connect: Callable[..., libvirt.virConnect],
-                 timeout: float = HOTPLUG_TIMEOUT) -> None:
-        self._devices, self._uri, self._lookup = devices, uri, lookup
-        self._connect, self._timeout = connect, timeout
+    def __init__(self, devices: Devices, host: Host, timeout: float = HOTPLUG_TIMEOUT) -> None:
+        self._devices, self._host, self._timeout = devices, host, timeout
 
     def target(self, instance: Any, action: str, dev_type: str) -> Target:
         """The running domain, its live XML and facts, and the hvparams in force."""
@@ -111,7 +107,7 @@ class Flow:
             raise HotplugError(f"Cannot hotplug a {dev_type!r}: only disks and NICs")
         if action not in C.HOTPLUG_ALL_ACTIONS:
             raise HotplugError(f"Unknown hotplug action {action!r}")
-        dom = self._lookup(name) if isinstance(name, str) and name else None
+        dom = self._host.lookup(name) if isinstance(name, str) and name else None
         if dom is None:
             raise HotplugError(f"Instance {name} is not running")
         # One read: the live XML says whether the domain is ours (our metadata) and runs
@@ -135,8 +131,8 @@ class Flow:
     def add(self, instance: Any, dev_type: str, device: Any, extra: Any, seq: int) -> None:
         """Hot-add ``device``: recorded, attached, confirmed, defined; undone on failure."""
         what = f"hot-add of {dev_type} {getattr(device, 'uuid', '?')}"
-        self._connect(events=True)  # DEVICE_REMOVED, should a controller be undone
-        with instance_lock(self._uri, instance.name):
+        self._host.conn(events=True)  # DEVICE_REMOVED, should a controller be undone
+        with instance_lock(self._host.uri, instance.name):
             alias = _alias(dev_type, device, None)
             for attempt in range(SLOT_RETRIES):
                 target = self.checked(instance, C.HOTPLUG_ACTION_ADD, dev_type)
@@ -175,8 +171,8 @@ class Flow:
                ) -> dict[str, str]:
         """Hot-remove ``device``, confirmed by the guest; returns where it was."""
         what = f"hot-remove of {dev_type} {getattr(device, 'uuid', '?')}"
-        self._connect(events=True)  # DEVICE_REMOVED
-        with instance_lock(self._uri, instance.name):
+        self._host.conn(events=True)  # DEVICE_REMOVED
+        with instance_lock(self._host.uri, instance.name):
             target = self.checked(instance, C.HOTPLUG_ACTION_REMOVE, dev_type)
             alias = _alias(dev_type, device, None)
             steps.settle(target.dom, target.root, target.live)
@@ -197,8 +193,8 @@ class Flow:
         """Change a NIC: in place where the driver can, else replaced at its place (a
         confirmed removal and an add, the old NIC put back should the add fail)."""
         what = f"hot-modify of {dev_type} {getattr(device, 'uuid', '?')}"
-        self._connect(events=True)  # DEVICE_REMOVED, should the NIC be replaced
-        with instance_lock(self._uri, instance.name):
+        self._host.conn(events=True)  # DEVICE_REMOVED, should the NIC be replaced
+        with instance_lock(self._host.uri, instance.name):
             target = self.checked(instance, C.HOTPLUG_ACTION_MODIFY, dev_type)
             alias = _alias(dev_type, device, what)
             old = steps.settled_device(target.dom, target.root, target.live, alias,
