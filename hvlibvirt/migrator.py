@@ -317,8 +317,15 @@ class KvmMigrator(Migrator):
                 "domain capabilities")
         except libvirt.libvirtError as err:
             if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                problems.append(f"this node cannot run {running.domain_type} guests of "
-                                f"machine {running.machine}: {err.get_error_message()}")
+                message = err.get_error_message() or str(err)
+                problem = (f"this node cannot run {running.domain_type} guests of "
+                           f"machine {running.machine}: {message}")
+                if running.machine and running.machine in message:
+                    # A running guest keeps the machine type it started with: after a
+                    # QEMU upgrade (Debian 12 -> 13) the new default is not on old nodes.
+                    problem += ("; machine_version: pin a machine type every node's QEMU "
+                                "offers, then restart the instance")
+                problems.append(problem)
             return problems
         model = root.findtext("cpu[@mode='custom']/model")
         if model and not caps.xpath("cpu/mode[@name='custom']/model[text()=$m and "

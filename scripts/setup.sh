@@ -41,14 +41,15 @@ optional() {
     fi
   done
 }
-if tier_wanted 2 3 4 5 6; then
+if tier_wanted 2 3 4 5 6 7; then
   # QEMU: the default kvm_path (/usr/bin/kvm) must exist for the KVM lifecycle on the test
   # driver (the demo, the command line), and every real tier runs guests
   PACKAGES+=(qemu-system-x86)
 fi
-if tier_wanted 3 4 5 6; then
+if tier_wanted 3 4 5 6 7; then
   # the real tiers: a private libvirtd with the QEMU driver and a tiny Linux guest (the
-  # cluster's nodes and the Xen tier's prerequisites need them as well)
+  # cluster's nodes and the Xen tier's prerequisites need them as well; tier 7's upgrade
+  # test runs a Debian 12 daemon here)
   PACKAGES+=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils
     busybox-static iproute2 util-linux kmod
     # a bootable ISO of the lab guest, for booting from a cdrom (tests/lab/iso.py)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite by tiers (DESIGN.md): 1 pure, 2 libvirt's test driver, 3 a private
 # libvirtd running guests, 4 two daemons (migration), 5 a Ganeti cluster, 6 nested Xen,
-# 7 Debian 13 (the suite but tiers 5 and 6 in a trixie root). `--tier N` (repeatable, or
-# 1,2) runs only those tiers and installs only what they need; without it, tiers 1-6.
+# 7 Debian 13 (the suite but tier 6 in a trixie root, then the upgrade: a daemon here and
+# one there). `--tier N` (repeatable, or 1,2) runs only those tiers and installs only what
+# they need; without it, tiers 1-6.
 # Extra arguments go to pytest. Tiers 3-7 need root (namespaces, private daemons, TCG
 # guests).
 set -euo pipefail
@@ -43,3 +44,8 @@ trixie create
 trixie checkout
 trixie run env "${passed[@]}" bash scripts/test.sh --basetemp=/tmp/hvlibvirt-trixie-ci \
   --ignore=tests/test_real_xen.py "${REST[@]}"
+# The upgrade between the releases (tests/test_real_upgrade.py, tier 4 across them): a
+# Debian 12 libvirtd here and a Debian 13 one in the root, a guest live from 12 to 13 and
+# back. It needs the root and its Debian 13 venv made above, so it comes last, from the
+# host (the conftest leaves it out of every run without HVLIBVIRT_UPGRADE_TIER=1).
+HVLIBVIRT_UPGRADE_TIER=1 .venv/bin/pytest tests/test_real_upgrade.py "${REST[@]}"

@@ -13,6 +13,13 @@
 # would let a setns into a child namespace escape to the host's /), with its own /proc,
 # a private tmpfs on /run (so the lab's network-namespace clean-up sees only the root's
 # own namespaces) and a clean environment. Every mount goes with the namespace.
+#
+# Two settings of "run", for a test on the host that runs one side inside
+# (tests/test_real_upgrade.py): HVLIBVIRT_TRIXIE_SRC, a checkout bound at /srv/hvlibvirt
+# in place of the copy (the root's .venv stays: it was built for Debian 13), and
+# HVLIBVIRT_TRIXIE_SHARE, host directories (space-separated absolute paths) bound at the
+# same path inside, so that a path means the same file on both sides. Mount points made
+# for them in the root are removed when "run" ends.
 set -euo pipefail
 cache=${HVLIBVIRT_TEST_CACHE:-/var/cache/hvlibvirt-tests}
 root=${HVLIBVIRT_TRIXIE_ROOT:-$cache/trixie}
@@ -61,11 +68,52 @@ checkout() {
   echo "$dest"
 }
 
+# Mount points made in the root for HVLIBVIRT_TRIXIE_SHARE, parents first.
+made=()
+remove_made() {
+  local i
+  for ((i = ${#made[@]} - 1; i >= 0; i--)); do
+    rmdir "${made[i]}" || true
+  done
+}
+
 run_inside() {
   [ -x "$root/usr/bin/env" ] || { echo "no root at $root (run create)" >&2; exit 1; }
+  local src=${HVLIBVIRT_TRIXIE_SRC:-} shares=() dir path new
+  read -r -a shares <<< "${HVLIBVIRT_TRIXIE_SHARE:-}"
+  if [ -n "$src" ] && { ! [ -d "$src/.venv" ] || ! [ -d "$root/srv/hvlibvirt/.venv" ]; }; then
+    echo "HVLIBVIRT_TRIXIE_SRC=$src: needs $src/.venv and the root's /srv/hvlibvirt/.venv" >&2
+    exit 2
+  fi
+  trap remove_made EXIT
+  for dir in "${shares[@]}"; do
+    case $dir in
+      /*) [ -d "$dir" ] || { echo "HVLIBVIRT_TRIXIE_SHARE: no directory $dir" >&2; exit 2; } ;;
+      *) echo "HVLIBVIRT_TRIXIE_SHARE: $dir is not an absolute path" >&2; exit 2 ;;
+    esac
+    # The mount point and each directory above it that the root lacks: made here, and
+    # removed (empty again: the bind goes with the namespace) when the command has ended.
+    new=()
+    path=$root$dir
+    while [ ! -e "$path" ]; do
+      new=("$path" "${new[@]}")
+      path=$(dirname "$path")
+    done
+    for path in "${new[@]}"; do
+      mkdir "$path"
+      made+=("$path")
+    done
+  done
   unshare --mount --propagation private --fork -- /bin/bash -euc '
-    root=$1; shift
+    root=$1 src=$2 shares=$3; shift 3
     mount --bind "$root" "$root"
+    if [ -n "$src" ]; then
+      mount --bind "$root/srv/hvlibvirt/.venv" "$src/.venv"
+      mount --rbind "$src" "$root/srv/hvlibvirt"
+    fi
+    for dir in $shares; do
+      mount --bind "$dir" "$root$dir"
+    done
     mount -t proc proc "$root/proc"
     mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
     mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
@@ -81,7 +129,7 @@ run_inside() {
     exec chroot . /bin/sh -c "umount -l /.oldroot && cd $workdir && exec \"\$@\"" sh \
       /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
       HOME=/root TERM="${TERM:-dumb}" LANG=C.UTF-8 "$@"
-  ' bash "$root" "$@"
+  ' bash "$root" "$src" "${shares[*]}" "$@"
 }
 
 cmd=${1:-}

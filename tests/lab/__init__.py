@@ -25,6 +25,9 @@ What it provides (the pytest fixtures wrapping it live in tests/tiers/):
   cluster (nodes in namespaces with overlayfs over /etc, /usr, /var, /root and /srv,
   sshd and libvirtd each, hvlibvirt installed from its .deb), ``standalone_cluster``
   for benchmarks.
+* ``upgrade``, ``trixie_node``, ``hv_call``: the upgrade tier, a node on this Debian 12
+  host and one in the trixie root (Debian 13), each hypervisor call a process of its own
+  run by that node's Python and hvlibvirt.
 
 The guest must run on ``type='qemu'`` (TCG) on the development machine: its /dev/kvm
 is kvm_pvm, which cannot run an unmodified Linux guest kernel.

@@ -94,13 +94,15 @@ def _tail(path: Path, lines: int = 25) -> str:
 # ------------------------------------------------------------------------------ daemon
 
 class LibvirtDaemon:
-    """A privileged libvirtd (+ virtlogd) in a private mount/UTS namespace inside ``netns``.
+    """A privileged libvirtd (+ virtlogd) in a private mount/UTS namespace inside ``netns``
+    (None: the caller's network namespace, e.g. inside a trixie root whose /run has no
+    named namespaces).
 
     Everything lives under ``workdir``: configs (etc/), sockets (sock/), state (run/,
     lib/, cache/) and logs (log/: libvirtd.log, virtlogd.log, qemu/<domain>.log).
     """
 
-    def __init__(self, name: str, workdir: Path, host_uuid: str, netns: str, ip: str, *,
+    def __init__(self, name: str, workdir: Path, host_uuid: str, netns: str | None, ip: str, *,
                  log_level: int = 3, state_dir: Path | None = None) -> None:
         self.name = name
         self.workdir = Path(workdir).resolve()
@@ -252,8 +254,10 @@ class LibvirtDaemon:
         self._leased = True
         spec_path = self.workdir / "subreaper.json"
         spec_path.write_text(json.dumps(self._spec(), indent=1))
-        argv = ["ip", "netns", "exec", self.netns, "unshare", "-m", "-u", "--propagation", "private",
+        argv = ["unshare", "-m", "-u", "--propagation", "private",
                 sys.executable, "-I", str(SUBREAPER), str(spec_path)]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
         with open(self.workdir / "launcher.log", "ab") as out:
             # Own session: a Ctrl-C aimed at pytest must not kill the daemons before teardown runs.
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

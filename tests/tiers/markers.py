@@ -5,7 +5,8 @@ or the test's own in a module that spans tiers); tiers 3 to 6 also carry ``real`
 ``-m "not real"`` still means tiers 1 and 2. ``--tier 1,2`` (repeatable) deselects the
 other tiers before the Xen plugin decides, at the end of collection, whether to boot a
 dom0. Tier 7 (Debian 13) has no marker: it is ``scripts/test.sh --tier 7``, the suite
-again in a trixie root.
+again in a trixie root, then tests/test_real_upgrade.py (tier 4 between this host and the
+root) from the host.
 """
 
 from __future__ import annotations
