@@ -3,8 +3,9 @@
 Disks and NICs sit behind PCIe root ports; hot-added ones take the free ports an
 instance starts with (``pcie_hotplug_ports``, 2 here), and the guest itself reports
 what it sees (``HVL-DEV``): hot-add, hot-modify (a replacement at the same port),
-hot-remove, running out of ports, a live migration that keeps every port, and a boot
-from an ISO on the SATA cdrom q35 has instead of IDE.
+hot-remove, running out of ports, a live migration that keeps every port, a boot
+from an ISO on the SATA cdrom q35 has instead of IDE, and a boot from a floppy on the
+floppy controller q35 gets added.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hvlibvirt import connection, constants as C
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HotplugError
 from hvlibvirt.objects import NIC
+from lab import floppy
 from lab.console import ConsoleCapture
 from lab.instances import BOOT, READY, Running
 from test_real_cdrom_boot import SERIAL_SPEED, boot_iso  # noqa: F401 (a fixture)
@@ -229,6 +231,27 @@ def test_boot_from_an_iso_on_the_sata_cdrom(boot: Callable[..., Running],
     assert cdrom.find("address").get("controller") == "0"
     assert root.find("devices/controller[@type='sata']/address").get("slot") == "0x1f"
     print(f"q35 booted from the ISO to {READY} in {booted:.1f} s")
+
+
+@pytest.mark.tier3
+def test_boot_from_a_floppy_on_the_added_controller(boot: Callable[..., Running],
+                                                    tmp_path: Path) -> None:
+    """QEMU gives q35 no floppy controller; the one we add (libvirt's isa-fdc) is there
+    and SeaBIOS boots the image from it (the lab kernel has no floppy driver: the
+    firmware is the guest that reads it)."""
+    line = "HVL-FLOPPY q35 boot sector"
+    image = floppy.boot_image(tmp_path / "boot-floppy.img", line)
+    run = boot("q35-floppy", os=False, machine_version="q35", boot_order=C.HT_BO_FLOPPY,
+               floppy_image_path=str(image), disks=0, nics=0)
+    run.serial.wait(line, 60)
+    for flags in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+        root = tree(run.dom, flags)
+        assert [c.attrib.get("index") for c in root.findall("devices/controller[@type='fdc']")] \
+            == ["0"]
+        (disk,) = root.findall("devices/disk[@device='floppy']")
+        assert disk.find("target").attrib == {"dev": "fda", "bus": "fdc"}
+        assert disk.find("address").get("controller") == "0"
+    assert run.hv.GetInstanceInfo(run.inst.name)[4] == HvInstanceState.RUNNING
 
 
 @pytest.mark.tier3
