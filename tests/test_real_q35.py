@@ -27,7 +27,7 @@ from lab import floppy
 from lab.console import ConsoleCapture
 from lab.instances import BOOT, READY, Running
 from test_real_cdrom_boot import SERIAL_SPEED, boot_iso  # noqa: F401 (a fixture)
-from test_real_define import EMULATOR, _create_paths, _kept_problems
+from test_real_define import _kept_problems, define_cases
 from test_real_migration import hypervisors, migrate
 
 # Tiers per test: 3 on one daemon, 4 for the migration between two.
@@ -260,34 +260,32 @@ def test_the_qemu_driver_keeps_every_q35_address(libvirt_daemon, tmp_path: Path)
     addresses, and every PCI address on every bus (root ports and what is behind
     them), with no controller libvirt added on its own."""
     conn = libvirt_daemon.connect()
-    failures = {}
     try:
-        for index, name in enumerate(n for n in golden_cases.KVM_NAMES if "q35" in n):
-            env = golden_cases.Env(root=str(tmp_path / f"c{index}"), domain_type="qemu",
-                                   emulator=EMULATOR)
-            case = golden_cases.build(name, env)
-            _create_paths(case)
-            xml = case.render()
-            try:
-                dom = conn.defineXML(xml)
-            except libvirt.libvirtError as err:
-                failures[name] = f"defineXML refused: {err.get_error_message()}"
-                continue
-            try:
-                defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            finally:
-                dom.undefine()
-            problems = _kept_problems(xml, defined)
-            ours, theirs = etree.fromstring(xml.encode()), etree.fromstring(defined.encode())
-            if _pci_addresses(ours) != _pci_addresses(theirs):
-                problems.append("PCI addresses differ: libvirt added or moved a device")
-            if problems:
-                failures[name] = "; ".join(problems)
+        failures = define_cases(conn, [n for n in golden_cases.KVM_NAMES if "q35" in n],
+                                "qemu", tmp_path, _q35_problems)
     finally:
         conn.close()
     assert not failures, failures
 
 
+def _q35_problems(generated: str, defined: str) -> list[str]:
+    """What test_real_define checks, and that libvirt added or moved no PCI device and
+    added no controller."""
+    problems = _kept_problems(generated, defined)
+    ours, theirs = etree.fromstring(generated.encode()), etree.fromstring(defined.encode())
+    if _pci_addresses(ours) != _pci_addresses(theirs):
+        problems.append("PCI addresses differ: libvirt added or moved a device")
+    if _controllers(ours) != _controllers(theirs):
+        problems.append(f"controllers differ: ours {_controllers(ours)}, "
+                        f"libvirt's {_controllers(theirs)}")
+    return problems
+
+
 def _pci_addresses(root: etree._Element) -> list[tuple[str, ...]]:
     return sorted(tuple(address.get(key) for key in ("bus", "slot", "function"))
                   for address in root.xpath("devices/*/address[@type='pci']"))
+
+
+def _controllers(root: etree._Element) -> list[tuple[str, ...]]:
+    return sorted((c.get("type"), c.get("index"), c.get("model") or "")
+                  for c in root.iterfind("devices/controller"))
