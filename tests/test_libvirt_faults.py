@@ -201,6 +201,14 @@ def _libvirt_view(raw: libvirt.virConnect, name: str) -> tuple[str, str, bool] |
 
 
 REMOVALS = ("HotDelDevice", "HotModDevice")  # cases removing the instance's first NIC
+# What a read of a running instance returns, when it returns, must be the truth (a
+# running instance left out is reported down to Ganeti).
+TRUE_READS: dict[str, Callable[[Any, str], bool]] = {
+    "ListInstances": lambda names, name: name in names,
+    "GetInstanceInfo": lambda info, name: info is not None and info[0] == name
+    and info[4] == HvInstanceState.RUNNING,
+    "GetAllInstancesInfo": lambda infos, name: name in {i[0] for i in infos},
+}
 
 
 def _left_to_settle(view: tuple[str, str, bool] | None, alias: str) -> bool:
@@ -258,10 +266,9 @@ def test_libvirt_failing_at_every_call(hv_name: str, index: int, faults: Faults,
             faults.arm(fail_at or None)
             began = time.monotonic()
             try:
-                case.call(hv, inst, block)
-                raised = None
+                result, raised = case.call(hv, inst, block), None
             except Exception as err:  # noqa: BLE001 - the type is what is checked
-                raised = err
+                result, raised = None, err
             finally:
                 faults.disarm()
             took = time.monotonic() - began
@@ -275,6 +282,9 @@ def test_libvirt_failing_at_every_call(hv_name: str, index: int, faults: Faults,
                 if fail_at and carries_injected(raised):
                     assert INJECTED in str(raised), f"{where}: libvirt's message lost: " \
                                                     f"{raised}"
+            if raised is None and case.method in TRUE_READS and case.state == "running":
+                assert TRUE_READS[case.method](result, inst.name), \
+                    f"{where}: returned {result!r}; calls {calls}"
             _check_consistent(hv, raw, inst.name, where)
             after = _libvirt_view(raw, inst.name)
             if case.method == "StartInstance" and raised is not None:
