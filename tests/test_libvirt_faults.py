@@ -33,7 +33,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from hvlibvirt import constants as C, interface, migration, node, ownership
+from hvlibvirt import connection, constants as C, events, interface, migration, node, ownership
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.domain_xml.identity import device_alias
 from hvlibvirt.base import BaseHypervisor, HvInstanceState
@@ -475,6 +475,33 @@ def test_hotplug_with_attach_semantics_failing_at_every_call(
             if raised is not None and action == "add":
                 assert _snapshot(fake) == before, f"{where}: a refused hot-add changed the domain; {raised}; calls {calls}"
             fail_at += 1
+    finally:
+        _remove(raw, inst.name)
+
+
+def test_an_event_registration_left_behind_is_removed_before_the_next(
+        raw: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libvirt refuses a second callback for a domain and event while one is tracked: a
+    waiter whose deregistration failed (twice) leaves it for the next waiter on that
+    connection to remove, rather than failing every later hot-remove of the instance."""
+    hv = KVMHypervisor(uri=URI)
+    inst, block = make_instance("flt-events")
+    removed = libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED
+    try:
+        hv.StartInstance(inst, block, False)
+        dom = connection.get(URI, events=True).lookupByName(inst.name)
+        deregister = libvirt.virConnect.domainEventDeregisterAny
+
+        def refused(_conn: libvirt.virConnect, _callback_id: int) -> int:
+            raise fault_injection.error(INJECTED)
+
+        monkeypatch.setattr(libvirt.virConnect, "domainEventDeregisterAny", refused)
+        with events.DomainEventWaiter(dom, removed):
+            pass
+        assert len(events._stale) == 1
+        monkeypatch.setattr(libvirt.virConnect, "domainEventDeregisterAny", deregister)
+        with events.DomainEventWaiter(dom, removed):  # "event callback already tracked"
+            assert not events._stale
     finally:
         _remove(raw, inst.name)
 
