@@ -221,7 +221,7 @@ def wait_released(lab: Lab, name: str, alias: str) -> Seen:
 
 
 def domain(lab: Lab, name: str) -> libvirt.virDomain:
-    return lab.hv._lookup(name)  # outside the counting: only read while disarmed
+    return lab.hv.host.lookup(name)  # outside the counting: only read while disarmed
 
 
 # ------------------------------------------------------------------------- lifecycle
