@@ -59,6 +59,16 @@ def _still_active(dom: libvirt.virDomain) -> bool:
         return False
 
 
+def _went_away(err: libvirt.libvirtError | HypervisorError, dom: libvirt.virDomain) -> bool:
+    """Whether a failed read of ``dom`` was the domain going away (gone, or going: libxl
+    fails its info of a domain it is destroying), not libvirt failing."""
+    cause = err if isinstance(err, libvirt.libvirtError) else err.__cause__
+    if isinstance(cause, libvirt.libvirtError) and \
+            cause.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+        return True
+    return not _still_active(dom)
+
+
 _require_name = identity.instance_name  # a Ganeti instance name, or HypervisorError
 
 
@@ -445,10 +455,16 @@ class BaseHypervisor:
         for dom in every:
             try:
                 info = domains.own_instance_info(self.uri, dom)
-                if info is not None:
-                    result.append(info)
             except (libvirt.libvirtError, HypervisorError) as err:
-                log.debug("Skipping %s: %s", dom.name(), err)  # it went away meanwhile
+                # Only a domain that went away meanwhile is left out: leaving out one
+                # that runs because libvirt failed a read would report it down to
+                # Ganeti (which then starts it again); failing says "unknown".
+                if not _went_away(err, dom):
+                    raise
+                log.debug("Skipping %s: %s", dom.name(), err)
+                continue
+            if info is not None:
+                result.append(info)
         return result
 
     def GetNodeInfo(self, hvparams: Mapping[str, Any] | None = None) -> dict[str, Any]:  # noqa: N802

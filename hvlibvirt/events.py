@@ -23,6 +23,39 @@ from hvlibvirt.errors import HypervisorError
 EventPredicate = Callable[[tuple[Any, ...]], bool]
 
 _ALIVE_POLL = 0.25  # seconds between checks that the connection can still bring events
+# Registrations whose removal failed on a connection that still lives: libvirt refuses
+# another callback for the same domain and event while one is tracked ("event callback
+# already tracked"), so each is removed before the next registration on its connection.
+_stale: list[tuple[libvirt.virConnect, int]] = []
+_stale_lock = threading.Lock()
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())  # local state, no round trip
+    except libvirt.libvirtError:
+        return False
+
+
+def _deregister(conn: libvirt.virConnect, callback_id: int) -> bool:
+    """Remove a registration, asked twice; True once it is gone (with the connection,
+    if that died)."""
+    for _attempt in range(2):
+        try:
+            conn.domainEventDeregisterAny(callback_id)
+            return True
+        except libvirt.libvirtError:
+            pass
+    return not _alive(conn)
+
+
+def _drop_stale(conn: libvirt.virConnect) -> None:
+    """Remove what earlier waiters on ``conn`` could not (and forget dead connections')."""
+    with _stale_lock:
+        if not _stale:
+            return
+        left = [(c, i) for c, i in _stale if c is not conn or not _deregister(c, i)]
+        _stale[:] = [(c, i) for c, i in left if c is conn or _alive(c)]
 
 
 class DomainEventWaiter:
@@ -38,6 +71,7 @@ class DomainEventWaiter:
         self._predicate = predicate or (lambda _args: True)
         self._cond = threading.Condition()
         self._events: list[tuple[Any, ...]] = []
+        _drop_stale(conn)
         self._callback_id: int | None = conn.domainEventRegisterAny(
             dom, event_id, self._on_event, None)
 
@@ -56,23 +90,16 @@ class DomainEventWaiter:
         with self._cond:
             while not self._events:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._alive():
+                if left <= 0 or not _alive(self._conn):
                     break
                 self._cond.wait(min(left, _ALIVE_POLL))
             return self._events[0] if self._events else None
 
-    def _alive(self) -> bool:
-        try:
-            return bool(self._conn.isAlive())  # local state, no round trip
-        except libvirt.libvirtError:
-            return False
-
     def close(self) -> None:
         if self._callback_id is not None:
-            try:
-                self._conn.domainEventDeregisterAny(self._callback_id)
-            except libvirt.libvirtError:
-                pass  # the connection is gone; so is the registration
+            if not _deregister(self._conn, self._callback_id):
+                with _stale_lock:
+                    _stale.append((self._conn, self._callback_id))
             self._callback_id = None
 
     def __enter__(self) -> DomainEventWaiter:

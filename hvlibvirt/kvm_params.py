@@ -107,7 +107,7 @@ KVM_PARAMS: dict[str, HvParam] = {
         xml="<os><type machine=...> (empty: libvirt's default, 'pc' on x86_64). q35 or "
             "pc-q35-X: PCI Express, every disk and NIC behind a pcie-root-port of its own, "
             "pcie_hotplug_ports (hvlibvirt.conf) free ports for hot-adds, ICH9 USB, IDE as "
-            "SATA on the built-in AHCI controller, no floppy"),
+            "SATA on the built-in AHCI controller, the floppy on an ISA floppy controller"),
     C.HV_KVM_FLAG: HvParam(P.param_in_set(False, C.HT_KVM_FLAG_VALUES), default="",
                            xml="<domain type=...>: enabled -> kvm, disabled -> qemu (TCG), "
                                "empty -> kvm when the host offers it, else qemu"),
@@ -139,9 +139,10 @@ KVM_PARAMS: dict[str, HvParam] = {
         refused="other disk types when a cdrom is configured: libvirt has no cdrom device "
                 "on those buses"),
     C.HV_KVM_FLOPPY_IMAGE_PATH: HvParam(
-        P.OPT_FILE_CHECK, default="", xml="<disk device='floppy'> on the fdc, alias ua-floppy1",
-        refuse=lambda v, hvp: V.NO_Q35_FLOPPY if v and V.on_q35(hvp) else None,
-        refused=f"an image on a q35 machine: {V.NO_Q35_FLOPPY}"),
+        P.OPT_FILE_CHECK, default="",
+        xml="<disk device='floppy'> on the fdc (drive A), alias ua-floppy1. On q35, which has "
+            "no built-in floppy controller, with an explicit <controller type='fdc'>: QEMU's "
+            "isa-fdc on the ICH9 LPC's ISA bus, which SeaBIOS boots from"),
     # -- CPU and memory ----------------------------------------------------------------
     C.HV_CPU_TYPE: HvParam(
         P.NO_CHECK, default="",

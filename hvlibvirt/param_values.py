@@ -59,8 +59,6 @@ CDROM_KINDS: Final = {
     "scsi-hd": ("cdrom", "scsi", "sd"),
     SATA: ("cdrom", SATA, "sd"),  # what ide means on q35
 }
-NO_Q35_FLOPPY: Final = ("q35 machines have no floppy controller (QEMU gives them none); "
-                        "use a cdrom image, or machine_version pc")
 CDROM_PARAMS: Final = ((1, C.HV_CDROM_IMAGE_PATH), (2, C.HV_KVM_CDROM2_IMAGE_PATH))
 
 

@@ -689,6 +689,16 @@ def q35_ide_disks(s: _Shape) -> Case:
 
 
 @case
+def q35_floppy(s: _Shape) -> Case:
+    s.disk(C.DT_PLAIN)
+    s.nic()
+    return s.build("q35 booting from a floppy image: drive A of an explicit fdc controller "
+                   "(QEMU's isa-fdc: q35 has no floppy controller built in)",
+                   s.hvparams(machine_version="pc-q35-7.2", boot_order=C.HT_BO_FLOPPY,
+                              floppy_image_path=s.file("floppy/boot.img")))
+
+
+@case
 def q35_scsi(s: _Shape) -> Case:
     s.disk(C.DT_PLAIN)
     s.disk(C.DT_PLAIN, mode=C.DISK_RDONLY)

@@ -40,8 +40,6 @@ REFUSED_SAMPLES = {
     C.HV_KVM_CDROM_DISK_TYPE: {C.HV_CDROM_IMAGE_PATH: "/srv/a.iso",
                                C.HV_KVM_CDROM_DISK_TYPE: "scsi-block"},
     C.HV_CPU_TYPE: {C.HV_CPU_TYPE: "qemu64,+aes=on"},
-    C.HV_KVM_FLOPPY_IMAGE_PATH: {C.HV_KVM_FLOPPY_IMAGE_PATH: "/srv/floppy.img",
-                                 C.HV_KVM_MACHINE_VERSION: "pc-q35-7.2"},
     C.HV_USB_DEVICES: {C.HV_USB_DEVICES: "tablet,gadget"},
     C.HV_VGA: {C.HV_VGA: "fancy"},
     C.HV_SOUNDHW: {C.HV_SOUNDHW: "gus"},

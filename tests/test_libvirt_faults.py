@@ -1,9 +1,10 @@
 """Tier 2: libvirt failing at every call index of every public method.
 
 Each libvirt call this thread makes (libvirt.open and every virConnect/virDomain method
-but two pure-Python accessors, ``LOCAL``) is counted; a run makes call number N raise
-``libvirtError``, for N = 1, 2, ... up to the number of calls the method makes without
-a failure. The method must then succeed or raise our
+but two pure-Python accessors; tests/fault_injection.py, which the real tier's
+counterpart tests/test_real_libvirt_faults.py shares) is counted; a run makes call
+number N raise ``libvirtError``, for N = 1, 2, ... up to the number of calls the method
+makes without a failure. The method must then succeed or raise our
 ``HypervisorError`` (``HotplugError`` for hotplug), carrying libvirt's message, within
 a bounded time; and what the next ListInstances/GetInstanceInfo reports must match
 libvirt's own view (read without faults), a refused start must leave no domain, and a
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,7 +33,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from hvlibvirt import constants as C, helper, interface, node, ownership
+from hvlibvirt import connection, constants as C, events, helper, interface, node, ownership
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.domain_xml.identity import device_alias
 from hvlibvirt.base import BaseHypervisor, HvInstanceState
@@ -43,6 +43,8 @@ from hvlibvirt.interface import HOTPLUG_METHODS
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import NIC, Disk
 from hvlibvirt.xen import XenHvmHypervisor, XenPvmHypervisor
+import fault_injection
+from fault_injection import INJECTED, Faults, carries_injected, counted, instrument
 from test_testdriver_lifecycle import make_instance
 from test_xen import files as files  # noqa: F401 - the fixture Xen instances need
 from test_xen import FakeLibxlDomain, _NoEvents
@@ -51,56 +53,13 @@ from test_xen import make as make_xen
 pytestmark = pytest.mark.tier2
 
 URI = "test:///default"
-INJECTED = "injected failure"
-# Pure Python in libvirt-python: they never reach libvirt. (The calls libvirt answers
-# from the client's memory, name(), UUIDString(), isAlive()..., are failed too.)
-LOCAL = frozenset({"connect", "c_pointer"})
 BOUND = 10.0  # seconds any one call may take here (its waits are shortened below)
-
-
-class Faults:
-    """Counts this thread's libvirt calls while armed; call number ``fail_at`` raises."""
-
-    def __init__(self) -> None:
-        self.thread = threading.get_ident()
-        self.armed = False
-        self.fail_at: int | None = None
-        self.calls: list[str] = []
-
-    def arm(self, fail_at: int | None) -> None:
-        self.armed, self.fail_at, self.calls = True, fail_at, []
-
-    def disarm(self) -> None:
-        self.armed = False
-
-    def hit(self, what: str) -> None:
-        if not self.armed or threading.get_ident() != self.thread:
-            return
-        self.calls.append(what)
-        if len(self.calls) == self.fail_at:
-            message = f"{INJECTED} at call {self.fail_at} ({what})"
-            err = libvirt.libvirtError(message)
-            err.err = (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_NONE, message,
-                       libvirt.VIR_ERR_ERROR, None, None, None, 0, 0)
-            raise err
 
 
 @pytest.fixture
 def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[Faults]:
     """Every libvirt entry point counted (and failed on demand) by one Faults."""
-    state = Faults()
-
-    def counted(owner: str, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            state.hit(f"{owner}.{name}")
-            return func(*args, **kwargs)
-        return call
-
-    for cls in (libvirt.virConnect, libvirt.virDomain):
-        for name, attr in list(vars(cls).items()):
-            if callable(attr) and not name.startswith("_") and name not in LOCAL:
-                monkeypatch.setattr(cls, name, counted(cls.__name__, name, attr))
-    monkeypatch.setattr(libvirt, "open", counted("libvirt", "open", libvirt.open))
+    state = instrument(monkeypatch)
     yield state
     state.disarm()
 
@@ -242,6 +201,14 @@ def _libvirt_view(raw: libvirt.virConnect, name: str) -> tuple[str, str, bool] |
 
 
 REMOVALS = ("HotDelDevice", "HotModDevice")  # cases removing the instance's first NIC
+# What a read of a running instance returns, when it returns, must be the truth (a
+# running instance left out is reported down to Ganeti).
+TRUE_READS: dict[str, Callable[[Any, str], bool]] = {
+    "ListInstances": lambda names, name: name in names,
+    "GetInstanceInfo": lambda info, name: info is not None and info[0] == name
+    and info[4] == HvInstanceState.RUNNING,
+    "GetAllInstancesInfo": lambda infos, name: name in {i[0] for i in infos},
+}
 
 
 def _left_to_settle(view: tuple[str, str, bool] | None, alias: str) -> bool:
@@ -273,12 +240,6 @@ def _check_consistent(hv: BaseHypervisor, raw: libvirt.virConnect, name: str,
     assert listed.get(name) == (info[4] if info else None), where
 
 
-def _causes(err: BaseException) -> Iterator[BaseException]:
-    while err is not None:
-        yield err
-        err = err.__cause__ or err.__context__
-
-
 @pytest.mark.parametrize("hv_name", sorted(HYPERVISORS))
 @pytest.mark.parametrize("index", range(len(CASES)),
                          ids=[f"{c.method}-{c.state}-{n}" for n, c in enumerate(CASES)])
@@ -305,10 +266,9 @@ def test_libvirt_failing_at_every_call(hv_name: str, index: int, faults: Faults,
             faults.arm(fail_at or None)
             began = time.monotonic()
             try:
-                case.call(hv, inst, block)
-                raised = None
+                result, raised = case.call(hv, inst, block), None
             except Exception as err:  # noqa: BLE001 - the type is what is checked
-                raised = err
+                result, raised = None, err
             finally:
                 faults.disarm()
             took = time.monotonic() - began
@@ -319,10 +279,12 @@ def test_libvirt_failing_at_every_call(hv_name: str, index: int, faults: Faults,
             if raised is not None:
                 assert isinstance(raised, error) and not never_raises, \
                     f"{where}: raised {type(raised).__name__}: {raised}; calls {calls}"
-                if fail_at and any(isinstance(e, libvirt.libvirtError) and INJECTED in str(e)
-                                   for e in _causes(raised)):
+                if fail_at and carries_injected(raised):
                     assert INJECTED in str(raised), f"{where}: libvirt's message lost: " \
                                                     f"{raised}"
+            if raised is None and case.method in TRUE_READS and case.state == "running":
+                assert TRUE_READS[case.method](result, inst.name), \
+                    f"{where}: returned {result!r}; calls {calls}"
             _check_consistent(hv, raw, inst.name, where)
             after = _libvirt_view(raw, inst.name)
             if case.method == "StartInstance" and raised is not None:
@@ -392,22 +354,15 @@ class _LiveOnlyDomain(FakeQemuDomain):
         super().__init__(xml)
         self.detach_failures = detach_failures
 
-    @staticmethod
-    def _error(message: str) -> libvirt.libvirtError:
-        err = libvirt.libvirtError(message)
-        err.err = (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_NONE, message,
-                   libvirt.VIR_ERR_ERROR, None, None, None, 0, 0)
-        return err
-
     def attachDeviceFlags(self, xml: str, flags: int) -> None:  # noqa: N802
         if flags == libvirt.VIR_DOMAIN_AFFECT_CONFIG:
-            raise self._error("unsupported flags (0x2)")
+            raise fault_injection.error("unsupported flags (0x2)")
         super().attachDeviceFlags(xml, flags)
 
     def detachDeviceAlias(self, alias: str, flags: int) -> None:  # noqa: N802
         if self.detach_failures:
             self.detach_failures -= 1
-            raise self._error(INJECTED)
+            raise fault_injection.error(INJECTED)
         super().detachDeviceAlias(alias, flags)
 
 
@@ -489,7 +444,7 @@ def test_hotplug_with_attach_semantics_failing_at_every_call(
                 hv.HotAddDevice(inst, dev_type, device, extra, 1)
             for name in [n for n in dir(fake) if not n.startswith("_") and n != "connect"]:
                 if callable(getattr(fake, name)):
-                    setattr(fake, name, _counted(faults, name, getattr(fake, name)))
+                    setattr(fake, name, counted(faults, f"stand-in.{name}", getattr(fake, name)))
             before = _snapshot(fake)
             where = f"{hv_name} hot-{action} of a {dev_type}, failing at call {fail_at or 'none'}"
             faults.arm(fail_at or None)
@@ -524,11 +479,31 @@ def test_hotplug_with_attach_semantics_failing_at_every_call(
         _remove(raw, inst.name)
 
 
-def _counted(faults: Faults, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        faults.hit(f"stand-in.{name}")
-        return func(*args, **kwargs)
-    return call
+def test_an_event_registration_left_behind_is_removed_before_the_next(
+        raw: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libvirt refuses a second callback for a domain and event while one is tracked: a
+    waiter whose deregistration failed (twice) leaves it for the next waiter on that
+    connection to remove, rather than failing every later hot-remove of the instance."""
+    hv = KVMHypervisor(uri=URI)
+    inst, block = make_instance("flt-events")
+    removed = libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED
+    try:
+        hv.StartInstance(inst, block, False)
+        dom = connection.get(URI, events=True).lookupByName(inst.name)
+        deregister = libvirt.virConnect.domainEventDeregisterAny
+
+        def refused(_conn: libvirt.virConnect, _callback_id: int) -> int:
+            raise fault_injection.error(INJECTED)
+
+        monkeypatch.setattr(libvirt.virConnect, "domainEventDeregisterAny", refused)
+        with events.DomainEventWaiter(dom, removed):
+            pass
+        assert len(events._stale) == 1
+        monkeypatch.setattr(libvirt.virConnect, "domainEventDeregisterAny", deregister)
+        with events.DomainEventWaiter(dom, removed):  # "event callback already tracked"
+            assert not events._stale
+    finally:
+        _remove(raw, inst.name)
 
 
 def test_an_os_error_is_converted_too(monkeypatch: pytest.MonkeyPatch) -> None:

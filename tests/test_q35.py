@@ -1,5 +1,5 @@
 """q35 machines (pure and test driver): the PCIe root-port layout, the free-port pool for
-hotplug, where hot-added devices go, SATA for IDE, the floppy refusal, the setting."""
+hotplug, where hot-added devices go, SATA for IDE, the floppy controller, the setting."""
 
 from __future__ import annotations
 
@@ -180,21 +180,26 @@ def test_a_readonly_sata_disk_is_refused() -> None:
         build_domain(inst, block, case.hvparams, case.options)
 
 
-def test_a_floppy_on_q35_is_refused_naming_the_parameter() -> None:
-    case = golden_cases.build("q35_virtio")
-    hv = dict(case.hvparams, floppy_image_path="/srv/floppy.img")
-    with pytest.raises(HypervisorError, match="'floppy_image_path'.*q35 machines have no "
-                                              "floppy controller"):
-        KVMHypervisor.CheckParameterSyntax(hv)
-    inst, block = case.objects()
-    with pytest.raises(HypervisorError, match="floppy_image_path"):
-        build_domain(inst, block, hv, case.options)
-    KVMHypervisor.CheckParameterSyntax(dict(hv, machine_version="pc-i440fx-7.2"))
+def test_a_floppy_on_q35_brings_its_own_controller() -> None:
+    """q35 has no floppy controller built in: the floppy is drive A of an explicit one,
+    which 'pc' (where it is built in) does not get."""
+    case = golden_cases.build("q35_floppy")
+    KVMHypervisor.CheckParameterSyntax(case.hvparams)
+    root = golden_tree("q35_floppy")
+    (floppy,) = root.findall("devices/disk[@device='floppy']")
+    assert floppy.find("target").attrib == {"dev": "fda", "bus": "fdc"}
+    assert floppy.find("boot").get("order") == "1"
+    assert (floppy.find("address").get("type"), floppy.find("address").get("controller")) \
+        == ("drive", "0")
+    (fdc,) = root.findall("devices/controller[@type='fdc']")
+    assert fdc.attrib == {"type": "fdc", "index": "0"} and len(fdc) == 0  # ISA: no address
+    assert not golden_tree("boot_floppy").findall("devices/controller[@type='fdc']")
+    assert not golden_tree("q35_virtio").findall("devices/controller[@type='fdc']")
 
 
 def test_every_pci_address_on_q35_is_unique() -> None:
     for name in ("q35_virtio", "q35_many_ports", "q35_cdrom_boot", "q35_ide_disks",
-                 "q35_scsi"):
+                 "q35_scsi", "q35_floppy"):
         root = golden_tree(name)
         seen = [(a.get("bus"), a.get("slot"), a.get("function"))
                 for a in root.xpath("devices/*/address[@type='pci']")]

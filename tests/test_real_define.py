@@ -11,6 +11,7 @@ keep every ua- alias and every explicit PCI slot (and drive address) we generate
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import libvirt
@@ -80,11 +81,48 @@ def _kept_problems(generated: str, defined: str) -> list[str]:
     return problems
 
 
+def define_cases(conn: libvirt.virConnect, names: Iterable[str], domain_type: str,
+                 root: Path, check: Callable[[str, str], list[str]] = _kept_problems
+                 ) -> dict[str, str]:
+    """Define each golden case of ``names`` as ``domain_type``, its paths created under
+    ``root``; ``check(generated, defined)`` lists what the definition got wrong; then
+    undefine it. Returns case name -> what went wrong (a refused define included); no
+    case is left defined, whatever fails."""
+    failures: dict[str, str] = {}
+    uuids: set[str] = set()
+    try:
+        for index, name in enumerate(names):
+            # short roots: the VNC socket path must fit a sun_path (107 bytes)
+            env = golden_cases.Env(root=str(root / f"c{index}"), domain_type=domain_type,
+                                   emulator=EMULATOR)
+            case = golden_cases.build(name, env)
+            _create_paths(case)
+            xml = case.render()
+            uuids.add(case.instance["uuid"])
+            try:
+                dom = conn.defineXML(xml)
+            except libvirt.libvirtError as err:
+                failures[name] = f"defineXML refused: {err.get_error_message()}"
+                continue
+            try:
+                problems = check(xml, dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                if problems:
+                    failures[name] = "; ".join(problems)
+            finally:
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    finally:
+        for dom in conn.listAllDomains():  # what a failed undefine left
+            if dom.UUIDString() in uuids:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    return failures
+
+
 def test_every_golden_case_is_defined_by_the_qemu_driver(libvirt_daemon: LibvirtDaemon,
                                                          tmp_path: Path) -> None:
     conn = libvirt_daemon.connect()
     failures: dict[str, str] = {}
-    uuids: set[str] = set()
     try:
         offered = offered_domain_types(conn.getCapabilities()).get("x86_64", [])
         assert {"kvm", "qemu"} & set(offered), f"daemon offers no x86_64 kvm/qemu: {offered}"
@@ -93,34 +131,8 @@ def test_every_golden_case_is_defined_by_the_qemu_driver(libvirt_daemon: Libvirt
         domain_types = [t for t in ("kvm", "qemu") if t in offered]
         print(f"defining {len(golden_cases.KVM_NAMES)} cases as types {domain_types}")
         for domain_type in domain_types:
-            for index, name in enumerate(golden_cases.KVM_NAMES):
-                # short roots: the VNC socket path must fit a sun_path (107 bytes)
-                env = golden_cases.Env(root=str(tmp_path / f"c{index}"),
-                                       domain_type=domain_type, emulator=EMULATOR)
-                case = golden_cases.build(name, env)
-                _create_paths(case)
-                xml = case.render()
-                uuids.add(case.instance["uuid"])
-                key = f"{name} (type {domain_type})"
-                try:
-                    dom = conn.defineXML(xml)
-                except libvirt.libvirtError as err:
-                    failures[key] = f"defineXML refused: {err.get_error_message()}"
-                    continue
-                try:
-                    defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-                    problems = _kept_problems(xml, defined)
-                    if problems:
-                        failures[key] = "; ".join(problems)
-                finally:
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            found = define_cases(conn, golden_cases.KVM_NAMES, domain_type, tmp_path)
+            failures.update((f"{name} (type {domain_type})", msg) for name, msg in found.items())
     finally:
-        try:
-            for dom in conn.listAllDomains():
-                if dom.UUIDString() in uuids:
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        finally:
-            conn.close()
+        conn.close()
     assert not failures, "\n".join(f"{n}: {msg}" for n, msg in sorted(failures.items()))

@@ -140,9 +140,11 @@ def _storage(devs: etree._Element, block_devices: Sequence[BlockDevice],
         if cd not in on_ide:
             add_cdrom(*cd)
     if hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH]:
-        elem = disks.floppy(hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH], hvparams)
+        elem = disks.floppy(hvparams[C.HV_KVM_FLOPPY_IMAGE_PATH])
         devs.append(elem)
         first[C.HT_BO_FLOPPY] = elem
+        if layout.ports is not None:  # q35 has no floppy controller built in
+            devs.append(controllers.fdc())
     if "scsi" in layout.positions:
         devs.append(controllers.scsi(layout.scsi_model))
     return first, ids

@@ -1,5 +1,6 @@
 """Controllers, each at its fixed PCI address: USB, SCSI, virtio-serial, and q35's PCI
-Express root complex, root ports and built-in SATA (AHCI) controller."""
+Express root complex, root ports and built-in SATA (AHCI) controller; and q35's ISA
+floppy controller."""
 
 from __future__ import annotations
 
@@ -47,6 +48,14 @@ def sata() -> etree._Element:
     elem = etree.Element("controller", type="sata", index="0")
     addresses.pci(elem, Q35_ICH9_SLOT, Q35_SATA_FUNCTION)
     return elem
+
+
+def fdc() -> etree._Element:
+    """q35's floppy controller. A 'pc' machine has one built in; QEMU's q35 machines
+    have none, and libvirt makes this element QEMU's isa-fdc on the ISA bus of q35's
+    ICH9 LPC bridge, which SeaBIOS boots from. Explicit, so that libvirt adds nothing
+    on its own; an ISA device, so it has no address."""
+    return etree.Element("controller", type="fdc", index="0")
 
 
 def pcie_root() -> etree._Element:

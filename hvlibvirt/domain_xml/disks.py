@@ -16,8 +16,8 @@ from hvlibvirt.domain_xml import addresses, identity, inputs
 from hvlibvirt.errors import HypervisorError
 # Where cdroms go and what q35 lacks: facts the hvparam tables' refusals share (the
 # builder reads them from here too).
-from hvlibvirt.param_values import (CDROM_KINDS, CDROM_PARAMS, NO_Q35_FLOPPY,  # noqa: F401
-                                    SATA, boots_from_cdrom, cdrom_type, on_q35)
+from hvlibvirt.param_values import (CDROM_KINDS, CDROM_PARAMS, SATA,  # noqa: F401
+                                    boots_from_cdrom, cdrom_type, on_q35)
 
 # Ganeti disk_type -> (libvirt device, bus, guest name prefix)
 DISK_KINDS = {
@@ -153,9 +153,8 @@ def cdrom(number: int, image: str, cdrom_type: str, target: str) -> etree._Eleme
     return elem
 
 
-def floppy(image: str, hvparams: Mapping[str, Any]) -> etree._Element:
-    if on_q35(hvparams):
-        raise HypervisorError(f"Parameter 'floppy_image_path' is set, but {NO_Q35_FLOPPY}")
+def floppy(image: str) -> etree._Element:
+    """Drive A of the floppy controller (on q35 the builder adds that controller)."""
     elem = etree.Element("disk", type="file", device="floppy")
     etree.SubElement(elem, "driver", name="qemu", type="raw")
     etree.SubElement(elem, "source", file=identity.absolute_path(image, "floppy_image_path"))
