@@ -67,7 +67,8 @@ class Bench:
         try:
             fn()
         except ClusterError as err:
-            self.failures[op][mode].append(str(err).splitlines()[-1][:160])
+            said = [line for line in str(err).splitlines() if line.strip()]
+            self.failures[op][mode].append(" / ".join(said[-2:])[:240])
             log.warning("%-10s %-28s FAILED: %s", mode, op, err)
             return time.monotonic() - t0
         seconds = time.monotonic() - t0
@@ -157,13 +158,15 @@ class Bench:
         t, gnt = self.timed, self.gnt
         t(mode, "modify -H (next start)",
           lambda: gnt("gnt-instance", "modify", "-H", f"kernel_args={KERNEL_ARGS} hvlb=1", name))
+        gnt("gnt-instance", "start", name)
+        self.prompt(name)
         t(mode, "grow-disk (running)", lambda: gnt("gnt-instance", "grow-disk", name, "0", "16M"))
         t(mode, "watcher restarts a killed instance", lambda: self.killed_and_watched(name))
         gnt("gnt-instance", "modify", "-H", f"kernel_args={KERNEL_ARGS}", name)
         gnt("gnt-instance", "shutdown", name)
         t(mode, "rename (stopped) and back", lambda: (
-            gnt("gnt-instance", "rename", "--no-name-check", "--no-ip-check", name, RENAMED),
-            gnt("gnt-instance", "rename", "--no-name-check", "--no-ip-check", RENAMED, name)))
+            gnt("gnt-instance", "rename", "-f", "--no-name-check", "--no-ip-check", name, RENAMED),
+            gnt("gnt-instance", "rename", "-f", "--no-name-check", "--no-ip-check", RENAMED, name)))
 
     def killed_and_watched(self, name: str) -> None:
         """SIGKILL the instance's QEMU (hv_kvm's ``-name NAME``, libvirt's ``guest=NAME,``),
