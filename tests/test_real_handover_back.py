@@ -1,0 +1,171 @@
+"""Tier 4: the way back. A QEMU built by Ganeti 3.0's hv_kvm on node A is handed over to
+hvlibvirt on node B (as tests/test_real_handover.py does), then returns live to A:
+hvlibvirt's MigrationInfo on B (hv_kvm's runtime, kept) -> hv_kvm's own AcceptInstance
+on A (its incoming QEMU) -> hvlibvirt's MigrateInstance and GetMigrationStatus on B ->
+hv_kvm's FinalizeMigrationDst on A -> hvlibvirt's FinalizeMigrationSource on B. The
+guest's counter and boot id must continue on A, and nothing of it stay on B.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import libvirt
+import libvirt_qemu
+import pytest
+
+from hvlibvirt import connection, constants as C
+from hvlibvirt.kvm import KVMHypervisor
+from hvlibvirt.objects import Instance
+from lab.qmp import QMP
+from lab.serial import SerialLog
+from test_real_handover import (ACCEPT, SOURCE, TCG_QEMU7_MIGRATION, TICK, TICKER,
+                                GuestFault, SourceSerial, _healthy, _source, _start_source,
+                                _ticks, handover_lab)
+
+pytestmark = [pytest.mark.real, pytest.mark.tier4]
+log = logging.getLogger(__name__)
+__all__ = ["handover_lab"]  # the fixture, taken from the handover's tests
+
+
+def _in_a(state: dict, *args: str) -> str:
+    """hv_kvm_source.py in node A's namespace (hv_kvm's incoming QEMU listens there)."""
+    done = subprocess.run(["ip", "netns", "exec", state["net"].a.netns, sys.executable,
+                           str(SOURCE), str(state["share"]), str(state["work"]),
+                           json.dumps(state["spec"]), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"hv_kvm_source {args}: {done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _kill_back_qemu(state: dict) -> None:
+    pidfile = state.pop("back_pidfile", None)
+    try:
+        pid = int(Path(pidfile).read_text().split()[0]) if pidfile else 0
+    except (OSError, ValueError, IndexError):
+        return
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
+def test_back_to_ganeti_kvm(handover_lab, vcpus: int) -> None:
+    """One more try on a fresh guest after a TCG guest crash, as the handover's test."""
+    try:
+        try:
+            _there_and_back(handover_lab, vcpus)
+        except GuestFault as fault:
+            log.warning("TCG migration fault, trying once more on a fresh guest: %s",
+                        str(fault)[:300])
+            _kill_back_qemu(handover_lab)
+            from test_real_handover import _clean
+            _clean(handover_lab)
+            _there_and_back(handover_lab, vcpus)
+    finally:
+        _kill_back_qemu(handover_lab)
+
+
+def _there_and_back(state: dict, vcpus: int) -> None:
+    spec, daemon, net = state["spec"], state["daemon"], state["net"]
+    spec["vcpus"] = vcpus
+    made, proc, serial = _start_source(state)
+    info = made["runtime"]
+    info_file = state["work"] / "info"
+    info_file.write_text(info)
+    hvparams = json.loads(info)[2]
+    inst = Instance(name=spec["name"], uuid=spec["uuid"], hvparams=hvparams,
+                    beparams={"maxmem": spec["memory"], "minmem": spec["memory"],
+                              "vcpus": vcpus}, network_port=spec["network_port"])
+    serial.send(TICKER)
+    deadline = time.monotonic() + 60
+    while len(serial.ticks()) < 5:
+        assert time.monotonic() < deadline, "the guest does not tick"
+        time.sleep(0.1)
+    boot_id = serial.ticks()[-1][2]
+
+    # There: the handover, A (hv_kvm) -> B (hvlibvirt)
+    accepted = subprocess.run(
+        ["ip", "netns", "exec", net.b.netns, sys.executable, "-c", ACCEPT, daemon.uri,
+         json.dumps({"name": spec["name"], "uuid": spec["uuid"], "hvparams": hvparams,
+                     "beparams": inst.beparams, "network_port": spec["network_port"]}),
+         str(info_file), net.b.ip, str(state["log_dir"])],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    statuses = json.loads(_source(state["share"], state["work"], spec, "migrate", net.b.ip))
+    assert statuses[-1][1] == C.HV_MIGRATION_COMPLETED, statuses
+    hv_b = KVMHypervisor(uri=daemon.uri, serial_log_dir=str(state["log_dir"]))
+    hv_b.FinalizeMigrationDst(inst, info, True)
+    _source(state["share"], state["work"], spec, "finalize", "true")
+    proc.wait(30)
+    console = SerialLog(state["log_dir"] / f"{spec['name']}.serial")
+    match = _ticks(console, TICK, "after the handover")
+    assert match.group(2) == boot_id, "the guest rebooted on its way to hvlibvirt"
+    _ticks(console, rf"TICK {int(match.group(1)) + 10} {boot_id}", "after the handover")
+    _healthy(console.text(), "after the handover")
+
+    # Back: hvlibvirt's MigrationInfo is hv_kvm's runtime, verbatim
+    back_info = hv_b.MigrationInfo(inst)
+    assert back_info == info
+    info_file.write_text(back_info)
+    made_a = json.loads(_in_a(state, "accept", net.a.ip, str(info_file)))
+    state["back_pidfile"] = made_a["pidfile"]
+    events_a = QMP(made_a["qmp"].replace(".qmp", ".kvmd"))  # kvmd's socket: events only
+    serial_a = SourceSerial(made_a["serial"])
+    conn_b = connection.get(daemon.uri, events=True)
+    stopped: list[float] = []  # B's QEMU's STOP, QEMU's own timestamp
+    callback = libvirt_qemu.qemuMonitorEventRegister(
+        conn_b, None, "STOP",
+        lambda _c, dom, _e, sec, usec, _d, _o: stopped.append(sec + usec / 1e6)
+        if dom.name() == spec["name"] else None, None, 0)
+    try:
+        t0 = time.time()
+        hv_b.MigrateInstance("lab", inst, net.a.ip, True)
+        polls = 0
+        deadline = time.monotonic() + 180
+        while (status := hv_b.GetMigrationStatus(inst).status) == C.HV_MIGRATION_ACTIVE:
+            assert time.monotonic() < deadline, "the way back does not end"
+            polls += 1
+            time.sleep(0.2)
+        total = time.time() - t0
+        success = status == C.HV_MIGRATION_COMPLETED
+        _in_a(state, "finalize_dst", "true" if success else "false", str(info_file))
+        hv_b.FinalizeMigrationSource(inst, success, True)
+        assert success, f"the way back ended {status}"
+    finally:
+        libvirt_qemu.qemuMonitorEventDeregister(conn_b, callback)
+
+    # Nothing of it on B; the guest counts on in hv_kvm's QEMU on A, same boot
+    assert spec["name"] not in hv_b.ListInstances()
+    with pytest.raises(libvirt.libvirtError):
+        connection.get(daemon.uri).lookupByName(spec["name"])
+    last_b = int(TICK.findall(console.text())[-1][0])
+    deadline = time.monotonic() + 60
+    while not any(n > last_b + 25 for _, n, _ in serial_a.ticks()):
+        if time.monotonic() > deadline:
+            _healthy("\n".join(line for _, line in serial_a.lines), "after the way back")
+            raise AssertionError(f"the guest does not tick on A: {serial_a.lines[-10:]}")
+        time.sleep(0.1)
+    ticks = serial_a.ticks()
+    assert {b for _, _, b in ticks} == {boot_id}, "the guest rebooted on its way back"
+    assert ticks[0][1] <= last_b + 3, (ticks[0], last_b)
+    _healthy("\n".join(line for _, line in serial_a.lines), "after the way back")
+    resume = events_a.event_time("RESUME")
+    figures = {"vcpus": vcpus, "total_s": round(total, 2), "status_polls": polls,
+               "downtime_ms": round((resume - stopped[-1]) * 1000, 1)
+               if resume and stopped else None,
+               "last_b_tick": last_b, "first_a_tick": ticks[0][1]}
+    print("WAY BACK FIGURES", json.dumps(figures))
+    log.warning("way back figures: %s", figures)
+    events_a.close()
+    serial_a.close()
