@@ -23,7 +23,7 @@ import pytest
 
 from hvlibvirt import connection, constants as C
 from hvlibvirt.kvm import KVMHypervisor
-from hvlibvirt.objects import Instance
+from hvlibvirt.objects import Disk, Instance
 from lab.qmp import QMP
 from lab.serial import SerialLog
 from test_real_handover import (ACCEPT, SOURCE, TCG_QEMU7_MIGRATION, TICK, TICKER,
@@ -75,7 +75,10 @@ def test_back_to_ganeti_kvm(handover_lab, vcpus: int) -> None:
         _kill_back_qemu(handover_lab)
 
 
-def _there_and_back(state: dict, vcpus: int) -> None:
+def _hand_over(state: dict, vcpus: int) -> tuple[Instance, str, Path, KVMHypervisor,
+                                                 SerialLog, str]:
+    """hv_kvm's QEMU booted on A, counting, handed over to hvlibvirt on B: the instance,
+    hv_kvm's runtime, its file, B's hypervisor, B's console and the boot id."""
     spec, daemon, net = state["spec"], state["daemon"], state["net"]
     spec["vcpus"] = vcpus
     made, proc, serial = _start_source(state)
@@ -92,8 +95,6 @@ def _there_and_back(state: dict, vcpus: int) -> None:
         assert time.monotonic() < deadline, "the guest does not tick"
         time.sleep(0.1)
     boot_id = serial.ticks()[-1][2]
-
-    # There: the handover, A (hv_kvm) -> B (hvlibvirt)
     accepted = subprocess.run(
         ["ip", "netns", "exec", net.b.netns, sys.executable, "-c", ACCEPT, daemon.uri,
          json.dumps({"name": spec["name"], "uuid": spec["uuid"], "hvparams": hvparams,
@@ -113,6 +114,12 @@ def _there_and_back(state: dict, vcpus: int) -> None:
     assert match.group(2) == boot_id, "the guest rebooted on its way to hvlibvirt"
     _ticks(console, rf"TICK {int(match.group(1)) + 10} {boot_id}", "after the handover")
     _healthy(console.text(), "after the handover")
+    return inst, info, info_file, hv_b, console, boot_id
+
+
+def _there_and_back(state: dict, vcpus: int) -> None:
+    spec, daemon, net = state["spec"], state["daemon"], state["net"]
+    inst, info, info_file, hv_b, console, boot_id = _hand_over(state, vcpus)
 
     # Back: hvlibvirt's MigrationInfo is hv_kvm's runtime, verbatim
     back_info = hv_b.MigrationInfo(inst)
@@ -169,3 +176,116 @@ def _there_and_back(state: dict, vcpus: int) -> None:
     log.warning("way back figures: %s", figures)
     events_a.close()
     serial_a.close()
+
+
+@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
+def test_aborted_way_back_resumes_on_hvlibvirt(handover_lab, vcpus: int) -> None:
+    """Ganeti aborts the way back mid-stream (hv_kvm's FinalizeMigrationDst kills its
+    incoming QEMU, then hvlibvirt's FinalizeMigrationSource): the guest counts on, on
+    B. Then a hot-added disk withdraws the runtime: MigrationInfo is the domain XML
+    again, which hv_kvm's AcceptInstance refuses before it starts anything."""
+    state = handover_lab
+    try:
+        _abort_and_refuse(state, vcpus)
+    finally:
+        _kill_back_qemu(state)
+
+
+def _abort_and_refuse(state: dict, vcpus: int) -> None:
+    spec, daemon, net = state["spec"], state["daemon"], state["net"]
+    inst, info, info_file, hv_b, console, boot_id = _hand_over(state, vcpus)
+    made_a = json.loads(_in_a(state, "accept", net.a.ip, str(info_file)))
+    state["back_pidfile"] = made_a["pidfile"]
+    pid_a = int(Path(made_a["pidfile"]).read_text().split()[0])
+    slow = Instance(name=inst.name, uuid=inst.uuid,
+                    hvparams={**inst.hvparams, C.HV_MIGRATION_BANDWIDTH: 1},
+                    beparams=inst.beparams, network_port=inst.network_port)
+    hv_b.MigrateInstance("lab", slow, net.a.ip, True)
+    deadline = time.monotonic() + 60
+    while not (hv_b.GetMigrationStatus(slow).transferred_ram or 0) > 1024 * 1024:
+        assert time.monotonic() < deadline, "the way back does not start"
+        time.sleep(0.2)
+    assert hv_b.GetMigrationStatus(slow).status == C.HV_MIGRATION_ACTIVE
+    _in_a(state, "finalize_dst", "false", str(info_file))  # Ganeti's abort: target first
+    hv_b.FinalizeMigrationSource(slow, False, True)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid_a, 0)
+    dom = connection.get(daemon.uri).lookupByName(spec["name"])
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    mark = console.mark()
+    match = _ticks(console, TICK, "after the aborted way back", mark)
+    assert match.group(2) == boot_id
+    _ticks(console, rf"TICK {int(match.group(1)) + 10} {boot_id}",
+           "after the aborted way back", mark)
+    assert hv_b.MigrationInfo(inst) == info  # still the way back, nothing changed
+
+    # A hot-added disk: hv_kvm cannot reproduce the domain any more
+    path = state["work"] / "hotadded.img"
+    with open(path, "wb") as f:
+        f.truncate(8 * 1024 * 1024)
+    hv_b.HotAddDevice(inst, C.HOTPLUG_TARGET_DISK, Disk(dev_type=C.DT_FILE, size=8),
+                      (str(path), None), 1)
+    xml = hv_b.MigrationInfo(inst)
+    assert xml.lstrip().startswith("<domain")
+    info_file.write_text(xml)
+    refused = subprocess.run(["ip", "netns", "exec", net.a.netns, sys.executable,
+                              str(SOURCE), str(state["share"]), str(state["work"]),
+                              json.dumps(spec), "accept", net.a.ip, str(info_file)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "Expecting value: line 1 column 1 (char 0)" in refused.stderr, \
+        refused.stderr[-2000:]
+    assert not Path(made_a["pidfile"]).exists() or not _alive(made_a["pidfile"])
+    assert dom.isActive()
+
+
+def _alive(pidfile: str) -> bool:
+    try:
+        os.kill(int(Path(pidfile).read_text().split()[0]), 0)
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
+def test_handed_over_domain_moves_between_hvlibvirt_nodes(handover_lab, vcpus: int
+                                                          ) -> None:
+    """hvlibvirt to hvlibvirt, for a domain that keeps hv_kvm's runtime: QEMU's stream
+    into the target's handover relay (what a target of the previous version does too);
+    the target keeps the runtime, so the way back stays open."""
+    state = handover_lab
+    spec, daemon_a, net = state["spec"], state["daemon_a"], state["net"]
+    inst, info, info_file, hv_b, console, boot_id = _hand_over(state, vcpus)
+    log_dir_a = state["log_dir"].parent / "serial-a"
+    log_dir_a.mkdir()
+    again = hv_b.MigrationInfo(inst)
+    assert again == info
+    accepted = subprocess.run(
+        ["ip", "netns", "exec", net.a.netns, sys.executable, "-c", ACCEPT, daemon_a.uri,
+         json.dumps({"name": spec["name"], "uuid": spec["uuid"], "hvparams": inst.hvparams,
+                     "beparams": inst.beparams, "network_port": spec["network_port"]}),
+         str(info_file), net.a.ip, str(log_dir_a)],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    hv_b.MigrateInstance("lab", inst, net.a.ip, True)
+    deadline = time.monotonic() + 180
+    while (status := hv_b.GetMigrationStatus(inst).status) == C.HV_MIGRATION_ACTIVE:
+        assert time.monotonic() < deadline, "the migration does not end"
+        time.sleep(0.2)
+    hv_a = KVMHypervisor(uri=daemon_a.uri, serial_log_dir=str(log_dir_a))
+    hv_a.FinalizeMigrationDst(inst, again, status == C.HV_MIGRATION_COMPLETED)
+    hv_b.FinalizeMigrationSource(inst, status == C.HV_MIGRATION_COMPLETED, True)
+    assert status == C.HV_MIGRATION_COMPLETED, status
+    assert spec["name"] not in hv_b.ListInstances()
+    assert spec["name"] in hv_a.ListInstances()
+    console_a = SerialLog(log_dir_a / f"{spec['name']}.serial")
+    match = _ticks(console_a, TICK, "after its move between hvlibvirt nodes")
+    assert match.group(2) == boot_id, "the guest rebooted"
+    assert int(match.group(1)) <= int(TICK.findall(console.text())[-1][0]) + 3
+    _ticks(console_a, rf"TICK {int(match.group(1)) + 10} {boot_id}",
+           "after its move between hvlibvirt nodes")
+    _healthy(console_a.text(), "after its move between hvlibvirt nodes")
+    assert hv_a.MigrationInfo(inst) == info  # the way back to hv_kvm stays open
+    for log_file in log_dir_a.glob("*.serial"):
+        log_file.unlink()
