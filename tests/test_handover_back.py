@@ -8,6 +8,7 @@ import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import libvirt
 import pytest
@@ -17,6 +18,7 @@ from hvlibvirt import constants as C
 from hvlibvirt.domain_xml import metadata
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.handover import back, model, runtime
+from hvlibvirt.objects import new_migration_status
 
 pytestmark = pytest.mark.tier1
 
@@ -258,3 +260,79 @@ def test_finalize_failure_after_completion_resumes_like_hv_kvm(qemu) -> None:
     dom = FakeDom(libvirt.VIR_DOMAIN_PAUSED)
     back.finalize_source("qemu:///system", dom, False)
     assert "migrate_cancel" not in qemu.names() and dom.calls == ["resume"]
+
+
+# -- KvmMigrator: which way a migration goes -----------------------------------------
+
+class FakeDomainXML(FakeDom):
+    def __init__(self, root: etree._Element, via: str | None = None) -> None:
+        super().__init__()
+        self.root, self.via = root, via
+
+    def isActive(self) -> bool:  # noqa: N802
+        return True
+
+    def XMLDesc(self, flags: int) -> str:  # noqa: N802
+        return etree.tostring(self.root, encoding="unicode")
+
+
+class FakeHost:
+    uri = "qemu:///system"
+
+    def __init__(self, dom) -> None:
+        self.dom = dom
+
+    def owned(self, name: str):
+        return self.dom
+
+    lookup = owned
+
+
+def migrator(dom, monkeypatch) -> Any:
+    from hvlibvirt.migrator import KvmMigrator
+    monkeypatch.setattr("hvlibvirt.migrator.instance_metadata.read",
+                        lambda d: SimpleNamespace(migration_via=d.via))
+    return KvmMigrator(FakeHost(dom), lambda: "qemu+ssh://{target}/system", lambda: 4096)
+
+
+INST = SimpleNamespace(name="inst1.example.com", hvparams=HVP)
+
+
+def _hotplugged(root: etree._Element) -> etree._Element:
+    root.find("devices/interface/mac").set("address", "aa:00:00:00:00:99")
+    return root
+
+
+def test_migration_info_is_the_runtime_only_while_it_holds(monkeypatch) -> None:
+    assert migrator(FakeDomainXML(handed_over()), monkeypatch).info(INST) == INFO
+    info = migrator(FakeDomainXML(_hotplugged(handed_over())), monkeypatch).info(INST)
+    assert info.startswith("<domain")
+
+
+def test_migrate_goes_the_way_info_pointed(monkeypatch) -> None:
+    sent: list[str] = []
+    monkeypatch.setattr(back, "migrate", lambda dom, hvp, target, live: sent.append("qemu"))
+    monkeypatch.setattr("hvlibvirt.migrator.Migrator.migrate",
+                        lambda self, inst, target, live: sent.append("libvirt"))
+    migrator(FakeDomainXML(handed_over()), monkeypatch).migrate(INST, "192.0.2.7", True)
+    migrator(FakeDomainXML(_hotplugged(handed_over())), monkeypatch).migrate(
+        INST, "192.0.2.7", True)
+    assert sent == ["qemu", "libvirt"]
+    with pytest.raises(HypervisorError, match="Invalid migration target"):
+        migrator(FakeDomainXML(handed_over()), monkeypatch).migrate(INST, "-x y", True)
+
+
+def test_status_and_finalize_follow_qemus_stream(monkeypatch, qemu) -> None:
+    failed = new_migration_status(status=C.HV_MIGRATION_FAILED)
+    monkeypatch.setattr("hvlibvirt.migrator.Migrator.status", lambda self, inst: failed)
+    ended: list = []
+    monkeypatch.setattr("hvlibvirt.migrator.Migrator.finalize_source",
+                        lambda self, inst, success: ended.append(("libvirt", success)))
+    streaming = migrator(FakeDomainXML(handed_over(), via=back.VIA), monkeypatch)
+    assert streaming.status(INST).status == C.HV_MIGRATION_ACTIVE  # QEMU's, not libvirt's
+    streaming.finalize_source(INST, False)
+    assert "migrate_cancel" in qemu.names() and ended == []
+    plain = migrator(FakeDomainXML(handed_over()), monkeypatch)
+    assert plain.status(INST) is failed
+    plain.finalize_source(INST, True)
+    assert ended == [("libvirt", True)]

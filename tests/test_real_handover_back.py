@@ -26,9 +26,9 @@ from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Disk, Instance
 from lab.qmp import QMP
 from lab.serial import SerialLog
-from test_real_handover import (ACCEPT, SOURCE, TCG_QEMU7_MIGRATION, TICK, TICKER,
-                                GuestFault, SourceSerial, _healthy, _source, _start_source,
-                                _ticks, handover_lab)
+from test_real_handover import (ACCEPT, SOURCE, TCG_QEMU7_MIGRATION, TCG_SMP_MIGRATION,
+                                TICK, TICKER, GuestFault, SourceSerial, _clean, _healthy,
+                                _source, _start_source, _ticks, handover_lab)
 
 pytestmark = [pytest.mark.real, pytest.mark.tier4]
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def _kill_back_qemu(state: dict) -> None:
             pass
 
 
-@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
+@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION),
+                                   pytest.param(2, marks=TCG_SMP_MIGRATION)])
 def test_back_to_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh guest after a TCG guest crash, as the handover's test."""
     try:
@@ -68,7 +69,6 @@ def test_back_to_ganeti_kvm(handover_lab, vcpus: int) -> None:
             log.warning("TCG migration fault, trying once more on a fresh guest: %s",
                         str(fault)[:300])
             _kill_back_qemu(handover_lab)
-            from test_real_handover import _clean
             _clean(handover_lab)
             _there_and_back(handover_lab, vcpus)
     finally:
