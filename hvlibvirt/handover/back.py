@@ -13,6 +13,11 @@ tainted ("custom-monitor") and sees only the guest pause at the end; the status 
 ask QEMU (``status``) and FinalizeMigrationSource destroys the domain or resumes the
 guest (``finalize_source``).
 
+The runtime goes alone, to hvlibvirt targets too: hv_kvm's FinalizeMigrationDst saves
+what its AcceptInstance got verbatim as its runtime file, and its MigrationInfo answers
+with that file, so anything added for hvlibvirt would come back later from an hv_kvm
+source, which only ever sends QEMU's stream.
+
 A domain hvlibvirt started itself, or whose disks or NICs changed since it came in,
 has no runtime hv_kvm could reproduce: its MigrationInfo stays the domain XML, which
 only hvlibvirt reads (docs/handover.md says what an hv_kvm target answers).
@@ -121,23 +126,16 @@ def migrate(dom: libvirt.virDomain, hvparams: Mapping[str, Any], target: str,
     """Send QEMU's stream to ``tcp:target:migration_port`` as hv_kvm does (its
     bandwidth, downtime and one-way capabilities) and return while it runs."""
     name = dom.name()
-    try:
-        port = int(hvparams[C.HV_MIGRATION_PORT])
-        bandwidth = int(hvparams[C.HV_MIGRATION_BANDWIDTH]) * _MIB
-        downtime = int(hvparams[C.HV_MIGRATION_DOWNTIME])
-    except (KeyError, TypeError, ValueError) as err:
-        raise HypervisorError(f"Cannot migrate {name} to Ganeti's KVM: invalid or no "
-                              f"{err.args[0] if isinstance(err, KeyError) else 'value'} "
-                              f"in {C.HV_MIGRATION_PORT}, {C.HV_MIGRATION_BANDWIDTH}, "
-                              f"{C.HV_MIGRATION_DOWNTIME}") from None
+    port, bandwidth, downtime = (_number_param(name, hvparams, param) for param in (
+        C.HV_MIGRATION_PORT, C.HV_MIGRATION_BANDWIDTH, C.HV_MIGRATION_DOWNTIME))
     caps = [c for c in str(hvparams.get(C.HV_KVM_MIGRATION_CAPS) or "").split(":") if c]
     other = sorted(set(caps) - ONE_WAY_CAPABILITIES)
     if other:
-        raise HypervisorError(f"Cannot migrate {name} to Ganeti's KVM with "
+        raise HypervisorError(f"Cannot migrate {name} by QEMU's own stream with "
                               f"{C.HV_KVM_MIGRATION_CAPS} {':'.join(other)}: only "
                               f"{', '.join(sorted(ONE_WAY_CAPABILITIES))} work over the "
                               "one-way stream from a libvirt domain")
-    qmp(dom, "migrate-set-parameters", **{"max-bandwidth": bandwidth,
+    qmp(dom, "migrate-set-parameters", **{"max-bandwidth": bandwidth * _MIB,
                                           "downtime-limit": downtime})
     _set_capabilities(dom, set(caps))
     instance_metadata.set_migration_target(dom, target, VIA)
@@ -146,6 +144,18 @@ def migrate(dom: libvirt.virDomain, hvparams: Mapping[str, Any], target: str,
             dom.suspend()
     host = f"[{target}]" if ":" in target else target
     qmp(dom, "migrate", uri=f"tcp:{host}:{port}")
+
+
+def _number_param(name: str, hvparams: Mapping[str, Any], param: str) -> int:
+    """An integer hvparam; HypervisorError naming it."""
+    value = hvparams.get(param)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise HypervisorError(f"Cannot migrate {name} by QEMU's own stream: invalid "
+                              f"{param} {value!r}") from None
 
 
 def _set_capabilities(dom: libvirt.virDomain, wanted: set[str]) -> None:
@@ -168,7 +178,7 @@ def status(dom: libvirt.virDomain) -> MigrationStatus:
     info = qmp(dom, "query-migrate") or {}
     verdict = _ENDS.get(info.get("status", "none"), C.HV_MIGRATION_ACTIVE)
     if info.get("status") == "failed":
-        log.warning("Migration of %s to Ganeti's KVM failed: %s", dom.name(),
+        log.warning("Migration of %s by QEMU's own stream failed: %s", dom.name(),
                     info.get("error-desc", "QEMU gave no reason"))
     ram = info.get("ram") or {}
     return new_migration_status(status=verdict, transferred_ram=ram.get("transferred"),
@@ -184,8 +194,8 @@ def finalize_source(uri: str, dom: libvirt.virDomain, success: bool) -> None:
     with connection.libvirt_errors("finalize the migration", name):
         if success:
             if state != "completed":
-                raise HypervisorError(f"Migration of {name} to Ganeti's KVM was reported "
-                                      f"successful but QEMU says {state!r}")
+                raise HypervisorError(f"Migration of {name} by QEMU's own stream was "
+                                      f"reported successful but QEMU says {state!r}")
             ownership.forget(uri, dom)
             dom.destroy()
             if dom.isPersistent():
