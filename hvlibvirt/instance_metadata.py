@@ -20,7 +20,7 @@ from hvlibvirt.domain_xml.metadata import InstanceMetadata
 from hvlibvirt.errors import HotplugError, HypervisorError
 
 __all__ = ["InstanceMetadata", "read", "carried", "mark_stop", "set_migration_target",
-           "set_runtime_hvparams", "record_device", "drop_device", "mark_unplug_pending"]
+           "keep_hv_kvm_runtime", "set_runtime_hvparams", "record_device", "drop_device", "mark_unplug_pending"]
 
 
 def _xml(dom: libvirt.virDomain, live: bool = True) -> tuple[str | None, bool]:
@@ -89,13 +89,28 @@ def mark_stop(dom: libvirt.virDomain) -> None:
     _change(dom, edit)
 
 
-def set_migration_target(dom: libvirt.virDomain, target: str | None) -> None:
-    """Record (None: clear) the node a migration started here goes to."""
+def set_migration_target(dom: libvirt.virDomain, target: str | None,
+                         via: str | None = None) -> None:
+    """Record (None: clear) the node a migration started here goes to, and how
+    (``metadata.InstanceMetadata.migration_via``)."""
     def edit(meta: InstanceMetadata) -> bool:
-        changed, meta.migration_target = meta.migration_target != target, target
+        changed = (meta.migration_target, meta.migration_via) != (target, via)
+        meta.migration_target, meta.migration_via = target, via
         return changed
 
     _change(dom, edit)
+
+
+def keep_hv_kvm_runtime(dom: libvirt.virDomain, runtime: str, devices: str) -> None:
+    """Record the hv_kvm runtime a handed-over domain was built from, with the
+    fingerprint of its disks and NICs (``handover.back``)."""
+    def edit(meta: InstanceMetadata) -> bool:
+        changed = (meta.hv_kvm_runtime, meta.hv_kvm_devices) != (runtime, devices)
+        meta.hv_kvm_runtime, meta.hv_kvm_devices = runtime, devices
+        return changed
+
+    if _change(dom, edit) is None:
+        raise HypervisorError(f"{dom.name()} has no hvlibvirt metadata")
 
 
 def set_runtime_hvparams(dom: libvirt.virDomain, values: Mapping[str, Any]) -> None:

@@ -26,6 +26,7 @@ from hvlibvirt import (connection, constants as C, domains, handover, instance_m
                        ownership)
 from hvlibvirt.domain_xml import identity, parser
 from hvlibvirt.errors import HypervisorError
+from hvlibvirt.handover import back
 from hvlibvirt.host import Host
 from hvlibvirt.kvm_params import POSTCOPY_CAPS
 from hvlibvirt.objects import MigrationStatus, new_migration_status
@@ -276,8 +277,54 @@ class Migrator:
 
 class KvmMigrator(Migrator):
     """QEMU's: the downtime limit, Ganeti's post-copy switch, the target's machine type
-    and CPU model checked against its domain capabilities, and the live handover of a
-    QEMU that Ganeti's own KVM started (its migration info is hv_kvm's runtime)."""
+    and CPU model checked against its domain capabilities, the live handover of a
+    QEMU that Ganeti's own KVM started (its migration info is hv_kvm's runtime), and
+    the way back for a domain that came in so (``handover.back``)."""
+
+    def info(self, instance: Any) -> str:
+        """hv_kvm's runtime for a domain that came in by the handover and that hv_kvm
+        can still reproduce (``handover.back``), else the domain XML."""
+        xml = super().info(instance)
+        kept = back.kept_runtime(parser.parse_tree(xml))
+        return xml if kept is None else kept
+
+    def migrate(self, instance: Any, target: str, live: bool) -> None:
+        """To wherever MigrationInfo pointed: a domain whose answer was hv_kvm's runtime
+        sends QEMU's stream to the target's migration port, as hv_kvm does."""
+        name = _name(instance)
+        dom = self.host.owned(name)
+        with connection.libvirt_errors("check the state", name):
+            kept = dom is not None and dom.isActive() and back.kept_runtime(
+                back.migratable_root(dom)) is not None
+        if not kept:
+            super().migrate(instance, target, live)
+            return
+        self.target_uri(target)  # refuses what is no host name or address
+        back.migrate(dom, instance.hvparams, target, bool(live))
+
+    def status(self, instance: Any) -> MigrationStatus:
+        result = super().status(instance)
+        if result.status != C.HV_MIGRATION_FAILED:
+            return result  # libvirt's job ran, or the guest left
+        dom = self._streaming(_name(instance))
+        return result if dom is None else back.status(dom)
+
+    def finalize_source(self, instance: Any, success: bool) -> None:
+        dom = self._streaming(_name(instance))
+        if dom is None:
+            super().finalize_source(instance, success)
+        else:
+            back.finalize_source(self.host.uri, dom, success)
+
+    def _streaming(self, name: str) -> libvirt.virDomain | None:
+        """The running domain ``name`` if MigrateInstance sent its QEMU's own stream
+        (libvirt has no job for it), else None."""
+        dom = self.host.owned(name)
+        with connection.libvirt_errors("check the migration", name):
+            if dom is None or not dom.isActive():
+                return None
+            meta = instance_metadata.read(dom)
+        return dom if meta is not None and meta.migration_via == back.VIA else None
 
     def accept(self, instance: Any, info: str, target: str) -> None:
         if handover.looks_like_hv_kvm(info):
@@ -288,7 +335,7 @@ class KvmMigrator(Migrator):
     def finalize_target(self, instance: Any, success: bool,
                         info: str = "") -> libvirt.virDomain | None:
         if handover.looks_like_hv_kvm(info):
-            handover.finalize_dst(self, instance, success)
+            handover.finalize_dst(self, instance, success, info)
         return super().finalize_target(instance, success, info)
 
     def prepare(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:

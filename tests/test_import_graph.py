@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"hvlibvirt.hotplug.flow"},
     {"hvlibvirt.hotplug.steps"},
     {"hvlibvirt.handover"},
+    {"hvlibvirt.handover.back"},
     {"hvlibvirt.host", "hvlibvirt.domains", "hvlibvirt.drift", "hvlibvirt.migration"},
     {"hvlibvirt.ownership", "hvlibvirt.instance_metadata"},
 ]

@@ -1,7 +1,8 @@
 """Our ``<metadata>`` element: the Ganeti facts libvirt does not hold.
 
 It records the instance uuid and hypervisor, the hvparams in force when the domain
-was started, and each device's uuid -> alias. Everything derivable from the rest of
+was started, and each device's uuid -> alias; for a domain that came in by the
+handover, the runtime of Ganeti's KVM it was built from. Everything derivable from the rest of
 the domain XML (PCI slots, SCSI targets) is deliberately not stored here.
 """
 
@@ -40,6 +41,17 @@ class InstanceMetadata:
     pending_unplug: list[str] = field(default_factory=list)
     # Where a migration started by MigrateInstance goes, until it is finalized.
     migration_target: str | None = None
+    # How it goes: None for libvirt's migration, HV_KVM_STREAM for QEMU's own stream
+    # to Ganeti's KVM (handover.back), which libvirt does not know of.
+    migration_via: str | None = None
+    # A domain that came in by the handover: hv_kvm's runtime it was built from (JSON,
+    # as hv_kvm gave it) and the fingerprint of its disks and NICs then, which tells
+    # whether hv_kvm can still reproduce it (handover.back).
+    hv_kvm_runtime: str | None = None
+    hv_kvm_devices: str | None = None
+
+
+HV_KVM_STREAM = "hv_kvm"  # migration_via: QEMU's stream to Ganeti's KVM
 
 
 def _encode(value: Any) -> tuple[str, str]:
@@ -71,11 +83,20 @@ def build(meta: InstanceMetadata) -> etree._Element:
         root.set("stop", "requested")
     if meta.migration_target:
         root.set("migrating-to", meta.migration_target)
+    if meta.migration_via:
+        root.set("migrating-via", meta.migration_via)
     devices = etree.SubElement(root, _q("devices"))
     for kind, dev_uuid, alias in meta.devices:
         etree.SubElement(devices, _q("device"), kind=kind, uuid=dev_uuid, alias=alias)
     for alias in meta.pending_unplug:
         etree.SubElement(root, _q("unplug"), alias=alias)
+    if meta.hv_kvm_runtime is not None:
+        try:
+            etree.SubElement(root, _q("hv-kvm-runtime"), devices=meta.hv_kvm_devices or ""
+                             ).text = meta.hv_kvm_runtime
+        except ValueError:
+            raise HypervisorError("hv_kvm's runtime has characters XML cannot hold"
+                                  ) from None
     return root
 
 
@@ -102,11 +123,17 @@ def parse(element: etree._Element) -> InstanceMetadata:
                     for p in element.iterfind(f"{_q('hvparams')}/{_q('param')}")}
         devices = [(d.get("kind"), d.get("uuid"), d.get("alias"))
                    for d in element.iterfind(f"{_q('devices')}/{_q('device')}")]
+        runtime = element.find(_q("hv-kvm-runtime"))
         return InstanceMetadata(instance_uuid=element.get("uuid", ""),
                                 hypervisor=element.get("hypervisor", ""),
                                 hvparams=hvparams, devices=devices,
                                 stop_requested=element.get("stop") == "requested",
                                 migration_target=element.get("migrating-to"),
+                                migration_via=element.get("migrating-via"),
+                                hv_kvm_runtime=None if runtime is None
+                                else runtime.text or "",
+                                hv_kvm_devices=None if runtime is None
+                                else runtime.get("devices"),
                                 pending_unplug=[u.get("alias") for u in
                                                 element.iterfind(_q("unplug"))])
     except (TypeError, ValueError) as err:

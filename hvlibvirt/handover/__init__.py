@@ -9,7 +9,8 @@ the migration port, as hv_kvm's incoming QEMU would, and feeds the stream, behin
 libvirt's save-image header (``saveimage``), to ``virDomainRestoreFlags``. The source
 runs hv_kvm's plain ``migrate tcp:TARGET:PORT``; FinalizeMigrationDst then makes the
 restored (transient) domain persistent. From then on it is one of hvlibvirt's
-instances: our metadata is in its XML from the start.
+instances: our metadata is in its XML from the start, and keeps the runtime for the
+way back to an hv_kvm node (``back``).
 
 ``accept`` and ``finalize_dst`` are what KVM's migrator (``migrator.KvmMigrator``)
 hands an hv_kvm runtime to; they take the migrator for its libvirt host, its pre-flight
@@ -29,7 +30,7 @@ from hvlibvirt import connection, constants as C, kvm_node, ownership
 from hvlibvirt.domain_xml import identity, nics, parser, to_string
 from hvlibvirt.errors import HypervisorError
 from hvlibvirt.host import Host
-from hvlibvirt.handover import model, relay, runtime, saveimage
+from hvlibvirt.handover import back, model, relay, runtime, saveimage
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,11 @@ def accept(migrator: Migrator, instance: Any, info: str, target: str) -> None:
         raise HypervisorError(f"Handover of {name}: the relay failed: {err}") from err
 
 
-def finalize_dst(migrator: Migrator, instance: Any, success: bool) -> None:
-    """Before FinalizeMigrationDst's own checks. Success: let the relay's restore finish
-    and make the restored domain persistent. Failure: end the relay (libvirt then drops
+def finalize_dst(migrator: Migrator, instance: Any, success: bool, info: str | bytes
+                 ) -> None:
+    """Before FinalizeMigrationDst's own checks. Success: let the relay's restore finish,
+    make the restored domain persistent and keep ``info``, the runtime it was built
+    from, for the way back (``back``). Failure: end the relay (libvirt then drops
     the half-restored domain; the caller removes anything left)."""
     name = identity.instance_name(getattr(instance, "name", None))
     uri = migrator.host.uri
@@ -122,3 +125,7 @@ def finalize_dst(migrator: Migrator, instance: Any, success: bool) -> None:
             migrator.host.conn().defineXML(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE
                                        | libvirt.VIR_DOMAIN_XML_SECURE))
         ownership.remember(uri, dom)
+    try:
+        back.keep(dom, info)
+    except HypervisorError as err:  # the handover itself succeeded
+        log.warning("%s cannot go back to Ganeti's KVM without a restart: %s", name, err)

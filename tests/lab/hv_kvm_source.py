@@ -11,6 +11,16 @@ import two Ganetis, and the tests' process must not import any)::
 polled as Ganeti's master does until the migration is over; prints the statuses.
 ``finalize``: hv_kvm's FinalizeMigrationSource (success: kill the source QEMU).
 
+The way back (an instance returning to hv_kvm), run in the target's namespace::
+
+    python hv_kvm_source.py GANETI_SHARE WORKDIR SPEC_JSON accept TARGET INFO_FILE
+    python hv_kvm_source.py GANETI_SHARE WORKDIR SPEC_JSON finalize_dst SUCCESS INFO_FILE
+
+``accept``: hv_kvm's AcceptInstance with the migration info in INFO_FILE (it starts the
+incoming QEMU, daemonized, listening on TARGET:migration_port); a tap it opens joins
+the NIC's bridge (``ip link``: Ganeti's kvm-ifup script is not installed here) and
+QEMU's debug log goes to WORKDIR. ``finalize_dst``: hv_kvm's FinalizeMigrationDst.
+
 SPEC: name, uuid, memory, vcpus, network_port, hvparams (overrides of Ganeti's
 defaults), disks [{uuid, path}], nics [{uuid, mac, link, tap}]. Prints JSON:
 
@@ -68,6 +78,22 @@ class SourceKVM(hv_kvm.KVMHypervisor):
              _CHROOT_DIR, _CHROOT_QUARANTINE_DIR]
 
 
+class TargetKVM(SourceKVM):
+    """hv_kvm on the target of the way back: its own AcceptInstance, but the bridge
+    joined without Ganeti's ifup script and QEMU's debug log in WORKDIR."""
+
+    def _ConfigureNIC(self, instance, seq, nic, tap):
+        import subprocess
+        subprocess.run(["ip", "link", "set", tap, "master",
+                        nic.nicparams[constants.NIC_LINK], "up"], check=True)
+
+    def _ExecuteKVMRuntime(self, instance, kvm_runtime, kvmhelp, incoming=None):
+        kvm_cmd = kvm_runtime[0]
+        if "-D" in kvm_cmd:
+            kvm_cmd[kvm_cmd.index("-D") + 1] = os.path.join(workdir, "qemu-back.log")
+        return super()._ExecuteKVMRuntime(instance, kvm_runtime, kvmhelp, incoming)
+
+
 hvparams = dict(constants.HVC_DEFAULTS[constants.HT_KVM])
 hvparams.update(spec["hvparams"])
 nics = [objects.NIC(uuid=n["uuid"], mac=n["mac"],
@@ -102,6 +128,17 @@ if command == "migrate":
     sys.exit(0)
 if command == "finalize":
     hv.FinalizeMigrationSource(instance, sys.argv[5] == "true", True)
+    sys.exit(0)
+if command in ("accept", "finalize_dst"):
+    with open(sys.argv[6]) as info_file:
+        info = info_file.read()
+    if command == "accept":
+        TargetKVM().AcceptInstance(instance, info, sys.argv[5])
+        print(json.dumps({"pidfile": hv._InstancePidFile(instance.name),
+                          "serial": hv._InstanceSerial(instance.name),
+                          "qmp": hv._InstanceQmpMonitor(instance.name)}))
+    else:
+        TargetKVM().FinalizeMigrationDst(instance, info, sys.argv[5] == "true")
     sys.exit(0)
 kvm_path = hvparams[constants.HV_KVM_PATH]
 kvmhelp = hv._GetKVMOutput(kvm_path, hv._KVMOPT_HELP)
