@@ -67,6 +67,9 @@ CASES = (
     Case("i82557b-2cpu", {C.HV_NIC_TYPE: "i82557b", C.HV_SERIAL_CONSOLE: False}, vcpus=2),
     Case("i82559er-localtime", {
         C.HV_NIC_TYPE: "i82559er", C.HV_USE_LOCALTIME: True, C.HV_VGA: "std"}),
+    Case("virtio-firmware-boot", {
+        C.HV_KERNEL_PATH: "", C.HV_BOOT_ORDER: "disk", C.HV_NIC_TYPE: "paravirtual",
+        C.HV_VNC_BIND_ADDRESS: VNC}),
     Case("pcnet-old-machine-2cpu", {
         C.HV_NIC_TYPE: "pcnet", C.HV_KVM_MACHINE_VERSION: "pc-i440fx-5.2",
         C.HV_KVM_FLAG: "disabled"}, vcpus=2, nics=2),
@@ -119,9 +122,11 @@ NOT_BOOTED: dict[tuple[str, Any], str] = {
     (C.HV_SECURITY_MODEL, "user"): "whom QEMU runs as: nothing the guest can read",
     (C.HV_VHOST_NET, True): "the lab's host kernel has no vhost-net; the NIC's backend in "
                             "the host, the same virtio device to the guest",
-    (C.HV_KERNEL_PATH, False): "a firmware boot needs a bootable disk image the lab has not",
-    **{(C.HV_BOOT_ORDER, value): "read only without kernel_path (firmware boot, above)"
-       for value in C.HT_KVM_VALID_BO_TYPES},
+    **{(C.HV_BOOT_ORDER, value): "without its image hv_kvm emits no -boot, as for disk"
+       for value in (C.HT_BO_CDROM, C.HT_BO_FLOPPY)},
+    (C.HV_BOOT_ORDER, C.HT_BO_NETWORK): "libvirt boots strictly: after a failed network "
+                                        "boot it halts where hv_kvm's QEMU tries the disk, "
+                                        "so no probe runs (a reset-time difference)",
 }
 
 

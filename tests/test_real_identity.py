@@ -13,9 +13,11 @@ the state, the identity of the device model is what is checked here.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -23,7 +25,7 @@ import libvirt_qemu
 import pytest
 from lxml import etree
 
-from hvlibvirt import connection
+from hvlibvirt import connection, constants as C
 from hvlibvirt.handover import domain_xml
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Instance
@@ -53,8 +55,13 @@ def probe(guest_image, tmp_path_factory) -> Path:
     return identity.probe_initrd(guest_image, tmp_path_factory.mktemp("probe") / "initrd")
 
 
-def _spec(case: Case, index: int, kernel: Path, initrd: Path, work: Path, bridge: str
-          ) -> dict:
+@pytest.fixture(scope="module")
+def boot_disk(guest_image, probe: Path) -> Path:
+    return identity.boot_disk(guest_image, probe, probe.parent / "boot.img")
+
+
+def _spec(case: Case, index: int, kernel: Path, initrd: Path, work: Path, bridge: str,
+          first_disk: Callable[[Path], Path]) -> dict:
     hvparams = {"kvm_path": "/usr/bin/qemu-system-x86_64", "kernel_path": str(kernel),
                 "initrd_path": str(initrd), "root_path": "/dev/vda",
                 "kernel_args": "quiet panic=-1", "serial_speed": 115200,
@@ -63,10 +70,12 @@ def _spec(case: Case, index: int, kernel: Path, initrd: Path, work: Path, bridge
             "memory": 128, "vcpus": case.vcpus, "network_port": 11000 + index,
             "hvparams": hvparams,
             "disks": [{"uuid": f"{d + 1:08x}-2222-4333-8444-555555555555",
-                       "path": str(identity.new_disk(work / f"source{d}.img"))}
+                       "path": str((first_disk if d == 0 else identity.new_disk)(
+                           work / f"source{d}.img"))}
                       for d in range(case.disks)],
-            "nics": [{"uuid": f"{n + 0x44:08x}-5555-4666-8777-888888888888", "mac": MAC.format(n),
-                      "link": bridge, "tap": f"idtap{n}"} for n in range(case.nics)]}
+            "nics": [{"uuid": f"{n + 0x44:08x}-5555-4666-8777-888888888888",
+                      "mac": MAC.format(n), "link": bridge, "tap": f"idtap{n}"}
+                     for n in range(case.nics)]}
 
 
 def _generate(share: Path, work: Path, spec: dict) -> dict:
@@ -86,17 +95,26 @@ def _libvirt_xml(uri: str, spec: dict, info: str, work: Path) -> tuple[str, Path
     _, xml = domain_xml(hv.migrator, inst, info)
     root = etree.fromstring(xml)
     for source in root.iterfind("devices/disk[@device='disk']/source"):
-        source.set("file", str(identity.new_disk(work / ("target-" + Path(source.get(
-            "file")).name))))
+        copy = work / ("target-" + Path(source.get("file")).name)
+        shutil.copyfile(source.get("file"), copy)
+        source.set("file", str(copy))
     return etree.tostring(root, encoding="unicode"), work / "target-source0.img"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_guest_sees_the_same_machine(case: Case, ganeti30: Path, probe: Path,
                                      libvirt_daemon, lab_network, guest_image,
-                                     tmp_path: Path) -> None:
+                                     request: pytest.FixtureRequest, tmp_path: Path) -> None:
     index = CASES.index(case)
-    spec = _spec(case, index, guest_image.kernel, probe, tmp_path, lab_network.bridge)
+    first_disk = identity.new_disk
+    if case.hvparams.get(C.HV_KERNEL_PATH) == "":  # the firmware boots the first disk
+        image = request.getfixturevalue("boot_disk")
+
+        def first_disk(path: Path) -> Path:
+            return Path(shutil.copyfile(image, path))
+
+    spec = _spec(case, index, guest_image.kernel, probe, tmp_path, lab_network.bridge,
+                 first_disk)
     made = _generate(ganeti30, tmp_path, spec)
     xml, target_disk = _libvirt_xml(libvirt_daemon.uri, spec, made["runtime"], tmp_path)
 

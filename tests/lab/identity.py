@@ -15,16 +15,19 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from lab import iso
 from lab.guest import BUSYBOX, GuestImage, _copy_module
 
 FACTS_OFFSET = 48 * 1024 * 1024  # bytes into the first disk (the disk is larger)
 DISK_BYTES = 64 * 1024 * 1024
+ISOHYBRID_MBR = iso.ISOLINUX_BIN.parent / "isohdpfx.bin"  # package isolinux
 BEGIN, END = "HVL-FACTS-BEGIN", "HVL-FACTS-END"
 # Sections whose lines are compared as a set (a line only one guest has is the fact).
 LINE_SECTIONS = frozenset({"ioports", "iomem", "input", "serial", "cmdline"})
@@ -146,6 +149,29 @@ def probe_initrd(image: GuestImage, dest: Path) -> Path:
                               input=b"init\nprobe\nprobe/qemu_fw_cfg.ko\n",
                               capture_output=True, check=True).stdout
     dest.write_bytes(image.initrd.read_bytes() + gzip.compress(cpio, mtime=0))
+    return dest
+
+
+def boot_disk(image: GuestImage, initrd: Path, dest: Path) -> Path:
+    """A disk the firmware boots the probe from (kernel_path empty): the lab's isolinux
+    image made hybrid (an MBR that boots it as a hard disk), grown to DISK_BYTES."""
+    with tempfile.TemporaryDirectory(dir=dest.parent) as work:
+        root = Path(work)
+        (root / "isolinux").mkdir()
+        (root / "boot").mkdir()
+        shutil.copyfile(iso.ISOLINUX_BIN, root / "isolinux" / "isolinux.bin")
+        shutil.copyfile(iso.LDLINUX_C32, root / "isolinux" / "ldlinux.c32")
+        (root / "isolinux" / "isolinux.cfg").write_text(
+            iso.ISOLINUX_CFG.format(speed=115200, cmdline=image.cmdline))
+        shutil.copyfile(image.kernel, root / "boot" / "vmlinuz")
+        shutil.copyfile(initrd, root / "boot" / "initrd.img")
+        subprocess.run([iso.XORRISO, "-as", "mkisofs", "-quiet", "-o", str(dest),
+                        "-isohybrid-mbr", str(ISOHYBRID_MBR), "-b", "isolinux/isolinux.bin",
+                        "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4",
+                        "-boot-info-table", str(root)], capture_output=True, check=True)
+    assert dest.stat().st_size < FACTS_OFFSET, "the boot image overlaps the facts"
+    with open(dest, "r+b") as f:
+        f.truncate(DISK_BYTES)
     return dest
 
 
