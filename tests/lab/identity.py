@@ -30,7 +30,7 @@ DISK_BYTES = 64 * 1024 * 1024
 ISOHYBRID_MBR = iso.ISOLINUX_BIN.parent / "isohdpfx.bin"  # package isolinux
 BEGIN, END = "HVL-FACTS-BEGIN", "HVL-FACTS-END"
 # Sections whose lines are compared as a set (a line only one guest has is the fact).
-LINE_SECTIONS = frozenset({"ioports", "iomem", "input", "serial", "cmdline"})
+LINE_SECTIONS = frozenset({"ioports", "iomem", "input", "serial", "cmdline", "pnp"})
 
 PROBE_INIT = r"""#!/bin/sh
 # hvlibvirt identity probe: what the guest reads of its machine, onto its first disk.
@@ -95,6 +95,16 @@ done
 sec acpi
 for f in /sys/firmware/acpi/tables/*; do
   [ -f "$f" ] && echo "${f##*/} $(md5sum <$f | cut -d' ' -f1)"
+done
+# the DSDT's bytes differ by device order (see AT_RESET_KEYS): its devices, by path,
+# and the resources of each ISA device, by its id, must not
+sec acpidev
+for d in /sys/bus/acpi/devices/*; do
+  [ -f $d/path ] && echo "$(cat $d/path) $(cat $d/hid 2>/dev/null) $(cat $d/status 2>/dev/null)"
+done
+sec pnp
+for d in /sys/bus/pnp/devices/*; do
+  [ -f $d/id ] && echo "$(cat $d/id | tr '\n' ' ')$(tr '\n' ' ' <$d/resources)"
 done
 sec fw_cfg
 for d in /sys/firmware/qemu_fw_cfg/by_key/*; do
