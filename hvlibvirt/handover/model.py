@@ -338,6 +338,12 @@ def _nic(dev: Device, hvp: Mapping[str, Any], slot: int, facts: NodeFacts) -> et
                               name=fields.get("name"), ip=fields.get("ip"),
                               network=fields.get("network"))
     elem = nics.interface(nic_obj, dev.index, hvp, facts.linux_bridge_vlans)
+    if not hvp.get(C.HV_VHOST_NET):
+        # hv_kvm turns virtio_net_queues into a multiqueue NIC only together with vhost
+        # (3.0 and 3.1): without it the guest has one queue pair, whatever queues says
+        driver = elem.find("driver")
+        if driver is not None:
+            driver.attrib.pop("queues", None)
     addresses.pci(elem, slot)
     return elem
 
