@@ -3,7 +3,8 @@
 The cluster of tests/lab/cluster.py, half switched: gnta gives ``kvm`` back to Ganeti's
 own hv_kvm (``hvlibvirt ganeti disable``), gntb keeps hvlibvirt. Instances of several
 shapes start on gnta under hv_kvm and move to gntb with ``gnt-instance migrate``, Ganeti
-unchanged (docs/handover.md); the guest's boot id and uptime prove it was not rebooted.
+unchanged (docs/handover.md), back to hv_kvm and there again; the guest's boot id and
+uptime prove it was not rebooted.
 Then gnta, emptied, switches to hvlibvirt and takes an instance back live: the operator's
 way through a cluster, one node at a time (docs/ganeti.md, "Moving a cluster").
 
@@ -128,14 +129,26 @@ SHAPES = {
                                                      raises=(AssertionError, ClusterError),
                                                      strict=False)),
 ])
-def test_hv_kvm_instance_moves_live_to_hvlibvirt(ganeti_cluster: Cluster, mixed: list[str],
-                                                 shape: str) -> None:
+def test_hv_kvm_instance_moves_live_to_hvlibvirt_and_back(ganeti_cluster: Cluster,
+                                                          mixed: list[str], shape: str) -> None:
+    """There (a handover), back to hv_kvm (hvlibvirt sends QEMU's own stream to hv_kvm's
+    incoming QEMU) and there again: one boot throughout."""
     options, hvparams = SHAPES[shape]
     name = f"hx-{shape}"
+    fqdn = ganeti_cluster.fqdn(name)
     before = add_on_hv_kvm(ganeti_cluster, mixed, name, *options, **hvparams)
     seen = devices(ganeti_cluster, name)
     migrate_to_b(ganeti_cluster, name, before)
     assert devices(ganeti_cluster, name) == seen
+    with step(f"gnt-instance migrate {name} (hvlibvirt -> hv_kvm)"):
+        ganeti_cluster.gnt("gnt-instance", "migrate", "-f", "-n", A, fqdn)
+    assert state(ganeti_cluster, name) == (A, "running", "Y")
+    assert hv_kvm_qemu(ganeti_cluster, fqdn)
+    assert fqdn not in ganeti_cluster.virsh("gntb", "list", "--all", "--name").stdout.split()
+    back = guest(ganeti_cluster, name)
+    assert back.boot_id == before.boot_id, "the guest was rebooted on its way back"
+    assert devices(ganeti_cluster, name) == seen
+    migrate_to_b(ganeti_cluster, name, back)
 
 
 def test_devices_hot_added_under_hv_kvm_move_with_the_instance(ganeti_cluster: Cluster,

@@ -26,7 +26,7 @@ from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Disk, Instance
 from lab.qmp import QMP
 from lab.serial import SerialLog
-from test_real_handover import (ACCEPT, SOURCE, TCG_QEMU7_MIGRATION, TCG_SMP_MIGRATION,
+from test_real_handover import (ACCEPT, SOURCE, TCG_QEMU7_MIGRATION,
                                 TICK, TICKER, GuestFault, SourceSerial, _clean, _healthy,
                                 _source, _start_source, _ticks, handover_lab)
 
@@ -58,8 +58,8 @@ def _kill_back_qemu(state: dict) -> None:
             pass
 
 
-@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION),
-                                   pytest.param(2, marks=TCG_SMP_MIGRATION)])
+# Two vCPUs there and back run in the cluster tier (tests/test_ganeti_cluster_handover.py).
+@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
 def test_back_to_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh guest after a TCG guest crash, as the handover's test."""
     try:
