@@ -243,9 +243,6 @@ TCG_QEMU7_MIGRATION = pytest.mark.xfail(
     condition=_qemu_major() < 8,
     reason="a live migration under QEMU 7.2's TCG is not reliable in this lab",
     strict=False)
-TCG_SMP_MIGRATION = pytest.mark.xfail(
-    reason="a live migration of a 2-vCPU TCG guest corrupts it here, hv_kvm's own too",
-    strict=False)
 
 
 def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
@@ -274,7 +271,7 @@ def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
 @pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
 def test_live_handover_from_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh source after a guest crash: a live migration under TCG
-    here sometimes corrupts a 1-vCPU guest too (see TCG_SMP_MIGRATION); twice fails."""
+    here sometimes corrupts a guest (see TCG_QEMU7_MIGRATION); twice fails."""
     try:
         _handover_and_manage(handover_lab, vcpus)
     except GuestFault as fault:
