@@ -34,7 +34,7 @@ from hvlibvirt.base import HvInstanceState
 from hvlibvirt.errors import HypervisorError
 from lab import unavailable
 from lab.console import ConsoleCapture
-from lab.daemon import LibvirtDaemon, missing_prerequisites
+from lab.daemon import LibvirtDaemon
 from lab.guest import GuestImage
 from lab.instances import BOOT, READY, make_instance
 from lab.netns import LabNetwork
