@@ -149,6 +149,25 @@ def ticks_after(serial: SerialLog, since: int, count: int, timeout: float = 60.0
         time.sleep(0.2)
 
 
+def answers(nodes: Nodes, node: Node, name: str, serial: SerialLog, word: str) -> None:
+    """The guest running on ``node`` answers on its console: ``word``-42 in its serial log."""
+    mark = serial.mark()
+    console = ConsoleCapture(node.uri, name, nodes.shared / f"{word}-{node.name}.stream")
+    try:
+        console.send(f"echo {word}-$((6*7))\n")
+        serial.wait(f"{word}-42", 30, mark)
+    finally:
+        console.close()
+
+
+def remove_everywhere(nodes: Nodes, inst: Any) -> None:
+    """Stop the instance wherever it runs and clean up its definition on both nodes."""
+    for node in (nodes.deb12, nodes.deb13):
+        if node.call("GetInstanceInfo", None, inst.name) is not None:
+            node.call("StopInstance", inst, force=True)
+        node.call("CleanupInstance", None, inst.name)
+
+
 def test_a_guest_from_debian12_goes_live_to_13_and_back(nodes: Nodes) -> None:
     deb12, deb13 = nodes.deb12, nodes.deb13
     # machine_version left empty, Ganeti's default: libvirt resolves it when the
@@ -186,10 +205,7 @@ def test_a_guest_from_debian12_goes_live_to_13_and_back(nodes: Nodes) -> None:
                         first, n, boot)
             first = n
     finally:
-        for node in (deb12, deb13):
-            if node.call("GetInstanceInfo", None, inst.name) is not None:
-                node.call("StopInstance", inst, force=True)
-            node.call("CleanupInstance", None, inst.name)
+        remove_everywhere(nodes, inst)
 
 
 def test_a_machine_type_qemu72_lacks_is_refused_before_data_moves(nodes: Nodes) -> None:
@@ -215,18 +231,9 @@ def test_a_machine_type_qemu72_lacks_is_refused_before_data_moves(nodes: Nodes) 
         deb13.call("FinalizeMigrationSource", inst, False, True)
         assert running_on(deb13, inst.name)
         assert deb12.call("GetInstanceInfo", None, inst.name) is None
-        mark = serial.mark()
-        console = ConsoleCapture(deb13.uri, inst.name, nodes.shared / "c13.stream")
-        try:
-            console.send("echo still-$((6*7))\n")
-            serial.wait("still-42", 30, mark)
-        finally:
-            console.close()
+        answers(nodes, deb13, inst.name, serial, "still")
     finally:
-        for node in (deb12, deb13):
-            if node.call("GetInstanceInfo", None, inst.name) is not None:
-                node.call("StopInstance", inst, force=True)
-            node.call("CleanupInstance", None, inst.name)
+        remove_everywhere(nodes, inst)
 
 
 def test_pinned_to_72_a_guest_started_on_13_goes_live_to_12(nodes: Nodes) -> None:
@@ -243,15 +250,6 @@ def test_pinned_to_72_a_guest_started_on_13_goes_live_to_12(nodes: Nodes) -> Non
         assert samples[-1]["status"] == C.HV_MIGRATION_COMPLETED, samples
         assert running_on(deb12, inst.name) and not running_on(deb13, inst.name)
         log.warning("UPGRADE pinned deb13 -> deb12: %.1fs", seconds)
-        mark = serial.mark()
-        console = ConsoleCapture(deb12.uri, inst.name, nodes.shared / "c12-pin.stream")
-        try:
-            console.send("echo back-$((6*7))\n")
-            serial.wait("back-42", 30, mark)
-        finally:
-            console.close()
+        answers(nodes, deb12, inst.name, serial, "back")
     finally:
-        for node in (deb12, deb13):
-            if node.call("GetInstanceInfo", None, inst.name) is not None:
-                node.call("StopInstance", inst, force=True)
-            node.call("CleanupInstance", None, inst.name)
+        remove_everywhere(nodes, inst)
