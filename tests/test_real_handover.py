@@ -25,6 +25,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -272,13 +273,21 @@ def _start_source(state: dict) -> tuple[dict, subprocess.Popen, SourceSerial]:
 def test_live_handover_from_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh source after a guest crash: a live migration under TCG
     here sometimes corrupts a guest (see TCG_QEMU7_MIGRATION); twice fails."""
+    once_more_after_guest_fault(lambda: _handover_and_manage(handover_lab, vcpus),
+                                lambda: _clean(handover_lab))
+
+
+def once_more_after_guest_fault(attempt: Callable[[], None], clean: Callable[[], None]
+                                ) -> None:
+    """Run ``attempt``; after a GuestFault (a TCG guest crashed or stalled after its
+    move), ``clean`` and run it once more on a fresh guest. A second fault fails."""
     try:
-        _handover_and_manage(handover_lab, vcpus)
+        attempt()
     except GuestFault as fault:
         log.warning("TCG migration fault, trying once more on a fresh guest: %s",
                     str(fault)[:300])
-        _clean(handover_lab)
-        _handover_and_manage(handover_lab, vcpus)
+        clean()
+        attempt()
 
 
 def _handover_and_manage(state: dict, vcpus: int) -> None:

@@ -27,8 +27,9 @@ from hvlibvirt.objects import Disk, Instance
 from lab.qmp import QMP
 from lab.serial import SerialLog
 from test_real_handover import (ACCEPT, SOURCE, TCG_QEMU7_MIGRATION,
-                                TICK, TICKER, GuestFault, SourceSerial, _clean, _healthy,
-                                _source, _start_source, _ticks, handover_lab)
+                                TICK, TICKER, SourceSerial, _clean, _healthy,
+                                _source, _start_source, _ticks, handover_lab,
+                                once_more_after_guest_fault)
 
 pytestmark = [pytest.mark.real, pytest.mark.tier4]
 log = logging.getLogger(__name__)
@@ -62,15 +63,12 @@ def _kill_back_qemu(state: dict) -> None:
 @pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
 def test_back_to_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh guest after a TCG guest crash, as the handover's test."""
+    def fresh() -> None:
+        _kill_back_qemu(handover_lab)
+        _clean(handover_lab)
+
     try:
-        try:
-            _there_and_back(handover_lab, vcpus)
-        except GuestFault as fault:
-            log.warning("TCG migration fault, trying once more on a fresh guest: %s",
-                        str(fault)[:300])
-            _kill_back_qemu(handover_lab)
-            _clean(handover_lab)
-            _there_and_back(handover_lab, vcpus)
+        once_more_after_guest_fault(lambda: _there_and_back(handover_lab, vcpus), fresh)
     finally:
         _kill_back_qemu(handover_lab)
 
