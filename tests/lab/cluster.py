@@ -570,9 +570,7 @@ class Cluster:
                 except (LabError, OSError, subprocess.SubprocessError) as err:  # the other node still stops
                     leaks.append(f"{node.name}: stop failed: {err}")
             leaks += self.net.teardown()
-            for dev in self.loop_devices:
-                _host(["losetup", "--detach", dev], check=False)
-            self.loop_devices = []
+            self._detach_loop_devices()
             if self._leased:
                 self._leased = False
                 _DEV_DISK_MOUNTPOINT.release()
@@ -585,6 +583,19 @@ class Cluster:
         finally:
             self._machine_lock.release()  # after the leak check: it reads shared host state
         log.info("cluster torn down in %.2fs, nothing left behind", self.timings.phases["teardown"])
+
+    def _detach_loop_devices(self, timeout: float = 15.0) -> None:
+        """Detach the lab's loop devices. A guest's last close can trail its process's
+        death by a moment (a busy device is only marked for auto-clear), so wait for them
+        to go, detaching again, before the leak check looks."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for dev in self.loop_devices:
+                _host(["losetup", "--detach", dev], check=False)
+            if not loop_devices_of(self.workdir) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.loop_devices = []
 
     def leftovers(self) -> list[str]:
         """Everything teardown should have removed (empty: the host is clean)."""
