@@ -226,10 +226,13 @@ def mounts_referencing(workdir: Path) -> list[str]:
 
 
 def loop_devices_of(workdir: Path) -> list[str]:
-    """Loop devices whose backing file is under ``workdir``."""
-    out = _host(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], check=False).stdout
-    return [parts[0] for parts in (line.split(None, 1) for line in out.splitlines())
-            if len(parts) == 2 and parts[1].strip().startswith(str(workdir))]
+    """Loop devices whose backing file is under ``workdir``, each marked when it is
+    detached but still open (auto-clear: its last user has not closed it yet)."""
+    out = _host(["losetup", "--list", "--noheadings", "--output", "NAME,AUTOCLEAR,BACK-FILE"],
+                check=False).stdout
+    return [parts[0] + (" (detached, still open)" if parts[1] == "1" else "")
+            for parts in (line.split(None, 2) for line in out.splitlines())
+            if len(parts) == 3 and parts[2].strip().startswith(str(workdir))]
 
 
 class MachineLock:
