@@ -172,11 +172,20 @@ class Migrator:
         if dom is None:
             return new_migration_status(status=C.HV_MIGRATION_FAILED)
         result, stats, state = migration.read_status(dom)
-        if result.status == C.HV_MIGRATION_FAILED and state == libvirt.VIR_DOMAIN_SHUTOFF \
-                and self._left_for_target(dom, name):
-            result.status = C.HV_MIGRATION_COMPLETED
-        elif result.status == C.HV_MIGRATION_ACTIVE:
+        if result.status == C.HV_MIGRATION_ACTIVE:
             self.while_migrating(dom, instance, stats, result)
+        elif result.status == C.HV_MIGRATION_FAILED:
+            if state == libvirt.VIR_DOMAIN_SHUTOFF:
+                if self._left_for_target(dom, name):
+                    result.status = C.HV_MIGRATION_COMPLETED
+            else:
+                result = self.without_libvirt_job(dom, result)
+        return result
+
+    def without_libvirt_job(self, dom: libvirt.virDomain,
+                            result: MigrationStatus) -> MigrationStatus:
+        """A poll that found no libvirt job and the guest still here: a hook for a
+        migration libvirt does not run (KVM's way back to hv_kvm); ``result`` as is."""
         return result
 
     def while_migrating(self, dom: libvirt.virDomain, instance: Any, stats: dict[str, Any],
@@ -302,12 +311,12 @@ class KvmMigrator(Migrator):
         self.target_uri(target)  # refuses what is no host name or address
         back.migrate(dom, instance.hvparams, target, bool(live))
 
-    def status(self, instance: Any) -> MigrationStatus:
-        result = super().status(instance)
-        if result.status != C.HV_MIGRATION_FAILED:
-            return result  # libvirt's job ran, or the guest left
-        dom = self._streaming(_name(instance))
-        return result if dom is None else back.status(dom)
+    def without_libvirt_job(self, dom: libvirt.virDomain,
+                            result: MigrationStatus) -> MigrationStatus:
+        """QEMU's own stream (the way back) has no libvirt job: QEMU reports it."""
+        with connection.libvirt_errors("check the migration", dom.name()):
+            meta = instance_metadata.read(dom)
+        return back.status(dom) if meta is not None and meta.migration_via == back.VIA else result
 
     def finalize_source(self, instance: Any, success: bool) -> None:
         dom = self._streaming(_name(instance))

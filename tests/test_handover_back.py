@@ -323,8 +323,10 @@ def test_migrate_goes_the_way_info_pointed(monkeypatch) -> None:
 
 
 def test_status_and_finalize_follow_qemus_stream(monkeypatch, qemu) -> None:
+    # No libvirt job and the guest still here: what libvirt says of the way back.
     failed = new_migration_status(status=C.HV_MIGRATION_FAILED)
-    monkeypatch.setattr("hvlibvirt.migrator.Migrator.status", lambda self, inst: failed)
+    monkeypatch.setattr("hvlibvirt.migrator.migration.read_status",
+                        lambda dom: (failed, {}, libvirt.VIR_DOMAIN_RUNNING))
     ended: list = []
     monkeypatch.setattr("hvlibvirt.migrator.Migrator.finalize_source",
                         lambda self, inst, success: ended.append(("libvirt", success)))
