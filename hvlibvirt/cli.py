@@ -7,6 +7,8 @@
     hvlibvirt console [--uri URI] NAME       the serial console (resumes a paused instance)
     hvlibvirt ganeti enable|disable|status|check   serve Ganeti's hypervisors from hvlibvirt
                                              (--force: even while instances run)
+    hvlibvirt forget-hv-kvm-runtime [--uri URI] NAME   a handed-over instance stops
+                                             offering hv_kvm the way back (docs/handover.md)
 
 check-params takes each VALUE as the hvparam's type: true/false (also yes/no, on/off,
 1/0) for booleans, a decimal number for integers, the text as given for strings.
@@ -144,6 +146,20 @@ def list_instances(hv_name: str, uri: str | None) -> int:
     return 0
 
 
+def forget_hv_kvm_runtime(uri: str | None, name: str) -> int:
+    """Drop the hv_kvm runtime a handed-over KVM instance keeps for the way back."""
+    from hvlibvirt.handover import back
+    from hvlibvirt.host import Host
+
+    host = Host(get_hypervisor_class(constants.HT_KVM)(uri=uri).uri)
+    dom = host.owned(name)
+    if dom is None:
+        raise HypervisorError(f"{name}: no hvlibvirt instance of that name at {host.uri}")
+    print(f"{name}: hv_kvm runtime dropped; it now migrates by libvirt only" if back.forget(dom)
+          else f"{name}: keeps no hv_kvm runtime; nothing to change")
+    return EXIT_OK
+
+
 def ganeti_command(action: str, hypervisors: str, config_data: str, force: bool) -> int:
     """``hvlibvirt ganeti enable|disable|status|check`` on this node (see
     hvlibvirt.ganeti). ``status`` exits 0 when hvlibvirt serves Ganeti's hypervisors,
@@ -213,6 +229,12 @@ def _parser() -> argparse.ArgumentParser:
                                "switch hides from Ganeti (or libvirt cannot say)")
     p_ganeti.add_argument("--config-data", default="/var/lib/ganeti/config.data",
                           help="check: Ganeti's configuration file")
+    p_forget = sub.add_parser("forget-hv-kvm-runtime",
+                              help="make an instance that came from Ganeti's hv_kvm by the "
+                                   "live handover migrate by libvirt only (no way back to "
+                                   "an hv_kvm node)")
+    p_forget.add_argument("--uri")
+    p_forget.add_argument("instance")
     p_helper = sub.add_parser("migration-helper")  # internal: started by MigrateInstance
     p_helper.add_argument("spec")
     p_relay = sub.add_parser("handover-relay")  # internal: started by AcceptInstance
@@ -235,6 +257,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "ganeti":
         return ganeti_command(args.action, args.hypervisors, args.config_data, args.force)
+    if args.command == "forget-hv-kvm-runtime":
+        return forget_hv_kvm_runtime(args.uri, args.instance)
     if args.command == "migration-helper":
         from hvlibvirt import migration
         try:

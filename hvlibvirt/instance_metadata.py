@@ -101,9 +101,10 @@ def set_migration_target(dom: libvirt.virDomain, target: str | None,
     _change(dom, edit)
 
 
-def keep_hv_kvm_runtime(dom: libvirt.virDomain, runtime: str, devices: str) -> None:
+def keep_hv_kvm_runtime(dom: libvirt.virDomain, runtime: str | None,
+                        devices: str | None) -> None:
     """Record the hv_kvm runtime a handed-over domain was built from, with the
-    fingerprint of its disks and NICs (``handover.back``)."""
+    fingerprint of its disks and NICs (``handover.back``); None drops them."""
     def edit(meta: InstanceMetadata) -> bool:
         changed = (meta.hv_kvm_runtime, meta.hv_kvm_devices) != (runtime, devices)
         meta.hv_kvm_runtime, meta.hv_kvm_devices = runtime, devices

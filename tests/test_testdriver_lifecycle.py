@@ -356,3 +356,26 @@ def test_verify_with_partial_hvparams_reports_instead_of_raising() -> None:
     defaults for the rest, not a KeyError."""
     msg = KVMHypervisor(uri="test:///default").Verify(hvparams={"kvm_path": "/nonexistent/kvm"})
     assert msg is not None and "kvm_path '/nonexistent/kvm' does not exist" in msg
+
+
+def test_forget_hv_kvm_runtime_ends_the_way_back(hv: KVMHypervisor, capsys) -> None:
+    """``hvlibvirt forget-hv-kvm-runtime``: a handed-over instance's kept runtime goes
+    from both definitions; a second run changes nothing; an unknown name is refused."""
+    from hvlibvirt import cli, instance_metadata
+    from hvlibvirt.handover import back
+
+    inst, block = make_instance("tdl-handed")
+    hv.StartInstance(inst, block, False)
+    dom = connection.get(URI).lookupByName("tdl-handed")
+    back.keep(dom, "RUNTIME")
+    assert back.kept_runtime(back.migratable_root(dom)) == "RUNTIME"
+    command = ["forget-hv-kvm-runtime", "--uri", URI, "tdl-handed"]
+    assert cli.main(command) == 0
+    assert "dropped" in capsys.readouterr().out
+    assert back.kept_runtime(back.migratable_root(dom)) is None
+    assert instance_metadata.read(dom, live=False).hv_kvm_runtime is None
+    assert instance_metadata.read(dom).hvparams == inst.hvparams  # the rest stays
+    assert cli.main(command) == 0
+    assert "nothing to change" in capsys.readouterr().out
+    assert cli.main(["forget-hv-kvm-runtime", "--uri", URI, "tdl-nosuch"]) == 1
+    assert "no hvlibvirt instance" in capsys.readouterr().err

@@ -108,6 +108,18 @@ def keep(dom: libvirt.virDomain, runtime: str | bytes) -> None:
     instance_metadata.keep_hv_kvm_runtime(dom, runtime, devices(migratable_root(dom)))
 
 
+def forget(dom: libvirt.virDomain) -> bool:
+    """Drop the kept runtime (an operator's choice once no hv_kvm node is left): the
+    domain's MigrationInfo becomes its XML, so it moves between hvlibvirt nodes by
+    libvirt's own migration and can no longer go back to hv_kvm live. False when
+    nothing was kept."""
+    meta = instance_metadata.read(dom)
+    if meta is None or meta.hv_kvm_runtime is None:
+        return False
+    instance_metadata.keep_hv_kvm_runtime(dom, None, None)
+    return True
+
+
 def qmp(dom: libvirt.virDomain, command: str, **arguments: Any) -> Any:
     """Run a QMP command in the domain's QEMU through libvirt; its ``return`` value."""
     request: dict[str, Any] = {"execute": command}
