@@ -24,7 +24,8 @@ from lab import unavailable
 from lab.guest import default_cache_dir
 from lab.serial import SerialLog
 
-pytest_plugins = ["tiers.markers", "tiers.daemons", "tiers.cluster", "tiers.xen", "tiers.timing"]
+pytest_plugins = ["tiers.markers", "tiers.daemons", "tiers.cluster", "tiers.xen", "tiers.handover",
+                  "tiers.timing"]
 
 # Tier 6 (a nested Xen, tests/test_real_xen.py) is part of every run. HVLIBVIRT_XEN_TIER=0
 # leaves it out of a local run (a quarter of an hour on two cores); never in CI.

@@ -12,8 +12,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,26 +22,20 @@ import pytest
 from hvlibvirt import connection, constants as C
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Disk, Instance
+from lab.handover_run import (TICK, SourceSerial, accept, clean, hand_over, healthy,
+                              once_more_after_guest_fault, source, start_source,
+                              start_ticker, ticks_on, wait_ticking_past)
 from lab.qmp import QMP
 from lab.serial import SerialLog
-from test_real_handover import (ACCEPT, SOURCE, TCG_QEMU7_MIGRATION,
-                                TICK, TICKER, SourceSerial, _clean, _healthy,
-                                _source, _start_source, _ticks, handover_lab,
-                                once_more_after_guest_fault)
+from marks import TCG_QEMU7_MIGRATION
 
 pytestmark = [pytest.mark.real, pytest.mark.tier4]
 log = logging.getLogger(__name__)
-__all__ = ["handover_lab"]  # the fixture, taken from the handover's tests
 
 
 def _in_a(state: dict, *args: str) -> str:
     """hv_kvm_source.py in node A's namespace (hv_kvm's incoming QEMU listens there)."""
-    done = subprocess.run(["ip", "netns", "exec", state["net"].a.netns, sys.executable,
-                           str(SOURCE), str(state["share"]), str(state["work"]),
-                           json.dumps(state["spec"]), *args],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"hv_kvm_source {args}: {done.stderr[-3000:]}"
-    return done.stdout
+    return source(state, *args, netns=state["net"].a.netns)
 
 
 def _kill_back_qemu(state: dict) -> None:
@@ -65,7 +57,7 @@ def test_back_to_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh guest after a TCG guest crash, as the handover's test."""
     def fresh() -> None:
         _kill_back_qemu(handover_lab)
-        _clean(handover_lab)
+        clean(handover_lab)
 
     try:
         once_more_after_guest_fault(lambda: _there_and_back(handover_lab, vcpus), fresh)
@@ -77,42 +69,18 @@ def _hand_over(state: dict, vcpus: int) -> tuple[Instance, str, Path, KVMHypervi
                                                  SerialLog, str]:
     """hv_kvm's QEMU booted on A, counting, handed over to hvlibvirt on B: the instance,
     hv_kvm's runtime, its file, B's hypervisor, B's console and the boot id."""
-    spec, daemon, net = state["spec"], state["daemon"], state["net"]
+    spec = state["spec"]
     spec["vcpus"] = vcpus
-    made, proc, serial = _start_source(state)
-    info = made["runtime"]
-    info_file = state["work"] / "info"
-    info_file.write_text(info)
-    hvparams = json.loads(info)[2]
-    inst = Instance(name=spec["name"], uuid=spec["uuid"], hvparams=hvparams,
-                    beparams={"maxmem": spec["memory"], "minmem": spec["memory"],
-                              "vcpus": vcpus}, network_port=spec["network_port"])
-    serial.send(TICKER)
-    deadline = time.monotonic() + 60
-    while len(serial.ticks()) < 5:
-        assert time.monotonic() < deadline, "the guest does not tick"
-        time.sleep(0.1)
-    boot_id = serial.ticks()[-1][2]
-    accepted = subprocess.run(
-        ["ip", "netns", "exec", net.b.netns, sys.executable, "-c", ACCEPT, daemon.uri,
-         json.dumps({"name": spec["name"], "uuid": spec["uuid"], "hvparams": hvparams,
-                     "beparams": inst.beparams, "network_port": spec["network_port"]}),
-         str(info_file), net.b.ip, str(state["log_dir"])],
-        capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
-    assert accepted.returncode == 0, accepted.stderr[-3000:]
-    statuses = json.loads(_source(state["share"], state["work"], spec, "migrate", net.b.ip))
-    assert statuses[-1][1] == C.HV_MIGRATION_COMPLETED, statuses
-    hv_b = KVMHypervisor(uri=daemon.uri, serial_log_dir=str(state["log_dir"]))
-    hv_b.FinalizeMigrationDst(inst, info, True)
-    _source(state["share"], state["work"], spec, "finalize", "true")
-    proc.wait(30)
+    made, _proc, serial = start_source(state)
+    boot_id = start_ticker(serial)
+    inst, info, _figures = hand_over(state, made)
+    hv_b = KVMHypervisor(uri=state["daemon"].uri, serial_log_dir=str(state["log_dir"]))
     console = SerialLog(state["log_dir"] / f"{spec['name']}.serial")
-    match = _ticks(console, TICK, "after the handover")
+    match = ticks_on(console, TICK.pattern, "after the handover")
     assert match.group(2) == boot_id, "the guest rebooted on its way to hvlibvirt"
-    _ticks(console, rf"TICK {int(match.group(1)) + 10} {boot_id}", "after the handover")
-    _healthy(console.text(), "after the handover")
-    return inst, info, info_file, hv_b, console, boot_id
+    ticks_on(console, rf"TICK {int(match.group(1)) + 10} {boot_id}", "after the handover")
+    healthy(console.text(), "after the handover")
+    return inst, info, state["work"] / "info", hv_b, console, boot_id
 
 
 def _there_and_back(state: dict, vcpus: int) -> None:
@@ -155,16 +123,11 @@ def _there_and_back(state: dict, vcpus: int) -> None:
     with pytest.raises(libvirt.libvirtError):
         connection.get(daemon.uri).lookupByName(spec["name"])
     last_b = int(TICK.findall(console.text())[-1][0])
-    deadline = time.monotonic() + 60
-    while not any(n > last_b + 25 for _, n, _ in serial_a.ticks()):
-        if time.monotonic() > deadline:
-            _healthy("\n".join(line for _, line in serial_a.lines), "after the way back")
-            raise AssertionError(f"the guest does not tick on A: {serial_a.lines[-10:]}")
-        time.sleep(0.1)
+    wait_ticking_past(serial_a, last_b, "on A after the way back")
     ticks = serial_a.ticks()
     assert {b for _, _, b in ticks} == {boot_id}, "the guest rebooted on its way back"
     assert ticks[0][1] <= last_b + 3, (ticks[0], last_b)
-    _healthy("\n".join(line for _, line in serial_a.lines), "after the way back")
+    healthy(serial_a.text(), "after the way back")
     resume = events_a.event_time("RESUME")
     figures = {"vcpus": vcpus, "total_s": round(total, 2), "status_polls": polls,
                "downtime_ms": round((resume - stopped[-1]) * 1000, 1)
@@ -211,9 +174,9 @@ def _abort_and_refuse(state: dict, vcpus: int) -> None:
     dom = connection.get(daemon.uri).lookupByName(spec["name"])
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     mark = console.mark()
-    match = _ticks(console, TICK, "after the aborted way back", mark)
+    match = ticks_on(console, TICK.pattern, "after the aborted way back", mark)
     assert match.group(2) == boot_id
-    _ticks(console, rf"TICK {int(match.group(1)) + 10} {boot_id}",
+    ticks_on(console, rf"TICK {int(match.group(1)) + 10} {boot_id}",
            "after the aborted way back", mark)
     assert hv_b.MigrationInfo(inst) == info  # still the way back, nothing changed
 
@@ -226,13 +189,8 @@ def _abort_and_refuse(state: dict, vcpus: int) -> None:
     xml = hv_b.MigrationInfo(inst)
     assert xml.lstrip().startswith("<domain")
     info_file.write_text(xml)
-    refused = subprocess.run(["ip", "netns", "exec", net.a.netns, sys.executable,
-                              str(SOURCE), str(state["share"]), str(state["work"]),
-                              json.dumps(spec), "accept", net.a.ip, str(info_file)],
-                             capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0
-    assert "Expecting value: line 1 column 1 (char 0)" in refused.stderr, \
-        refused.stderr[-2000:]
+    with pytest.raises(AssertionError, match=r"Expecting value: line 1 column 1 \(char 0\)"):
+        _in_a(state, "accept", net.a.ip, str(info_file))
     assert not Path(made_a["pidfile"]).exists() or not _alive(made_a["pidfile"])
     assert dom.isActive()
 
@@ -258,14 +216,7 @@ def test_handed_over_domain_moves_between_hvlibvirt_nodes(handover_lab, vcpus: i
     log_dir_a.mkdir()
     again = hv_b.MigrationInfo(inst)
     assert again == info
-    accepted = subprocess.run(
-        ["ip", "netns", "exec", net.a.netns, sys.executable, "-c", ACCEPT, daemon_a.uri,
-         json.dumps({"name": spec["name"], "uuid": spec["uuid"], "hvparams": inst.hvparams,
-                     "beparams": inst.beparams, "network_port": spec["network_port"]}),
-         str(info_file), net.a.ip, str(log_dir_a)],
-        capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
-    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    accept(state, inst, info_file, side="a", log_dir=log_dir_a)
     hv_b.MigrateInstance("lab", inst, net.a.ip, True)
     deadline = time.monotonic() + 180
     while (status := hv_b.GetMigrationStatus(inst).status) == C.HV_MIGRATION_ACTIVE:
@@ -278,12 +229,12 @@ def test_handed_over_domain_moves_between_hvlibvirt_nodes(handover_lab, vcpus: i
     assert spec["name"] not in hv_b.ListInstances()
     assert spec["name"] in hv_a.ListInstances()
     console_a = SerialLog(log_dir_a / f"{spec['name']}.serial")
-    match = _ticks(console_a, TICK, "after its move between hvlibvirt nodes")
+    match = ticks_on(console_a, TICK.pattern, "after its move between hvlibvirt nodes")
     assert match.group(2) == boot_id, "the guest rebooted"
     assert int(match.group(1)) <= int(TICK.findall(console.text())[-1][0]) + 3
-    _ticks(console_a, rf"TICK {int(match.group(1)) + 10} {boot_id}",
+    ticks_on(console_a, rf"TICK {int(match.group(1)) + 10} {boot_id}",
            "after its move between hvlibvirt nodes")
-    _healthy(console_a.text(), "after its move between hvlibvirt nodes")
+    healthy(console_a.text(), "after its move between hvlibvirt nodes")
     assert hv_a.MigrationInfo(inst) == info  # the way back to hv_kvm stays open
     for log_file in log_dir_a.glob("*.serial"):
         log_file.unlink()

@@ -33,11 +33,11 @@ from identity_cases import CASES, Case
 from lab import identity, unavailable
 from lab.ganeti_modules import ModulesUnavailable, ganeti_share
 from lab.guest import default_cache_dir
+from lab.handover_run import SOURCE
 from lab.qmp import QMP
 
 pytestmark = [pytest.mark.real, pytest.mark.tier3]
 
-SOURCE = Path(__file__).parent / "lab" / "hv_kvm_source.py"
 BOOT = 240.0  # seconds for a probe to write its facts (TCG, two shared, loaded cores)
 MAC = "aa:00:00:51:00:{:02x}"
 

@@ -36,6 +36,7 @@ from lab import unavailable
 from lab.console import ConsoleCapture
 from lab.daemon import LibvirtDaemon
 from lab.guest import GuestImage
+from lab.handover_run import TICK, TICKER
 from lab.instances import BOOT, READY, make_instance
 from lab.netns import LabNetwork
 from lab.serial import SerialLog
@@ -44,10 +45,6 @@ from lab.upgrade import Node, host_node, trixie_node, trixie_problem, trixie_roo
 pytestmark = [pytest.mark.tier4, pytest.mark.real]
 log = logging.getLogger(__name__)
 
-TICK = re.compile(r"TICK (\d+) ([0-9a-f-]{36})")
-# Typed on the guest's console: a counter with the boot id, five times a second.
-TICKER = ("(n=0; b=$(cat /proc/sys/kernel/random/boot_id); while :; do n=$((n+1)); "
-          "echo TICK $n $b; sleep 0.2; done) &\n")
 MIGRATION_TIMEOUT = 180.0
 
 
