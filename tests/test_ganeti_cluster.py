@@ -22,23 +22,15 @@ from collections.abc import Iterator
 import pytest
 
 from lab.cluster import Cluster
-from lab.gnt_steps import (BOOT_S, HOTPLUG, HOTPLUG_S, QUIET_GUEST, add_instance, domains,
-                            ensure_running, remove_instance, set_hvlibvirt, state, step, wait_for)
+from lab.gnt_steps import (BOOT_S, HOTPLUG, HOTPLUG_S, QUIET_GUEST, SYSRQ, add_instance,
+                            domains, ensure_running, remove_instance, set_hvlibvirt, state, step,
+                            verify_problems, wait_for)
 
 log = logging.getLogger(__name__)
 
 pytestmark = [pytest.mark.tier5, pytest.mark.real]
 
-SYSRQ = "/proc/sysrq-trigger"  # this kernel has none: one environmental verify ERROR per node
 NODES = ("gnta.gnt.test", "gntb.gnt.test")
-
-
-def verify_problems(cluster: Cluster) -> tuple[int, list[str]]:
-    """``gnt-cluster verify``: its exit code and the ERROR/WARNING lines but the sysrq ones."""
-    done = cluster.gnt("gnt-cluster", "verify", check=False)
-    lines = [line for line in (done.stdout + done.stderr).splitlines()
-             if re.search(r"ERROR|WARNING|failed", line) and SYSRQ not in line]
-    return done.returncode, lines
 
 
 # ------------------------------------------------------------------------------ the cluster
