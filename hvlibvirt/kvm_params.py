@@ -95,10 +95,11 @@ KVM_PARAMS: dict[str, HvParam] = {
     C.HV_BOOT_ORDER: HvParam(
         P.param_in_set(True, C.HT_KVM_VALID_BO_TYPES), default=C.HT_BO_DISK,
         xml="<boot order='1'/> on the first disk, on cdrom 1 (an IDE CD-ROM then, as Ganeti's "
-            "-boot d puts it on if=ide), on the floppy or on the first NIC (not with "
-            "kernel_path). libvirt boots strictly (-boot strict=on): the firmware tries that "
-            "device only, where Ganeti's -boot c/d/a/n puts it first and falls back to the "
-            "others"),
+            "-boot d puts it on if=ide), on the floppy or on the first NIC, and for those three "
+            "<boot order='2'/> on the first disk (not with kernel_path). libvirt boots "
+            "strictly (-boot strict=on), so a failed cdrom, floppy or network boot goes on to "
+            "the disk as after Ganeti's -boot d/a/n; one that fails from the disk halts, where "
+            "Ganeti's -boot c falls back to the other devices"),
     C.HV_ACPI: HvParam(P.NO_CHECK, default=True,
                        xml="<features><acpi/> (also: soft stop is an ACPI power-button press; "
                            "without ACPI a stop is a hard stop)"),

@@ -71,7 +71,12 @@ def placement(elem: etree._Element) -> tuple[str, str, str]:
 
 
 def booted(root: etree._Element) -> list[str]:
-    return [e.find("alias").get("name") for e in root.iterfind("devices/*[boot]")]
+    """The devices that boot, in their boot order."""
+    return [e.find("alias").get("name") for e in sorted(
+        root.iterfind("devices/*[boot]"), key=lambda e: int(e.find("boot").get("order")))]
+
+
+DISK0 = "ua-disk-00000000-1111-2222"
 
 
 def ide_units(root: etree._Element) -> list[tuple[str, str, str]]:
@@ -88,7 +93,7 @@ def test_the_boot_cdrom_is_an_ide_cdrom_whatever_cdrom_disk_type_says(cdrom_disk
     cdrom = by_alias(root, "ua-cdrom1")
     assert placement(cdrom) == ("cdrom", "ide", "hda")
     assert cdrom.find("readonly") is not None
-    assert booted(root) == ["ua-cdrom1"]
+    assert booted(root) == ["ua-cdrom1", DISK0]  # then the disk, as hv_kvm's -boot d
     assert ide_units(root) == [("ua-cdrom1", "0", "0")]
 
 
@@ -102,7 +107,7 @@ def test_cdrom2_follows_cdrom_disk_type_and_never_boots(cdrom_disk_type: str,
                            cdrom2_image_path=ISO2, cdrom_disk_type=cdrom_disk_type))
     assert placement(by_alias(root, "ua-cdrom1")) == ("cdrom", "ide", "hda")
     assert placement(by_alias(root, "ua-cdrom2")) == expected
-    assert booted(root) == ["ua-cdrom1"]
+    assert booted(root) == ["ua-cdrom1", DISK0]
 
 
 def test_a_cdrom_that_does_not_boot_follows_cdrom_disk_type() -> None:
@@ -110,7 +115,7 @@ def test_a_cdrom_that_does_not_boot_follows_cdrom_disk_type() -> None:
     cdrom = by_alias(root, "ua-cdrom1")
     assert placement(cdrom) == ("disk", "virtio", "vdb")  # read-only virtio disk, slot 7
     assert cdrom.find("address").get("slot") == "0x07"
-    assert booted(root) == ["ua-disk-00000000-1111-2222"]
+    assert booted(root) == [DISK0]
 
 
 def test_with_a_kernel_boot_order_cdrom_does_not_move_the_cdrom() -> None:
@@ -130,7 +135,7 @@ def test_disk_type_ide_puts_the_cdroms_before_the_disks() -> None:
                                ("ua-disk-00000001-1111-2222", "1", "1")]
     assert [placement(by_alias(root, a))[2] for a, _, _ in ide_units(root)] == \
         ["hda", "hdb", "hdc", "hdd"]
-    assert booted(root) == ["ua-disk-00000000-1111-2222"]  # -boot c: the first disk
+    assert booted(root) == [DISK0]  # -boot c: the first disk
 
 
 def test_ide_disks_and_cdroms_beyond_four_units_are_refused() -> None:
@@ -158,7 +163,7 @@ def test_no_two_devices_share_an_ide_unit_and_the_xml_is_valid(
     names = [t.get("dev") for t in root.iterfind("devices/disk/target")]
     assert len(set(names)) == len(names)
     if boot_order == C.HT_BO_CDROM:
-        assert booted(root) == ["ua-cdrom1"]
+        assert booted(root) == ["ua-cdrom1"] + [DISK0] * bool(n_disks)
         assert ide_units(root)[0][0] == "ua-cdrom1"
 
 
@@ -167,11 +172,17 @@ def test_floppy_is_read_write_on_the_fdc_and_boots_with_boot_order_floppy() -> N
     floppy = by_alias(root, "ua-floppy1")
     assert placement(floppy) == ("floppy", "fdc", "fda")
     assert floppy.find("readonly") is None
-    assert booted(root) == ["ua-floppy1"]
+    assert booted(root) == ["ua-floppy1", DISK0]
 
 
-def test_network_boot_is_the_first_nic() -> None:
+def test_network_boot_is_the_first_nic_then_the_first_disk() -> None:
+    """libvirt boots only what has an order; hv_kvm's -boot n goes on to the disk."""
     root = domain(hvparams(boot_order=C.HT_BO_NETWORK, cdrom_image_path=ISO1), n_nics=2)
+    assert booted(root) == ["ua-nic-00000000-aaaa-bbbb", DISK0]
+
+
+def test_a_diskless_network_boot_boots_the_nic_only() -> None:
+    root = domain(hvparams(boot_order=C.HT_BO_NETWORK), n_disks=0)
     assert booted(root) == ["ua-nic-00000000-aaaa-bbbb"]
 
 

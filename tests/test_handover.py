@@ -209,6 +209,28 @@ def test_localtime_no_acpi_no_reboot_paused() -> None:
     assert not model.was_running(runtime.parse(info))
 
 
+def _without_kernel(argv: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-kernel", "-initrd", "-append"):
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
+@pytest.mark.parametrize("letter,first", [("n", "network"), ("c", "hd"), ("d", "cdrom")])
+def test_a_failed_boot_goes_on_to_the_disk_as_under_hv_kvm(letter: str, first: str) -> None:
+    """hv_kvm's -boot is not strict; libvirt's is: the disk is named second."""
+    info = changed(load("ganeti30-pc-1cpu.runtime"),
+                   argv=lambda argv: _without_kernel(argv) + ["-boot", letter])
+    boots = [b.get("dev") for b in build(info).iterfind("os/boot")]
+    assert boots == list(dict.fromkeys([first, "hd"]))
+
+
 # -- refusals ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("param,value", [

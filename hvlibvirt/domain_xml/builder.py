@@ -97,9 +97,9 @@ class _Layout:
             addresses.sata_drive(elem, position, what)
 
 
-def _boot_first(elem: etree._Element | None) -> None:
+def _boot(elem: etree._Element | None, order: int) -> None:
     if elem is not None:
-        boot = etree.Element("boot", order="1")
+        boot = etree.Element("boot", order=str(order))
         elem.insert(elem.index(elem.find("target")) + 1 if elem.find("target") is not None
                     else len(elem), boot)
 
@@ -166,7 +166,12 @@ def _devices(root: etree._Element, instance: Any, block_devices: Sequence[BlockD
         first.setdefault(C.HT_BO_NETWORK, elem)
         identity_list.append(("nic", nic.uuid, elem.find("alias").get("name")))
     if not hvparams[C.HV_KERNEL_PATH]:
-        _boot_first(first.get(hvparams[C.HV_BOOT_ORDER]))
+        # libvirt boots strictly (only the devices given an order); hv_kvm's QEMU does
+        # not, so a failed network, cdrom or floppy boot goes on to the first disk there.
+        kind = hvparams[C.HV_BOOT_ORDER]
+        _boot(first.get(kind), 1)
+        if kind != C.HT_BO_DISK:
+            _boot(first.get(C.HT_BO_DISK), 2)
 
     if layout.ports is not None:
         devs.extend(layout.ports.elements(options.pcie_hotplug_ports))

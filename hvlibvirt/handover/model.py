@@ -402,8 +402,10 @@ def _build(runtime: KvmRuntime, instance: Any, facts: NodeFacts, name: str, uuid
             etree.SubElement(os_elem, "cmdline").text = identity.plain_text(p.append,
                                                                             "-append")
     elif p.boot:
-        etree.SubElement(os_elem, "boot", dev={"c": "hd", "n": "network", "d": "cdrom",
-                                               "a": "fd"}[p.boot])
+        # hv_kvm's -boot is not strict: after the device it names, the disk boots.
+        for dev in dict.fromkeys(({"c": "hd", "n": "network", "d": "cdrom", "a": "fd"}[p.boot],
+                                  "hd")):
+            etree.SubElement(os_elem, "boot", dev=dev)
     features = etree.SubElement(root, "features")
     if p.acpi:
         etree.SubElement(features, "acpi")
