@@ -29,7 +29,6 @@ from lab.handover_run import (SOURCE, TICK, clean, hand_over, healthy, instance_
 from lab.instances import READY
 from lab.qmp import QMP
 from lab.serial import SerialLog
-from marks import TCG_QEMU7_MIGRATION
 
 pytestmark = pytest.mark.real
 log = logging.getLogger(__name__)
@@ -38,10 +37,11 @@ log = logging.getLogger(__name__)
 @pytest.mark.tier4
 # Two vCPUs: the cluster tier hands a 2-vCPU instance over through Ganeti
 # (tests/test_ganeti_cluster_handover.py).
-@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
+@pytest.mark.tcg_migration
+@pytest.mark.parametrize("vcpus", [1])
 def test_live_handover_from_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh source after a guest crash: a live migration under TCG
-    here sometimes corrupts a guest (see TCG_QEMU7_MIGRATION); twice fails."""
+    here sometimes corrupts a guest (tests/tiers/markers.py); twice fails."""
     once_more_after_guest_fault(lambda: _handover_and_manage(handover_lab, vcpus),
                                 lambda: clean(handover_lab))
 

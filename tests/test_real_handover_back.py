@@ -27,7 +27,6 @@ from lab.handover_run import (TICK, SourceSerial, accept, clean, hand_over, heal
                               start_ticker, ticks_on, wait_ticking_past)
 from lab.qmp import QMP
 from lab.serial import SerialLog
-from marks import TCG_QEMU7_MIGRATION
 
 pytestmark = [pytest.mark.real, pytest.mark.tier4]
 log = logging.getLogger(__name__)
@@ -52,7 +51,8 @@ def _kill_back_qemu(state: dict) -> None:
 
 
 # Two vCPUs there and back run in the cluster tier (tests/test_ganeti_cluster_handover.py).
-@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
+@pytest.mark.tcg_migration
+@pytest.mark.parametrize("vcpus", [1])
 def test_back_to_ganeti_kvm(handover_lab, vcpus: int) -> None:
     """One more try on a fresh guest after a TCG guest crash, as the handover's test."""
     def fresh() -> None:
@@ -139,7 +139,8 @@ def _there_and_back(state: dict, vcpus: int) -> None:
     serial_a.close()
 
 
-@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
+@pytest.mark.tcg_migration
+@pytest.mark.parametrize("vcpus", [1])
 def test_aborted_way_back_resumes_on_hvlibvirt(handover_lab, vcpus: int) -> None:
     """Ganeti aborts the way back mid-stream (hv_kvm's FinalizeMigrationDst kills its
     incoming QEMU, then hvlibvirt's FinalizeMigrationSource): the guest counts on, on
@@ -203,7 +204,8 @@ def _alive(pidfile: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("vcpus", [pytest.param(1, marks=TCG_QEMU7_MIGRATION)])
+@pytest.mark.tcg_migration
+@pytest.mark.parametrize("vcpus", [1])
 def test_handed_over_domain_moves_between_hvlibvirt_nodes(handover_lab, vcpus: int
                                                           ) -> None:
     """hvlibvirt to hvlibvirt, for a domain that keeps hv_kvm's runtime: QEMU's stream

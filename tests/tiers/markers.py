@@ -7,9 +7,17 @@ other tiers before the Xen plugin decides, at the end of collection, whether to 
 dom0. Tier 7 (Debian 13) has no marker: it is ``scripts/test.sh --tier 7``, the suite
 again in a trixie root, then tests/test_real_upgrade.py (tier 4 between this host and the
 root) from the host.
+
+``tcg_migration`` marks a real-tier live migration that is a check only where TCG
+migrates reliably in this lab: on QEMU 7.2 (Debian 12) a TCG guest is sometimes corrupted
+by any live migration, hv_kvm's own included (docs/handover.md), so these tests are
+deselected there (reported as deselected, never skipped) and gate in tier 7 (QEMU 10).
 """
 
 from __future__ import annotations
+
+import re
+import subprocess
 
 import pytest
 
@@ -38,6 +46,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "real: needs the real tier (root, private libvirtd + QEMU); skipped when the machine cannot "
         "host it, failed instead when CI=true or HVLIBVIRT_REQUIRE_REAL=1")
+    config.addinivalue_line(
+        "markers", "tcg_migration: a live migration of a TCG guest; deselected on QEMU < 8")
+
+
+def qemu_major() -> int:
+    """The major version of this machine's qemu-system-x86_64 (0 if none answers)."""
+    try:
+        out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True,
+                             text=True, timeout=30).stdout
+        return int(re.search(r"version (\d+)", out).group(1))
+    except (OSError, AttributeError, ValueError, subprocess.TimeoutExpired):
+        return 0
 
 
 def selected_tiers(config: pytest.Config) -> set[int] | None:
@@ -81,9 +101,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if problems:
         raise pytest.UsageError("tests without one consistent tier:\n  " + "\n  ".join(problems))
     wanted = selected_tiers(config)
-    if wanted is None:
-        return
-    keep = [item for item in items if item_tier(item) in wanted]
+    unreliable = any(item.get_closest_marker("tcg_migration") for item in items) \
+        and qemu_major() < 8
+
+    def kept(item: pytest.Item) -> bool:
+        return (wanted is None or item_tier(item) in wanted) and not (
+            unreliable and item.get_closest_marker("tcg_migration"))
+
+    keep = [item for item in items if kept(item)]
     if len(keep) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item_tier(item) not in wanted])
+        config.hook.pytest_deselected(items=[item for item in items if not kept(item)])
         items[:] = keep
