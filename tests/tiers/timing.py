@@ -1,6 +1,7 @@
-"""Where a run's time goes: seconds per test module (setup, call and teardown summed,
-so a module-scoped lab counts with its module), printed at the end of every run that
-took long enough to matter. CI's budget (DESIGN.md) is managed from these lines."""
+"""Where a run's time goes: seconds per test module and for the slowest tests (setup,
+call and teardown summed, so a module-scoped lab counts with the test that made it),
+printed at the end of every run that took long enough to matter. CI's budget
+(DESIGN.md) is managed from these lines."""
 
 from __future__ import annotations
 
@@ -11,17 +12,27 @@ import pytest
 SHOWN = 20
 WORTH_SHOWING_S = 120.0
 
-_by_module: defaultdict[str, float] = defaultdict(float)
+_by_test: defaultdict[str, float] = defaultdict(float)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    _by_module[report.nodeid.split("::", 1)[0]] += report.duration
+    _by_test[report.nodeid] += report.duration
+
+
+def _slowest(times: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(times.items(), key=lambda kv: -kv[1])[:SHOWN]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    total = sum(_by_module.values())
+    total = sum(_by_test.values())
     if total < WORTH_SHOWING_S:
         return
+    by_module: defaultdict[str, float] = defaultdict(float)
+    for nodeid, seconds in _by_test.items():
+        by_module[nodeid.split("::", 1)[0]] += seconds
     terminalreporter.write_sep("-", f"time by module ({total:.0f}s in tests)")
-    for module, seconds in sorted(_by_module.items(), key=lambda kv: -kv[1])[:SHOWN]:
+    for module, seconds in _slowest(by_module):
         terminalreporter.write_line(f"{seconds:8.1f}s  {module}")
+    terminalreporter.write_sep("-", "slowest tests")
+    for nodeid, seconds in _slowest(_by_test):
+        terminalreporter.write_line(f"{seconds:8.1f}s  {nodeid}")
