@@ -222,7 +222,9 @@ class ClusterNode:
 
     def _mounts(self) -> list[list[str]]:
         mounts = []
-        for top in OVERLAID:
+        # The overlay that hides ``lower`` (a root kept under /var/cache) goes last: a
+        # mounted overlay keeps its layers, a path to them must resolve when it mounts.
+        for top in sorted(OVERLAID, key=self.lower.is_relative_to):
             layers, lower = self.workdir / "overlay" / top.lstrip("/"), self.lower / top.lstrip("/")
             mounts.append(["mount", "-t", "overlay", f"hvlg-{self.name}", "-o",
                            f"lowerdir={lower},upperdir={layers / 'upper'},workdir={layers / 'work'}", top])
