@@ -111,7 +111,12 @@ def migrate(cluster: UpgradeCluster, name: str, src: str, dst: str) -> None:
     assert state(cluster, name) == (f"{src}.gnt.test", "running", "Y")
     before = guest(cluster, name)
     with step(f"gnt-instance migrate {src} -> {dst}"):
-        cluster.gnt("gnt-instance", "migrate", "-f", "-n", f"{dst}.gnt.test", name)
+        done = cluster.gnt("gnt-instance", "migrate", "-f", "-n", f"{dst}.gnt.test", name)
+    # Ganeti compares the nodes' hv_version (their QEMUs) and asks the hypervisor class
+    # whether such a migration is safe; were it not, it would refuse without
+    # --ignore-hvversions.
+    out = done.stdout + done.stderr
+    assert "hypervisor version mismatch" in out and "should be safe" in out, out
     assert state(cluster, name) == (f"{dst}.gnt.test", "running", "Y")
     assert name in domains(cluster, dst)
     assert name not in cluster.virsh(src, "list", "--all", "--name").stdout.split()
