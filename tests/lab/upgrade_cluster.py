@@ -12,7 +12,7 @@ both serving ``kvm`` from hvlibvirt's .deb.
   /var, /root and /srv instead of the host's (``ClusterNode.lower``). The root is only
   read: every write lands in the node's upper layers, which the leak check verifies.
 
-Ganeti refuses a node of another Ganeti version, so both packages must carry the same
+A cluster's nodes are to run one Ganeti version, so both packages must carry the same
 upstream version (``version_problem``).
 """
 
@@ -101,7 +101,7 @@ def version_problem(root: Path, debs: list[Path]) -> str | None:
         return f"ganeti-3.1 is not installed in the trixie root {root}"
     if upstream_version(backports) != upstream_version(trixie.stdout.strip()):
         return (f"Ganeti {backports} ({BACKPORTS}) and {trixie.stdout.strip()} (trixie) are "
-                "different Ganeti versions: Ganeti refuses such a node")
+                "different Ganeti versions, not one cluster's")
     return None
 
 
