@@ -47,8 +47,11 @@ trixie checkout
 # Ganeti 3.1's hv_kvm passes -no-acpi, which QEMU 10 refuses (docs/handover.md).
 trixie run env "${passed[@]}" bash scripts/test.sh --basetemp=/tmp/hvlibvirt-trixie-ci \
   --ignore=tests/test_real_xen.py --ignore=tests/test_real_identity.py "${REST[@]}"
-# The upgrade between the releases (tests/test_real_upgrade.py, tier 4 across them): a
+# The upgrade between the releases: tier 4 across them (tests/test_real_upgrade.py: a
 # Debian 12 libvirtd here and a Debian 13 one in the root, a guest live from 12 to 13 and
-# back. It needs the root and its Debian 13 venv made above, so it comes last, from the
-# host (the conftest leaves it out of every run without HVLIBVIRT_UPGRADE_TIER=1).
-HVLIBVIRT_UPGRADE_TIER=1 .venv/bin/pytest tests/test_real_upgrade.py "${REST[@]}"
+# back), then a Ganeti 3.1 cluster with a node of each release
+# (tests/test_ganeti_cluster_upgrade.py: this host's, and one over the root's files). They
+# need the root and its Debian 13 venv made above, so they come last, from the host (the
+# conftest leaves them out of every run without HVLIBVIRT_UPGRADE_TIER=1).
+HVLIBVIRT_UPGRADE_TIER=1 .venv/bin/pytest tests/test_real_upgrade.py \
+  tests/test_ganeti_cluster_upgrade.py "${REST[@]}"

@@ -7,8 +7,10 @@ node's work directory; /run and /tmp are private directories of the work directo
 So everything Ganeti, dpkg, apt, sshd and libvirtd write inside the node lands under
 ``workdir/overlay/<dir>/upper``, ``workdir/run`` or ``workdir/tmp`` and never on the
 host, and what the host has installed (Ganeti, QEMU, libvirt, Python) is what the node
-runs. Files the harness wants in the node are written into the upper layers before
-the overlays are mounted (``seed``) or through the node afterwards (``write``).
+runs. With ``lower`` another root (a merged-/usr Debian tree: /bin, /lib and /sbin lead
+into /usr) takes the host's place, and the node runs that release instead. Files the
+harness wants in the node are written into the upper layers before the overlays are
+mounted (``seed``) or through the node afterwards (``write``).
 
 Every command runs as a child of the holder (``run``), so daemons started inside the
 node (sshd, libvirtd, virtlogd, Ganeti's daemons, QEMU) are the holder's descendants
@@ -70,7 +72,7 @@ class ClusterNode:
     """A lab Ganeti node. ``prepare()`` and ``start()`` it, then ``run()`` commands in it."""
 
     def __init__(self, name: str, domain: str, ip: str, netns: str, workdir: Path, host_uuid: str,
-                 binds: dict[str, Path] | None = None) -> None:
+                 binds: dict[str, Path] | None = None, lower: Path = Path("/")) -> None:
         self.name = name
         self.fqdn = f"{name}.{domain}"
         self.ip = ip
@@ -80,6 +82,9 @@ class ClusterNode:
         # node path -> host directory bind-mounted there (after the overlays), e.g. the
         # shared-file storage both nodes see
         self.binds = dict(binds or {})
+        # the tree whose /etc, /usr, /var, /root and /srv the overlays lie over: the
+        # host's, or another release's root (tests/lab/upgrade_cluster.py)
+        self.lower = Path(lower)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -141,8 +146,9 @@ class ClusterNode:
     # ------------------------------------------------------------------ set-up
     def prepare(self, hosts: str) -> None:
         """Create the node's trees and the files it needs before its first start."""
-        if "," in str(self.workdir) or ":" in str(self.workdir):
-            raise ClusterError(f"overlayfs options cannot name {self.workdir} (',' or ':')")
+        for path in (str(self.workdir), str(self.lower)):
+            if "," in path or ":" in path:
+                raise ClusterError(f"overlayfs options cannot name {path} (',' or ':')")
         if len(str(self.socket)) > UNIX_PATH_MAX:
             raise ClusterError(f"socket path too long for AF_UNIX: {self.socket}")
         if any(str(self.workdir).startswith(top + "/") for top in OVERLAID):
@@ -170,7 +176,7 @@ class ClusterNode:
         # Debian's QEMU driver resolves the compiled-in 'libvirt-qemu' user before it
         # reads qemu.conf; without libvirt-daemon-system the host has no such user.
         for name, extra in (("passwd", QEMU_PASSWD_LINE), ("group", QEMU_GROUP_LINE)):
-            text = Path("/etc", name).read_text()
+            text = (self.lower / "etc" / name).read_text()
             if not any(line.startswith(f"{QEMU_USER}:") for line in text.splitlines()):
                 self.seed(f"/etc/{name}", text.rstrip("\n") + "\n" + extra)
 
@@ -216,10 +222,12 @@ class ClusterNode:
 
     def _mounts(self) -> list[list[str]]:
         mounts = []
-        for top in OVERLAID:
-            layers = self.workdir / "overlay" / top.lstrip("/")
+        # The overlay that hides ``lower`` (a root kept under /var/cache) goes last: a
+        # mounted overlay keeps its layers, a path to them must resolve when it mounts.
+        for top in sorted(OVERLAID, key=self.lower.is_relative_to):
+            layers, lower = self.workdir / "overlay" / top.lstrip("/"), self.lower / top.lstrip("/")
             mounts.append(["mount", "-t", "overlay", f"hvlg-{self.name}", "-o",
-                           f"lowerdir={top},upperdir={layers / 'upper'},workdir={layers / 'work'}", top])
+                           f"lowerdir={lower},upperdir={layers / 'upper'},workdir={layers / 'work'}", top])
         mounts += [["mount", "--bind", str(src), target] for target, src in self.binds.items()]
         # /tmp last: the work directory itself may be under the host's /tmp.
         mounts += [["mount", "--bind", str(self.workdir / top.lstrip("/")), top] for top in PRIVATE]
