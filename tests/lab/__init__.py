@@ -27,7 +27,12 @@ What it provides (the pytest fixtures wrapping it live in tests/tiers/):
   for benchmarks.
 * ``upgrade``, ``trixie_node``, ``hv_call``: the upgrade tier, a node on this Debian 12
   host and one in the trixie root (Debian 13), each hypervisor call a process of its own
-  run by that node's Python and hvlibvirt.
+  run by that node's Python and hvlibvirt; ``upgrade_cluster``: the same two releases as
+  the nodes of one Ganeti 3.1 cluster (gntb's overlays over the trixie root's files).
+* ``gnt_steps``: the operator's gnt-* steps the cluster tiers share.
+* ``handover_run``, ``hv_kvm_source``: a live handover from Ganeti's hv_kvm as the
+  handover tests and bench/handover.py run it; ``identity``: the probe that compares
+  what two guests read of their machines.
 
 The guest must run on ``type='qemu'`` (TCG) on the development machine: its /dev/kvm
 is kvm_pvm, which cannot run an unmodified Linux guest kernel.

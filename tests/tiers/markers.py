@@ -6,7 +6,8 @@ or the test's own in a module that spans tiers); tiers 3 to 6 also carry ``real`
 other tiers before the Xen plugin decides, at the end of collection, whether to boot a
 dom0. Tier 7 (Debian 13) has no marker: it is ``scripts/test.sh --tier 7``, the suite
 again in a trixie root, then tests/test_real_upgrade.py (tier 4 between this host and the
-root) from the host.
+root) and tests/test_ganeti_cluster_upgrade.py (a tier 5 cluster with a node of each
+release) from the host.
 
 ``tcg_migration`` marks a real-tier live migration that is a check only where TCG
 migrates reliably in this lab: on QEMU 7.2 (Debian 12) a TCG guest is sometimes corrupted
