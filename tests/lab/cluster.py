@@ -200,6 +200,18 @@ def host_snapshot(paths: tuple[str, ...] = WATCHED_PATHS) -> dict[str, tuple[int
     return snap
 
 
+def snapshot_changes(before: dict[str, tuple[int, int, int] | None],
+                     now: dict[str, tuple[int, int, int] | None], what: str) -> list[str]:
+    """``what PATH created|removed|changed`` for each path two ``host_snapshot``s differ on."""
+    changes = []
+    for path in sorted(set(now) | set(before)):
+        old, new = before.get(path), now.get(path)
+        if old != new:
+            changes.append(f"{what} {path} "
+                           + ("created" if old is None else "removed" if new is None else "changed"))
+    return changes
+
+
 def _stat_sig(path: str) -> tuple[int, int, int] | None:
     try:
         st = os.lstat(path)
@@ -611,13 +623,7 @@ class Cluster:
         if not _mountpoint_in_use(default_cache_dir()):
             problems += [f"mount-point directory {p}"
                          for p in _DEV_DISK_MOUNTPOINT.created_and_present(default_cache_dir())]
-        now = host_snapshot()
-        for path in sorted(set(now) | set(self._baseline_files)):
-            before, after = self._baseline_files.get(path), now.get(path)
-            if before != after:
-                state = "created" if before is None else "removed" if after is None else "changed"
-                problems.append(f"host file {path} {state}")
-        return problems
+        return problems + snapshot_changes(self._baseline_files, host_snapshot(), "host file")
 
     def _is_ours(self, mountpoint: str) -> bool:
         """Mounts this cluster makes (other sessions' tier-3 mounts may come and go)."""

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .cluster import Cluster, ClusterError, _link_or_copy, host_snapshot
+from .cluster import Cluster, ClusterError, _link_or_copy, host_snapshot, snapshot_changes
 from .cluster_node import ClusterNode
 from .ganeti_modules import _private_apt
 
@@ -145,11 +145,5 @@ class UpgradeCluster(Cluster):
                                    "installing Ganeti 3.1")
 
     def leftovers(self) -> list[str]:
-        problems = super().leftovers()
-        now = host_snapshot(self._root_paths())
-        for path in sorted(set(now) | set(self._root_baseline)):
-            before, after = self._root_baseline.get(path), now.get(path)
-            if before != after:
-                state = "created" if before is None else "removed" if after is None else "changed"
-                problems.append(f"trixie root file {path} {state}")
-        return problems
+        return super().leftovers() + snapshot_changes(
+            self._root_baseline, host_snapshot(self._root_paths()), "trixie root file")
