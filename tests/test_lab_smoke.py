@@ -121,7 +121,7 @@ def test_a_device_whose_size_the_guest_could_not_read_is_listed_without_a_size()
 def test_a_second_cluster_lab_waits_for_the_first_and_names_it() -> None:
     """The cluster lab's machine-wide lock: a second lab is refused once its wait is
     over, naming the first's process, and gets the lock when the first releases it."""
-    from lab.cluster import MachineLock
+    from lab.host_state import MachineLock
     from lab.errors import LabError
 
     name = f"\0hvlibvirt-test-cluster-lock-{os.getpid()}"

@@ -24,7 +24,8 @@ What it provides (the pytest fixtures wrapping it live in tests/tiers/):
 * ``cluster``, ``cluster_node``, ``cluster_holder``: tier 5, a two-node Ganeti 3.0
   cluster (nodes in namespaces with overlayfs over /etc, /usr, /var, /root and /srv,
   sshd and libvirtd each, hvlibvirt installed from its .deb), ``standalone_cluster``
-  for benchmarks.
+  for benchmarks; ``host_state``: what its leak check compares on the host, and the
+  machine-wide lock that keeps one cluster lab at a time.
 * ``upgrade``, ``trixie_node``, ``hv_call``: the upgrade tier, a node on this Debian 12
   host and one in the trixie root (Debian 13), each hypervisor call a process of its own
   run by that node's Python and hvlibvirt; ``upgrade_cluster``: the same two releases as

@@ -22,7 +22,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .cluster import Cluster, ClusterError, _link_or_copy, host_snapshot, snapshot_changes
+from .cluster import Cluster, ClusterError, _link_or_copy
+from .host_state import host_snapshot, snapshot_changes
 from .cluster_node import ClusterNode
 from .ganeti_modules import _private_apt
 
