@@ -2,14 +2,17 @@
 and the coverage rules tests/test_identity_coverage.py holds them to.
 
 Each case varies several hvparams at once, so that few boots cover every value the
-translator (hvlibvirt.handover.model) accepts. Values are overrides of Ganeti 3.0's
-defaults; the lab's own (kernel, initrd, TCG) come from the test.
+translator (hvlibvirt.handover.model) accepts. Values are overrides of the source
+Ganeti's defaults; the lab's own (kernel, initrd, TCG) come from the test. The source
+is the Ganeti the Debian release carries (``platform_ganeti``); Ganeti 3.1 (Debian 13)
+boots the cases with the changes of ``GANETI_CHANGES``, each with why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from hvlibvirt import constants as C
@@ -74,6 +77,43 @@ CASES = (
         C.HV_NIC_TYPE: "pcnet", C.HV_KVM_MACHINE_VERSION: "pc-i440fx-5.2",
         C.HV_KVM_FLAG: "disabled"}, vcpus=2, nics=2),
 )
+
+# The Ganeti whose hv_kvm makes the source, by Debian release: the one the release carries.
+GANETI_BY_DEBIAN = {"12": "3.0", "13": "3.1"}
+
+# Values a case boots under Ganeti 3.0 that the Ganeti of another release cannot start,
+# replaced there: {ganeti: {case: (overrides, why)}}.
+GANETI_CHANGES: dict[str, dict[str, tuple[Mapping[str, Any], str]]] = {
+    "3.1": {
+        "e1000-threads": (
+            {C.HV_DISK_DISCARD: "ignore"},
+            "Ganeti 3.1 has no disk_discard 'default' (its -blockdev passes the value to "
+            "QEMU, which refuses it); 'ignore' is 3.1's default"),
+        "rtl8139-sockets": (
+            {C.HV_KVM_DISK_AIO: "threads"},
+            "Ganeti 3.1's -blockdev opens the disk without O_DIRECT for disk_cache default, "
+            "and QEMU refuses aio=native there ('requires cache.direct=on'): hv_kvm cannot "
+            "start it (virtio-bare boots native with disk_cache none)"),
+    },
+}
+
+
+def platform_ganeti(os_release: Path = Path("/etc/os-release")) -> str:
+    """The Ganeti version whose hv_kvm makes the source on this Debian release."""
+    fields = dict(line.split("=", 1) for line in os_release.read_text().splitlines()
+                  if "=" in line)
+    release = fields.get("VERSION_ID", "").strip('"')
+    if release not in GANETI_BY_DEBIAN:
+        raise RuntimeError(f"no source Ganeti known for Debian {release or '(unknown)'}")
+    return GANETI_BY_DEBIAN[release]
+
+
+def cases(ganeti: str) -> tuple[Case, ...]:
+    """CASES as the given Ganeti boots them (GANETI_CHANGES applied)."""
+    changes = GANETI_CHANGES.get(ganeti, {})
+    return tuple(replace(case, hvparams={**case.hvparams, **changes[case.name][0]})
+                 if case.name in changes else case for case in CASES)
+
 
 # hvparams with a finite set of values: Ganeti's choices, and the booleans.
 CHOICES: dict[str, tuple[Any, ...]] = {

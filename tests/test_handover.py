@@ -209,6 +209,20 @@ def test_localtime_no_acpi_no_reboot_paused() -> None:
     assert not model.was_running(runtime.parse(info))
 
 
+
+def _machine_with(argv: list[str], extra: str) -> list[str]:
+    index = argv.index("-machine") + 1
+    return [*argv[:index], f"{argv[index]},{extra}", *argv[index + 1:]]
+
+
+@pytest.mark.parametrize("setting,acpi", [("acpi=off", False), ("acpi=on", True)])
+def test_acpi_as_a_machine_property(setting: str, acpi: bool) -> None:
+    """Ganeti 3.1 writes acpi=false as -machine ...,acpi=off where QEMU (>= 9, Debian
+    13's) has no -no-acpi."""
+    info = changed(load("ganeti30-pc-1cpu.runtime"),
+                   argv=lambda argv: _machine_with(argv, setting))
+    assert (build(info).find("features/acpi") is not None) is acpi
+
 def _without_kernel(argv: list[str]) -> list[str]:
     kept: list[str] = []
     skip = False

@@ -13,8 +13,8 @@ import pytest
 
 from hvlibvirt import constants as C
 from hvlibvirt.handover import model, runtime
-from identity_cases import (CASES, CHOICES, NOT_BOOTED, SHAPE_CLASSES, SHAPES, covered,
-                            effective)
+from identity_cases import (CASES, CHOICES, GANETI_CHANGES, NOT_BOOTED, SHAPE_CLASSES, SHAPES,
+                            cases, covered, effective)
 
 pytestmark = pytest.mark.tier1
 
@@ -63,3 +63,13 @@ def test_not_booted_values_are_accepted_ones() -> None:
 def test_every_case_is_translatable(case) -> None:
     hvp = effective(case)
     assert not _problems({p: hvp[p] for p in CHOICES}), case.name
+
+
+def test_platform_changes_change_named_cases_and_say_why() -> None:
+    """Another Ganeti's case list is CASES with a few values replaced, each with why."""
+    for ganeti, changes in GANETI_CHANGES.items():
+        by_name = {case.name: case for case in CASES}
+        for name, (overrides, why) in changes.items():
+            assert why and overrides, (ganeti, name)
+            assert any(by_name[name].hvparams.get(p) != v for p, v in overrides.items())
+        assert [case.name for case in cases(ganeti)] == list(by_name)

@@ -246,9 +246,13 @@ def _read_options(options: Sequence[Option]) -> _Parsed:
         elif opt.name in ("-machine", "-M"):
             head, props = opt.properties()
             for key, val in props.items():
-                if key != "accel" or val not in ("kvm", "tcg"):
+                if key == "accel" and val in ("kvm", "tcg"):
+                    p.accel = "kvm" if val == "kvm" else "qemu"
+                elif key == "acpi" and val in ("on", "off"):
+                    # Ganeti 3.1's acpi=false where QEMU (>= 9) has no -no-acpi
+                    p.acpi = val == "on"
+                else:
                     raise HypervisorError(f"-machine {value!r}: {key} not translated")
-                p.accel = "kvm" if val == "kvm" else "qemu"
             p.machine = head
         elif opt.name == "-serial":
             if value == "none":

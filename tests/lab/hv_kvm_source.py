@@ -1,4 +1,5 @@
-"""Ganeti 3.0's own KVM hypervisor builds a source instance for the handover tests.
+"""Ganeti's own KVM hypervisor (3.0, or 3.1 on Debian 13: the one GANETI_SHARE holds)
+builds a source instance for the handover tests.
 
 Run in a child interpreter with Ganeti's modules first on sys.path (one process cannot
 import two Ganetis, and the tests' process must not import any)::
@@ -49,8 +50,8 @@ _get_free_slot = bitarrays.GetFreeSlot
 
 
 def _free_slot(slots, slot=None, reserve=False):
-    """Ganeti 3.0 indexes what ``bitarray.search`` returns, a list in Debian 12's
-    bitarray 2.x and an iterator in the 3.x the tests' venv has: hand it a list."""
+    """Ganeti (3.0 and 3.1) indexes what ``bitarray.search`` returns, a list in Debian
+    12's bitarray 2.x and an iterator in the 3.x the tests' venv has: hand it a list."""
     class Listed(type(slots)):
         def search(self, *args, **kwargs):
             return list(super().search(*args, **kwargs))
