@@ -236,11 +236,13 @@ def _without_kernel(argv: list[str]) -> list[str]:
     return kept
 
 
-@pytest.mark.parametrize("letter,first", [("n", "network"), ("c", "hd"), ("d", "cdrom")])
-def test_a_failed_boot_goes_on_to_the_disk_as_under_hv_kvm(letter: str, first: str) -> None:
+@pytest.mark.parametrize("boot,first", [("n", "network"), ("c", "hd"), ("d", "cdrom"),
+                                        ("order=n", "network"), ("order=c", "hd"),
+                                        ("order=d", "cdrom")])  # Ganeti 3.0's, 3.1's
+def test_a_failed_boot_goes_on_to_the_disk_as_under_hv_kvm(boot: str, first: str) -> None:
     """hv_kvm's -boot is not strict; libvirt's is: the disk is named second."""
     info = changed(load("ganeti30-pc-1cpu.runtime"),
-                   argv=lambda argv: _without_kernel(argv) + ["-boot", letter])
+                   argv=lambda argv: _without_kernel(argv) + ["-boot", boot])
     boots = [b.get("dev") for b in build(info).iterfind("os/boot")]
     assert boots == list(dict.fromkeys([first, "hd"]))
 

@@ -218,7 +218,9 @@ _FLAG_OPTIONS: dict[str, tuple[str, object]] = {
     "-no-acpi": ("acpi", False), "-no-reboot": ("no_reboot", True), "-S": ("paused", True),
     "-usb": ("usb", True)}
 _CHOICE_OPTIONS: dict[str, tuple[str, Mapping[str, object]]] = {
-    "-boot": ("boot", {value: value for value in ("c", "n", "d", "a")}),
+    # Ganeti 3.0 writes "-boot d", 3.1 "-boot order=d": QEMU reads both alike (not strict)
+    "-boot": ("boot", {form + value: value for value in ("c", "n", "d", "a")
+                       for form in ("", "order=")}),
     "-rtc": ("localtime", {"base=localtime": True}),
     "-vga": ("vga", {"std": "std", "none": "none"})}
 
