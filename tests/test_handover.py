@@ -8,7 +8,6 @@ without a reboot: the guest-visible device model of ours must be the same.
 
 from __future__ import annotations
 
-import copy
 import json
 import struct
 from pathlib import Path
