@@ -15,7 +15,6 @@ root of tier 7 (bash scripts/trixie-root.sh create).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -26,24 +25,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from lab.cluster_node import ClusterError  # noqa: E402 (after the path above)
+from lab.gnt_steps import NO_VHOST, QUIET_GUEST, guest  # noqa: E402
+
 NAME = "upgb1"
 A, B = "gnta.gnt.test", "gntb.gnt.test"
-FACTS = "cat /proc/sys/kernel/random/boot_id /proc/uptime"
-FACTS_RE = r"([0-9a-f]{8}-[0-9a-f-]{27})\s+(\d+\.\d+) \d+\.\d+"
-NO_VHOST = {"vhost_net": "false"} if not os.path.exists("/dev/vhost-net") else {}
-QUIET = {"kernel_args": "quiet panic=-1 hvlpoll=0"}
 
 
 def boot_id(cluster, timeout: float = 120.0) -> str | None:
     """The guest's boot id from its console, None when it does not answer."""
-    from lab.cluster_node import ClusterError
-
     try:
-        out = cluster.console("gnta", NAME, FACTS, FACTS_RE, timeout=timeout)
+        return guest(cluster, NAME, timeout=timeout).boot_id
     except ClusterError:
         return None
-    found = re.search(FACTS_RE, out)
-    return found.group(1) if found else None
 
 
 def error_line(out: str) -> str:
@@ -59,7 +53,7 @@ def sequence(cluster) -> list[tuple[str, str, str, float]]:
     steps = [
         ("start on 12", ["gnt-instance", "add", "-t", "sharedfile", "-o", "noop", "--disk",
                          "0:size=64M", "-B", "memory=128M",
-                         "-H", cluster.hvparams(**{**QUIET, **NO_VHOST}), "-n", A,
+                         "-H", cluster.hvparams(**{**QUIET_GUEST, **NO_VHOST}), "-n", A,
                          "--no-name-check", "--no-ip-check", fqdn]),
         ("migrate 12 -> 13", ["gnt-instance", "migrate", "-f", "-n", B, fqdn]),
         ("hot-add disk on 13", ["gnt-instance", "modify", "--disk", "add:size=16M", fqdn]),

@@ -14,44 +14,18 @@ and no instance behind.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from lab.cluster import Cluster
-from lab.gnt_steps import BOOT_S, HOTPLUG, QUIET_GUEST, domains, remove_instance, state, step
+from lab.gnt_steps import (BOOT_S, HOTPLUG, NO_VHOST, QUIET_GUEST, Guest, devices, domains, guest, remove_instance,
+                           state, step)
 
 pytestmark = [pytest.mark.tier5, pytest.mark.real]
 
 A, B = "gnta.gnt.test", "gntb.gnt.test"
-# Ganeti 3.1's hv_kvm opens /dev/vhost-net while vhost_net is on (3.1's default), TCG or
-# not; this machine's kernel has none.
-NO_VHOST = {"vhost_net": "false"} if not os.path.exists("/dev/vhost-net") else {}
-# The guest's answer to FACTS: its boot id, then /proc/uptime.
-FACTS = "cat /proc/sys/kernel/random/boot_id /proc/uptime"
-FACTS_RE = r"([0-9a-f]{8}-[0-9a-f-]{27})\s+(\d+\.\d+) \d+\.\d+"
-
-
-@dataclass(frozen=True)
-class Guest:
-    boot_id: str
-    uptime: float
-
-
-def guest(cluster: Cluster, name: str, timeout: float = 60.0) -> Guest:
-    """What the guest itself says on ``gnt-instance console``: its boot and its uptime."""
-    found = re.search(FACTS_RE, cluster.console("gnta", name, FACTS, FACTS_RE, timeout=timeout))
-    assert found
-    return Guest(found.group(1), float(found.group(2)))
-
-
-def devices(cluster: Cluster, name: str) -> set[str]:
-    """Block devices and network interfaces the guest sees."""
-    out = cluster.console("gnta", name, "ls /sys/block /sys/class/net", r"\blo\b")
-    return {word for word in out.split() if not word.startswith("/")}
 
 
 def wait_guest(cluster: Cluster, name: str) -> Guest:

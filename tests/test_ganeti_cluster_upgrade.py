@@ -23,13 +23,13 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from lab import unavailable
 from lab.cluster import ClusterError, cluster_prerequisites, ensure_deb
-from lab.gnt_steps import BOOT_S, HOTPLUG_S, QUIET_GUEST, add_instance, domains, remove_instance, state, step
+from lab.gnt_steps import (BOOT_S, HOTPLUG_S, QUIET_GUEST, add_instance, devices, domains, guest, remove_instance,
+                           state, step)
 from lab.guest import GuestImage, default_cache_dir
 from lab.upgrade import trixie_root
 from lab.upgrade_cluster import UpgradeCluster, backports_debs, root_problems, version_problem
@@ -39,18 +39,8 @@ log = logging.getLogger(__name__)
 
 A, B = "gnta.gnt.test", "gntb.gnt.test"
 NAME = "upg1"
-# The guest's answer to FACTS: its boot id, then /proc/uptime.
-FACTS = "cat /proc/sys/kernel/random/boot_id /proc/uptime"
-FACTS_RE = r"([0-9a-f]{8}-[0-9a-f-]{27})\s+(\d+\.\d+) \d+\.\d+"
-DEVICES = "ls /sys/block /sys/class/net"
 OLD_MACHINE = "pc-i440fx-7.2"  # QEMU 7.2's 'pc'; QEMU 10 still offers it
 NEW_MACHINE = re.compile(r"pc-i440fx-10\.\d+")  # QEMU 10's 'pc'
-
-
-@dataclass(frozen=True)
-class Guest:
-    boot_id: str
-    uptime: float
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +73,6 @@ def instance(cluster: UpgradeCluster) -> Iterator[str]:
     add_instance(cluster, NAME, "sharedfile", "0:size=64M", node="gnta", **QUIET_GUEST)
     yield cluster.fqdn(NAME)
     remove_instance(cluster, NAME)
-
-
-def guest(cluster: UpgradeCluster, name: str) -> Guest:
-    """What the guest itself says on ``gnt-instance console`` (run on the master, gnta)."""
-    found = re.search(FACTS_RE, cluster.console("gnta", name, FACTS, FACTS_RE))
-    assert found
-    return Guest(found.group(1), float(found.group(2)))
-
-
-def devices(cluster: UpgradeCluster, name: str) -> set[str]:
-    """Block devices and network interfaces the guest sees."""
-    out = cluster.console("gnta", name, DEVICES, r"\blo\b")
-    return {word for word in out.split() if not word.startswith("/")}
 
 
 def machine(cluster: UpgradeCluster, node: str, name: str) -> str:

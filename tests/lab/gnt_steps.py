@@ -9,6 +9,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from lab.cluster import Cluster
 from lab.serial import SerialLog
@@ -27,6 +28,12 @@ HOTPLUG = (["--hotplug"] if os.path.basename(os.path.realpath("/usr/share/ganeti
 # and plain virsh migrate show it too. With the poll off: 28 of 28 hops clean here, with
 # it on: a hang within 7 hops.
 QUIET_GUEST = {"kernel_args": "quiet panic=-1 hvlpoll=0"}
+# Ganeti 3.1's hv_kvm opens /dev/vhost-net while vhost_net is on (3.1's default), TCG or
+# not; this machine's kernel has none.
+NO_VHOST = {"vhost_net": "false"} if not os.path.exists("/dev/vhost-net") else {}
+# The guest's answer to FACTS: its boot id, then /proc/uptime.
+FACTS = "cat /proc/sys/kernel/random/boot_id /proc/uptime"
+FACTS_RE = r"([0-9a-f]{8}-[0-9a-f-]{27})\s+(\d+\.\d+) \d+\.\d+"
 
 
 @contextlib.contextmanager
@@ -99,3 +106,24 @@ def verify_problems(cluster: Cluster) -> tuple[int, list[str]]:
     lines = [line for line in (done.stdout + done.stderr).splitlines()
              if re.search(r"ERROR|WARNING|failed", line) and SYSRQ not in line]
     return done.returncode, lines
+
+
+@dataclass(frozen=True)
+class Guest:
+    """Who the guest is: a reboot changes its boot id, a pause never lowers its uptime."""
+
+    boot_id: str
+    uptime: float
+
+
+def guest(cluster: Cluster, name: str, timeout: float = 60.0) -> Guest:
+    """What the guest itself says on ``gnt-instance console`` (run on gnta, the master)."""
+    found = re.search(FACTS_RE, cluster.console("gnta", name, FACTS, FACTS_RE, timeout=timeout))
+    assert found
+    return Guest(found.group(1), float(found.group(2)))
+
+
+def devices(cluster: Cluster, name: str) -> set[str]:
+    """Block devices and network interfaces the guest sees."""
+    out = cluster.console("gnta", name, "ls /sys/block /sys/class/net", r"\blo\b")
+    return {word for word in out.split() if not word.startswith("/")}
