@@ -49,6 +49,7 @@ NODE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
             "DEBIAN_FRONTEND": "noninteractive"}
 START_TIMEOUT_S = 30.0
 LIBVIRTD_TIMEOUT_S = 30.0
+LIBVIRTD_LOG = "/var/log/libvirt/libvirtd.log"
 UNIX_PATH_MAX = 107
 
 
@@ -143,6 +144,15 @@ class ClusterNode:
         """A file as the node sees it (host layer included)."""
         return self.run(["cat", node_path]).stdout
 
+    def libvirtd_trouble(self, lines: int = 12) -> list[str]:
+        """The last errors and warnings in the node's libvirtd log, read from the host
+        (the node may be what failed)."""
+        try:
+            text = self.host_path(LIBVIRTD_LOG).read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if " error : " in line or " warning : " in line][-lines:]
+
     # ------------------------------------------------------------------ set-up
     def prepare(self, hosts: str) -> None:
         """Create the node's trees and the files it needs before its first start."""
@@ -203,7 +213,10 @@ class ClusterNode:
             "auth_unix_ro": "none",
             "listen_tcp": 0,
             "host_uuid": self.host_uuid,  # two nodes must look like two hosts to migrate
-            "log_outputs": "3:file:/var/log/libvirt/libvirtd.log",
+            # A failed migration is read afterwards: its job and the peers' keepalive in full.
+            "log_filters": "1:rpc.keepalive 1:qemu.qemu_migration",
+            "log_level": 3,
+            "log_outputs": f"1:file:{LIBVIRTD_LOG}",
         }))
         self.seed("/etc/libvirt/virtlogd.conf", _libvirt_conf({
             "log_outputs": "3:file:/var/log/libvirt/virtlogd.log",

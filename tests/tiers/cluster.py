@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -43,3 +44,20 @@ def ganeti_cluster(real_tier: None, guest_image: GuestImage, tmp_path_factory: p
     cluster.up()
     log.info("Ganeti cluster up with %s: %s", deb.name, cluster.timings.phases)
     return cluster
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used a lab cluster reports what its nodes' libvirtd logged last
+    (CI keeps only the output: a failed migration's cause is there, not in Ganeti's)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    from lab.cluster import Cluster
+
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, Cluster):
+            text = "\n".join(f"{name}: {line}" for name, node in value.nodes.items()
+                             for line in node.libvirtd_trouble())
+            report.sections.append(("libvirtd errors and warnings on the nodes", text or "(none)"))
