@@ -68,8 +68,9 @@ CASES = (
         C.HV_NIC_TYPE: "i82551", C.HV_KVM_MACHINE_VERSION: "pc-i440fx-6.2",
         C.HV_ACPI: False, C.HV_KVM_PCI_RESERVATIONS: 8}),
     Case("i82557b-2cpu", {C.HV_NIC_TYPE: "i82557b", C.HV_SERIAL_CONSOLE: False}, vcpus=2),
-    Case("i82559er-localtime", {
-        C.HV_NIC_TYPE: "i82559er", C.HV_USE_LOCALTIME: True, C.HV_VGA: "std"}),
+    Case("i82559er-ide-localtime", {
+        C.HV_NIC_TYPE: "i82559er", C.HV_DISK_TYPE: "ide", C.HV_USE_LOCALTIME: True,
+        C.HV_VGA: "std"}, disks=2),
     Case("virtio-firmware-boot", {
         C.HV_KERNEL_PATH: "", C.HV_BOOT_ORDER: "disk", C.HV_NIC_TYPE: "paravirtual",
         C.HV_VNC_BIND_ADDRESS: VNC}),

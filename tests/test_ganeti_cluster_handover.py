@@ -90,13 +90,13 @@ def migrate_to_b(cluster: Cluster, name: str, before: Guest) -> None:
 
 SHAPES = {
     "paravirtual": ((), {}),
-    "e1000-vnc": ((), {"nic_type": "e1000", "vnc_bind_address": "0.0.0.0"}),
+    "emulated-vnc": ((), {"nic_type": "e1000", "disk_type": "ide", "vnc_bind_address": "0.0.0.0"}),
     "2-vcpus": (("-B", "vcpus=2"), {}),
 }
 
 
 @pytest.mark.parametrize("shape", [
-    "paravirtual", "e1000-vnc",
+    "paravirtual", "emulated-vnc",
     # QEMU 7.2's TCG sometimes corrupts a two-vCPU guest in any live migration, hv_kvm's
     # own too (docs/handover.md): gating where TCG migrates reliably (tier 7, QEMU 10).
     pytest.param("2-vcpus", marks=pytest.mark.tcg_migration),
@@ -154,16 +154,18 @@ def test_devices_hot_added_under_hv_kvm_move_with_the_instance(ganeti_cluster: C
 
 def test_what_the_handover_cannot_reproduce_stays_on_hv_kvm(ganeti_cluster: Cluster,
                                                             mixed: list[str]) -> None:
-    """An emulated (IDE) disk is refused by gntb's AcceptInstance before any data moves:
-    the instance runs on in gnta's QEMU and gntb keeps nothing. It moves by a restart
-    (failover), the one reboot the docs name for such instances."""
-    name = "hx-ide"
+    """A third IDE disk (placed differently by Ganeti 3.0 and 3.1) is refused by gntb's
+    AcceptInstance before any data moves: the instance runs on in gnta's QEMU and gntb
+    keeps nothing. It moves by a restart (failover), the one reboot the docs name for
+    such instances."""
+    name = "hx-3ide"
     fqdn = ganeti_cluster.fqdn(name)
-    before = add_on_hv_kvm(ganeti_cluster, mixed, name, disk_type="ide", root_path="/dev/sda")
+    before = add_on_hv_kvm(ganeti_cluster, mixed, name, "--disk", "1:size=8M", "--disk", "2:size=8M",
+                           disk_type="ide", root_path="/dev/sda")
     with step("gnt-instance migrate (refused)"):
         done = ganeti_cluster.gnt("gnt-instance", "migrate", "-f", "-n", B, fqdn, check=False)
     assert done.returncode != 0
-    assert "disk_type" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "disk_type 'ide' with 3 disks" in done.stdout + done.stderr, done.stdout + done.stderr
     assert state(ganeti_cluster, name) == (A, "running", "Y")
     assert fqdn not in ganeti_cluster.virsh("gntb", "list", "--all", "--name").stdout.split()
     assert guest(ganeti_cluster, name).boot_id == before.boot_id

@@ -317,6 +317,50 @@ def test_pci_slot_collision_refused() -> None:
         build(json.dumps(data))
 
 
+def _ide(info: str, disks: int) -> str:
+    """The runtime with ``disks`` disks as hv_kvm records disk_type ide: each hvinfo
+    names the driver 'ide' and keeps the PCI slot Ganeti reserved for it."""
+    data = json.loads(info)
+    data[2][C.HV_DISK_TYPE] = C.HT_DISK_IDE
+    first = data[3][0]
+    data[3] = []
+    for index in range(disks):
+        disk = json.loads(json.dumps(first))
+        disk[0]["uuid"] = f"{index}1111111-2222-3333-4444-555555555555"
+        disk[0]["hvinfo"] = {"driver": "ide", "id": f"disk-{index}", "bus": "pci.0",
+                             "addr": hex(0x10 + index)}
+        disk[1] = f"/tmp/hvl-ho-gen/disk{index}"
+        data[3].append(disk)
+    return json.dumps(data)
+
+
+def test_ide_disks_take_the_ide_units_in_order_beside_the_empty_cdrom() -> None:
+    root = build(_ide(load("ganeti30-vnc-2cpu.runtime"), 2))
+    found = {disk.find("target").get("dev"): (disk.get("device"), disk.find("target").get("bus"),
+                                               dict(disk.find("address").attrib))
+             for disk in root.iterfind("devices/disk")}
+    drive = {"type": "drive", "controller": "0", "target": "0"}
+    assert found == {"hda": ("disk", "ide", {**drive, "bus": "0", "unit": "0"}),
+                     "hdb": ("disk", "ide", {**drive, "bus": "0", "unit": "1"}),
+                     "hdc": ("cdrom", "ide", {**drive, "bus": "1", "unit": "0"}),
+                     "fda": ("floppy", "fdc", {**drive, "bus": "0", "unit": "0"})}
+    # the slots Ganeti reserved for them stay empty, as in hv_kvm's QEMU
+    slots = {elem.get("slot") for elem in root.iterfind("devices/*/address[@type='pci']")}
+    assert not slots & {"0x10", "0x11"}
+
+
+def test_a_third_ide_disk_is_refused() -> None:
+    with pytest.raises(HypervisorError, match="disk_type 'ide' with 3 disks"):
+        build(_ide(load("ganeti30-vnc-2cpu.runtime"), 3))
+
+
+def test_a_disk_driver_other_than_disk_types_is_refused() -> None:
+    data = json.loads(_ide(load("ganeti30-vnc-2cpu.runtime"), 1))
+    data[3][0][0]["hvinfo"]["driver"] = "virtio-blk-pci"
+    with pytest.raises(HypervisorError, match="disk 0: driver 'virtio-blk-pci'"):
+        build(json.dumps(data))
+
+
 def test_accept_instance_refuses_before_anything_moves(test_uri: str) -> None:
     """AcceptInstance recognises hv_kvm's info and refuses, naming the hvparam, before
     a relay starts (libvirt's test driver: nothing could restore there anyway)."""

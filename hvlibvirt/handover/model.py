@@ -5,7 +5,8 @@ libvirt always passes ``-nodefaults`` and hv_kvm never does, so every device QEM
 by itself is written out at the place QEMU put it: standard VGA at slot 2, the PIIX3
 UHCI controller at 1.2 (``-usb``), the virtio balloon at the first free slot in the
 order hv_kvm emits its devices, the ISA parallel port, an empty IDE CD-ROM (hdc) and an
-empty floppy. Disks and NICs sit at the slots hv_kvm recorded in their hvinfo. The
+empty floppy. Virtio disks and NICs sit at the slots hv_kvm recorded in their hvinfo,
+IDE disks at the units QEMU gave them in order. The
 machine type is the resolved one (the stream carries it), the CPU topology explicit
 (QEMU's rules for ``-smp`` differ from libvirt's default).
 
@@ -41,6 +42,11 @@ VNC_BASE_PORT = 5900
 NIC_MODELS = {"paravirtual": "virtio", "e1000": "e1000", "rtl8139": "rtl8139",
               "ne2k_pci": "ne2k_pci", "i82551": "i82551", "i82557b": "i82557b",
               "i82559er": "i82559er", "pcnet": "pcnet"}
+# disk_type -> the driver hv_kvm records in a disk's hvinfo (3.0 and 3.1 alike).
+DISK_DRIVERS = {C.HT_DISK_PARAVIRTUAL: "virtio-blk-pci", C.HT_DISK_IDE: C.HT_DISK_IDE}
+# IDE disks take the IDE units in order (QEMU's own placement: Ganeti 3.0 gives -drive
+# if=ide, 3.1 -device ide-hd without a unit): hda, hdb, then the two releases differ.
+IDE_DISKS_PLACED_ALIKE = 2
 _MACHINE_VERSION = re.compile(r"^pc-(?:i440fx-)?(\d+)\.(\d+)")
 # Ganeti's own host-side options: they shape no guest device.
 _HOST_SIDE = frozenset({"-pidfile", "-D", "-daemonize", "-monitor", "-qmp", "-k"})
@@ -99,9 +105,15 @@ def problems(runtime: KvmRuntime, instance: Any) -> list[str]:
     if model not in (C.HT_SM_NONE, C.HT_SM_USER):
         found.append(f"{C.HV_SECURITY_MODEL} ({model!r}): no libvirt security label maps "
                      "a uid pool")
-    if hvp.get(C.HV_DISK_TYPE) != C.HT_DISK_PARAVIRTUAL:
-        found.append(f"{C.HV_DISK_TYPE} ({hvp.get(C.HV_DISK_TYPE)!r}): only paravirtual "
-                     "disks are translated")
+    disk_type = hvp.get(C.HV_DISK_TYPE)
+    if disk_type not in DISK_DRIVERS:
+        found.append(f"{C.HV_DISK_TYPE} ({disk_type!r}): only paravirtual and IDE disks "
+                     "are translated")
+    elif disk_type == C.HT_DISK_IDE and len(runtime.disks) > IDE_DISKS_PLACED_ALIKE:
+        found.append(f"{C.HV_DISK_TYPE} 'ide' with {len(runtime.disks)} disks: where QEMU "
+                     "put the third depends on the Ganeti release that started it (3.0: "
+                     "hdc, in place of the empty CD-ROM; 3.1: hdd), which the runtime "
+                     "does not say")
     if hvp.get(C.HV_NIC_TYPE) not in NIC_MODELS:
         found.append(f"{C.HV_NIC_TYPE} ({hvp.get(C.HV_NIC_TYPE)!r}): not a PCI NIC "
                      "hv_kvm places")
@@ -287,9 +299,11 @@ def _domain_type(runtime: KvmRuntime, parsed: _Parsed) -> str:
     return "kvm" if runtime.kvm_path.endswith("kvm") else "qemu"
 
 
-def _pci_slots(runtime: KvmRuntime, parsed: _Parsed) -> tuple[int | None, dict[str, int]]:
+def _pci_slots(runtime: KvmRuntime, parsed: _Parsed, pci_disks: bool
+               ) -> tuple[int | None, dict[str, int]]:
     """The balloon's slot (QEMU's first free one when hv_kvm's -device options are
-    created, before any disk or NIC) and each disk's and NIC's recorded slot."""
+    created, before any disk or NIC) and each PCI disk's and NIC's recorded slot (an
+    IDE disk's hvinfo holds a slot hv_kvm reserved but QEMU never used)."""
     taken = {addresses.HOST_BRIDGE_SLOT, addresses.PIIX3_SLOT}
     if parsed.vga != "none":
         taken.add(addresses.VIDEO_SLOT)
@@ -298,7 +312,7 @@ def _pci_slots(runtime: KvmRuntime, parsed: _Parsed) -> tuple[int | None, dict[s
         balloon = min(s for s in range(32) if s not in taken)
         taken.add(balloon)
     slots: dict[str, int] = {}
-    for dev in (*runtime.disks, *runtime.nics):
+    for dev in (*(runtime.disks if pci_disks else ()), *runtime.nics):
         slot = dev.pci_slot
         what = f"{dev.kind} {dev.index} ({dev.uuid})"
         if slot is None:
@@ -311,23 +325,29 @@ def _pci_slots(runtime: KvmRuntime, parsed: _Parsed) -> tuple[int | None, dict[s
     return balloon, slots
 
 
-def _disk(dev: Device, hvp: Mapping[str, Any], slot: int) -> etree._Element:
+def _disk(dev: Device, hvp: Mapping[str, Any], slot: int | None) -> etree._Element:
+    """A disk at its PCI slot (virtio), or at the IDE unit of its index (no slot)."""
     fields = dev.fields
     what = f"disk {dev.index}"
     if fields.get("mode", C.DISK_RDWR) != C.DISK_RDWR:
         raise HypervisorError(f"{what}: hv_kvm runs only read-write disks")
     driver = dev.hvinfo.get("driver")
-    if driver != "virtio-blk-pci":
-        raise HypervisorError(f"{what}: driver {driver!r} is not translated")
+    if driver != DISK_DRIVERS[hvp[C.HV_DISK_TYPE]]:
+        raise HypervisorError(f"{what}: driver {driver!r} is not what disk_type "
+                              f"{hvp[C.HV_DISK_TYPE]!r} gives")
     disk_obj = SimpleNamespace(uuid=fields.get("uuid"), dev_type=fields.get("dev_type"),
                                mode=fields.get("mode", C.DISK_RDWR),
                                params=fields.get("params") or {})
+    prefix = "vd" if slot is not None else "hd"
     elem = disks.disk(disk_obj, dev.link, dev.uri, dev.index, hvp,
-                      identity.target_name("vd", dev.index))
+                      identity.target_name(prefix, dev.index))
     if hvp.get(C.HV_KVM_DISK_AIO) == "native":
         # hv_kvm pairs native AIO with cache=none whatever disk_cache says
         elem.find("driver").set("cache", "none")
-    addresses.pci(elem, slot)
+    if slot is None:
+        addresses.drive(elem, bus=dev.index // 2, target=0, unit=dev.index % 2)
+    else:
+        addresses.pci(elem, slot)
     return elem
 
 
@@ -385,7 +405,8 @@ def _build(runtime: KvmRuntime, instance: Any, facts: NodeFacts, name: str, uuid
         raise HypervisorError(f"machine type {machine!r}: only i440fx ('pc') machines "
                               "are translated")
     vcpus, sockets, cores, threads = _smp(p.smp, machine)
-    balloon_slot, slots = _pci_slots(runtime, p)
+    pci_disks = hvp[C.HV_DISK_TYPE] == C.HT_DISK_PARAVIRTUAL
+    balloon_slot, slots = _pci_slots(runtime, p, pci_disks)
 
     root = etree.Element("domain", type=_domain_type(runtime, p))
     etree.SubElement(root, "name").text = name
@@ -426,7 +447,7 @@ def _build(runtime: KvmRuntime, instance: Any, facts: NodeFacts, name: str, uuid
     devs = etree.SubElement(root, "devices")
     ids: list[tuple[str, str, str]] = []
     for dev in runtime.disks:
-        elem = _disk(dev, hvp, slots[f"disk-{dev.index}"])
+        elem = _disk(dev, hvp, slots[f"disk-{dev.index}"] if pci_disks else None)
         devs.append(elem)
         ids.append(("disk", dev.uuid, elem.find("alias").get("name")))
     # QEMU's default drives: an empty CD-ROM on the secondary IDE master, an empty floppy

@@ -39,11 +39,15 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in $(cat /etc/hvl-modules); do modprobe "$m" 2>/dev/null; done
+# ata_piix too (the lab guest loads it only when asked): IDE disks and QEMU's empty CD-ROM
+for m in $(cat /etc/hvl-modules) ata_piix; do modprobe "$m" 2>/dev/null; done
 # found through ACPI only (this kernel lacks FW_CFG_SYSFS_CMDLINE): none without ACPI
 insmod /probe/qemu_fw_cfg.ko 2>/dev/null
 i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ ! -b /dev/vda ] && [ ! -b /dev/sda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+out=/dev/vda; [ -b $out ] || out=/dev/sda  # virtio or IDE: the first disk either way
+# IDE disks appear one by one as libata scans: until the list holds still
+n=-1; while [ "$n" != "$(ls /sys/block | wc -l)" ]; do n=$(ls /sys/block | wc -l); sleep 0.5; done
 sec() { echo "### $1"; }
 {
 echo HVL-FACTS-BEGIN
@@ -131,7 +135,7 @@ sec cmdline
 cat /proc/cmdline
 echo HVL-FACTS-END
 } >/tmp/facts 2>&1
-dd if=/tmp/facts of=/dev/vda bs=512 seek=$((__OFFSET__ / 512)) 2>/dev/null
+dd if=/tmp/facts of=$out bs=512 seek=$((__OFFSET__ / 512)) 2>/dev/null
 sync
 echo HVL-FACTS-WRITTEN >/dev/ttyS0 2>/dev/null
 # stay up: the host reads QEMU's side too, then ends the machine
