@@ -7,6 +7,11 @@ both sides. libvirt's ``migrateToURI3`` blocks until the end, so MigrateInstance
 it in a detached helper process (``hvlibvirt migration-helper``) and returns once libvirt
 reports the job. With PEER2PEER the source libvirtd drives the transfer itself, and the
 status is read from libvirt's job statistics, never from this process's memory.
+
+Ganeti polls at once after MigrateInstance, then every second: a migration that ends
+just after a poll is seen a second later. So MigrateInstance follows the job for up to
+FOLLOW seconds more and returns the moment it ends (Ganeti's first poll sees the end);
+a longer one is left to the polls, whose progress Ganeti reports.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ _START_POLL = 0.05  # seconds between job checks while it starts
 # its error to the node's log only. Data moving means the target has accepted; libxl
 # reports no figures, hence the limit.
 START_GRACE = 2.0
+FOLLOW = 5.0  # seconds MigrateInstance waits for a started job to end (see above)
 HELPER_COMMAND = "migration-helper"  # the hvlibvirt subcommand; it names helpers in /proc
 HELPER_STOP_TIMEOUT = 10.0  # seconds for killed helpers to be gone
 
@@ -91,10 +97,11 @@ def flags_and_params(hvparams: Mapping[str, Any], target: str, live: bool
 
 
 def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[str, Any],
-          dom: libvirt.virDomain) -> None:
+          dom: libvirt.virDomain, follow: float = 0.0) -> None:
     """Run the migration in a detached helper and return once libvirt's job moves data
     (or has run START_GRACE seconds without saying; or the helper already succeeded),
-    so that a target's refusal is raised here, with libvirt's reason.
+    so that a target's refusal is raised here, with libvirt's reason; then up to
+    ``follow`` seconds more until the helper ends (raising if the migration failed).
 
     The helper's output comes back through a pipe that is read only if it exits while
     we wait; once we return, the outcome is libvirt's job statistics (no files). On
@@ -108,6 +115,11 @@ def start(source_uri: str, name: str, dest_uri: str, flags: int, params: dict[st
                                                  "helper")
     try:
         _wait_started(helper, name, dest_uri, dom)
+        if follow > 0 and helper.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                helper.wait(timeout=follow)
+            if helper.returncode not in (None, 0):
+                raise _failed(helper, name, dest_uri)
     except BaseException:
         if helper.poll() is None:
             _kill(helper.pid)
@@ -132,9 +144,7 @@ def _wait_started(helper: subprocess.Popen[bytes], name: str, dest_uri: str,
         if helper.poll() is not None:
             if helper.returncode == 0:
                 return  # it was quick: already done
-            message = helper.stdout.read().decode(errors="replace").strip()
-            raise HypervisorError(f"Migration of {name} to {dest_uri} failed: "
-                                  f"{message or f'exit code {helper.returncode}'}")
+            raise _failed(helper, name, dest_uri)
         try:
             stats = dom.jobStats(0)
         except libvirt.libvirtError:
@@ -149,6 +159,13 @@ def _wait_started(helper: subprocess.Popen[bytes], name: str, dest_uri: str,
         time.sleep(_START_POLL)
     raise HypervisorError(f"Migration of {name} to {dest_uri} did not start within "
                           f"{START_TIMEOUT:.0f}s")
+
+
+def _failed(helper: subprocess.Popen[bytes], name: str, dest_uri: str) -> HypervisorError:
+    """The error of a helper that ended in failure: libvirt's reason, which it printed."""
+    message = helper.stdout.read().decode(errors="replace").strip()
+    return HypervisorError(f"Migration of {name} to {dest_uri} failed: "
+                           f"{message or f'exit code {helper.returncode}'}")
 
 
 def stop_helpers(source_uri: str, name: str, timeout: float = HELPER_STOP_TIMEOUT) -> None:

@@ -88,13 +88,20 @@ class Migrator:
         flags, params = self.flags(instance.hvparams, target, bool(live))
         self.prepare(dom, instance.hvparams)
         instance_metadata.set_migration_target(dom, target)
-        migration.start(self.host.uri, name, dest_uri, flags, params, dom)
+        migration.start(self.host.uri, name, dest_uri, flags, params, dom,
+                        self.follow(instance.hvparams))
 
     @staticmethod
     def flags(hvparams: Mapping[str, Any], target: str, live: bool
               ) -> tuple[int, dict[str, Any]]:
         """libvirt flags and typed parameters of the migration (KVM's by default)."""
         return migration.flags_and_params(hvparams, target, live)
+
+    @staticmethod
+    def follow(hvparams: Mapping[str, Any]) -> float:
+        """Seconds MigrateInstance waits for the started migration to end
+        (``migration.FOLLOW``)."""
+        return migration.FOLLOW
 
     def prepare(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
         """Tuning that is not a migration parameter, and late refusals (hooks)."""
@@ -350,6 +357,12 @@ class KvmMigrator(Migrator):
     def prepare(self, dom: libvirt.virDomain, hvparams: Mapping[str, Any]) -> None:
         with connection.libvirt_errors("set the migration downtime", dom.name()):
             dom.migrateSetMaxDowntime(hvparams[C.HV_MIGRATION_DOWNTIME], 0)
+
+    @staticmethod
+    def follow(hvparams: Mapping[str, Any]) -> float:
+        """Not with post-copy: the polls switch to it (``while_migrating``)."""
+        caps = migration.capabilities(hvparams.get(C.HV_KVM_MIGRATION_CAPS, ""))
+        return 0.0 if POSTCOPY_CAPS & set(caps) else migration.FOLLOW
 
     def while_migrating(self, dom: libvirt.virDomain, instance: Any, stats: dict[str, Any],
                         result: MigrationStatus) -> None:

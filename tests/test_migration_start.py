@@ -66,9 +66,10 @@ def helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
         process.wait()
 
 
-def start(dom: ScriptedJob) -> float:
+def start(dom: ScriptedJob, follow: float = 0.0) -> float:
     began = time.monotonic()
-    migration.start("test:///default", "inst1", "qemu+ssh://target/system", 0, {}, dom)
+    migration.start("test:///default", "inst1", "qemu+ssh://target/system", 0, {}, dom,
+                    follow)
     return time.monotonic() - began
 
 
@@ -94,6 +95,38 @@ def test_returns_after_the_grace_when_the_driver_reports_no_figures(
     monkeypatch.setattr(migration, "START_GRACE", 0.3)
     took = start(ScriptedJob(RUNNING))  # libxl: type and time only
     assert took >= 0.3
+
+
+def test_a_migration_that_ends_while_followed_returns_as_it_ends(
+        helper: Callable[[str], None]) -> None:
+    """Ganeti's first poll then sees the end, not one a second later."""
+    helper("import time; time.sleep(0.5)")
+    took = start(ScriptedJob(MOVING), follow=20)
+    assert 0.3 < took < 10
+
+
+def test_a_migration_that_fails_while_followed_is_raised_with_its_reason(
+        helper: Callable[[str], None]) -> None:
+    helper("import sys, time; time.sleep(0.5); print('migration job: aborted'); sys.exit(1)")
+    with pytest.raises(HypervisorError, match="failed: migration job: aborted"):
+        start(ScriptedJob(MOVING), follow=20)
+    assert _zombie_children() == []
+
+
+def test_a_longer_migration_is_left_to_the_polls_after_the_follow(
+        helper: Callable[[str], None]) -> None:
+    helper(SLEEPER)
+    took = start(ScriptedJob(MOVING), follow=0.5)
+    assert took >= 0.5
+    assert migration.helper_pids(URI, "inst1")  # still migrating, for Ganeti's polls
+
+
+@pytest.mark.parametrize("caps,follows", [("", True), ("xbzrle", True),
+                                          ("postcopy-ram", False)])
+def test_kvm_follows_unless_the_polls_must_switch_to_post_copy(caps: str, follows: bool
+                                                               ) -> None:
+    follow = migrator.KvmMigrator.follow({C.HV_KVM_MIGRATION_CAPS: caps})
+    assert follow == (migration.FOLLOW if follows else 0.0)
 
 
 def test_a_helper_that_already_succeeded_returns(helper: Callable[[str], None]) -> None:
