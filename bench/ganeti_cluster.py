@@ -1,6 +1,7 @@
-"""gnt-* operations on one real two-node Ganeti 3.0 cluster, served by Ganeti's own
-hv_kvm and by hvlibvirt, side by side in one run: medians of ``--rounds`` (min-max),
-and the ratio hvlibvirt / hv_kvm for each operation.
+"""gnt-* operations on one real two-node Ganeti cluster (this machine's Ganeti: 3.0 on
+Debian 12, 3.1 on 13), served by Ganeti's own hv_kvm and by hvlibvirt, side by side in
+one run: medians of ``--rounds`` (min-max), and the ratio hvlibvirt / hv_kvm for each
+operation.
 
 The cluster is tier 5's (tests/lab/cluster.py: two nodes in namespaces, sshd and a
 private libvirtd each, hvlibvirt from its .deb). The same two instances serve both
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
@@ -37,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from lab.cluster import Cluster, ClusterError, standalone_cluster  # noqa: E402
+from lab.gnt_steps import HOTPLUG, NO_VHOST  # noqa: E402
 
 log = logging.getLogger("bench.ganeti_cluster")
 
@@ -48,6 +51,7 @@ FAKE_SHARED_INST = "bench4.gnt.test"
 # The guest's device poll (a fork every 0.1 s) makes live-migrated TCG guests hang now
 # and then (see tests/test_ganeti_cluster.py); these guests do without it.
 KERNEL_ARGS = "quiet panic=-1 hvlpoll=0"
+GANETI = os.path.basename(os.path.realpath("/usr/share/ganeti/default"))
 MODES = ("hv_kvm", "hvlibvirt")
 HALF_TARGET = {"start -> prompt", "reboot (soft)", "reboot (soft) -> prompt", "reboot (hard)",
                "shutdown", "shutdown right after start", "hotplug disk remove",
@@ -111,16 +115,16 @@ class Bench:
         t(mode, "reboot (stopped instance)", lambda: gnt("gnt-instance", "reboot", name))
         self.prompt(name)
         t(mode, "hotplug disk add",
-          lambda: gnt("gnt-instance", "modify", "--hotplug", "--disk", "add:size=16M", name))
+          lambda: gnt("gnt-instance", "modify", *HOTPLUG, "--disk", "add:size=16M", name))
         t(mode, "hotplug disk remove",
-          lambda: gnt("gnt-instance", "modify", "--hotplug", "--disk", "1:remove", name))
+          lambda: gnt("gnt-instance", "modify", *HOTPLUG, "--disk", "1:remove", name))
         t(mode, "hotplug NIC add",
-          lambda: gnt("gnt-instance", "modify", "--hotplug", "--net", "add", name))
+          lambda: gnt("gnt-instance", "modify", *HOTPLUG, "--net", "add", name))
         t(mode, "hotplug NIC modify (MAC)",
-          lambda: gnt("gnt-instance", "modify", "--hotplug", "--force", "--net",
+          lambda: gnt("gnt-instance", "modify", *HOTPLUG, "--force", "--net",
                       "1:modify,mac=generate", name))
         t(mode, "hotplug NIC remove",
-          lambda: gnt("gnt-instance", "modify", "--hotplug", "--net", "1:remove", name))
+          lambda: gnt("gnt-instance", "modify", *HOTPLUG, "--net", "1:remove", name))
         self.balloon_shutdowns_verify(mode, name)
         self.config_changes(mode, name)
 
@@ -226,7 +230,7 @@ class Bench:
         return ganeti + min(boots) if boots else None
 
     def report(self, rounds: int) -> str:
-        lines = [f"Ganeti 3.0 two-node cluster, TCG guests, {rounds} rounds: median s (min-max)",
+        lines = [f"Ganeti {GANETI} two-node cluster, TCG guests, {rounds} rounds: median s (min-max)",
                  "", "| operation | Ganeti hv_kvm | hvlibvirt | hvlibvirt / hv_kvm | target | "
                  "Ganeti alone (fake hv) | floor / hv_kvm |", "|---|---|---|---|---|---|---|"]
         for op, by_mode in self.times.items():
@@ -265,7 +269,7 @@ def main() -> int:
     with standalone_cluster() as cluster:
         bench = Bench(cluster)
         cluster.gnt("gnt-cluster", "modify", "--enabled-hypervisors=kvm,fake")
-        kvm_hvparams = cluster.hvparams(kernel_args=KERNEL_ARGS)
+        kvm_hvparams = cluster.hvparams(kernel_args=KERNEL_ARGS, **NO_VHOST)
         for name, template, hvparams in ((FILE_INST, "file", kvm_hvparams),
                                          (SHARED_INST, "sharedfile", kvm_hvparams),
                                          (FAKE_FILE_INST, "file", "fake:"),

@@ -7,7 +7,7 @@ hypervisor object (``hypervisor.GetHypervisor``) and makes one call. This script
 that model and times each call inside the child, from before the hypervisor is built
 until the call returns, for three sides, interleaved round by round, on real TCG guests:
 
-* ``ganeti``:    Ganeti 3.0's own hv_kvm (Debian's ganeti-3.0 modules) with guests it
+* ``ganeti``:    the installed Ganeti's own hv_kvm (3.0 on Debian 12, 3.1 on 13) with guests it
   started itself; its runtime directory is a tmpfs in a mount namespace of its own.
 * ``hvlibvirt``: the class Ganeti's hypervisor map serves after ``hvlibvirt ganeti
   enable``, its URI read from a config file (HVLIBVIRT_CONFIG) as on a node, guests on a
@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-GANETI_MODULES = "/usr/share/ganeti/3.0"
+# The installed Ganeti's modules: its "default" link names the version that runs.
+GANETI_MODULES = os.path.realpath("/usr/share/ganeti/default")
 PYTHON = "/usr/bin/python3"  # Ganeti's interpreter, with Debian's libvirt and lxml
 
 CALLS = ("ListInstances", "GetInstanceInfo", "GetAllInstancesInfo", "GetNodeInfo", "Verify",

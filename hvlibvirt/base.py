@@ -581,7 +581,7 @@ class BaseHypervisor:
         if self._migrator is None:
             self._migrator = self.MIGRATOR(self.host, lambda: self.migration_uri_template,
                                            lambda: self.GetNodeInfo()["memory_free"],
-                                           lambda: self.serial_log_dir)
+                                           lambda: self.serial_log_dir, self.GANETI.version)
         return self._migrator
 
     def MigrationInfo(self, instance: Any) -> str:  # noqa: N802

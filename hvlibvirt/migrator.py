@@ -49,12 +49,15 @@ class Migrator:
 
     def __init__(self, host: Host, uri_template: Callable[[], str],
                  free_memory: Callable[[], int],
-                 serial_log_dir: Callable[[], str | None] = lambda: None) -> None:
+                 serial_log_dir: Callable[[], str | None] = lambda: None,
+                 ganeti: tuple[int, int] = (3, 0)) -> None:
         self.host = host
         self._uri_template = uri_template
         self._free_memory = free_memory
         #: where the node keeps serial console logs (KVM), for domains it takes over
         self.serial_log_dir = serial_log_dir
+        #: the Ganeti version the node runs, whose hv_kvm made the QEMUs it takes over
+        self.ganeti = ganeti
 
     def target_uri(self, target: str) -> str:
         """The libvirt URI of the node Ganeti names by ``target``."""

@@ -154,18 +154,17 @@ def test_devices_hot_added_under_hv_kvm_move_with_the_instance(ganeti_cluster: C
 
 def test_what_the_handover_cannot_reproduce_stays_on_hv_kvm(ganeti_cluster: Cluster,
                                                             mixed: list[str]) -> None:
-    """A third IDE disk (placed differently by Ganeti 3.0 and 3.1) is refused by gntb's
+    """A CPU model (whose CPUID the handover cannot prove identical) is refused by gntb's
     AcceptInstance before any data moves: the instance runs on in gnta's QEMU and gntb
     keeps nothing. It moves by a restart (failover), the one reboot the docs name for
     such instances."""
-    name = "hx-3ide"
+    name = "hx-cpu"
     fqdn = ganeti_cluster.fqdn(name)
-    before = add_on_hv_kvm(ganeti_cluster, mixed, name, "--disk", "1:size=8M", "--disk", "2:size=8M",
-                           disk_type="ide", root_path="/dev/sda")
+    before = add_on_hv_kvm(ganeti_cluster, mixed, name, cpu_type="qemu64")
     with step("gnt-instance migrate (refused)"):
         done = ganeti_cluster.gnt("gnt-instance", "migrate", "-f", "-n", B, fqdn, check=False)
     assert done.returncode != 0
-    assert "disk_type 'ide' with 3 disks" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "cpu_type ('qemu64')" in done.stdout + done.stderr, done.stdout + done.stderr
     assert state(ganeti_cluster, name) == (A, "running", "Y")
     assert fqdn not in ganeti_cluster.virsh("gntb", "list", "--all", "--name").stdout.split()
     assert guest(ganeti_cluster, name).boot_id == before.boot_id

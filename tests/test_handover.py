@@ -334,24 +334,40 @@ def _ide(info: str, disks: int) -> str:
     return json.dumps(data)
 
 
-def test_ide_disks_take_the_ide_units_in_order_beside_the_empty_cdrom() -> None:
-    root = build(_ide(load("ganeti30-vnc-2cpu.runtime"), 2))
-    found = {disk.find("target").get("dev"): (disk.get("device"), disk.find("target").get("bus"),
-                                               dict(disk.find("address").attrib))
-             for disk in root.iterfind("devices/disk")}
-    drive = {"type": "drive", "controller": "0", "target": "0"}
-    assert found == {"hda": ("disk", "ide", {**drive, "bus": "0", "unit": "0"}),
-                     "hdb": ("disk", "ide", {**drive, "bus": "0", "unit": "1"}),
-                     "hdc": ("cdrom", "ide", {**drive, "bus": "1", "unit": "0"}),
-                     "fda": ("floppy", "fdc", {**drive, "bus": "0", "unit": "0"})}
+def _drives(root: etree._Element) -> dict[str, tuple[str, str, str]]:
+    """target -> (device, bus, unit) of the IDE drives."""
+    return {disk.find("target").get("dev"): (disk.get("device"), disk.find("address").get("bus"),
+                                             disk.find("address").get("unit"))
+            for disk in root.iterfind("devices/disk") if disk.find("target").get("bus") == "ide"}
+
+
+@pytest.mark.parametrize("ganeti,disks,expected", [
+    # 3.0's "-drive if=ide": units in order, QEMU's empty CD-ROM at hdc unless a disk took it
+    ((3, 0), 2, {"hda": ("disk", "0", "0"), "hdb": ("disk", "0", "1"),
+                 "hdc": ("cdrom", "1", "0")}),
+    ((3, 0), 3, {"hda": ("disk", "0", "0"), "hdb": ("disk", "0", "1"),
+                 "hdc": ("disk", "1", "0")}),
+    # 3.1's "-device ide-hd": the last bus first, and no default CD-ROM
+    ((3, 1), 1, {"hdc": ("disk", "1", "0")}),
+    ((3, 1), 4, {"hdc": ("disk", "1", "0"), "hdd": ("disk", "1", "1"),
+                 "hda": ("disk", "0", "0"), "hdb": ("disk", "0", "1")}),
+])
+def test_ide_disks_take_the_units_the_nodes_ganeti_gave_them(ganeti, disks: int,
+                                                            expected: dict) -> None:
+    root = build(_ide(load("ganeti30-vnc-2cpu.runtime"), disks),
+                 model.NodeFacts(machine_aliases=PC, ganeti=ganeti))
+    assert _drives(root) == expected
+    order = [disk.find("alias").get("name") for disk in root.iterfind("devices/disk[@device='disk']")]
+    assert order == [f"ua-disk-{index}1111111-2222-3333" for index in range(disks)]
     # the slots Ganeti reserved for them stay empty, as in hv_kvm's QEMU
     slots = {elem.get("slot") for elem in root.iterfind("devices/*/address[@type='pci']")}
-    assert not slots & {"0x10", "0x11"}
+    assert not slots & {hex(0x10 + index) for index in range(disks)}
+    etree.RelaxNG(file=SCHEMA).assertValid(root)
 
 
-def test_a_third_ide_disk_is_refused() -> None:
-    with pytest.raises(HypervisorError, match="disk_type 'ide' with 3 disks"):
-        build(_ide(load("ganeti30-vnc-2cpu.runtime"), 3))
+def test_a_fifth_ide_disk_is_refused() -> None:
+    with pytest.raises(HypervisorError, match="disk_type 'ide' with 5 disks"):
+        build(_ide(load("ganeti30-vnc-2cpu.runtime"), 5))
 
 
 def test_a_disk_driver_other_than_disk_types_is_refused() -> None:

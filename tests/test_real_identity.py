@@ -27,6 +27,7 @@ import pytest
 from lxml import etree
 
 from hvlibvirt import connection, constants as C
+from hvlibvirt.ganeti import facts
 from hvlibvirt.handover import domain_xml
 from hvlibvirt.kvm import KVMHypervisor
 from hvlibvirt.objects import Instance
@@ -93,7 +94,9 @@ def _generate(share: Path, work: Path, spec: dict) -> dict:
 def _libvirt_xml(uri: str, spec: dict, info: str, work: Path) -> tuple[str, Path]:
     """What AcceptInstance would restore into, booted fresh instead: its disks are
     copies of the source's (both guests write their facts to their first disk)."""
-    hv = KVMHypervisor(uri=uri, serial_log_dir=str(work))
+    # The node's Ganeti is the source's (IDE disks sit where its hv_kvm had QEMU put them).
+    source = facts.from_tables(tuple(int(part) for part in GANETI.split(".")))
+    hv = KVMHypervisor.following(source)(uri=uri, serial_log_dir=str(work))
     inst = Instance(name=spec["name"], uuid=spec["uuid"], hvparams=json.loads(info)[2],
                     beparams={"maxmem": spec["memory"], "minmem": spec["memory"],
                               "vcpus": spec["vcpus"]}, network_port=spec["network_port"])

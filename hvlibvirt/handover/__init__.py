@@ -40,6 +40,7 @@ class Migrator(Protocol):
 
     host: Host
     serial_log_dir: Callable[[], str | None]
+    ganeti: tuple[int, int]
 
     def accept_problems(self, name: str, root: etree._Element) -> list[str]: ...
 
@@ -68,7 +69,8 @@ def node_facts(migrator: Migrator, instance: Any, parsed: runtime.KvmRuntime
         if parsed.has("-vnc") and instance.hvparams.get(C.HV_VNC_PASSWORD_FILE) else None,
         security_label=kvm_node.dac_label(instance.hvparams[C.HV_SECURITY_DOMAIN])
         if instance.hvparams.get(C.HV_SECURITY_MODEL) == C.HT_SM_USER else None,
-        linux_bridge_vlans=kvm_node.linux_bridge_vlans(conn) if vlans else True)
+        linux_bridge_vlans=kvm_node.linux_bridge_vlans(conn) if vlans else True,
+        ganeti=migrator.ganeti)
 
 
 def domain_xml(migrator: Migrator, instance: Any, info: str

@@ -6,7 +6,7 @@ by itself is written out at the place QEMU put it: standard VGA at slot 2, the P
 UHCI controller at 1.2 (``-usb``), the virtio balloon at the first free slot in the
 order hv_kvm emits its devices, the ISA parallel port, an empty IDE CD-ROM (hdc) and an
 empty floppy. Virtio disks and NICs sit at the slots hv_kvm recorded in their hvinfo,
-IDE disks at the units QEMU gave them in order. The
+IDE disks at the units QEMU gave them (which depend on the Ganeti release). The
 machine type is the resolved one (the stream carries it), the CPU topology explicit
 (QEMU's rules for ``-smp`` differ from libvirt's default).
 
@@ -44,9 +44,13 @@ NIC_MODELS = {"paravirtual": "virtio", "e1000": "e1000", "rtl8139": "rtl8139",
               "i82559er": "i82559er", "pcnet": "pcnet"}
 # disk_type -> the driver hv_kvm records in a disk's hvinfo (3.0 and 3.1 alike).
 DISK_DRIVERS = {C.HT_DISK_PARAVIRTUAL: "virtio-blk-pci", C.HT_DISK_IDE: C.HT_DISK_IDE}
-# IDE disks take the IDE units in order (QEMU's own placement: Ganeti 3.0 gives -drive
-# if=ide, 3.1 -device ide-hd without a unit): hda, hdb, then the two releases differ.
-IDE_DISKS_PLACED_ALIKE = 2
+# The (bus, unit) QEMU gives IDE disks in order, by the Ganeti release whose hv_kvm
+# started it. 3.0 passes "-drive if=ide": units in index order, QEMU's empty CD-ROM at
+# index 2 unless a disk took it. 3.1 passes "-device ide-hd" without a bus: QEMU takes
+# the last IDE bus with room first, and drops its default CD-ROM for such a device.
+IDE_UNITS = {(3, 0): ((0, 0), (0, 1), (1, 0), (1, 1)),
+             (3, 1): ((1, 0), (1, 1), (0, 0), (0, 1))}
+CDROM_UNIT = (1, 0)
 _MACHINE_VERSION = re.compile(r"^pc-(?:i440fx-)?(\d+)\.(\d+)")
 # Ganeti's own host-side options: they shape no guest device.
 _HOST_SIDE = frozenset({"-pidfile", "-D", "-daemonize", "-monitor", "-qmp", "-k"})
@@ -78,6 +82,9 @@ class NodeFacts:
     vnc_password: str | None = field(default=None, repr=False)
     security_label: str | None = None  # "+uid:+gid" for security_model user
     linux_bridge_vlans: bool = True
+    # The Ganeti the node runs: its hv_kvm started the source, as Ganeti's own
+    # AcceptInstance assumes of a runtime (a cluster runs one version).
+    ganeti: tuple[int, int] = (3, 0)
 
 
 def effective_hvparams(runtime: KvmRuntime, conf: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,11 +116,9 @@ def problems(runtime: KvmRuntime, instance: Any) -> list[str]:
     if disk_type not in DISK_DRIVERS:
         found.append(f"{C.HV_DISK_TYPE} ({disk_type!r}): only paravirtual and IDE disks "
                      "are translated")
-    elif disk_type == C.HT_DISK_IDE and len(runtime.disks) > IDE_DISKS_PLACED_ALIKE:
-        found.append(f"{C.HV_DISK_TYPE} 'ide' with {len(runtime.disks)} disks: where QEMU "
-                     "put the third depends on the Ganeti release that started it (3.0: "
-                     "hdc, in place of the empty CD-ROM; 3.1: hdd), which the runtime "
-                     "does not say")
+    elif disk_type == C.HT_DISK_IDE and len(runtime.disks) > len(IDE_UNITS[(3, 0)]):
+        found.append(f"{C.HV_DISK_TYPE} 'ide' with {len(runtime.disks)} disks: the IDE "
+                     f"bus has {len(IDE_UNITS[(3, 0)])} units")
     if hvp.get(C.HV_NIC_TYPE) not in NIC_MODELS:
         found.append(f"{C.HV_NIC_TYPE} ({hvp.get(C.HV_NIC_TYPE)!r}): not a PCI NIC "
                      "hv_kvm places")
@@ -325,7 +330,13 @@ def _pci_slots(runtime: KvmRuntime, parsed: _Parsed, pci_disks: bool
     return balloon, slots
 
 
-def _disk(dev: Device, hvp: Mapping[str, Any], slot: int | None) -> etree._Element:
+def _ide_units(ganeti: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    """(bus, unit) of the IDE disks in order, as that Ganeti's hv_kvm has QEMU place them."""
+    return IDE_UNITS[(3, 0) if ganeti < (3, 1) else (3, 1)]
+
+
+def _disk(dev: Device, hvp: Mapping[str, Any], slot: int | None,
+          ganeti: tuple[int, int]) -> etree._Element:
     """A disk at its PCI slot (virtio), or at the IDE unit of its index (no slot)."""
     fields = dev.fields
     what = f"disk {dev.index}"
@@ -338,14 +349,15 @@ def _disk(dev: Device, hvp: Mapping[str, Any], slot: int | None) -> etree._Eleme
     disk_obj = SimpleNamespace(uuid=fields.get("uuid"), dev_type=fields.get("dev_type"),
                                mode=fields.get("mode", C.DISK_RDWR),
                                params=fields.get("params") or {})
-    prefix = "vd" if slot is not None else "hd"
-    elem = disks.disk(disk_obj, dev.link, dev.uri, dev.index, hvp,
-                      identity.target_name(prefix, dev.index))
+    bus, unit = _ide_units(ganeti)[dev.index] if slot is None else (0, 0)
+    target = (identity.target_name("vd", dev.index) if slot is not None
+              else identity.target_name("hd", 2 * bus + unit))
+    elem = disks.disk(disk_obj, dev.link, dev.uri, dev.index, hvp, target)
     if hvp.get(C.HV_KVM_DISK_AIO) == "native":
         # hv_kvm pairs native AIO with cache=none whatever disk_cache says
         elem.find("driver").set("cache", "none")
     if slot is None:
-        addresses.drive(elem, bus=dev.index // 2, target=0, unit=dev.index % 2)
+        addresses.drive(elem, bus=bus, target=0, unit=unit)
     else:
         addresses.pci(elem, slot)
     return elem
@@ -372,6 +384,14 @@ def _nic(dev: Device, hvp: Mapping[str, Any], slot: int, facts: NodeFacts) -> et
             driver.attrib.pop("queues", None)
     addresses.pci(elem, slot)
     return elem
+
+
+def _has_default_cdrom(ide_disks: int, ganeti: tuple[int, int]) -> bool:
+    """Whether QEMU added its empty CD-ROM beside hv_kvm's IDE disks: unless a disk took
+    its unit (3.0) or any IDE disk came by -device (3.1)."""
+    if ganeti < (3, 1):
+        return CDROM_UNIT not in _ide_units(ganeti)[:ide_disks]
+    return ide_disks == 0
 
 
 def build(runtime: KvmRuntime, instance: Any, facts: NodeFacts) -> etree._Element:
@@ -447,15 +467,17 @@ def _build(runtime: KvmRuntime, instance: Any, facts: NodeFacts, name: str, uuid
     devs = etree.SubElement(root, "devices")
     ids: list[tuple[str, str, str]] = []
     for dev in runtime.disks:
-        elem = _disk(dev, hvp, slots[f"disk-{dev.index}"] if pci_disks else None)
+        elem = _disk(dev, hvp, slots[f"disk-{dev.index}"] if pci_disks else None,
+                     facts.ganeti)
         devs.append(elem)
         ids.append(("disk", dev.uuid, elem.find("alias").get("name")))
     # QEMU's default drives: an empty CD-ROM on the secondary IDE master, an empty floppy
-    cdrom = etree.SubElement(devs, "disk", type="file", device="cdrom")
-    etree.SubElement(cdrom, "driver", name="qemu", type="raw")
-    etree.SubElement(cdrom, "target", dev="hdc", bus="ide")
-    etree.SubElement(cdrom, "readonly")
-    addresses.drive(cdrom, bus=1, target=0, unit=0)
+    if _has_default_cdrom(len(runtime.disks) if not pci_disks else 0, facts.ganeti):
+        cdrom = etree.SubElement(devs, "disk", type="file", device="cdrom")
+        etree.SubElement(cdrom, "driver", name="qemu", type="raw")
+        etree.SubElement(cdrom, "target", dev="hdc", bus="ide")
+        etree.SubElement(cdrom, "readonly")
+        addresses.drive(cdrom, bus=CDROM_UNIT[0], target=0, unit=CDROM_UNIT[1])
     floppy = etree.SubElement(devs, "disk", type="file", device="floppy")
     etree.SubElement(floppy, "driver", name="qemu", type="raw")
     etree.SubElement(floppy, "target", dev="fda", bus="fdc")
