@@ -1,5 +1,6 @@
 """What an operator does on the lab cluster (tests/lab/cluster.py) through gnt-*
-commands, shared by the tier-5 modules: add, state, start, wait, switch hypervisors."""
+commands, shared by the tier-5 modules: add, state, start, wait, switch hypervisors,
+and what the guest says on its console (its boot, uptime and devices)."""
 
 from __future__ import annotations
 
