@@ -43,8 +43,9 @@ mount -t devtmpfs dev /dev
 for m in $(cat /etc/hvl-modules) ata_piix; do modprobe "$m" 2>/dev/null; done
 # found through ACPI only (this kernel lacks FW_CFG_SYSFS_CMDLINE): none without ACPI
 insmod /probe/qemu_fw_cfg.ko 2>/dev/null
+# libata probes both IDE channels before sda appears: seconds, a minute on a loaded host
 i=0
-while [ ! -b /dev/vda ] && [ ! -b /dev/sda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ ! -b /dev/vda ] && [ ! -b /dev/sda ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i + 1)); done
 out=/dev/vda; [ -b $out ] || out=/dev/sda  # virtio or IDE: the first disk either way
 # IDE disks appear one by one as libata scans: until the list holds still
 n=-1; while [ "$n" != "$(ls /sys/block | wc -l)" ]; do n=$(ls /sys/block | wc -l); sleep 0.5; done
