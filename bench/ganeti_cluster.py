@@ -52,6 +52,9 @@ FAKE_SHARED_INST = "bench4.gnt.test"
 # and then (see tests/test_ganeti_cluster.py); these guests do without it.
 KERNEL_ARGS = "quiet panic=-1 hvlpoll=0"
 GANETI = os.path.basename(os.path.realpath("/usr/share/ganeti/default"))
+# 3.0's rename checks name and IP unless told not to, and asks; 3.1 checks only when
+# told (--name-check, --ip-check) and has no -f.
+RENAME_OPTIONS = ["-f", "--no-name-check", "--no-ip-check"] if GANETI == "3.0" else []
 MODES = ("hv_kvm", "hvlibvirt")
 HALF_TARGET = {"start -> prompt", "reboot (soft)", "reboot (soft) -> prompt", "reboot (hard)",
                "shutdown", "shutdown right after start", "hotplug disk remove",
@@ -169,8 +172,8 @@ class Bench:
         gnt("gnt-instance", "modify", "-H", f"kernel_args={KERNEL_ARGS}", name)
         gnt("gnt-instance", "shutdown", name)
         t(mode, "rename (stopped) and back", lambda: (
-            gnt("gnt-instance", "rename", "-f", "--no-name-check", "--no-ip-check", name, RENAMED),
-            gnt("gnt-instance", "rename", "-f", "--no-name-check", "--no-ip-check", RENAMED, name)))
+            gnt("gnt-instance", "rename", *RENAME_OPTIONS, name, RENAMED),
+            gnt("gnt-instance", "rename", *RENAME_OPTIONS, RENAMED, name)))
 
     def killed_and_watched(self, name: str) -> None:
         """SIGKILL the instance's QEMU (hv_kvm's ``-name NAME``, libvirt's ``guest=NAME,``),
