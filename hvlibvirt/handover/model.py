@@ -349,9 +349,11 @@ def _disk(dev: Device, hvp: Mapping[str, Any], slot: int | None,
     disk_obj = SimpleNamespace(uuid=fields.get("uuid"), dev_type=fields.get("dev_type"),
                                mode=fields.get("mode", C.DISK_RDWR),
                                params=fields.get("params") or {})
-    bus, unit = _ide_units(ganeti)[dev.index] if slot is None else (0, 0)
-    target = (identity.target_name("vd", dev.index) if slot is not None
-              else identity.target_name("hd", 2 * bus + unit))
+    if slot is None:
+        bus, unit = _ide_units(ganeti)[dev.index]
+        target = identity.target_name("hd", 2 * bus + unit)
+    else:
+        target = identity.target_name("vd", dev.index)
     elem = disks.disk(disk_obj, dev.link, dev.uri, dev.index, hvp, target)
     if hvp.get(C.HV_KVM_DISK_AIO) == "native":
         # hv_kvm pairs native AIO with cache=none whatever disk_cache says
