@@ -265,16 +265,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> bool:
     return True
 
 
-def qemu_of(name: str) -> int | None:
-    """The pid of the QEMU (exec'd, not libvirt's child before exec) running ``name``."""
+def qemus_of(name: str) -> list[int]:
+    """The pids of the QEMUs (exec'd, not libvirt's children before exec) running
+    ``name``, on any daemon (they share the PID namespace)."""
+    found = []
     for pid in _pids():
         try:
             exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
             continue
         if exe.endswith("qemu-system-x86_64") and f"guest={name}," in _cmdline(pid):
-            return pid
-    return None
+            found.append(pid)
+    return found
+
+
+def qemu_of(name: str) -> int | None:
+    """The pid of a QEMU running ``name``, if any."""
+    return next(iter(qemus_of(name)), None)
 
 
 @pytest.fixture

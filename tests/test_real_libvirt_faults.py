@@ -24,6 +24,10 @@ an OS (SeaBIOS only, started in a fraction of a second) for start, stop, reboot 
 cleanup. Between runs only a changed state is put back (a start that went through is
 stopped, a device a run added or removed is removed or added again).
 
+The migration methods that need a second daemon (MigrateInstance, the finalizations
+of a completed migration, the target's of a failed one) are in
+tests/test_real_migration_faults.py.
+
 KVM on 'pc' machines only: the Xen hypervisors' real tier is a nested Xen (tier 6, a
 quarter of an hour to boot), so their faults stay the test driver's; q35 hotplug runs
 the same flow (hvlibvirt/hotplug) behind root ports and is left out to keep this module
@@ -37,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import libvirt
 import pytest
@@ -65,6 +69,12 @@ _INACTIVE = libvirt.VIR_DOMAIN_XML_INACTIVE
 
 
 # ------------------------------------------------------------------------- the lab
+
+class Tally(Protocol):
+    """What ``every_index`` records each method's figures in."""
+
+    totals: dict[str, tuple[int, float]]  # label -> calls, seconds
+
 
 @dataclass
 class Lab:
@@ -100,17 +110,18 @@ def lab(libvirt_daemon: LibvirtDaemon, guest_image: GuestImage,
             hv.CleanupInstance(name)
         libvirt_daemon.run(["ip", "link", "del", SPARE_BRIDGE], check=False)
         if lab is not None:
-            _summary(request, lab)
+            summary(request, lab)
 
 
-def _summary(request: pytest.FixtureRequest, lab: Lab) -> None:
+def summary(request: pytest.FixtureRequest, lab: Tally,
+            module: str = "test_real_libvirt_faults") -> None:
     """Each method's call count and time, into the run's output."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is None or capture is None or not lab.totals:
         return
     with capture.global_and_fixture_disabled():
-        reporter.write_line("\ntest_real_libvirt_faults: libvirt failed at every call of")
+        reporter.write_line(f"\n{module}: libvirt failed at every call of")
         for label, (calls, took) in lab.totals.items():
             reporter.write_line(f"  {label}: {calls} calls, {took:.1f} s")
 
@@ -140,7 +151,7 @@ class Run:
         return what in done
 
 
-def every_index(lab: Lab, faults: Faults, label: str, call: Callable[[], Any],
+def every_index(lab: Tally, faults: Faults, label: str, call: Callable[[], Any],
                 prepare: Callable[[], None], check: Callable[[Run], None],
                 error: type[HypervisorError] | None = HypervisorError) -> int:
     """Run ``call`` without faults, then failing at each of its call indexes; before
