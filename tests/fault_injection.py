@@ -1,6 +1,6 @@
 """libvirt failing on demand at the Nth call: the mechanism both fault tiers share
 (tests/test_libvirt_faults.py on the test driver, tests/test_real_libvirt_faults.py on a
-private libvirtd).
+private libvirtd, tests/test_real_migration_faults.py between two).
 
 ``instrument(monkeypatch)`` wraps libvirt.open and every method of virConnect and
 virDomain (but two pure-Python accessors, ``LOCAL``) in libvirt-python itself, so every
