@@ -24,10 +24,10 @@ an OS (SeaBIOS only, started in a fraction of a second) for start, stop, reboot 
 cleanup. Between runs only a changed state is put back (a start that went through is
 stopped, a device a run added or removed is removed or added again).
 
-KVM on 'pc' machines only: the Xen hypervisors' real tier is a nested Xen (tier 6, a
-quarter of an hour to boot), so their faults stay the test driver's; q35 hotplug runs
-the same flow (hvlibvirt/hotplug) behind root ports and is left out to keep this module
-under two minutes.
+KVM on 'pc' machines only: the Xen hypervisors' real counterpart runs in tier 6's
+nested Xen (tests/test_real_xen_faults.py, the same injection armed in dom0's node
+child); q35 hotplug runs the same flow (hvlibvirt/hotplug) behind root ports and is left
+out to keep this module under two minutes.
 """
 
 from __future__ import annotations
