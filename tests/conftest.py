@@ -32,7 +32,7 @@ pytest_plugins = ["tiers.markers", "tiers.daemons", "tiers.cluster", "tiers.xen"
 if os.environ.get("HVLIBVIRT_XEN_TIER") == "0":
     if os.environ.get("CI") == "true" or os.environ.get("HVLIBVIRT_REQUIRE_REAL") == "1":
         raise pytest.UsageError("HVLIBVIRT_XEN_TIER=0 is not allowed in CI: tier 6 must run")
-    collect_ignore = ["test_real_xen.py"]
+    collect_ignore = ["test_real_xen.py", "test_real_xen_faults.py"]
 # The upgrade tier (a Debian 12 and a Debian 13 libvirtd, tests/test_real_upgrade.py; a
 # Ganeti cluster with a node of each release, tests/test_ganeti_cluster_upgrade.py) needs
 # the trixie root and the Debian 13 venv that tier 7 makes: scripts/test.sh --tier 7 runs

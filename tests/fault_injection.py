@@ -8,16 +8,21 @@ call the library makes, through whatever code path, is counted; only the calls o
 thread that armed it count (libvirt's event loop runs in a thread of its own). Armed
 with ``fail_at=N``, call N raises a ``libvirtError`` whose message contains
 ``INJECTED``.
+
+Tier 6 ships this module into dom0 (tests/lab/xen_image.py), where Debian's python3 has
+no pytest: ``instrument`` needs only a ``setattr(target, name, value)``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libvirt
-import pytest
+
+if TYPE_CHECKING:
+    import pytest
 
 INJECTED = "injected failure"
 # Pure Python in libvirt-python: they never reach libvirt. (The calls libvirt answers

@@ -28,10 +28,10 @@ The migration methods that need a second daemon (MigrateInstance, the finalizati
 of a completed migration, the target's of a failed one) are in
 tests/test_real_migration_faults.py.
 
-KVM on 'pc' machines only: the Xen hypervisors' real tier is a nested Xen (tier 6, a
-quarter of an hour to boot), so their faults stay the test driver's; q35 hotplug runs
-the same flow (hvlibvirt/hotplug) behind root ports and is left out to keep this module
-under two minutes.
+KVM on 'pc' machines only: the Xen hypervisors' real counterpart runs in tier 6's
+nested Xen (tests/test_real_xen_faults.py, the same injection armed in dom0's node
+child); q35 hotplug runs the same flow (hvlibvirt/hotplug) behind root ports and is left
+out to keep this module under two minutes.
 """
 
 from __future__ import annotations

@@ -51,6 +51,9 @@ PACKAGES = (
 # Bump when the configuration below changes in a way the hashed inputs do not capture.
 BUILD_FORMAT = 1
 NODE_SCRIPT = Path(__file__).with_name("xen_node.py")
+# Beside it in /opt/hvlibvirt: what it instruments libvirt-python with for a request's
+# ``fail_at`` (the tests' own module, shared with the other fault tiers).
+NODE_FILES = (NODE_SCRIPT, Path(__file__).parent.parent / "fault_injection.py")
 SHIM_SOURCE = r"""/* tier 6: report SEP in libxl's physinfo so libvirt's CPU decoder finds a model */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -226,7 +229,8 @@ def make_image(root: Path, package: Path, authorized_key: str, out: Path,
         overlay = Path(extra)
         shutil.copytree(package, overlay / "opt/hvlibvirt/hvlibvirt",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copyfile(NODE_SCRIPT, overlay / "opt/hvlibvirt/xen_node.py")
+        for script in NODE_FILES:
+            shutil.copyfile(script, overlay / "opt/hvlibvirt" / script.name)
         ssh = overlay / "root/.ssh"
         ssh.mkdir(parents=True, mode=0o700)
         (ssh / "authorized_keys").write_text(authorized_key)

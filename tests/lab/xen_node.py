@@ -9,7 +9,15 @@ Protocol (one JSON document per line on stdin, one answer per line on stdout):
   with Ganeti's own ``FromDict``;
 * answer ``{"result": ...}`` (objects by ``ToDict``, tuples as lists), or
   ``{"error": <class>, "mro": [<class names>], "message": ...}``, or
-  ``{"crash": <signal or exit status>}`` when the child died.
+  ``{"crash": <signal or exit status>}`` when the child died;
+* a request with ``"fail_at": N`` has the child count its libvirt calls with the fault
+  tiers' tests/fault_injection.py (shipped beside this script) and fail call N (0: none);
+  its answer adds ``"calls"`` (the calls counted, in order) and, for an error,
+  ``"injected"`` (whether the injected failure is among its causes);
+* request ``{"view": <domain name>}``: what xl and libvirt have of it, for the tests'
+  checks (a virsh per read costs most of a second under TCG): ``{"xl_id", "blocks"
+  (xl block-list's rows), "state" (libvirt's), "live", "config" (its XML)}``, each
+  None where there is no such domain.
 
 The library logs to stderr.
 """
@@ -17,6 +25,7 @@ The library logs to stderr.
 import json
 import logging
 import os
+import subprocess
 import sys
 import traceback
 
@@ -53,7 +62,57 @@ def encode(value):
     return repr(value)
 
 
+class _Patch:
+    """fault_injection.instrument's monkeypatch in a child that exits after one call."""
+
+    @staticmethod
+    def setattr(target, name, value):
+        setattr(target, name, value)
+
+
 def answer(request):
+    if "view" in request:
+        return view(request["view"])
+    faults = None
+    if "fail_at" in request:
+        import fault_injection
+
+        faults = fault_injection.instrument(_Patch())
+        faults.arm(request["fail_at"] or None)
+    reply = call(request)
+    if faults is not None:
+        faults.disarm()
+        reply["calls"] = faults.calls
+        if "error" in reply:
+            reply["injected"] = fault_injection.carries_injected(reply.pop("exception"))
+    reply.pop("exception", None)
+    return reply
+
+
+def view(name):
+    import libvirt
+
+    reply = {"xl_id": None, "blocks": None, "state": None, "live": None, "config": None}
+    xl = subprocess.run(["xl", "domid", name], capture_output=True, text=True)
+    if xl.returncode == 0:
+        reply["xl_id"] = int(xl.stdout)
+        blocks = subprocess.run(["xl", "block-list", name], capture_output=True, text=True)
+        reply["blocks"] = len(blocks.stdout.splitlines()[1:])
+    conn = libvirt.open("xen:///system")
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError as err:
+        if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+        return reply
+    reply["state"] = dom.state()[0]
+    reply["config"] = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    if dom.isActive():
+        reply["live"] = dom.XMLDesc(0)
+    return reply
+
+
+def call(request):
     try:
         hypervisor = HYPERVISORS[request["hv"]]()
         method = getattr(hypervisor, request["method"])
@@ -61,7 +120,7 @@ def answer(request):
         return {"result": encode(result)}
     except Exception as err:  # every failure travels back to the test
         return {"error": type(err).__name__, "mro": [c.__name__ for c in type(err).__mro__],
-                "message": str(err), "traceback": traceback.format_exc()}
+                "message": str(err), "traceback": traceback.format_exc(), "exception": err}
 
 
 def serve():

@@ -119,6 +119,19 @@ class XenLab:
             raise NodeError(answer)
         return answer["result"]
 
+    def faulted(self, hv: str, method: str, fail_at: int, *args: Any, bound: float,
+                **kwargs: Any) -> dict[str, Any]:
+        """``method`` with libvirt's call number ``fail_at`` failed in the dom0 child
+        (0: none), within ``bound`` seconds (else Dom0Error): the node script's answer,
+        ``calls`` included (tests/lab/xen_node.py)."""
+        assert self.dom0 is not None
+        return self.dom0.call(hv, method, *args, timeout=bound, fail_at=fail_at, **kwargs)
+
+    def view(self, name: str) -> dict[str, Any]:
+        """What xl and libvirt have of the domain ``name`` (tests/lab/xen_node.py)."""
+        assert self.dom0 is not None
+        return self.dom0.node_view(name)
+
     def sh(self, command: str, timeout: float = 120, check: bool = True) -> str:
         assert self.dom0 is not None
         return self.dom0.sh(command, timeout=timeout, check=check).stdout

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.xen_image import NODE_SCRIPT, boot_files, build_rootfs, make_image
+from lab.xen_image import NODE_FILES, boot_files, build_rootfs, make_image
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,9 @@ class Dom0:
         subprocess.run([*dom0.ssh_argv(), "rm -rf /opt/hvlibvirt/hvlibvirt && "
                         "tar -C /opt/hvlibvirt -xf -"],
                        input=tar, check=True, timeout=120)
-        subprocess.run([*dom0.ssh_argv(), "cat > /opt/hvlibvirt/xen_node.py"],
-                       input=NODE_SCRIPT.read_bytes(), check=True, timeout=60)
+        for script in NODE_FILES:
+            subprocess.run([*dom0.ssh_argv(), f"cat > /opt/hvlibvirt/{script.name}"],
+                           input=script.read_bytes(), check=True, timeout=60)
         return dom0
 
     # -- life ----------------------------------------------------------------------
@@ -287,9 +288,22 @@ class Dom0:
                             f"{proc.stderr.strip() or proc.stdout.strip()}")
         return proc
 
-    def call(self, hv: str, method: str, *args: Any, timeout: float = 300, **kwargs: Any
-             ) -> dict[str, Any]:
-        """One hypervisor call in a forked dom0 child; the node script's answer."""
+    def call(self, hv: str, method: str, *args: Any, timeout: float = 300,
+             fail_at: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        """One hypervisor call in a forked dom0 child; the node script's answer.
+        ``fail_at``: libvirt counted in the child, its call number ``fail_at`` failed
+        (0: only counted); the answer's ``calls`` names them."""
+        request = {"hv": hv, "method": method, "args": args, "kwargs": kwargs}
+        if fail_at is not None:
+            request["fail_at"] = fail_at
+        return self._node_request(request, method, timeout)
+
+    def node_view(self, name: str, timeout: float = 120) -> dict[str, Any]:
+        """What xl and libvirt have of the domain ``name`` (the node script's ``view``)."""
+        return self._node_request({"view": name}, f"view {name}", timeout)
+
+    def _node_request(self, request: dict[str, Any], what: str, timeout: float
+                      ) -> dict[str, Any]:
         with self._node_lock:
             if self.node is None or self.node.poll() is not None:
                 self.node = subprocess.Popen(
@@ -297,14 +311,13 @@ class Dom0:
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                     stderr=open(self.dir / "node.log", "a"), text=True)
             assert self.node.stdin is not None and self.node.stdout is not None
-            self.node.stdin.write(json.dumps({"hv": hv, "method": method, "args": args,
-                                              "kwargs": kwargs}) + "\n")
+            self.node.stdin.write(json.dumps(request) + "\n")
             self.node.stdin.flush()
             line = _readline(self.node, timeout)
             if not line:
                 self.node.kill()
                 self.node = None
-                raise Dom0Error(f"{method}: the node script in dom0 gave no answer")
+                raise Dom0Error(f"{what}: the node script in dom0 gave no answer")
             return json.loads(line)
 
     def faults(self) -> list[str]:

@@ -133,7 +133,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     # overlaps the other tiers and only counts where the fixture still waited for it).
     spent = sum(report.duration for reports in terminalreporter.stats.values()
                 for report in reports
-                if "test_real_xen.py" in getattr(report, "nodeid", "")
+                if "test_real_xen" in getattr(report, "nodeid", "")  # and _faults
                 and hasattr(report, "duration"))
     if xen_tier.LABS:
         terminalreporter.write_line(f"tier 6: {spent:.0f}s in its tests")
