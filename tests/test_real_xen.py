@@ -97,6 +97,11 @@ def instances(xen: XenLab) -> Iterator[list[Instance]]:
     """Instances the test starts; each is destroyed and cleaned up afterwards."""
     started: list[Instance] = []
     yield started
+    remove(xen, started)
+
+
+def remove(xen: XenLab, started: list[Instance]) -> None:
+    """Destroy and clean up each instance (running or not), then their disk files."""
     for inst in started:
         try:
             xen.call(inst.hv, "StopInstance", inst.rpc, True)

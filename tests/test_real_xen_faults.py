@@ -46,9 +46,9 @@ from fault_injection import INJECTED
 from hvlibvirt import constants as C
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.domain_xml import metadata as md
-from lab.xen_tier import NodeError, XenLab
-from test_real_xen import (DISK_DIR, HVM, PV_BOOT, PVM, Instance, pv, start,
-                           xen_hvm_params)
+from lab.xen_tier import XenLab
+from test_real_libvirt_faults import summary
+from test_real_xen import HVM, PV_BOOT, PVM, Instance, pv, remove, start, xen_hvm_params
 
 pytestmark = [pytest.mark.tier6, pytest.mark.real]
 
@@ -85,27 +85,9 @@ def lab(xen: XenLab, ganeti: Any, request: pytest.FixtureRequest) -> Iterator[La
         lab = Lab(xen, running, bare)
         yield lab
     finally:
-        for inst in started:
-            try:
-                xen.call(inst.hv, "StopInstance", inst.rpc, True)
-            except NodeError:
-                pass
-            xen.call(inst.hv, "CleanupInstance", inst.name)
-        xen.sh(f"rm -f {DISK_DIR}/*")
+        remove(xen, started)
         if lab is not None:
-            _summary(request, lab)
-
-
-def _summary(request: pytest.FixtureRequest, lab: Lab) -> None:
-    """Each method's call count and time, into the run's output."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None or not lab.totals:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("\ntest_real_xen_faults: libvirt failed in dom0 at every call of")
-        for label, (calls, took) in lab.totals.items():
-            reporter.write_line(f"  {label}: {calls} calls, {took:.1f} s")
+            summary(request, lab, "test_real_xen_faults (in dom0)")
 
 
 # ------------------------------------------------------------------------- the runs
