@@ -108,11 +108,6 @@ class Run:
     def result(self) -> Any:
         return self.answer.get("result")
 
-    def called(self, what: str) -> bool:
-        """Whether the call went through libvirt's ``what`` (the failed call excluded)."""
-        calls = self.answer["calls"]
-        return what in (calls[:self.fail_at - 1] if self.fail_at else calls)
-
 
 def every_index(lab: Lab, label: str, hv: str, method: str, args: list[Any],
                 prepare: Callable[[], None], check: Callable[[Run], None],
