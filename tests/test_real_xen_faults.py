@@ -46,7 +46,7 @@ from fault_injection import INJECTED
 from hvlibvirt import constants as C
 from hvlibvirt.base import HvInstanceState
 from hvlibvirt.domain_xml import metadata as md
-from lab.xen_tier import XenLab
+from lab.xen_tier import NodeError, XenLab
 from test_real_libvirt_faults import summary
 from test_real_xen import HVM, PV_BOOT, PVM, Instance, pv, remove, start, xen_hvm_params
 
@@ -156,11 +156,21 @@ class Seen:
     config: set[str] = field(default_factory=set)   # ... in the definition
     meta: set[str] = field(default_factory=set)     # ... in our metadata
     pending: set[str] = field(default_factory=set)
+    listed: bool | None = None   # in ListInstances (asked with ``reported``)
+    info: Any = None             # GetInstanceInfo's answer (likewise)
 
 
-def seen(xen: XenLab, name: str) -> Seen:
-    got = xen.view(name)
+def seen(xen: XenLab, name: str, reported: str | None = None) -> Seen:
+    """What dom0 has of ``name``; with ``reported`` (a hypervisor name), also what that
+    class reports of it, asked in the same request before dom0 is read."""
+    got = xen.view(name, reported)
     found = Seen(got["xl_id"], _STATES.get(got["state"], got["state"]), got["blocks"] or 0, 0)
+    if reported is not None:
+        for part in ("listed", "info"):
+            if "error" in got[part]:
+                raise NodeError(got[part])
+        found.listed = name in got["listed"]["result"]
+        found.info = got["info"]["result"]
     if got["config"] is None:
         return found
     config = etree.fromstring(got["config"].encode())
@@ -181,12 +191,12 @@ def _aliases(root: etree._Element) -> set[str]:
 
 def reported(lab: Lab, name: str, where: str) -> Seen:
     """What the library reports of ``name`` is what xl and libvirt have; returns it."""
-    found = seen(lab.xen, name)
+    found = seen(lab.xen, name, reported=PVM)
     running = found.xl_id is not None
     assert running == (found.state in ("running", "paused", "idle", "blocked")), \
         f"{where}: xl and libvirt disagree: {found}"
-    assert (name in lab.xen.call(PVM, "ListInstances", None)) == running, (where, found)
-    info = lab.xen.call(PVM, "GetInstanceInfo", name, None)
+    assert found.listed == running, (where, found)
+    info = found.info
     if running:
         assert info is not None and info[0] == name and info[1] == found.xl_id \
             and info[4] == HvInstanceState.RUNNING, (where, info, found)

@@ -17,7 +17,9 @@ Protocol (one JSON document per line on stdin, one answer per line on stdout):
 * request ``{"view": <domain name>}``: what xl and libvirt have of it, for the tests'
   checks (a virsh per read costs most of a second under TCG): ``{"xl_id", "blocks"
   (xl block-list's rows), "state" (libvirt's), "live", "config" (its XML)}``, each
-  None where there is no such domain.
+  None where there is no such domain; with ``"reported": <hv>``, first what that
+  hypervisor class reports of it, as the next call would: ``"listed"`` and ``"info"``,
+  the answers (as above) of ListInstances and GetInstanceInfo.
 
 The library logs to stderr.
 """
@@ -72,7 +74,15 @@ class _Patch:
 
 def answer(request):
     if "view" in request:
-        return view(request["view"])
+        name, reply = request["view"], {}
+        if "reported" in request:
+            hv = request["reported"]
+            reply["listed"] = call({"hv": hv, "method": "ListInstances", "args": [None]})
+            reply["info"] = call({"hv": hv, "method": "GetInstanceInfo", "args": [name, None]})
+            for part in (reply["listed"], reply["info"]):
+                part.pop("exception", None)
+        reply.update(view(name))
+        return reply
     faults = None
     if "fail_at" in request:
         import fault_injection

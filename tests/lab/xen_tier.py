@@ -127,10 +127,11 @@ class XenLab:
         assert self.dom0 is not None
         return self.dom0.call(hv, method, *args, timeout=bound, fail_at=fail_at, **kwargs)
 
-    def view(self, name: str) -> dict[str, Any]:
-        """What xl and libvirt have of the domain ``name`` (tests/lab/xen_node.py)."""
+    def view(self, name: str, reported: str | None = None) -> dict[str, Any]:
+        """What xl and libvirt have of the domain ``name`` and, with ``reported``, what
+        that hypervisor class reports of it (tests/lab/xen_node.py)."""
         assert self.dom0 is not None
-        return self.dom0.node_view(name)
+        return self.dom0.node_view(name, reported)
 
     def sh(self, command: str, timeout: float = 120, check: bool = True) -> str:
         assert self.dom0 is not None

@@ -298,9 +298,12 @@ class Dom0:
             request["fail_at"] = fail_at
         return self._node_request(request, method, timeout)
 
-    def node_view(self, name: str, timeout: float = 120) -> dict[str, Any]:
-        """What xl and libvirt have of the domain ``name`` (the node script's ``view``)."""
-        return self._node_request({"view": name}, f"view {name}", timeout)
+    def node_view(self, name: str, reported: str | None = None, timeout: float = 120
+                  ) -> dict[str, Any]:
+        """What xl and libvirt have of the domain ``name`` and, with ``reported`` (a
+        hypervisor name), what that class reports of it (the node script's ``view``)."""
+        request = {"view": name} if reported is None else {"view": name, "reported": reported}
+        return self._node_request(request, f"view {name}", timeout)
 
     def _node_request(self, request: dict[str, Any], what: str, timeout: float
                       ) -> dict[str, Any]:
