@@ -61,7 +61,7 @@ def test_serial_log_parses_dev_lines_and_times_out_with_tail(tmp_path: Path) -> 
                              b"HVL-DEV blk=vdb net=lo mem=1")  # half-written line: ignored
     assert console.last_dev() == {"blk": ["vda", "sda"], "net": ["eth0", "lo"], "mem": 125328,
                                   "sizes": {"vda": 65536, "sda": 2048}}
-    mark = console.wait(r"HVL-READY uptime=([0-9.]+)", 1).end()
+    mark = console.wait(r"HVL-READY uptime=([0-9.]+)\r?\n", 1).end()
     assert console.wait_dev(lambda d: "sda" in d["blk"], 1, since=mark)["sizes"]["sda"] == 2048
     with pytest.raises(SerialTimeout, match="(?s)HVL-NEVER.*uptime=2.50"):
         console.wait("HVL-NEVER", 0.1)
@@ -146,7 +146,7 @@ def test_guest_boots_and_acpi_power_button_shuts_it_off(
     dom = libvirt_daemon_conn.defineXML(guest_domain_xml(name, guest_image, console.path))
     t0 = time.monotonic()
     dom.create()
-    ready = console.wait(r"HVL-READY uptime=([0-9.]+)", BOOT_TIMEOUT_S)
+    ready = console.wait(r"HVL-READY uptime=([0-9.]+)\r?\n", BOOT_TIMEOUT_S)
     log.info("guest ready %.2fs after create (guest uptime %ss)", time.monotonic() - t0, ready.group(1))
     dev = console.last_dev()
     assert dev is not None and dev["mem"] > 0, console.tail()

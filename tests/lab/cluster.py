@@ -562,6 +562,8 @@ def standalone_cluster(workdir: Path | None = None, **kwargs: object) -> Iterato
         cluster.up()
         yield cluster
     finally:
-        cluster.teardown()
-        if own:
-            _host(["rm", "-rf", "--one-file-system", str(work)], check=False)
+        try:
+            cluster.teardown()
+        finally:  # also when teardown's leak check raises
+            if own:
+                _host(["rm", "-rf", "--one-file-system", str(work)], check=False)
