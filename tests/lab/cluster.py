@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import libvirt_tls
 from .cluster_node import NODE_ENV, OVERLAID, PRIVATE, ClusterError, ClusterNode, ConsoleSession
 from .daemon import missing_prerequisites
 from .errors import LabError, LabLeakError
@@ -188,10 +189,13 @@ class Cluster:
     """The two-node cluster: ``up()``, then ``gnt()`` / ``run()`` / ``console()``, ``teardown()``.
 
     ``hvlibvirt=False`` leaves Ganeti's own hv_kvm serving ``kvm`` (no .deb installed).
+    ``libvirt_tls=True`` has each node's libvirtd also listen for TLS (a lab CA's
+    certificates, tests/lab/libvirt_tls.py), for ``migration_uri = qemu+tls://...``.
     """
 
     def __init__(self, workdir: Path, *, guest: GuestImage | None = None, deb: Path | None = None,
-                 hvlibvirt: bool = True, tag: str | None = None) -> None:
+                 hvlibvirt: bool = True, tag: str | None = None,
+                 libvirt_tls: bool = False) -> None:
         self.workdir = Path(workdir).resolve()
         self.guest = guest
         self.deb = deb
@@ -201,6 +205,7 @@ class Cluster:
         self.nodes = {name: ClusterNode(name, DOMAIN, ip, self.net.netns[name], self.workdir / name,
                                         str(uuid.uuid4()), binds=binds)
                       for name, ip in NODE_IPS.items()}
+        self.libvirt_tls = libvirt_tls
         self.timings = Timings()
         self.loop_devices: list[str] = []
         self._baseline_mounts: set[str] = set()
@@ -325,6 +330,11 @@ class Cluster:
                 _DEV_DISK_MOUNTPOINT.acquire(default_cache_dir())
                 self._leased = True
                 self.net.setup()
+                if self.libvirt_tls:
+                    made = libvirt_tls.make(self.workdir / "pki",
+                                            {n.fqdn: n.ip for n in self.nodes.values()})
+                    for node in self.nodes.values():
+                        node.tls = made[node.fqdn]
                 for node in self.nodes.values():
                     self._prepare(node)
             with self.timings.phase("nodes"):

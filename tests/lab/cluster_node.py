@@ -86,6 +86,9 @@ class ClusterNode:
         # the tree whose /etc, /usr, /var, /root and /srv the overlays lie over: the
         # host's, or another release's root (tests/lab/upgrade_cluster.py)
         self.lower = Path(lower)
+        # libvirt's TLS files (node path -> content, mode; tests/lab/libvirt_tls.py): with
+        # them libvirtd also listens for TLS on the node's address
+        self.tls: dict[str, tuple[bytes, int]] = {}
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -212,12 +215,15 @@ class ClusterNode:
             "auth_unix_rw": "none",
             "auth_unix_ro": "none",
             "listen_tcp": 0,
+            **({"listen_tls": 1, "listen_addr": self.ip} if self.tls else {}),
             "host_uuid": self.host_uuid,  # two nodes must look like two hosts to migrate
             # A failed migration is read afterwards: its job and the peers' keepalive in full.
             "log_filters": "1:rpc.keepalive 1:qemu.qemu_migration",
             "log_level": 3,
             "log_outputs": f"1:file:{LIBVIRTD_LOG}",
         }))
+        for path, (content, mode) in self.tls.items():
+            self.seed(path, content, mode)
         self.seed("/etc/libvirt/virtlogd.conf", _libvirt_conf({
             "log_outputs": "3:file:/var/log/libvirt/virtlogd.log",
         }))
@@ -326,7 +332,7 @@ class ClusterNode:
         if not self._running("/run/virtlogd.pid"):  # stop_libvirtd leaves virtlogd running
             self.run(["virtlogd", "-d"])
         self.host_path("/run/libvirtd.pid").unlink(missing_ok=True)
-        self.run(["libvirtd", "-d"])
+        self.run(["libvirtd", "-d", *(["--listen"] if self.tls else [])])
         deadline = t0 + timeout
         last = "no socket"
         while True:
