@@ -34,13 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from lab.cluster import SERIAL_LOG_DIR, Cluster, standalone_cluster  # noqa: E402
-from lab.gnt_steps import NO_VHOST  # noqa: E402
+from lab.cluster import HVLIBVIRT_CONF, Cluster, hvlibvirt_conf, standalone_cluster  # noqa: E402
+from lab.gnt_steps import NO_VHOST, QUIET_GUEST  # noqa: E402
 
 log = logging.getLogger("bench.migration_transport")
 
 INSTANCE = "mig1.gnt.test"
-KERNEL_ARGS = "quiet panic=-1 hvlpoll=0"  # as bench/ganeti_cluster.py, for the same reason
 URIS = {"hvlibvirt ssh": "qemu+ssh://{target}/system",
         "hvlibvirt tls": "qemu+tls://{target}/system"}
 MODES = ("hv_kvm", *URIS)
@@ -51,9 +50,7 @@ def configure(cluster: Cluster, mode: str) -> None:
     for node in cluster.nodes.values():
         cluster.hvlibvirt_ganeti(node, "disable" if mode == "hv_kvm" else "enable")
         if mode in URIS:
-            node.write("/etc/hvlibvirt/hvlibvirt.conf",
-                       f"[kvm]\nuri = qemu:///system\nmigration_uri = {URIS[mode]}\n"
-                       f"serial_log_dir = {SERIAL_LOG_DIR}\n")
+            node.write(HVLIBVIRT_CONF, hvlibvirt_conf(URIS[mode]))
 
 
 Times = dict[tuple[str, int], list[float]]  # (mode, bandwidth) -> seconds
@@ -109,7 +106,7 @@ def main() -> int:
     with standalone_cluster(libvirt_tls=True) as cluster:
         cluster.gnt("gnt-instance", "add", "-t", "sharedfile", "-o", "noop", "--disk",
                     "0:size=64M", "-B", "maxmem=128M,minmem=64M", "-H",
-                    cluster.hvparams(kernel_args=KERNEL_ARGS, **NO_VHOST), "-n",
+                    cluster.hvparams(**QUIET_GUEST, **NO_VHOST), "-n",
                     "gnta.gnt.test", "--no-name-check", "--no-ip-check", "--no-start",
                     INSTANCE)
         for index in range(args.rounds):

@@ -185,6 +185,17 @@ class Timings:
 
 # ------------------------------------------------------------------------------ the cluster
 
+HVLIBVIRT_CONF = "/etc/hvlibvirt/hvlibvirt.conf"
+
+
+def hvlibvirt_conf(migration_uri: str = "qemu+ssh://{target}/system") -> str:
+    """A node's hvlibvirt.conf: qemu:///system is the node's own libvirtd (/run/libvirt
+    is node-private); serial_log_dir lets the tests read the guest's console output as
+    a file."""
+    return (f"[kvm]\nuri = qemu:///system\nmigration_uri = {migration_uri}\n"
+            f"serial_log_dir = {SERIAL_LOG_DIR}\n")
+
+
 class Cluster:
     """The two-node cluster: ``up()``, then ``gnt()`` / ``run()`` / ``console()``, ``teardown()``.
 
@@ -380,13 +391,7 @@ class Cluster:
             "    UserKnownHostsFile /var/lib/ganeti/known_hosts\n"
             f"    HostKeyAlias {CLUSTER_NAME}\n"
             "    BatchMode yes\n"), 0o600)
-        # qemu:///system is the node's own libvirtd (/run/libvirt is node-private);
-        # serial_log_dir lets the tests read the guest's console output as a file.
-        node.seed("/etc/hvlibvirt/hvlibvirt.conf", (
-            "[kvm]\n"
-            "uri = qemu:///system\n"
-            "migration_uri = qemu+ssh://{target}/system\n"
-            f"serial_log_dir = {SERIAL_LOG_DIR}\n"))
+        node.seed(HVLIBVIRT_CONF, hvlibvirt_conf())
         node.seed_dir(SERIAL_LOG_DIR)
         self._seed_noop_os(node)
         assert self.guest is not None
